@@ -1,0 +1,344 @@
+//! Running commands on inventory hosts: over the system `ssh` with one multiplexed master per
+//! host (the `openssh` crate, so `~/.ssh/config`, the agent and `known_hosts` apply; host keys
+//! are checked strictly), or as a local process for the built-in host `local`.
+//!
+//! This is the driver under the `ssh` capability and under file-edit and service, which are
+//! shell scripts run through it.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::Duration;
+
+use openssh::{KnownHosts, Session, SessionBuilder};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::Mutex;
+
+use super::{CapResult, CapabilityError};
+use crate::inventory::{Become, Inventory, LOCAL_HOST, Secret};
+
+pub enum EnvValue {
+    Plain(String),
+    /// Handed to the command on its standard input, read into the variable by a wrapper shell:
+    /// never on a command line (visible in `ps`), in a log or in the journal.
+    Secret(Secret),
+}
+
+pub struct ExecRequest {
+    pub argv: Vec<String>,
+    pub env: Vec<(String, EnvValue)>,
+    pub stdin: Option<Vec<u8>>,
+    pub timeout: Option<Duration>,
+    pub privileged: bool,
+    /// Output beyond this many bytes per stream is dropped (and `truncated` set).
+    pub max_output: usize,
+}
+
+impl ExecRequest {
+    pub fn new(argv: Vec<String>) -> Self {
+        Self { argv, env: Vec::new(), stdin: None, timeout: None, privileged: false, max_output: 8 << 20 }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct ExecOutput {
+    pub status: Option<i32>,
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+    pub truncated: bool,
+}
+
+impl ExecOutput {
+    pub fn success(&self) -> bool {
+        self.status == Some(0)
+    }
+
+    pub fn stderr_text(&self) -> String {
+        String::from_utf8_lossy(&self.stderr).trim().to_string()
+    }
+}
+
+type SessionSlot = Arc<Mutex<Option<Arc<Session>>>>;
+
+pub struct Remote {
+    inventory: Arc<Inventory>,
+    control_dir: PathBuf,
+    sessions: std::sync::Mutex<HashMap<String, SessionSlot>>,
+}
+
+impl Remote {
+    pub fn new(inventory: Arc<Inventory>, control_dir: PathBuf) -> Self {
+        Self { inventory, control_dir, sessions: std::sync::Mutex::new(HashMap::new()) }
+    }
+
+    /// Run `request` on `host` and wait for it (bounded by its timeout or the inventory default).
+    pub async fn exec(&self, host: &str, request: ExecRequest) -> CapResult<ExecOutput> {
+        let first = request.argv.first().cloned().unwrap_or_default();
+        if first.is_empty() {
+            return Err(CapabilityError::Invalid(format!("command on host {host}: empty argv")));
+        }
+        let escalation = if host == LOCAL_HOST {
+            Become::None
+        } else {
+            self.inventory
+                .host(host)
+                .ok_or_else(|| CapabilityError::NotFound(format!("host {host} is not in the inventory ({})", self.inventory.source.display())))?
+                .escalation
+        };
+        let timeout = request.timeout.unwrap_or(Duration::from_millis(self.inventory.defaults.command_timeout_ms));
+        let (argv, stdin) = wrap_command(&request, escalation)?;
+        let max = request.max_output;
+        let run = async {
+            if host == LOCAL_HOST {
+                run_local(&argv, stdin, max).await
+            } else {
+                self.run_remote(host, &argv, stdin, max).await
+            }
+        };
+        match tokio::time::timeout(timeout, run).await {
+            Ok(result) => result,
+            Err(_) => Err(CapabilityError::Timeout(format!(
+                "`{first}` on host {host} did not finish within {} s: outcome unknown — check on {host} whether it took effect before retrying",
+                timeout.as_secs_f32()
+            ))),
+        }
+    }
+
+    async fn run_remote(&self, host: &str, argv: &[String], stdin: Vec<u8>, max: usize) -> CapResult<ExecOutput> {
+        // A cached master may have died (host rebooted, network cut): the command cannot have
+        // started then, so evict it and try once more with a fresh connection.
+        for attempt in 0..2 {
+            let session = self.session(host).await?;
+            let mut command = Session::to_command(session.clone(), argv[0].clone());
+            command.args(&argv[1..]).stdin(openssh::Stdio::piped()).stdout(openssh::Stdio::piped()).stderr(openssh::Stdio::piped());
+            let mut child = match command.spawn().await {
+                Ok(child) => child,
+                Err(e) if attempt == 0 && is_connection_error(&e) => {
+                    self.evict(host).await;
+                    continue;
+                }
+                Err(e) => return Err(classify_ssh_error(host, e)),
+            };
+            let stdin_pipe = child.stdin().take();
+            let stdout = child.stdout().take();
+            let stderr = child.stderr().take();
+            let (_, out, err) = tokio::join!(feed(stdin_pipe, stdin), collect(stdout, max), collect(stderr, max));
+            let status = match child.wait().await {
+                Ok(status) => status.code(),
+                Err(openssh::Error::RemoteProcessTerminated) => None,
+                Err(e) => {
+                    self.evict(host).await;
+                    return Err(classify_ssh_error(host, e));
+                }
+            };
+            let (stdout, t1) = out.map_err(|e| CapabilityError::Failed(format!("reading output of `{}` on host {host}: {e}", argv[0])))?;
+            let (stderr, t2) = err.map_err(|e| CapabilityError::Failed(format!("reading errors of `{}` on host {host}: {e}", argv[0])))?;
+            return Ok(ExecOutput { status, stdout, stderr, truncated: t1 || t2 });
+        }
+        Err(CapabilityError::Unreachable(format!("host {host}: the ssh connection broke twice; check that {host} is up")))
+    }
+
+    async fn slot(&self, host: &str) -> SessionSlot {
+        let mut sessions = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
+        sessions.entry(host.to_string()).or_default().clone()
+    }
+
+    async fn evict(&self, host: &str) {
+        let slot = self.slot(host).await;
+        let old = slot.lock().await.take();
+        if let Some(old) = old.and_then(|s| Arc::try_unwrap(s).ok()) {
+            let _ = old.close().await;
+        }
+    }
+
+    /// The host's multiplexed master, connected on first use.
+    async fn session(&self, host: &str) -> CapResult<Arc<Session>> {
+        let slot = self.slot(host).await;
+        let mut guard = slot.lock().await;
+        if let Some(session) = guard.as_ref() {
+            return Ok(session.clone());
+        }
+        let entry = self
+            .inventory
+            .host(host)
+            .ok_or_else(|| CapabilityError::NotFound(format!("host {host} is not in the inventory ({})", self.inventory.source.display())))?;
+        std::fs::create_dir_all(&self.control_dir).map_err(|e| {
+            CapabilityError::Failed(format!("cannot create the ssh control directory {}: {e}", self.control_dir.display()))
+        })?;
+        let connect_timeout = Duration::from_millis(self.inventory.defaults.connect_timeout_ms);
+        let mut builder = SessionBuilder::default();
+        builder
+            .known_hosts_check(KnownHosts::Strict)
+            .connect_timeout(connect_timeout)
+            .server_alive_interval(Duration::from_secs(5))
+            .control_directory(&self.control_dir);
+        if let Some(config) = &self.inventory.ssh.config {
+            builder.config_file(config);
+        }
+        if let Some(port) = entry.ssh_port {
+            builder.port(port);
+        }
+        if let Some(key) = &entry.identity_file {
+            builder.keyfile(key);
+        }
+        if let Some(known_hosts) = &entry.known_hosts {
+            builder.user_known_hosts_file(known_hosts);
+        }
+        let destination = entry.ssh.clone().unwrap_or_else(|| entry.address.clone());
+        // ssh's ConnectTimeout covers the TCP connect; a host that accepts but never answers
+        // (hung, frozen) is caught by this outer bound.
+        let session = match tokio::time::timeout(connect_timeout + Duration::from_secs(2), builder.connect(&destination)).await {
+            Ok(Ok(session)) => Arc::new(session),
+            Ok(Err(e)) => return Err(classify_ssh_error(host, e)),
+            Err(_) => {
+                return Err(CapabilityError::Unreachable(format!(
+                    "host {host}: no ssh answer within {} s; check that the host is up and reachable",
+                    connect_timeout.as_secs()
+                )));
+            }
+        };
+        *guard = Some(session.clone());
+        Ok(session)
+    }
+
+    pub async fn close_all(&self) {
+        let slots: Vec<SessionSlot> = {
+            let mut sessions = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
+            sessions.drain().map(|(_, slot)| slot).collect()
+        };
+        for slot in slots {
+            if let Some(session) = slot.lock().await.take().and_then(|s| Arc::try_unwrap(s).ok()) {
+                let _ = session.close().await;
+            }
+        }
+    }
+}
+
+/// Put environment variables and privilege escalation around the argv. Secrets go first on
+/// standard input, one line each, and are read by the wrapper shell into their variables.
+fn wrap_command(request: &ExecRequest, escalation: Become) -> CapResult<(Vec<String>, Vec<u8>)> {
+    let mut argv = request.argv.clone();
+    let mut stdin = Vec::new();
+    if !request.env.is_empty() {
+        let mut script = String::new();
+        for (name, value) in &request.env {
+            let valid = name.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+                && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+            if !valid {
+                return Err(CapabilityError::Invalid(format!("environment variable name {name:?} is not valid")));
+            }
+            match value {
+                EnvValue::Plain(text) => script.push_str(&format!("{name}={}; export {name}; ", shell_words::quote(text))),
+                EnvValue::Secret(secret) => {
+                    if secret.expose().contains('\n') {
+                        return Err(CapabilityError::Invalid(format!(
+                            "the secret for {name} contains a line break and cannot be passed safely"
+                        )));
+                    }
+                    script.push_str(&format!("IFS= read -r {name}; export {name}; "));
+                    stdin.extend_from_slice(secret.expose().as_bytes());
+                    stdin.push(b'\n');
+                }
+            }
+        }
+        script.push_str("exec \"$@\"");
+        let mut wrapped = vec!["sh".to_string(), "-c".to_string(), script, "opsh".to_string()];
+        wrapped.append(&mut argv);
+        argv = wrapped;
+    }
+    if request.privileged && escalation == Become::Sudo {
+        argv.splice(0..0, ["sudo".to_string(), "-n".to_string()]);
+    }
+    if let Some(data) = &request.stdin {
+        stdin.extend_from_slice(data);
+    }
+    Ok((argv, stdin))
+}
+
+async fn run_local(argv: &[String], stdin: Vec<u8>, max: usize) -> CapResult<ExecOutput> {
+    let mut child = tokio::process::Command::new(&argv[0])
+        .args(&argv[1..])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => CapabilityError::NotFound(format!("`{}` is not installed on host local", argv[0])),
+            _ => CapabilityError::Failed(format!("cannot start `{}` on host local: {e}", argv[0])),
+        })?;
+    let (_, out, err) = tokio::join!(feed(child.stdin.take(), stdin), collect(child.stdout.take(), max), collect(child.stderr.take(), max));
+    let status = child
+        .wait()
+        .await
+        .map_err(|e| CapabilityError::Failed(format!("waiting for `{}` on host local: {e}", argv[0])))?;
+    let (stdout, t1) = out.map_err(|e| CapabilityError::Failed(format!("reading output of `{}`: {e}", argv[0])))?;
+    let (stderr, t2) = err.map_err(|e| CapabilityError::Failed(format!("reading errors of `{}`: {e}", argv[0])))?;
+    Ok(ExecOutput { status: status.code(), stdout, stderr, truncated: t1 || t2 })
+}
+
+async fn feed<W: AsyncWrite + Unpin>(pipe: Option<W>, data: Vec<u8>) {
+    if let Some(mut pipe) = pipe {
+        // A command that does not read its input closes the pipe early: not an error.
+        let _ = pipe.write_all(&data).await;
+        let _ = pipe.shutdown().await;
+    }
+}
+
+/// Read a stream to its end, keeping at most `max` bytes.
+async fn collect<R: AsyncRead + Unpin>(stream: Option<R>, max: usize) -> std::io::Result<(Vec<u8>, bool)> {
+    let Some(mut stream) = stream else { return Ok((Vec::new(), false)) };
+    let mut kept = Vec::new();
+    let mut truncated = false;
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = stream.read(&mut buf).await?;
+        if n == 0 {
+            return Ok((kept, truncated));
+        }
+        let room = max.saturating_sub(kept.len());
+        kept.extend_from_slice(&buf[..n.min(room)]);
+        truncated |= n > room;
+    }
+}
+
+fn is_connection_error(e: &openssh::Error) -> bool {
+    matches!(e, openssh::Error::Master(_) | openssh::Error::Disconnected | openssh::Error::Ssh(_))
+}
+
+fn classify_ssh_error(host: &str, e: openssh::Error) -> CapabilityError {
+    let text = match &e {
+        openssh::Error::Connect(io) | openssh::Error::Master(io) => io.to_string(),
+        other => other.to_string(),
+    };
+    let text = text.trim().to_string();
+    if text.contains("Permission denied") {
+        CapabilityError::Auth(format!(
+            "host {host}: ssh refused the login ({text}); check the user and key in the inventory and the host's authorized_keys"
+        ))
+    } else if text.contains("Host key verification failed") || text.contains("REMOTE HOST IDENTIFICATION HAS CHANGED") {
+        CapabilityError::Auth(format!(
+            "host {host}: its host key is not in known_hosts or has changed ({text}); verify the key and add it to known_hosts"
+        ))
+    } else {
+        CapabilityError::Unreachable(format!("host {host}: ssh failed ({text}); check that the host is up and reachable"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_travel_on_stdin_not_argv() {
+        let mut request = ExecRequest::new(vec!["av-setup".into()]);
+        request.env.push(("DB_HOST".into(), EnvValue::Plain("10.0.0.2".into())));
+        request.env.push(("DB_PASSWORD".into(), EnvValue::Secret(crate::inventory::tests_support::secret("s3cr3t"))));
+        request.privileged = true;
+        let (argv, stdin) = wrap_command(&request, Become::Sudo).expect("wrap");
+        assert_eq!(&argv[..4], ["sudo", "-n", "sh", "-c"]);
+        assert!(argv.iter().all(|a| !a.contains("s3cr3t")), "{argv:?}");
+        assert_eq!(stdin, b"s3cr3t\n");
+    }
+}

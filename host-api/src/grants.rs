@@ -1,0 +1,182 @@
+//! Deny by default: a plugin may touch only what the inventory grants it, either explicitly in
+//! `[grants.PLUGIN]` or by being a topology's `plugin` (then every member of that topology, and
+//! the hosts of its member databases, are granted for every capability).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+
+use crate::inventory::Inventory;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Capability {
+    Sql,
+    Ssh,
+    FileEdit,
+    Service,
+}
+
+impl Capability {
+    fn key(self) -> &'static str {
+        match self {
+            Self::Sql => "sql",
+            Self::Ssh => "ssh",
+            Self::FileEdit => "file-edit",
+            Self::Service => "service",
+        }
+    }
+
+    fn verb(self) -> &'static str {
+        match self {
+            Self::Sql => "run SQL on database",
+            Self::Ssh => "run commands on host",
+            Self::FileEdit => "read or edit files on host",
+            Self::Service => "query or control services on host",
+        }
+    }
+}
+
+impl fmt::Display for Capability {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.key())
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+struct PluginGrants {
+    patterns: BTreeMap<Capability, Vec<String>>,
+    /// Names granted whole through a topology.
+    topology_members: BTreeSet<String>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Grants {
+    plugins: BTreeMap<String, PluginGrants>,
+    inventory_source: String,
+}
+
+impl Grants {
+    pub fn new(inventory: &Inventory) -> Self {
+        let mut plugins: BTreeMap<String, PluginGrants> = BTreeMap::new();
+        for (plugin, grant) in &inventory.grants {
+            let entry = plugins.entry(plugin.clone()).or_default();
+            entry.patterns.insert(Capability::Sql, grant.sql.clone());
+            entry.patterns.insert(Capability::Ssh, grant.ssh.clone());
+            entry.patterns.insert(Capability::FileEdit, grant.file_edit.clone());
+            entry.patterns.insert(Capability::Service, grant.service.clone());
+        }
+        for topology in inventory.topologies.values() {
+            let Some(plugin) = &topology.plugin else { continue };
+            let entry = plugins.entry(plugin.clone()).or_default();
+            for member in topology.members.values().flatten() {
+                entry.topology_members.insert(member.clone());
+                if let Some(db) = inventory.database(member) {
+                    entry.topology_members.insert(db.host.clone());
+                }
+            }
+        }
+        Self { plugins, inventory_source: inventory.source.display().to_string() }
+    }
+
+    /// May `plugin` use `capability` on `target` (a database for SQL, else a host)? `detail` is
+    /// the path or service name for file-edit and service grants (`HOST:DETAIL` patterns).
+    pub fn check(&self, plugin: &str, capability: Capability, target: &str, detail: Option<&str>) -> Result<(), String> {
+        if let Some(grants) = self.plugins.get(plugin) {
+            if grants.topology_members.contains(target) {
+                return Ok(());
+            }
+            let subject = match detail {
+                Some(detail) => format!("{target}:{detail}"),
+                None => target.to_string(),
+            };
+            if grants
+                .patterns
+                .get(&capability)
+                .is_some_and(|patterns| patterns.iter().any(|p| glob_match(p, &subject)))
+            {
+                return Ok(());
+            }
+        }
+        let what = match detail {
+            Some(detail) => format!("{target} ({detail})"),
+            None => target.to_string(),
+        };
+        let example = match detail {
+            Some(detail) => format!("\"{target}:{detail}\""),
+            None => format!("\"{target}\""),
+        };
+        let source = if self.inventory_source.is_empty() { "the inventory".to_string() } else { self.inventory_source.clone() };
+        Err(format!(
+            "plugin {plugin} may not {} {what}: not granted. To allow it, add {example} to `{} = [...]` under [grants.{plugin}] in {source}, or set plugin = \"{plugin}\" on a topology that has it as a member",
+            capability.verb(),
+            capability.key(),
+        ))
+    }
+
+    /// May the plugin see this name at all (inventory lookups)? Only names it was granted something on.
+    pub fn may_see(&self, plugin: &str, name: &str) -> bool {
+        let Some(grants) = self.plugins.get(plugin) else { return false };
+        grants.topology_members.contains(name)
+            || grants.patterns.iter().any(|(capability, patterns)| {
+                patterns.iter().any(|p| {
+                    let name_part = match capability {
+                        Capability::FileEdit | Capability::Service => p.split(':').next().unwrap_or(p),
+                        _ => p.as_str(),
+                    };
+                    glob_match(name_part, name)
+                })
+            })
+    }
+
+    /// Topologies managed by this plugin are visible to it as a whole.
+    pub fn manages_topology(&self, plugin: &str, inventory: &Inventory, topology: &str) -> bool {
+        inventory.topologies.get(topology).and_then(|t| t.plugin.as_deref()) == Some(plugin)
+            || self.may_see(plugin, topology)
+    }
+}
+
+/// `*` matches any run of characters (including `/` and `:`); everything else matches itself.
+pub fn glob_match(pattern: &str, text: &str) -> bool {
+    let (p, t): (Vec<char>, Vec<char>) = (pattern.chars().collect(), text.chars().collect());
+    let (mut pi, mut ti, mut star, mut mark) = (0, 0, None, 0);
+    while ti < t.len() {
+        if pi < p.len() && p[pi] != '*' && p[pi] == t[ti] {
+            pi += 1;
+            ti += 1;
+        } else if pi < p.len() && p[pi] == '*' {
+            star = Some(pi);
+            mark = ti;
+            pi += 1;
+        } else if let Some(s) = star {
+            pi = s + 1;
+            mark += 1;
+            ti = mark;
+        } else {
+            return false;
+        }
+    }
+    p[pi..].iter().all(|c| *c == '*')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn globs() {
+        assert!(glob_match("*", "anything"));
+        assert!(glob_match("dn*-a", "dn01-a"));
+        assert!(glob_match("a:/etc/*.conf", "a:/etc/pg/pg_hba.conf"));
+        assert!(!glob_match("a:/etc/*.conf", "b:/etc/x.conf"));
+        assert!(!glob_match("dn01", "dn012"));
+    }
+
+    #[test]
+    fn deny_by_default_and_say_how_to_grant() {
+        let inventory = Inventory::parse("[hosts.a]\naddress='127.0.0.2'\n[grants.p]\nssh=['a']\n").expect("inventory");
+        let grants = Grants::new(&inventory);
+        assert!(grants.check("p", Capability::Ssh, "a", None).is_ok());
+        let denied = grants.check("p", Capability::Service, "a", Some("dtService")).unwrap_err();
+        assert!(denied.contains("[grants.p]") && denied.contains("\"a:dtService\""), "{denied}");
+        assert!(grants.check("other", Capability::Ssh, "a", None).is_err());
+    }
+}

@@ -1,0 +1,388 @@
+//! The operator's inventory: hosts, databases, topologies and grants, read from TOML.
+//!
+//! Everything a plugin addresses is a name in here. Passwords are never stored in the inventory
+//! itself: a database names where its password comes from (an environment variable, a file, or
+//! `~/.pgpass`), and [`Inventory::database_password`] is the only way to read it.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use serde::Deserialize;
+
+/// The built-in host that means "the machine opsh runs on".
+pub const LOCAL_HOST: &str = "local";
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Inventory {
+    #[serde(default)]
+    pub defaults: Defaults,
+    #[serde(default)]
+    pub ssh: SshDefaults,
+    #[serde(default)]
+    pub hosts: BTreeMap<String, Host>,
+    #[serde(default)]
+    pub databases: BTreeMap<String, Database>,
+    #[serde(default)]
+    pub topologies: BTreeMap<String, Topology>,
+    /// Plugin name → what it may touch. Nothing is granted by default.
+    #[serde(default)]
+    pub grants: BTreeMap<String, Grant>,
+    /// Where the inventory was read from (for messages).
+    #[serde(skip)]
+    pub source: PathBuf,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Defaults {
+    /// Connecting (TCP + TLS + authentication) to a database or host.
+    pub connect_timeout_ms: u64,
+    /// One SQL statement.
+    pub statement_timeout_ms: u64,
+    /// One remote command when the plugin gives no timeout.
+    pub command_timeout_ms: u64,
+}
+
+impl Default for Defaults {
+    fn default() -> Self {
+        Self { connect_timeout_ms: 10_000, statement_timeout_ms: 60_000, command_timeout_ms: 120_000 }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct SshDefaults {
+    /// An ssh_config file passed to ssh with `-F` (otherwise `~/.ssh/config` applies).
+    pub config: Option<PathBuf>,
+    /// Where the multiplexing control sockets live (short path: sockets have a length limit).
+    pub control_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Host {
+    /// The host's network address (IP or DNS name). Plugins see it only as `{{addr:NAME}}`.
+    pub address: String,
+    /// The ssh destination (`user@host` or an ssh_config alias); defaults to `address`.
+    pub ssh: Option<String>,
+    pub ssh_port: Option<u16>,
+    pub identity_file: Option<PathBuf>,
+    pub known_hosts: Option<PathBuf>,
+    /// Privilege escalation for service control, file edits and privileged commands.
+    #[serde(default, rename = "become")]
+    pub escalation: Become,
+    #[serde(default)]
+    pub service_manager: ServiceManager,
+    /// Free-form non-secret attributes a plugin may read.
+    #[serde(default)]
+    pub attributes: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, Default, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum Become {
+    #[default]
+    None,
+    /// `sudo -n` (never prompts: a password prompt would hang a runbook).
+    Sudo,
+}
+
+#[derive(Debug, Clone, Deserialize, Default, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case", untagged)]
+pub enum ServiceManager {
+    #[default]
+    #[serde(skip)]
+    Unset,
+    Named(ServiceManagerName),
+    /// A command template with `{action}` and `{service}`; it follows the LSB exit codes for
+    /// `status` (0 running, 3 stopped, 4 unknown service).
+    Command { command: String },
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum ServiceManagerName {
+    Systemd,
+    /// SysV `service NAME ACTION`.
+    Sysv,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Database {
+    /// The inventory host the server runs on.
+    pub host: String,
+    #[serde(default = "default_pg_port")]
+    pub port: u16,
+    pub dbname: String,
+    pub user: String,
+    pub password: Option<PasswordSource>,
+    #[serde(default)]
+    pub sslmode: SslMode,
+    /// CA certificate (PEM) for `verify-ca` / `verify-full`; the system's web roots otherwise.
+    pub sslrootcert: Option<PathBuf>,
+    #[serde(default)]
+    pub attributes: BTreeMap<String, String>,
+}
+
+fn default_pg_port() -> u16 {
+    5432
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, untagged)]
+pub enum PasswordSource {
+    Env { env: String },
+    File { file: PathBuf },
+    Pgpass { pgpass: bool },
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, Default, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum SslMode {
+    Disable,
+    #[default]
+    Prefer,
+    Require,
+    VerifyCa,
+    VerifyFull,
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Topology {
+    /// The plugin that manages this topology: it is granted every member.
+    pub plugin: Option<String>,
+    /// Role → inventory names (hosts or databases), e.g. `master = ["dn01-a"]`.
+    #[serde(default)]
+    pub members: BTreeMap<String, Vec<String>>,
+    #[serde(default)]
+    pub attributes: BTreeMap<String, String>,
+}
+
+/// What one plugin may touch, as name patterns (`*` matches anything).
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Grant {
+    /// Databases.
+    #[serde(default)]
+    pub sql: Vec<String>,
+    /// Hosts on which commands may run.
+    #[serde(default)]
+    pub ssh: Vec<String>,
+    /// `HOST:PATH` patterns.
+    #[serde(default)]
+    pub file_edit: Vec<String>,
+    /// `HOST:SERVICE` patterns.
+    #[serde(default)]
+    pub service: Vec<String>,
+}
+
+/// A secret read from its source. It cannot be printed, serialised or logged by accident.
+#[derive(Clone)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+impl Inventory {
+    pub fn load(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).with_context(|| {
+            format!(
+                "cannot read the inventory {}: give one with --inventory PATH (see README: Inventory)",
+                path.display()
+            )
+        })?;
+        let mut inventory = Self::parse(&text).with_context(|| format!("inventory {} is malformed", path.display()))?;
+        inventory.source = path.to_path_buf();
+        Ok(inventory)
+    }
+
+    pub fn parse(text: &str) -> Result<Self> {
+        let inventory: Inventory = toml::from_str(text).map_err(|e| anyhow::anyhow!("{e}"))?;
+        inventory.validate()?;
+        Ok(inventory)
+    }
+
+    /// An inventory with nothing in it (opsh still starts; every target is unknown).
+    pub fn empty() -> Self {
+        Self::default()
+    }
+
+    fn validate(&self) -> Result<()> {
+        for name in self.hosts.keys().chain(self.databases.keys()).chain(self.topologies.keys()) {
+            if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
+                bail!("name {name:?}: names may only use letters, digits, '-', '_' and '.'");
+            }
+        }
+        if self.hosts.contains_key(LOCAL_HOST) {
+            bail!("host name {LOCAL_HOST:?} is built in (this machine); pick another name");
+        }
+        for (name, host) in &self.hosts {
+            if host.address.trim().is_empty() {
+                bail!("host {name}: address is empty");
+            }
+        }
+        let mut seen = BTreeMap::new();
+        for name in self.hosts.keys().chain(self.databases.keys()).chain(self.topologies.keys()) {
+            if seen.insert(name.as_str(), ()).is_some() {
+                bail!("name {name:?} is used twice; hosts, databases and topologies share one namespace");
+            }
+        }
+        for (name, db) in &self.databases {
+            if !self.hosts.contains_key(&db.host) {
+                bail!("database {name}: host {:?} is not a host in the inventory", db.host);
+            }
+            if matches!(db.sslmode, SslMode::VerifyCa | SslMode::VerifyFull) && db.sslrootcert.is_none() {
+                // Allowed: the web roots are used. Nothing to check.
+            }
+        }
+        for (name, topology) in &self.topologies {
+            for (role, members) in &topology.members {
+                for member in members {
+                    if !self.hosts.contains_key(member) && !self.databases.contains_key(member) {
+                        bail!("topology {name}: member {member:?} (role {role}) is not a host or database in the inventory");
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub fn host(&self, name: &str) -> Option<&Host> {
+        self.hosts.get(name)
+    }
+
+    pub fn database(&self, name: &str) -> Option<&Database> {
+        self.databases.get(name)
+    }
+
+    /// A database's password, from the source it names, else `~/.pgpass` (or `$PGPASSFILE`).
+    pub fn database_password(&self, name: &str) -> Result<Option<Secret>> {
+        let db = self.databases.get(name).with_context(|| format!("database {name} is not in the inventory"))?;
+        let host = self.hosts.get(&db.host).with_context(|| format!("database {name}: unknown host {}", db.host))?;
+        match &db.password {
+            Some(PasswordSource::Env { env }) => match std::env::var(env) {
+                Ok(value) => Ok(Some(Secret(value))),
+                Err(_) => bail!("database {name}: its password comes from ${env}, which is not set; export it and try again"),
+            },
+            Some(PasswordSource::File { file }) => {
+                let text = std::fs::read_to_string(file).with_context(|| {
+                    format!("database {name}: cannot read its password file {}", file.display())
+                })?;
+                Ok(Some(Secret(text.trim_end_matches(['\n', '\r']).to_string())))
+            }
+            Some(PasswordSource::Pgpass { pgpass: false }) => Ok(None),
+            Some(PasswordSource::Pgpass { pgpass: true }) | None => {
+                let found = pgpass_lookup(&host.address, db.port, &db.dbname, &db.user)?;
+                if found.is_none() && db.password.is_some() {
+                    bail!(
+                        "database {name}: no matching line in the .pgpass file for {}:{}:{}:{}",
+                        db.host, db.port, db.dbname, db.user
+                    );
+                }
+                Ok(found)
+            }
+        }
+    }
+
+    /// Every value that must never appear in output: the passwords the inventory can resolve.
+    pub fn known_secrets(&self) -> Vec<Secret> {
+        self.databases
+            .keys()
+            .filter_map(|name| self.database_password(name).ok().flatten())
+            .filter(|secret| !secret.expose().is_empty())
+            .collect()
+    }
+}
+
+/// The `.pgpass` format: `hostname:port:database:username:password`, `*` wildcards, `\:` and `\\`
+/// escapes, `#` comments (as libpq reads it).
+fn pgpass_lookup(host: &str, port: u16, dbname: &str, user: &str) -> Result<Option<Secret>> {
+    let path = match std::env::var_os("PGPASSFILE") {
+        Some(path) => PathBuf::from(path),
+        None => match directories::BaseDirs::new() {
+            Some(base) => base.home_dir().join(".pgpass"),
+            None => return Ok(None),
+        },
+    };
+    let Ok(text) = std::fs::read_to_string(&path) else { return Ok(None) };
+    let port = port.to_string();
+    for line in text.lines() {
+        if line.starts_with('#') || line.trim().is_empty() {
+            continue;
+        }
+        let fields = split_pgpass_line(line);
+        if fields.len() != 5 {
+            continue;
+        }
+        let matches = |field: &str, value: &str| field == "*" || field == value;
+        if matches(&fields[0], host) && matches(&fields[1], &port) && matches(&fields[2], dbname) && matches(&fields[3], user) {
+            return Ok(Some(Secret(fields[4].clone())));
+        }
+    }
+    Ok(None)
+}
+
+fn split_pgpass_line(line: &str) -> Vec<String> {
+    let mut fields = vec![String::new()];
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => {
+                if let Some(next) = chars.next() {
+                    fields.last_mut().map(|f| f.push(next));
+                }
+            }
+            ':' if fields.len() < 5 => fields.push(String::new()),
+            _ => {
+                fields.last_mut().map(|f| f.push(c));
+            }
+        }
+    }
+    fields
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pgpass_escapes_and_wildcards() {
+        assert_eq!(split_pgpass_line(r"h:5432:*:u:pa\:ss\\w"), vec!["h", "5432", "*", "u", r"pa:ss\w"]);
+    }
+
+    #[test]
+    fn unknown_database_host_is_refused_with_its_name() {
+        let err = Inventory::parse(
+            "[hosts.a]\naddress='127.0.0.2'\n[databases.d]\nhost='b'\ndbname='x'\nuser='u'\n",
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("database d: host \"b\""), "{err}");
+    }
+
+    #[test]
+    fn unknown_keys_are_refused() {
+        let err = Inventory::parse("[hosts.a]\naddress='127.0.0.2'\nadress='x'\n").unwrap_err();
+        assert!(err.to_string().contains("adress"), "{err}");
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests_support {
+    pub fn secret(value: &str) -> super::Secret {
+        super::Secret(value.to_string())
+    }
+}

@@ -1,0 +1,404 @@
+//! The store data of one plugin call, and the capability imports it implements. Every import
+//! follows one shape: grant check, phase check, reveal what goes out, driver, conceal what comes
+//! back, account the time spent outside the guest (it does not count against the CPU budget).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use wasmtime::component::ResourceTable;
+use wasmtime::StoreLimits;
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+use super::bindings::{file_edit, host, service, sql, ssh, types};
+use crate::capability::exec::{EnvValue, ExecRequest};
+use crate::capability::{self, CapResult, Capabilities, CapabilityError, Phase};
+use crate::grants::Capability;
+
+/// What the shell is told while a plugin runs.
+pub trait Events: Send + Sync {
+    fn log(&self, plugin: &str, level: host::LogLevel, message: &str);
+    fn progress(&self, plugin: &str, message: &str, fraction: Option<f32>);
+    /// A read-only probe command ran while planning or reading.
+    fn probe(&self, plugin: &str, host: &str, argv: &[String]);
+}
+
+pub struct CallCtx {
+    pub plugin: String,
+    pub phase: Phase,
+    pub caps: Arc<Capabilities>,
+    pub events: Arc<dyn Events>,
+    pub locale: String,
+    pub(super) wasi: WasiCtx,
+    pub(super) table: ResourceTable,
+    pub(super) limits: StoreLimits,
+    pub(super) started: Instant,
+    pub(super) host_time: Duration,
+    pub(super) cpu_budget: Duration,
+    pub(super) ran_out_of_cpu: bool,
+}
+
+impl WasiView for CallCtx {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+    }
+}
+
+impl CallCtx {
+    pub(super) fn guest_time(&self) -> Duration {
+        self.started.elapsed().saturating_sub(self.host_time)
+    }
+
+    fn grant(&self, capability: Capability, target: &str, detail: Option<&str>) -> CapResult<()> {
+        if self.phase == Phase::Describe {
+            return Err(CapabilityError::Denied(format!("plugin {}: describe() may not use capabilities", self.plugin)));
+        }
+        self.caps.grants.check(&self.plugin, capability, target, detail).map_err(CapabilityError::Denied)
+    }
+
+    fn refuse_change(&self, what: &str) -> CapResult<()> {
+        if self.phase.may_change() {
+            Ok(())
+        } else {
+            Err(CapabilityError::ReadOnly(format!(
+                "{what} refused: plugin {} is in its {} phase, where nothing may change",
+                self.plugin,
+                self.phase.name()
+            )))
+        }
+    }
+
+    fn reveal(&self, text: &str) -> CapResult<String> {
+        self.caps.addresses.reveal(text).map_err(CapabilityError::Invalid)
+    }
+
+    fn conceal(&self, text: &str) -> String {
+        self.caps.addresses.conceal(text)
+    }
+
+    fn conceal_bytes(&self, bytes: Vec<u8>) -> Vec<u8> {
+        match String::from_utf8(bytes) {
+            Ok(text) => self.conceal(&text).into_bytes(),
+            Err(e) => e.into_bytes(),
+        }
+    }
+
+    /// Errors cross into the sandbox too: addresses in them are concealed like everything else.
+    fn to_wit_error(&self, error: CapabilityError) -> types::CapabilityError {
+        let m = self.conceal(error.message());
+        match error {
+            CapabilityError::Denied(_) => types::CapabilityError::Denied(m),
+            CapabilityError::NotFound(_) => types::CapabilityError::NotFound(m),
+            CapabilityError::Unreachable(_) => types::CapabilityError::Unreachable(m),
+            CapabilityError::Auth(_) => types::CapabilityError::Auth(m),
+            CapabilityError::Timeout(_) => types::CapabilityError::Timeout(m),
+            CapabilityError::ReadOnly(_) => types::CapabilityError::ReadOnly(m),
+            CapabilityError::Conflict(_) => types::CapabilityError::Conflict(m),
+            CapabilityError::Failed(_) => types::CapabilityError::Failed(m),
+            CapabilityError::Invalid(_) => types::CapabilityError::Invalid(m),
+        }
+    }
+
+    fn finish<T>(&mut self, started: Instant, result: CapResult<T>) -> Result<T, types::CapabilityError> {
+        self.host_time += started.elapsed();
+        result.map_err(|e| self.to_wit_error(e))
+    }
+
+    fn sql_statement(&self, sql: &str, params: Vec<sql::Value>) -> CapResult<capability::sql::Statement> {
+        let params = params
+            .into_iter()
+            .map(|p| {
+                Ok(match p {
+                    sql::Value::Null => capability::sql::Value::Null,
+                    sql::Value::Boolean(b) => capability::sql::Value::Bool(b),
+                    sql::Value::Int(i) => capability::sql::Value::Int(i),
+                    sql::Value::Float(f) => capability::sql::Value::Float(f),
+                    sql::Value::Text(t) => capability::sql::Value::Text(self.reveal(&t)?),
+                })
+            })
+            .collect::<CapResult<Vec<_>>>()?;
+        Ok(capability::sql::Statement { sql: self.reveal(sql)?, params })
+    }
+
+    fn wit_rows(&self, rows: capability::sql::Rows) -> sql::Rows {
+        sql::Rows {
+            columns: rows.columns.into_iter().map(|c| sql::Column { name: c.name, type_name: c.type_name }).collect(),
+            rows: rows
+                .rows
+                .into_iter()
+                .map(|row| {
+                    row.into_iter()
+                        .map(|v| match v {
+                            capability::sql::Value::Null => sql::Value::Null,
+                            capability::sql::Value::Bool(b) => sql::Value::Boolean(b),
+                            capability::sql::Value::Int(i) => sql::Value::Int(i),
+                            capability::sql::Value::Float(f) => sql::Value::Float(f),
+                            capability::sql::Value::Text(t) => sql::Value::Text(self.conceal(&t)),
+                        })
+                        .collect()
+                })
+                .collect(),
+            affected: rows.affected,
+            truncated: rows.truncated,
+        }
+    }
+}
+
+impl types::Host for CallCtx {}
+
+impl sql::Host for CallCtx {
+    async fn query(&mut self, database: String, sql: String, params: Vec<sql::Value>) -> Result<sql::Rows, types::CapabilityError> {
+        let started = Instant::now();
+        let prepared = self.grant(Capability::Sql, &database, None).and_then(|()| self.sql_statement(&sql, params));
+        let (caps, read_only) = (self.caps.clone(), !self.phase.may_change());
+        let result = match prepared {
+            Ok(statement) => caps.sql.query(&database, &statement, read_only, &caps.bounds).await,
+            Err(e) => Err(e),
+        };
+        let result = result.map(|rows| self.wit_rows(rows));
+        self.finish(started, result)
+    }
+
+    async fn transaction(&mut self, database: String, statements: Vec<sql::Statement>) -> Result<Vec<sql::Rows>, types::CapabilityError> {
+        let started = Instant::now();
+        let prepared = self.grant(Capability::Sql, &database, None).and_then(|()| {
+            statements.into_iter().map(|s| self.sql_statement(&s.sql, s.params)).collect::<CapResult<Vec<_>>>()
+        });
+        let (caps, read_only) = (self.caps.clone(), !self.phase.may_change());
+        let result = match prepared {
+            Ok(statements) => caps.sql.transaction(&database, &statements, read_only, &caps.bounds, false).await,
+            Err(e) => Err(e),
+        };
+        let result = result.map(|all| all.into_iter().map(|rows| self.wit_rows(rows)).collect());
+        self.finish(started, result)
+    }
+
+    async fn batch(&mut self, database: String, script: String) -> Result<sql::Rows, types::CapabilityError> {
+        let started = Instant::now();
+        let prepared = self.grant(Capability::Sql, &database, None).and_then(|()| self.reveal(&script));
+        let (caps, read_only) = (self.caps.clone(), !self.phase.may_change());
+        let result = match prepared {
+            Ok(script) => caps.sql.batch(&database, &script, read_only, &caps.bounds).await,
+            Err(e) => Err(e),
+        };
+        let result = result.map(|rows| self.wit_rows(rows));
+        self.finish(started, result)
+    }
+}
+
+impl CallCtx {
+    fn exec_request(&self, host_name: &str, request: ssh::ExecRequest) -> CapResult<ExecRequest> {
+        self.grant(Capability::Ssh, host_name, None)?;
+        let argv = request.argv.iter().map(|a| self.reveal(a)).collect::<CapResult<Vec<_>>>()?;
+        if !request.read_only {
+            self.refuse_change(&format!("running `{}` on host {host_name} (not declared read-only)", argv.first().map_or("", String::as_str)))?;
+        } else if !self.phase.may_change() {
+            self.events.probe(&self.plugin, host_name, &argv);
+        }
+        let mut exec = ExecRequest::new(argv);
+        for (name, value) in request.env {
+            let value = match value {
+                ssh::EnvValue::Plain(text) => EnvValue::Plain(self.reveal(&text)?),
+                ssh::EnvValue::DatabasePassword(database) => {
+                    self.grant(Capability::Sql, &database, None)?;
+                    let secret = self
+                        .caps
+                        .inventory
+                        .database_password(&database)
+                        .map_err(|e| CapabilityError::Auth(format!("{e:#}")))?
+                        .ok_or_else(|| CapabilityError::NotFound(format!("database {database} has no password in the inventory")))?;
+                    EnvValue::Secret(secret)
+                }
+            };
+            exec.env.push((name, value));
+        }
+        exec.stdin = match request.stdin {
+            Some(bytes) => Some(match String::from_utf8(bytes) {
+                Ok(text) => self.reveal(&text)?.into_bytes(),
+                Err(e) => e.into_bytes(),
+            }),
+            None => None,
+        };
+        exec.timeout = request.timeout_ms.map(|ms| Duration::from_millis(ms.into()));
+        exec.privileged = request.privileged;
+        exec.max_output = self.caps.bounds.max_output_bytes;
+        Ok(exec)
+    }
+}
+
+impl ssh::Host for CallCtx {
+    async fn exec(&mut self, host_name: String, request: ssh::ExecRequest) -> Result<ssh::ExecOutput, types::CapabilityError> {
+        let started = Instant::now();
+        let prepared = self.exec_request(&host_name, request);
+        let caps = self.caps.clone();
+        let result = match prepared {
+            Ok(exec) => caps.remote.exec(&host_name, exec).await,
+            Err(e) => Err(e),
+        };
+        let result = result.map(|out| ssh::ExecOutput {
+            status: out.status,
+            stdout: self.conceal_bytes(out.stdout),
+            stderr: self.conceal_bytes(out.stderr),
+            truncated: out.truncated,
+        });
+        self.finish(started, result)
+    }
+}
+
+impl file_edit::Host for CallCtx {
+    async fn read(&mut self, host_name: String, path: String) -> Result<file_edit::FileSnapshot, types::CapabilityError> {
+        let started = Instant::now();
+        let granted = self.grant(Capability::FileEdit, &host_name, Some(&path));
+        let caps = self.caps.clone();
+        let result = match granted {
+            Ok(()) => capability::file_edit::read(&caps.remote, &host_name, &path, true, &caps.bounds).await,
+            Err(e) => Err(e),
+        };
+        let result = result.map(|snapshot| file_edit::FileSnapshot {
+            exists: snapshot.exists,
+            content: self.conceal(&snapshot.content),
+            sha256: snapshot.sha256,
+            mode: snapshot.mode,
+        });
+        self.finish(started, result)
+    }
+
+    async fn write(&mut self, host_name: String, path: String, content: String, expected_sha256: Option<String>) -> Result<file_edit::WriteOutcome, types::CapabilityError> {
+        let started = Instant::now();
+        let prepared = self
+            .grant(Capability::FileEdit, &host_name, Some(&path))
+            .and_then(|()| self.refuse_change(&format!("writing {path} on host {host_name}")))
+            .and_then(|()| self.reveal(&content));
+        let caps = self.caps.clone();
+        let result = match prepared {
+            Ok(content) => capability::file_edit::write(&caps.remote, &host_name, &path, &content, expected_sha256.as_deref(), true).await,
+            Err(e) => Err(e),
+        };
+        let result = result.map(|outcome| file_edit::WriteOutcome { backup_path: outcome.backup_path, sha256: outcome.sha256 });
+        self.finish(started, result)
+    }
+}
+
+impl service::Host for CallCtx {
+    async fn status(&mut self, host_name: String, name: String) -> Result<service::ServiceState, types::CapabilityError> {
+        let started = Instant::now();
+        let granted = self.grant(Capability::Service, &host_name, Some(&name));
+        let caps = self.caps.clone();
+        let result = match granted {
+            Ok(()) => capability::service::status(&caps.remote, &caps.inventory, &host_name, &name).await,
+            Err(e) => Err(e),
+        };
+        let result = result.map(|state| match state {
+            capability::service::State::Running => service::ServiceState::Running,
+            capability::service::State::Stopped => service::ServiceState::Stopped,
+            capability::service::State::Unknown => service::ServiceState::Unknown,
+        });
+        self.finish(started, result)
+    }
+
+    async fn control(&mut self, host_name: String, name: String, action: service::ServiceAction) -> Result<(), types::CapabilityError> {
+        use capability::service::Action;
+        let started = Instant::now();
+        let action = match action {
+            service::ServiceAction::Start => Action::Start,
+            service::ServiceAction::Stop => Action::Stop,
+            service::ServiceAction::Restart => Action::Restart,
+            service::ServiceAction::Reload => Action::Reload,
+        };
+        let prepared = self
+            .grant(Capability::Service, &host_name, Some(&name))
+            .and_then(|()| self.refuse_change(&format!("{} of service {name} on host {host_name}", action.name())));
+        let caps = self.caps.clone();
+        let result = match prepared {
+            Ok(()) => capability::service::control(&caps.remote, &caps.inventory, &host_name, &name, action).await,
+            Err(e) => Err(e),
+        };
+        self.finish(started, result)
+    }
+}
+
+impl host::Host for CallCtx {
+    async fn log(&mut self, level: host::LogLevel, message: String) {
+        let message = self.caps.addresses.reveal_lossy(&message);
+        self.events.log(&self.plugin, level, &message);
+    }
+
+    async fn progress(&mut self, message: String, fraction: Option<f32>) {
+        let message = self.caps.addresses.reveal_lossy(&message);
+        self.events.progress(&self.plugin, &message, fraction);
+    }
+
+    async fn locale(&mut self) -> String {
+        self.locale.clone()
+    }
+
+    async fn sleep(&mut self, ms: u32) {
+        let started = Instant::now();
+        tokio::time::sleep(Duration::from_millis(ms.min(60_000).into())).await;
+        self.host_time += started.elapsed();
+    }
+
+    async fn lookup(&mut self, name: String) -> Result<host::TargetInfo, types::CapabilityError> {
+        let result = self.lookup_target(&name);
+        result.map_err(|e| self.to_wit_error(e))
+    }
+
+    async fn list_targets(&mut self, kind: String) -> Vec<String> {
+        let inventory = &self.caps.inventory;
+        let names: Vec<String> = match kind.as_str() {
+            "host" => inventory.hosts.keys().cloned().collect(),
+            "database" => inventory.databases.keys().cloned().collect(),
+            "topology" => inventory.topologies.keys().cloned().collect(),
+            _ => Vec::new(),
+        };
+        names
+            .into_iter()
+            .filter(|n| self.caps.grants.may_see(&self.plugin, n) || self.caps.grants.manages_topology(&self.plugin, inventory, n))
+            .collect()
+    }
+}
+
+impl CallCtx {
+    fn lookup_target(&self, name: &str) -> CapResult<host::TargetInfo> {
+        let inventory = &self.caps.inventory;
+        let visible = self.caps.grants.may_see(&self.plugin, name) || self.caps.grants.manages_topology(&self.plugin, inventory, name);
+        let unknown = || CapabilityError::NotFound(format!("{name} is not in the inventory, or plugin {} was granted nothing on it", self.plugin));
+        if !visible {
+            return Err(unknown());
+        }
+        let token = crate::address_book::AddressBook::token;
+        let mut attributes: Vec<(String, String)> = Vec::new();
+        let kind;
+        if let Some(h) = inventory.host(name) {
+            kind = "host";
+            attributes.push(("address".into(), token(name)));
+            attributes.push(("service-manager".into(), match &h.service_manager {
+                crate::inventory::ServiceManager::Named(crate::inventory::ServiceManagerName::Systemd) => "systemd".into(),
+                crate::inventory::ServiceManager::Named(crate::inventory::ServiceManagerName::Sysv) => "sysv".into(),
+                crate::inventory::ServiceManager::Command { .. } => "command".into(),
+                crate::inventory::ServiceManager::Unset => "none".into(),
+            }));
+            attributes.extend(h.attributes.iter().map(|(k, v)| (k.clone(), self.conceal(v))));
+        } else if let Some(d) = inventory.database(name) {
+            kind = "database";
+            attributes.push(("host".into(), d.host.clone()));
+            attributes.push(("address".into(), token(&d.host)));
+            attributes.push(("port".into(), d.port.to_string()));
+            attributes.push(("dbname".into(), d.dbname.clone()));
+            attributes.push(("user".into(), d.user.clone()));
+            attributes.push(("sslmode".into(), format!("{:?}", d.sslmode).to_lowercase()));
+            attributes.extend(d.attributes.iter().map(|(k, v)| (k.clone(), self.conceal(v))));
+        } else if let Some(t) = inventory.topologies.get(name) {
+            kind = "topology";
+            if let Some(plugin) = &t.plugin {
+                attributes.push(("plugin".into(), plugin.clone()));
+            }
+            for (role, members) in &t.members {
+                attributes.push((format!("member.{role}"), members.join(",")));
+            }
+            attributes.extend(t.attributes.iter().map(|(k, v)| (k.clone(), self.conceal(v))));
+        } else {
+            return Err(unknown());
+        }
+        Ok(host::TargetInfo { name: name.to_string(), kind: kind.to_string(), attributes })
+    }
+}

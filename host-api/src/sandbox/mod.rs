@@ -1,0 +1,310 @@
+//! The plugin sandbox: wasmtime components with nothing from WASI (no preopened directories, no
+//! sockets, no environment), a CPU budget per call enforced by epoch interruption, a memory
+//! limit, and a fresh `Store` per call (a trap poisons a store; a new one costs ~20 µs).
+//! Compiled components are cached on disk, so a warm start does not recompile.
+
+pub mod bindings;
+pub mod ctx;
+
+use std::hash::{Hash, Hasher};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use sha2::{Digest, Sha256};
+use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
+use wasmtime::{Config, Engine, Store, StoreLimitsBuilder, UpdateDeadline};
+use wasmtime_wasi::WasiCtxBuilder;
+use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
+
+use self::bindings::runbook::{ChangePlan, CheckResult, CommandError, Invocation, PluginInfo, Step, Table, Text};
+use self::bindings::{Plugin, PluginPre};
+pub use self::ctx::{CallCtx, Events};
+use crate::capability::{Capabilities, Phase};
+
+/// One epoch tick.
+const TICK: Duration = Duration::from_millis(10);
+
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// CPU time the guest may use in one call; time spent in capability calls does not count.
+    pub cpu_per_call: Duration,
+    pub memory_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self { cpu_per_call: Duration::from_secs(5), memory_bytes: 256 << 20 }
+    }
+}
+
+/// Where a plugin came from.
+#[derive(Debug, Clone, serde::Serialize)]
+#[serde(rename_all = "kebab-case", tag = "kind", content = "path")]
+pub enum Origin {
+    Bundled,
+    File(PathBuf),
+}
+
+pub struct LoadedPlugin {
+    pub info: PluginInfo,
+    pub origin: Origin,
+    pre: PluginPre<CallCtx>,
+}
+
+impl LoadedPlugin {
+    pub fn name(&self) -> &str {
+        &self.info.name
+    }
+}
+
+/// A plugin call that did not return normally: the guest trapped, ran out of CPU or memory,
+/// or could not be instantiated. The shell goes on; the message says what happened.
+#[derive(Debug, Clone)]
+pub struct PluginCrash {
+    pub plugin: String,
+    pub message: String,
+}
+
+impl std::fmt::Display for PluginCrash {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "plugin {} failed: {}", self.plugin, self.message)
+    }
+}
+
+impl std::error::Error for PluginCrash {}
+
+/// What a plugin's command call came back with.
+#[derive(Debug, Clone)]
+pub enum CallError {
+    /// The plugin said no (usage error, refused pre-check, capability failure …).
+    Command(CommandError),
+    Crash(PluginCrash),
+}
+
+pub struct Sandbox {
+    engine: Engine,
+    linker: Linker<CallCtx>,
+    cache_dir: PathBuf,
+    pub limits: Limits,
+}
+
+impl Sandbox {
+    pub fn new(cache_dir: PathBuf, limits: Limits) -> Result<Self> {
+        let mut config = Config::new();
+        config.wasm_component_model(true).epoch_interruption(true);
+        let engine = Engine::new(&config).map_err(|e| anyhow::anyhow!("starting the wasm engine: {e}"))?;
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(|e| anyhow::anyhow!("linking WASI: {e}"))?;
+        Plugin::add_to_linker::<_, HasSelf<_>>(&mut linker, |ctx| ctx).map_err(|e| anyhow::anyhow!("linking the opsh API: {e}"))?;
+        let weak = engine.weak();
+        std::thread::Builder::new()
+            .name("opsh-epoch".into())
+            .spawn(move || {
+                while let Some(engine) = weak.upgrade() {
+                    engine.increment_epoch();
+                    drop(engine);
+                    std::thread::sleep(TICK);
+                }
+            })
+            .context("starting the plugin deadline ticker")?;
+        Ok(Self { engine, linker, cache_dir, limits })
+    }
+
+    /// Compile (or load from the cache) and describe a plugin component.
+    pub async fn load(&self, bytes: &[u8], origin: Origin, caps: &Arc<Capabilities>, events: &Arc<dyn Events>) -> Result<LoadedPlugin> {
+        let where_ = match &origin {
+            Origin::Bundled => "bundled plugin".to_string(),
+            Origin::File(path) => format!("plugin file {}", path.display()),
+        };
+        let component = self.compile(bytes).with_context(|| format!("{where_} is not a valid opsh plugin component"))?;
+        let pre = self
+            .linker
+            .instantiate_pre(&component)
+            .map_err(|e| anyhow::anyhow!("{where_} needs imports this opsh does not provide ({e}); it was built for another opsh:plugin version"))?;
+        let pre = PluginPre::new(pre).map_err(|e| anyhow::anyhow!("{where_} does not export opsh:plugin/runbook@0.1.0: {e}"))?;
+        let mut plugin = LoadedPlugin { info: placeholder_info(), origin, pre };
+        let info = self
+            .describe(&plugin, caps, events)
+            .await
+            .map_err(|crash| anyhow::anyhow!("{where_}: describe() failed: {}", crash.message))?;
+        if info.name.is_empty() || !info.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
+            anyhow::bail!("{where_} calls itself {:?}; a plugin name is letters, digits and '-'", info.name);
+        }
+        plugin.info = info;
+        Ok(plugin)
+    }
+
+    fn compile(&self, bytes: &[u8]) -> Result<Component> {
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        self.engine.precompile_compatibility_hash().hash(&mut hasher);
+        let key = format!("{}-{:016x}", hex::encode(&Sha256::digest(bytes)[..16]), hasher.finish());
+        let path = self.cache_dir.join(format!("{key}.cwasm"));
+        if path.exists() {
+            match load_cached(&self.engine, &path) {
+                Ok(component) => return Ok(component),
+                Err(_) => {
+                    let _ = std::fs::remove_file(&path);
+                }
+            }
+        }
+        let component = Component::new(&self.engine, bytes).map_err(|e| anyhow::anyhow!("{e}"))?;
+        // The cache is an optimisation: failing to write it only costs the next start a compile.
+        if let Ok(serialized) = component.serialize() {
+            let _ = std::fs::create_dir_all(&self.cache_dir);
+            let tmp = self.cache_dir.join(format!(".{key}.{}.tmp", std::process::id()));
+            if std::fs::write(&tmp, serialized).is_ok() {
+                let _ = std::fs::rename(&tmp, &path);
+            }
+        }
+        Ok(component)
+    }
+
+    fn store(&self, plugin: &str, phase: Phase, caps: &Arc<Capabilities>, events: &Arc<dyn Events>, locale: &str, stderr: MemoryOutputPipe) -> Store<CallCtx> {
+        let wasi = WasiCtxBuilder::new().stdout(stderr.clone()).stderr(stderr).build();
+        let limits = StoreLimitsBuilder::new().memory_size(self.limits.memory_bytes).trap_on_grow_failure(true).build();
+        let ctx = CallCtx {
+            plugin: plugin.to_string(),
+            phase,
+            caps: caps.clone(),
+            events: events.clone(),
+            locale: locale.to_string(),
+            wasi,
+            table: ResourceTable::new(),
+            limits,
+            started: Instant::now(),
+            host_time: Duration::ZERO,
+            cpu_budget: self.limits.cpu_per_call,
+            ran_out_of_cpu: false,
+        };
+        let mut store = Store::new(&self.engine, ctx);
+        store.limiter(|ctx| &mut ctx.limits);
+        let budget_ticks = ticks(self.limits.cpu_per_call);
+        store.set_epoch_deadline(budget_ticks);
+        store.epoch_deadline_callback(move |mut ctx| {
+            let data = ctx.data_mut();
+            let used = data.guest_time();
+            if used >= data.cpu_budget {
+                data.ran_out_of_cpu = true;
+                Ok(UpdateDeadline::Interrupt)
+            } else {
+                Ok(UpdateDeadline::Continue(ticks(data.cpu_budget - used).max(1)))
+            }
+        });
+        store
+    }
+
+    /// A fresh store and instance for one call of a plugin export.
+    async fn instance(&self, plugin: &LoadedPlugin, phase: Phase, caps: &Arc<Capabilities>, events: &Arc<dyn Events>, locale: &str) -> Result<Call, PluginCrash> {
+        let name = if plugin.info.name.is_empty() { "(loading)" } else { plugin.info.name.as_str() };
+        let stderr = MemoryOutputPipe::new(64 * 1024);
+        let mut store = self.store(name, phase, caps, events, locale, stderr.clone());
+        match plugin.pre.instantiate_async(&mut store).await {
+            Ok(instance) => Ok(Call { instance, store, stderr }),
+            Err(e) => Err(PluginCrash { plugin: name.to_string(), message: describe_crash(&store, &e, &stderr, &self.limits) }),
+        }
+    }
+
+    fn crash(&self, call: &Call, error: wasmtime::Error) -> PluginCrash {
+        PluginCrash { plugin: call.store.data().plugin.clone(), message: describe_crash(&call.store, &error, &call.stderr, &self.limits) }
+    }
+
+    async fn describe(&self, plugin: &LoadedPlugin, caps: &Arc<Capabilities>, events: &Arc<dyn Events>) -> Result<PluginInfo, PluginCrash> {
+        let mut call = self.instance(plugin, Phase::Describe, caps, events, "en").await?;
+        let result = call.instance.opsh_plugin_runbook().call_describe(&mut call.store).await;
+        result.map_err(|e| self.crash(&call, e))
+    }
+
+    pub async fn read(&self, plugin: &LoadedPlugin, invocation: &Invocation, caps: &Arc<Capabilities>, events: &Arc<dyn Events>, locale: &str) -> Result<Vec<Table>, CallError> {
+        let mut call = self.instance(plugin, Phase::Read, caps, events, locale).await.map_err(CallError::Crash)?;
+        let result = call.instance.opsh_plugin_runbook().call_read(&mut call.store, invocation).await;
+        flatten(result.map_err(|e| self.crash(&call, e)))
+    }
+
+    pub async fn plan(&self, plugin: &LoadedPlugin, invocation: &Invocation, caps: &Arc<Capabilities>, events: &Arc<dyn Events>, locale: &str) -> Result<ChangePlan, CallError> {
+        let mut call = self.instance(plugin, Phase::Plan, caps, events, locale).await.map_err(CallError::Crash)?;
+        let result = call.instance.opsh_plugin_runbook().call_plan(&mut call.store, invocation).await;
+        flatten(result.map_err(|e| self.crash(&call, e)))
+    }
+
+    pub async fn apply(&self, plugin: &LoadedPlugin, invocation: &Invocation, step: &Step, caps: &Arc<Capabilities>, events: &Arc<dyn Events>, locale: &str) -> Result<Text, CallError> {
+        let mut call = self.instance(plugin, Phase::Apply, caps, events, locale).await.map_err(CallError::Crash)?;
+        let result = call.instance.opsh_plugin_runbook().call_apply(&mut call.store, invocation, step).await;
+        flatten(result.map_err(|e| self.crash(&call, e)))
+    }
+
+    pub async fn check(&self, plugin: &LoadedPlugin, invocation: &Invocation, step: &Step, caps: &Arc<Capabilities>, events: &Arc<dyn Events>, locale: &str) -> Result<CheckResult, CallError> {
+        let mut call = self.instance(plugin, Phase::Verify, caps, events, locale).await.map_err(CallError::Crash)?;
+        let result = call.instance.opsh_plugin_runbook().call_check(&mut call.store, invocation, step).await;
+        flatten(result.map_err(|e| self.crash(&call, e)))
+    }
+
+    pub async fn verify(&self, plugin: &LoadedPlugin, invocation: &Invocation, caps: &Arc<Capabilities>, events: &Arc<dyn Events>, locale: &str) -> Result<Vec<Table>, CallError> {
+        let mut call = self.instance(plugin, Phase::Verify, caps, events, locale).await.map_err(CallError::Crash)?;
+        let result = call.instance.opsh_plugin_runbook().call_verify(&mut call.store, invocation).await;
+        flatten(result.map_err(|e| self.crash(&call, e)))
+    }
+}
+
+/// One plugin call in progress.
+struct Call {
+    instance: Plugin,
+    store: Store<CallCtx>,
+    stderr: MemoryOutputPipe,
+}
+
+fn flatten<T>(result: Result<Result<T, CommandError>, PluginCrash>) -> Result<T, CallError> {
+    match result {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(e)) => Err(CallError::Command(e)),
+        Err(crash) => Err(CallError::Crash(crash)),
+    }
+}
+
+fn ticks(d: Duration) -> u64 {
+    (d.as_millis() / TICK.as_millis()).max(1) as u64
+}
+
+#[allow(unsafe_code)]
+fn load_cached(engine: &Engine, path: &Path) -> Result<Component> {
+    // SAFETY: only files this host wrote into its own cache directory are loaded, keyed by the
+    // component's hash and the engine's compatibility hash; wasmtime checks the header too.
+    unsafe { Component::deserialize_file(engine, path) }.map_err(|e| anyhow::anyhow!("{e}"))
+}
+
+fn describe_crash(store: &Store<CallCtx>, error: &wasmtime::Error, stderr: &MemoryOutputPipe, limits: &Limits) -> String {
+    let guest_output = String::from_utf8_lossy(&stderr.contents()).trim().to_string();
+    let mut message = if store.data().ran_out_of_cpu {
+        format!("it used more than {:.1} s of CPU in one call and was stopped (a runaway loop?)", limits.cpu_per_call.as_secs_f32())
+    } else if let Some(trap) = error.downcast_ref::<wasmtime::Trap>() {
+        match trap {
+            wasmtime::Trap::UnreachableCodeReached if guest_output.contains("panicked") => "it panicked".to_string(),
+            wasmtime::Trap::UnreachableCodeReached => "it aborted (trap: unreachable)".to_string(),
+            other => format!("it trapped ({other})"),
+        }
+    } else {
+        let root = format!("{}", error.root_cause());
+        if root.contains("memory") || root.contains("grow") {
+            format!("it ran out of memory (limit {} MiB): {root}", limits.memory_bytes >> 20)
+        } else {
+            root
+        }
+    };
+    if !guest_output.is_empty() {
+        let tail: Vec<&str> = guest_output.lines().rev().take(8).collect();
+        message.push_str("; its output: ");
+        message.push_str(&tail.into_iter().rev().collect::<Vec<_>>().join(" | "));
+    }
+    message
+}
+
+fn placeholder_info() -> PluginInfo {
+    PluginInfo {
+        name: String::new(),
+        version: String::new(),
+        summary: Text { en: String::new(), ja: String::new() },
+        commands: Vec::new(),
+        capabilities: Vec::new(),
+    }
+}
