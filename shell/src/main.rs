@@ -1,1 +1,122 @@
-fn main(){}
+//! `opsh`: an ops shell for database failover runbooks.
+//!
+//! `opsh` opens the REPL; `opsh -c 'CMD'` or `opsh CMD…` runs one command; `opsh run FILE` runs a
+//! script (one command per line, `#` comments, checked before anything runs, stops at the first
+//! failure). Exit codes are documented in the README and in `host-api` (`Exit`).
+
+mod operator;
+mod render;
+mod repl;
+mod script;
+mod session;
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, ValueEnum};
+use opsh_host::Exit;
+
+mod bundled {
+    include!(concat!(env!("OUT_DIR"), "/bundled.rs"));
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
+pub enum OutputFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "opsh",
+    version,
+    about = "An ops shell for database failover runbooks",
+    after_help = "Without a command, opsh opens its shell. `opsh run FILE` runs a script.\nExit codes: 0 ok, 1 failed (nothing changed), 2 usage, 3 failed after changing something, 4 outcome unknown, 5 refused."
+)]
+struct Cli {
+    /// The inventory (TOML); default: inventory.toml in the config directory.
+    #[arg(long, env = "OPSH_INVENTORY", value_name = "PATH")]
+    inventory: Option<PathBuf>,
+    /// Apply changes without asking for confirmation.
+    #[arg(long, short = 'y')]
+    yes: bool,
+    /// Show the plan of a change and change nothing.
+    #[arg(long)]
+    dry_run: bool,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+    output: OutputFormat,
+    /// Language of step titles and messages (default: from the locale).
+    #[arg(long, value_parser = ["en", "ja"])]
+    lang: Option<String>,
+    /// Run one command and exit.
+    #[arg(short = 'c', value_name = "COMMAND", conflicts_with = "words")]
+    command: Option<String>,
+    /// A command to run once (`opsh pg status`), or `run FILE`.
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true, value_name = "COMMAND")]
+    words: Vec<String>,
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() { Exit::Usage.code() as u8 } else { 0 });
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("opsh: cannot start: {e}");
+            return ExitCode::from(Exit::Failed.code() as u8);
+        }
+    };
+    let exit = runtime.block_on(run(cli));
+    ExitCode::from(exit.code() as u8)
+}
+
+async fn run(cli: Cli) -> Exit {
+    let lang = cli.lang.clone().unwrap_or_else(locale_from_env);
+    let defaults = session::LineOptions { yes: cli.yes, dry_run: cli.dry_run, output: cli.output, lang };
+    let session = match session::Session::start(cli.inventory.as_deref(), bundled::BUNDLED, defaults).await {
+        Ok(session) => session,
+        Err(e) => {
+            eprintln!("opsh: {e:#}");
+            return Exit::Usage;
+        }
+    };
+    let exit = if let Some(line) = &cli.command {
+        session.run_line(line).await
+    } else if cli.words.first().map(String::as_str) == Some("run") {
+        match cli.words.get(1..) {
+            Some([file]) => script::run_file(&session, &PathBuf::from(file)).await,
+            _ => {
+                eprintln!("opsh: usage: opsh run FILE");
+                Exit::Usage
+            }
+        }
+    } else if !cli.words.is_empty() {
+        session.run_words(cli.words.clone()).await
+    } else if std::io::stdin().is_terminal() {
+        repl::run(&session).await
+    } else {
+        eprintln!("opsh: no terminal: give a command (-c 'CMD') or a script (opsh run FILE)");
+        Exit::Usage
+    };
+    session.shutdown().await;
+    exit
+}
+
+fn locale_from_env() -> String {
+    for var in ["LC_ALL", "LC_MESSAGES", "LANG"] {
+        if let Ok(value) = std::env::var(var) {
+            if !value.is_empty() {
+                return if value.starts_with("ja") { "ja".into() } else { "en".into() };
+            }
+        }
+    }
+    "en".into()
+}

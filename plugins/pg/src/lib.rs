@@ -1,1 +1,166 @@
+//! `pg`: PostgreSQL basics for every database the inventory grants this plugin.
+//!
+//! - `pg status` — reachability, role (primary / standby), version, replication of each database.
+//! - `pg set-config DATABASE NAME VALUE` — `ALTER SYSTEM SET` then `pg_reload_conf()`, verified
+//!   by reading `pg_settings` back; warns when the setting needs a restart.
 #![cfg(target_arch = "wasm32")]
+
+use opsh_plugin_sdk::{
+    Args, ChangePlan, CheckResult, CheckState, CommandError, CommandKind, CommandResult, Completion, Guest, Invocation,
+    PluginInfo, RowsExt, quote, Step, Table, bad, command, good, host, plain, sql, step, table, text, warn,
+};
+
+struct Pg;
+
+impl Guest for Pg {
+    fn describe() -> PluginInfo {
+        PluginInfo {
+            name: "pg".into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            summary: text("PostgreSQL status and settings", "PostgreSQL の状態と設定"),
+            capabilities: vec!["sql".into()],
+            commands: vec![
+                command("status", CommandKind::Read, text("Role, version and replication of every database", "各データベースのロール・バージョン・レプリケーション"))
+                    .example("pg status", text("Show every database the inventory grants to pg", "pg に許可された全データベースを表示"))
+                    .build(),
+                command("set-config", CommandKind::Change, text("Change a server setting (ALTER SYSTEM) and reload", "サーバー設定を変更 (ALTER SYSTEM) して再読み込み"))
+                    .positional("database", text("Database (inventory name)", "データベース (インベントリ名)"), Completion::Database)
+                    .positional("name", text("Setting name, e.g. log_min_duration_statement", "設定名 (例: log_min_duration_statement)"), Completion::None)
+                    .positional("value", text("New value", "新しい値"), Completion::None)
+                    .example("pg set-config alpha-app log_min_duration_statement 250ms --dry-run", text("Preview the change", "変更内容を確認"))
+                    .build(),
+            ],
+        }
+    }
+
+    fn read(call: Invocation) -> CommandResult<Vec<Table>> {
+        match call.command.as_str() {
+            "status" => Ok(vec![status()]),
+            other => Err(CommandError::Usage(format!("pg has no read command {other}"))),
+        }
+    }
+
+    fn plan(call: Invocation) -> CommandResult<ChangePlan> {
+        let args = Args(&call);
+        let (database, name, value) = (args.required("database")?, args.required("name")?, args.required("value")?);
+        let setting = sql::query(database, "SELECT setting, unit, context FROM pg_settings WHERE name = $1", &[sql::Value::Text(name.into())])?;
+        let Some(current) = setting.first_text("setting") else {
+            return Err(CommandError::Usage(format!("{database} has no setting named {name:?}")));
+        };
+        let mut warnings = Vec::new();
+        if matches!(setting.first_text("context").as_deref(), Some("postmaster")) {
+            warnings.push(text(
+                &format!("{name} takes effect only after a restart of {database}"),
+                &format!("{name} は {database} の再起動後に有効になります"),
+            ));
+        }
+        let alter = format!("ALTER SYSTEM SET {} = {}", quote::ident(name), quote::literal(value));
+        Ok(ChangePlan {
+            summary: text(
+                &format!("Set {name} on {database} from {current:?} to {value:?}"),
+                &format!("{database} の {name} を {current:?} から {value:?} に変更"),
+            ),
+            warnings,
+            steps: vec![
+                step("alter-system", text(&format!("Write {name} = {value} to postgresql.auto.conf"), &format!("{name} = {value} を postgresql.auto.conf に書き込む")), database)
+                    .sql(database, &[&alter])
+                    .idempotent()
+                    .build(),
+                step("reload", text("Reload the configuration", "設定を再読み込み"), database)
+                    .sql(database, &["SELECT pg_reload_conf()"])
+                    .idempotent()
+                    .build(),
+            ],
+        })
+    }
+
+    fn apply(call: Invocation, step: Step) -> CommandResult<opsh_plugin_sdk::Text> {
+        let args = Args(&call);
+        let (database, name, value) = (args.required("database")?, args.required("name")?, args.required("value")?);
+        match step.id.as_str() {
+            "alter-system" => {
+                sql::query(database, &format!("ALTER SYSTEM SET {} = {}", quote::ident(name), quote::literal(value)), &[])?;
+                Ok(text("written", "書き込み済み"))
+            }
+            "reload" => {
+                sql::query(database, "SELECT pg_reload_conf()", &[])?;
+                Ok(text("reloaded", "再読み込み済み"))
+            }
+            other => Err(CommandError::Failed(format!("unknown step {other}"))),
+        }
+    }
+
+    fn check(call: Invocation, step: Step) -> CommandResult<CheckResult> {
+        let args = Args(&call);
+        let (database, name, value) = (args.required("database")?, args.required("name")?, args.required("value")?);
+        let query = match step.id.as_str() {
+            "alter-system" => "SELECT count(*) > 0 AS done FROM pg_file_settings WHERE name = $1 AND sourcefile LIKE '%postgresql.auto.conf' AND setting = $2",
+            _ => "SELECT setting = $2 OR current_setting($1) = $2 OR pending_restart AS done FROM pg_settings WHERE name = $1",
+        };
+        let rows = sql::query(database, query, &[sql::Value::Text(name.into()), sql::Value::Text(value.into())])?;
+        Ok(match rows.first_bool("done") {
+            Some(true) => CheckResult { state: CheckState::Done, detail: text("in effect", "反映済み") },
+            Some(false) => CheckResult { state: CheckState::NotDone, detail: text(&format!("{name} is not {value} yet"), &format!("{name} はまだ {value} ではありません")) },
+            None => CheckResult { state: CheckState::Unknown, detail: text("no answer", "応答なし") },
+        })
+    }
+
+    fn verify(call: Invocation) -> CommandResult<Vec<Table>> {
+        let args = Args(&call);
+        let (database, name) = (args.required("database")?, args.required("name")?);
+        let rows = sql::query(database, "SELECT setting, coalesce(unit, '') AS unit, pending_restart FROM pg_settings WHERE name = $1", &[sql::Value::Text(name.into())])?;
+        let pending = rows.first_bool("pending_restart").unwrap_or(false);
+        Ok(vec![table(text("Setting now", "現在の設定"), &["database", "name", "setting", "unit", "pending restart"])
+            .row(vec![
+                plain(database),
+                plain(name),
+                good(rows.first_text("setting").unwrap_or_default()),
+                plain(rows.first_text("unit").unwrap_or_default()),
+                if pending { warn("yes") } else { plain("no") },
+            ])
+            .build()])
+    }
+}
+
+fn status() -> Table {
+    let mut out = table(
+        text("PostgreSQL databases", "PostgreSQL データベース"),
+        &["database", "host", "state", "role", "version", "replication", "connections"],
+    );
+    for database in host::list_targets("database") {
+        let server = host::lookup(&database).ok().and_then(|info| info.attributes.into_iter().find(|(k, _)| k == "host").map(|(_, v)| v)).unwrap_or_default();
+        let query = "SELECT current_setting('server_version') AS version, pg_is_in_recovery() AS standby, \
+                     (SELECT count(*) FROM pg_stat_replication) AS senders, \
+                     (SELECT status FROM pg_stat_wal_receiver LIMIT 1) AS receiver, \
+                     (SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend') AS connections";
+        match sql::query(&database, query, &[]) {
+            Ok(rows) => {
+                let standby = rows.first_bool("standby").unwrap_or(false);
+                let replication = if standby {
+                    match rows.first_text("receiver").filter(|r| r != "NULL") {
+                        Some(status) => good(format!("receiving ({status})")),
+                        None => bad("standby, not receiving"),
+                    }
+                } else {
+                    match rows.first_int("senders").unwrap_or(0) {
+                        0 => plain("no standbys"),
+                        n => good(format!("{n} standby(s) streaming")),
+                    }
+                };
+                out.push(vec![
+                    plain(&database),
+                    plain(&server),
+                    good("up"),
+                    plain(if standby { "standby" } else { "primary" }),
+                    plain(rows.first_text("version").unwrap_or_default()),
+                    replication,
+                    plain(rows.first_int("connections").unwrap_or(0).to_string()),
+                ]);
+            }
+            Err(e) => out.push(vec![plain(&database), plain(&server), bad("down"), plain("?"), plain("?"), plain(e.message()), plain("?")]),
+        }
+    }
+    out.build()
+}
+
+opsh_plugin_sdk::export!(Pg);

@@ -1,1 +1,84 @@
-#![cfg(target_arch = "wasm32")]
+//! The guest-side SDK every opsh plugin uses: the `opsh:plugin@0.1.0` bindings, builders for
+//! commands, steps and tables, argument access, and conversions so a runbook reads like the
+//! procedure it automates:
+//!
+//! ```ignore
+//! struct Pg;
+//! impl opsh_plugin_sdk::Guest for Pg { /* describe, read, plan, apply, check, verify */ }
+//! opsh_plugin_sdk::export!(Pg);
+//! ```
+//!
+//! Helpers shared by several plugins (e.g. editing `.properties` or `pg_hba.conf` text) belong
+//! here, never copied between plugins.
+
+wit_bindgen::generate!({
+    path: "../../wit",
+    world: "plugin",
+    pub_export_macro: true,
+    export_macro_name: "export",
+    default_bindings_module: "opsh_plugin_sdk",
+});
+
+pub mod args;
+pub mod build;
+pub mod quote;
+pub mod rows;
+
+pub use exports::opsh::plugin::runbook::{
+    self, ArgInfo, ArgKind, Cell, ChangePlan, CheckResult, CheckState, CommandError, CommandInfo, CommandKind, Completion,
+    Effect, Example, ExecEffect, FileEffect, Guest, Invocation, PluginInfo, ServiceEffect, SqlEffect, Step, Table,
+};
+pub use opsh::plugin::types::{CapabilityError, Text};
+pub use opsh::plugin::{file_edit, host, service, sql, ssh};
+
+pub use args::Args;
+pub use build::{bad, command, good, plain, step, table, text, warn};
+pub use rows::{RowsExt, display};
+
+/// Results of plugin exports.
+pub type CommandResult<T> = Result<T, CommandError>;
+
+impl From<CapabilityError> for CommandError {
+    fn from(e: CapabilityError) -> Self {
+        CommandError::Capability(e)
+    }
+}
+
+impl CapabilityError {
+    pub fn message(&self) -> &str {
+        match self {
+            Self::Denied(m) | Self::NotFound(m) | Self::Unreachable(m) | Self::Auth(m) | Self::Timeout(m) | Self::ReadOnly(m) | Self::Conflict(m) | Self::Failed(m) | Self::Invalid(m) => m,
+        }
+    }
+}
+
+/// Pick the operator's language for a message built in the plugin.
+pub fn localized(text: &Text) -> String {
+    if host::locale() == "ja" && !text.ja.is_empty() { text.ja.clone() } else { text.en.clone() }
+}
+
+/// Run a command on a host as a read-only probe (allowed while planning).
+pub fn probe(host_name: &str, argv: &[&str], timeout_ms: Option<u32>) -> Result<ssh::ExecOutput, CapabilityError> {
+    ssh::exec(host_name, &exec_request(argv, timeout_ms, true))
+}
+
+/// Run a command on a host that changes something (allowed only while applying).
+pub fn run(host_name: &str, argv: &[&str], timeout_ms: Option<u32>) -> Result<ssh::ExecOutput, CapabilityError> {
+    ssh::exec(host_name, &exec_request(argv, timeout_ms, false))
+}
+
+pub fn exec_request(argv: &[&str], timeout_ms: Option<u32>, read_only: bool) -> ssh::ExecRequest {
+    ssh::ExecRequest {
+        argv: argv.iter().map(|a| a.to_string()).collect(),
+        env: Vec::new(),
+        stdin: None,
+        timeout_ms,
+        privileged: false,
+        read_only,
+    }
+}
+
+/// The address token of an inventory host (the host turns it into the real address).
+pub fn address_of(host_name: &str) -> String {
+    format!("{{{{addr:{host_name}}}}}")
+}

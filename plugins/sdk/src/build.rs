@@ -1,0 +1,155 @@
+//! Builders for what a plugin describes and returns.
+
+use crate::{ArgInfo, ArgKind, Cell, CommandInfo, CommandKind, Completion, Effect, Example, Step, Table, Text};
+
+/// Text in English and Japanese (empty `ja` falls back to English).
+pub fn text(en: &str, ja: &str) -> Text {
+    Text { en: en.to_string(), ja: ja.to_string() }
+}
+
+pub fn command(name: &str, kind: CommandKind, summary: Text) -> CommandBuilder {
+    CommandBuilder(CommandInfo {
+        name: name.to_string(),
+        kind,
+        summary: summary.clone(),
+        help: summary,
+        args: Vec::new(),
+        examples: Vec::new(),
+    })
+}
+
+pub struct CommandBuilder(CommandInfo);
+
+impl CommandBuilder {
+    pub fn help(mut self, help: Text) -> Self {
+        self.0.help = help;
+        self
+    }
+
+    fn arg(mut self, name: &str, kind: ArgKind, required: bool, help: Text, completion: Completion) -> Self {
+        self.0.args.push(ArgInfo { name: name.to_string(), kind, required, help, completion });
+        self
+    }
+
+    pub fn positional(self, name: &str, help: Text, completion: Completion) -> Self {
+        self.arg(name, ArgKind::Positional, true, help, completion)
+    }
+
+    pub fn option(self, name: &str, required: bool, help: Text, completion: Completion) -> Self {
+        self.arg(name, ArgKind::Option, required, help, completion)
+    }
+
+    pub fn flag(self, name: &str, help: Text) -> Self {
+        self.arg(name, ArgKind::Flag, false, help, Completion::None)
+    }
+
+    pub fn example(mut self, command: &str, description: Text) -> Self {
+        self.0.examples.push(Example { command: command.to_string(), description });
+        self
+    }
+
+    pub fn build(self) -> CommandInfo {
+        self.0
+    }
+}
+
+pub fn step(id: &str, title: Text, target: &str) -> StepBuilder {
+    StepBuilder(Step {
+        id: id.to_string(),
+        title,
+        target: target.to_string(),
+        effects: Vec::new(),
+        group: String::new(),
+        idempotent: false,
+        data: String::new(),
+    })
+}
+
+pub struct StepBuilder(Step);
+
+impl StepBuilder {
+    pub fn effect(mut self, effect: Effect) -> Self {
+        self.0.effects.push(effect);
+        self
+    }
+
+    pub fn sql(self, database: &str, statements: &[&str]) -> Self {
+        self.effect(Effect::Sql(crate::SqlEffect {
+            database: database.to_string(),
+            statements: statements.iter().map(|s| s.to_string()).collect(),
+        }))
+    }
+
+    pub fn service(self, host: &str, service: &str, action: &str) -> Self {
+        self.effect(Effect::Service(crate::ServiceEffect { host: host.into(), service: service.into(), action: action.into() }))
+    }
+
+    pub fn exec(self, host: &str, argv: &[&str]) -> Self {
+        self.effect(Effect::Exec(crate::ExecEffect { host: host.into(), argv: argv.iter().map(|a| a.to_string()).collect() }))
+    }
+
+    pub fn file(self, host: &str, path: &str, expected_sha256: &str, new_content: &str) -> Self {
+        self.effect(Effect::File(crate::FileEffect {
+            host: host.into(),
+            path: path.into(),
+            expected_sha256: expected_sha256.into(),
+            new_content: new_content.into(),
+        }))
+    }
+
+    pub fn group(mut self, group: &str) -> Self {
+        self.0.group = group.to_string();
+        self
+    }
+
+    pub fn idempotent(mut self) -> Self {
+        self.0.idempotent = true;
+        self
+    }
+
+    pub fn data(mut self, data: impl Into<String>) -> Self {
+        self.0.data = data.into();
+        self
+    }
+
+    pub fn build(self) -> Step {
+        self.0
+    }
+}
+
+pub fn table(title: Text, columns: &[&str]) -> TableBuilder {
+    TableBuilder(Table { title, columns: columns.iter().map(|c| c.to_string()).collect(), rows: Vec::new() })
+}
+
+pub struct TableBuilder(Table);
+
+impl TableBuilder {
+    pub fn row(mut self, cells: Vec<Cell>) -> Self {
+        self.0.rows.push(cells);
+        self
+    }
+
+    pub fn push(&mut self, cells: Vec<Cell>) {
+        self.0.rows.push(cells);
+    }
+
+    pub fn build(self) -> Table {
+        self.0
+    }
+}
+
+pub fn plain(s: impl Into<String>) -> Cell {
+    Cell::Plain(s.into())
+}
+
+pub fn good(s: impl Into<String>) -> Cell {
+    Cell::Good(s.into())
+}
+
+pub fn warn(s: impl Into<String>) -> Cell {
+    Cell::Warn(s.into())
+}
+
+pub fn bad(s: impl Into<String>) -> Cell {
+    Cell::Bad(s.into())
+}

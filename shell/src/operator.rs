@@ -1,0 +1,192 @@
+//! The console: everything opsh prints goes through here, so that known secrets are redacted
+//! from every line (defence in depth: they should never reach output in the first place),
+//! colours follow NO_COLOR and the terminal, and results (stdout) stay apart from progress and
+//! messages (stderr).
+
+use std::io::{IsTerminal, Write};
+use std::sync::Mutex;
+
+use nu_ansi_term::{Color, Style};
+use opsh_host::inventory::Secret;
+use opsh_host::runbook::{Confirmation, Operator, Preview, StepPreview};
+use opsh_host::sandbox::Events;
+use opsh_host::sandbox::bindings::host::LogLevel;
+
+use crate::OutputFormat;
+
+pub struct Console {
+    secrets: Vec<Secret>,
+    pub color_out: bool,
+    pub color_err: bool,
+    interactive: bool,
+    output: Mutex<OutputFormat>,
+    lang: Mutex<String>,
+}
+
+impl Console {
+    pub fn new(output: OutputFormat, secrets: Vec<Secret>) -> Self {
+        let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
+        Self {
+            secrets,
+            color_out: !no_color && std::io::stdout().is_terminal(),
+            color_err: !no_color && std::io::stderr().is_terminal(),
+            interactive: std::io::stdin().is_terminal() && std::io::stderr().is_terminal(),
+            output: Mutex::new(output),
+            lang: Mutex::new("en".into()),
+        }
+    }
+
+    pub fn set_lang(&self, lang: &str) {
+        *self.lang.lock().unwrap_or_else(|p| p.into_inner()) = lang.to_string();
+    }
+
+    pub fn set_output(&self, output: OutputFormat) {
+        *self.output.lock().unwrap_or_else(|p| p.into_inner()) = output;
+    }
+
+    fn json(&self) -> bool {
+        *self.output.lock().unwrap_or_else(|p| p.into_inner()) == OutputFormat::Json
+    }
+
+    pub fn redact(&self, text: &str) -> String {
+        let mut out = text.to_string();
+        for secret in &self.secrets {
+            if secret.expose().len() >= 4 && out.contains(secret.expose()) {
+                out = out.replace(secret.expose(), "********");
+            }
+        }
+        out
+    }
+
+    /// A result line (stdout).
+    pub fn out(&self, text: &str) {
+        let mut stdout = std::io::stdout().lock();
+        let _ = writeln!(stdout, "{}", self.redact(text));
+    }
+
+    /// A message line (stderr).
+    pub fn note(&self, text: &str) {
+        let mut stderr = std::io::stderr().lock();
+        let _ = writeln!(stderr, "{}", self.redact(text));
+    }
+
+    pub fn paint_err(&self, style: Style, text: &str) -> String {
+        if self.color_err { style.paint(text).to_string() } else { text.to_string() }
+    }
+
+    pub fn paint_out(&self, style: Style, text: &str) -> String {
+        if self.color_out { style.paint(text).to_string() } else { text.to_string() }
+    }
+
+    pub fn error(&self, text: &str) {
+        self.note(&format!("{} {text}", self.paint_err(Color::Red.bold(), "error:")));
+    }
+
+    pub fn warn(&self, text: &str) {
+        self.note(&format!("{} {text}", self.paint_err(Color::Yellow.bold(), "warning:")));
+    }
+
+    /// The plan, as the operator reads it before confirming.
+    pub fn plan_text(&self, summary: &str, warnings: &[String], steps: &[StepPreview], paint: &dyn Fn(Style, &str) -> String) -> Vec<String> {
+        let mut lines = vec![paint(Style::new().bold(), &format!("Plan: {summary}"))];
+        for warning in warnings {
+            lines.push(format!("  {} {warning}", paint(Color::Yellow.bold(), "warning:")));
+        }
+        if steps.is_empty() {
+            lines.push("  (nothing to do: already in the wanted state)".into());
+        }
+        for (i, step) in steps.iter().enumerate() {
+            let group = if step.group.is_empty() { String::new() } else { format!(" [group {}]", step.group) };
+            lines.push(format!("  {}. {} {}{group}", i + 1, paint(Style::new().bold(), &step.title), paint(Color::DarkGray.normal(), &format!("({}, on {})", step.id, step.target))));
+            for effect in &step.effects {
+                match effect {
+                    Preview::Sql { database, statements } => {
+                        for statement in statements {
+                            lines.push(format!("       sql {database}: {statement}"));
+                        }
+                    }
+                    Preview::Service { host, service, action } => lines.push(format!("       service {host}: {action} {service}")),
+                    Preview::Exec { host, argv } => lines.push(format!("       run on {host}: {}", shell_words::join(argv))),
+                    Preview::Opaque { text } => lines.push(format!("       {} {text}", paint(Color::Yellow.normal(), "(cannot be previewed exactly)"))),
+                    Preview::File { host, path, diff, stale } => {
+                        lines.push(format!("       edit {host}:{path}"));
+                        if *stale {
+                            lines.push(format!("       {}", paint(Color::Red.bold(), "the file changed since the plan read it: applying will be refused")));
+                        }
+                        for line in diff.lines() {
+                            let styled = if line.starts_with('+') && !line.starts_with("+++") {
+                                paint(Color::Green.normal(), line)
+                            } else if line.starts_with('-') && !line.starts_with("---") {
+                                paint(Color::Red.normal(), line)
+                            } else {
+                                line.to_string()
+                            };
+                            lines.push(format!("         {styled}"));
+                        }
+                    }
+                }
+            }
+        }
+        lines
+    }
+}
+
+impl Operator for Console {
+    fn plan(&self, _plugin: &str, summary: &str, warnings: &[String], steps: &[StepPreview]) {
+        if self.json() {
+            return;
+        }
+        let paint = |style: Style, text: &str| self.paint_out(style, text);
+        for line in self.plan_text(summary, warnings, steps, &paint) {
+            self.out(&line);
+        }
+    }
+
+    fn confirm(&self, steps: usize) -> Confirmation {
+        if !self.interactive {
+            return Confirmation::CannotAsk;
+        }
+        let ja = self.lang.lock().map(|l| *l == "ja").unwrap_or(false);
+        let question = if ja { format!("{steps} 個のステップを実行しますか? [y/N] ") } else { format!("Apply these {steps} step(s)? [y/N] ") };
+        eprint!("{}", self.paint_err(Style::new().bold(), &question));
+        let _ = std::io::stderr().flush();
+        let mut answer = String::new();
+        match std::io::stdin().read_line(&mut answer) {
+            Ok(_) if matches!(answer.trim().to_lowercase().as_str(), "y" | "yes") => Confirmation::Yes,
+            _ => Confirmation::No,
+        }
+    }
+
+    fn step_started(&self, index: usize, total: usize, step: &StepPreview) {
+        self.note(&format!("  [{}/{total}] {} …", index + 1, step.title));
+    }
+
+    fn step_finished(&self, index: usize, total: usize, step: &StepPreview, outcome: &Result<String, String>) {
+        match outcome {
+            Ok(note) => self.note(&format!("  {} [{}/{total}] {} — {note}", self.paint_err(Color::Green.bold(), "done"), index + 1, step.title)),
+            Err(message) => self.note(&format!("  {} [{}/{total}] {} — {message}", self.paint_err(Color::Red.bold(), "FAILED"), index + 1, step.title)),
+        }
+    }
+}
+
+impl Events for Console {
+    fn log(&self, plugin: &str, level: LogLevel, message: &str) {
+        match level {
+            LogLevel::Debug if std::env::var_os("OPSH_DEBUG").is_none() => {}
+            LogLevel::Error => self.error(&format!("[{plugin}] {message}")),
+            LogLevel::Warn => self.warn(&format!("[{plugin}] {message}")),
+            _ => self.note(&format!("[{plugin}] {message}")),
+        }
+    }
+
+    fn progress(&self, plugin: &str, message: &str, fraction: Option<f32>) {
+        let percent = fraction.map(|f| format!(" {:>3.0}%", f * 100.0)).unwrap_or_default();
+        self.note(&self.paint_err(Color::DarkGray.normal(), &format!("  … [{plugin}]{percent} {message}")));
+    }
+
+    fn probe(&self, plugin: &str, host: &str, argv: &[String]) {
+        if std::env::var_os("OPSH_DEBUG").is_some() {
+            self.note(&self.paint_err(Color::DarkGray.normal(), &format!("  · [{plugin}] probe on {host}: {}", shell_words::join(argv))));
+        }
+    }
+}

@@ -1,0 +1,206 @@
+//! The interactive shell (rustyline): completion of commands, arguments and inventory names,
+//! history in the data directory, hints from history, coloured prompt.
+
+use std::borrow::Cow;
+
+use nu_ansi_term::{Color, Style};
+use opsh_host::Exit;
+use opsh_host::inventory::Inventory;
+use opsh_host::sandbox::bindings::runbook::{ArgKind, Completion, PluginInfo};
+use rustyline::completion::{Completer, Pair};
+use rustyline::highlight::Highlighter;
+use rustyline::hint::{Hinter, HistoryHinter};
+use rustyline::history::{FileHistory, History};
+use rustyline::validate::Validator;
+use rustyline::{Config, Context, Editor, Helper};
+
+use crate::session::{BUILTINS, Session};
+
+const LINE_FLAGS: &[&str] = &["--dry-run", "--yes", "--output", "--lang"];
+
+struct OpshHelper {
+    plugins: Vec<PluginInfo>,
+    hosts: Vec<String>,
+    databases: Vec<String>,
+    topologies: Vec<String>,
+    hinter: HistoryHinter,
+    color: bool,
+}
+
+impl OpshHelper {
+    fn new(session: &Session, color: bool) -> Self {
+        let inventory: &Inventory = &session.caps.inventory;
+        Self {
+            plugins: session.registry.plugins.iter().map(|p| p.info.clone()).collect(),
+            hosts: inventory.hosts.keys().cloned().chain(["local".to_string()]).collect(),
+            databases: inventory.databases.keys().cloned().collect(),
+            topologies: inventory.topologies.keys().cloned().collect(),
+            hinter: HistoryHinter::new(),
+            color,
+        }
+    }
+
+    /// Candidates for the word being typed, given the words before it.
+    fn candidates(&self, before: &[String]) -> Vec<String> {
+        let Some(first) = before.first() else {
+            let mut names: Vec<String> = BUILTINS.iter().map(|(n, _)| n.to_string()).collect();
+            names.extend(self.plugins.iter().map(|p| p.name.clone()));
+            return names;
+        };
+        if first == "help" {
+            return match before.len() {
+                1 => self.plugins.iter().map(|p| p.name.clone()).collect(),
+                _ => self.plugins.iter().find(|p| p.name == before[1]).map(|p| p.commands.iter().map(|c| c.name.clone()).collect()).unwrap_or_default(),
+            };
+        }
+        let Some(plugin) = self.plugins.iter().find(|p| &p.name == first) else { return Vec::new() };
+        let typed = &before[1..];
+        // Which command do the typed words name (longest match)?
+        let command = plugin
+            .commands
+            .iter()
+            .filter(|c| {
+                let name: Vec<&str> = c.name.split_whitespace().collect();
+                typed.len() >= name.len() && name.iter().zip(typed).all(|(a, b)| a == b)
+            })
+            .max_by_key(|c| c.name.split_whitespace().count());
+        let Some(command) = command else {
+            // Still typing the command name: offer the next word of every matching command.
+            return plugin
+                .commands
+                .iter()
+                .filter_map(|c| {
+                    let name: Vec<&str> = c.name.split_whitespace().collect();
+                    (typed.len() < name.len() && name.iter().zip(typed).all(|(a, b)| a == b)).then(|| name[typed.len()].to_string())
+                })
+                .collect();
+        };
+        let args = &typed[command.name.split_whitespace().count()..];
+        // After an option that takes a value: complete that value.
+        if let Some(last) = args.last().and_then(|w| w.strip_prefix("--")) {
+            if let Some(arg) = command.args.iter().find(|a| a.name == last && a.kind == ArgKind::Option) {
+                return self.complete_kind(&arg.completion);
+            }
+            if last == "output" {
+                return vec!["text".into(), "json".into()];
+            }
+            if last == "lang" {
+                return vec!["en".into(), "ja".into()];
+            }
+        }
+        let positionals_given = args.iter().filter(|w| !w.starts_with("--")).count();
+        let mut out: Vec<String> = command
+            .args
+            .iter()
+            .filter(|a| a.kind == ArgKind::Positional)
+            .nth(positionals_given)
+            .map(|a| self.complete_kind(&a.completion))
+            .unwrap_or_default();
+        out.extend(command.args.iter().filter(|a| a.kind != ArgKind::Positional).map(|a| format!("--{}", a.name)));
+        out.extend(LINE_FLAGS.iter().map(|f| f.to_string()));
+        out
+    }
+
+    fn complete_kind(&self, completion: &Completion) -> Vec<String> {
+        match completion {
+            Completion::None => Vec::new(),
+            Completion::Host => self.hosts.clone(),
+            Completion::Database => self.databases.clone(),
+            Completion::Topology => self.topologies.clone(),
+            Completion::Choices(choices) => choices.clone(),
+        }
+    }
+}
+
+impl Completer for OpshHelper {
+    type Candidate = Pair;
+
+    fn complete(&self, line: &str, pos: usize, _: &Context<'_>) -> rustyline::Result<(usize, Vec<Pair>)> {
+        let head = &line[..pos];
+        let start = head.rfind(char::is_whitespace).map_or(0, |i| i + 1);
+        let before: Vec<String> = shell_words::split(&head[..start]).unwrap_or_default();
+        let partial = &head[start..];
+        let mut matches: Vec<Pair> = self
+            .candidates(&before)
+            .into_iter()
+            .filter(|c| c.starts_with(partial))
+            .map(|c| Pair { display: c.clone(), replacement: format!("{c} ") })
+            .collect();
+        matches.sort_by(|a, b| a.display.cmp(&b.display));
+        matches.dedup_by(|a, b| a.display == b.display);
+        Ok((start, matches))
+    }
+}
+
+impl Hinter for OpshHelper {
+    type Hint = String;
+
+    fn hint(&self, line: &str, pos: usize, ctx: &Context<'_>) -> Option<String> {
+        self.hinter.hint(line, pos, ctx)
+    }
+}
+
+impl Highlighter for OpshHelper {
+    fn highlight_hint<'h>(&self, hint: &'h str) -> Cow<'h, str> {
+        if self.color { Cow::Owned(Color::DarkGray.paint(hint).to_string()) } else { Cow::Borrowed(hint) }
+    }
+}
+
+impl Validator for OpshHelper {}
+impl Helper for OpshHelper {}
+
+pub async fn run(session: &Session) -> Exit {
+    let config = Config::builder().auto_add_history(true).max_history_size(5_000).map(|b| b.build()).unwrap_or_default();
+    let mut editor: Editor<OpshHelper, FileHistory> = match Editor::with_config(config) {
+        Ok(editor) => editor,
+        Err(e) => {
+            session.console.error(&format!("cannot open the shell: {e}"));
+            return Exit::Failed;
+        }
+    };
+    editor.set_helper(Some(OpshHelper::new(session, session.console.color_err)));
+    let history = session.paths.history_file();
+    let _ = editor.load_history(&history);
+    let source = session.caps.inventory.source.display().to_string();
+    session.console.note(&format!(
+        "opsh {} — {} plugin(s), inventory {}. `help` lists commands; Tab completes; Ctrl-D leaves.",
+        env!("CARGO_PKG_VERSION"),
+        session.registry.plugins.len(),
+        if source.is_empty() { "(none)".to_string() } else { source }
+    ));
+    let prompt = if session.console.color_err { Style::new().bold().fg(Color::Cyan).paint("opsh> ").to_string() } else { "opsh> ".to_string() };
+    let mut last = Exit::Success;
+    loop {
+        match editor.readline(&prompt) {
+            Ok(line) => {
+                let words = match Session::split(&line) {
+                    Ok(words) => words,
+                    Err(e) => {
+                        session.console.error(&e);
+                        continue;
+                    }
+                };
+                if matches!(words.first().map(String::as_str), Some("exit" | "quit")) {
+                    break;
+                }
+                if words.is_empty() {
+                    continue;
+                }
+                last = session.run_words(words).await;
+                if last != Exit::Success {
+                    session.console.note(&session.console.paint_err(Color::DarkGray.normal(), &format!("(exit {})", last.code())));
+                }
+                let _ = editor.history_mut().save(&history);
+            }
+            Err(rustyline::error::ReadlineError::Interrupted) => continue,
+            Err(rustyline::error::ReadlineError::Eof) => break,
+            Err(e) => {
+                session.console.error(&format!("reading input: {e}"));
+                break;
+            }
+        }
+    }
+    let _ = editor.save_history(&history);
+    let _ = last;
+    Exit::Success
+}

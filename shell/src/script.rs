@@ -1,0 +1,47 @@
+//! `opsh run FILE`: the same commands as the shell, one per line, `#` comments. Every line is
+//! checked first (parse, command, arguments), so a typo on line 20 stops the script before line
+//! 1 changes anything; then lines run in order and the first failure stops the script with its
+//! exit code and `FILE:LINE` in the message.
+
+use std::path::Path;
+
+use opsh_host::Exit;
+
+use crate::session::Session;
+
+pub async fn run_file(session: &Session, path: &Path) -> Exit {
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(e) => {
+            session.console.error(&format!("cannot read script {}: {e}", path.display()));
+            return Exit::Usage;
+        }
+    };
+    let mut lines = Vec::new();
+    for (index, line) in text.lines().enumerate() {
+        let number = index + 1;
+        let trimmed = line.trim();
+        if trimmed.is_empty() || trimmed.starts_with('#') {
+            continue;
+        }
+        let checked = Session::split(trimmed).and_then(|words| session.prepare(words).map(|_| ()));
+        if let Err(e) = checked {
+            session.console.error(&format!("{}:{number}: {e}", path.display()));
+            session.console.note("the script was not run: nothing was changed");
+            return Exit::Usage;
+        }
+        lines.push((number, trimmed.to_string()));
+    }
+    for (number, line) in lines {
+        if matches!(line.as_str(), "exit" | "quit") {
+            return Exit::Success;
+        }
+        session.console.note(&format!("{}:{number}: {line}", path.display()));
+        let exit = session.run_line(&line).await;
+        if exit != Exit::Success {
+            session.console.error(&format!("{}:{number}: stopped here (exit {}); the lines after it were not run", path.display(), exit.code()));
+            return exit;
+        }
+    }
+    Exit::Success
+}

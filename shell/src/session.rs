@@ -1,0 +1,196 @@
+//! One opsh process: the inventory, the capabilities, the sandbox and the plugins, and the
+//! dispatch of a command line to a built-in or a plugin command.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use opsh_host::capability::Capabilities;
+use opsh_host::inventory::Inventory;
+use opsh_host::paths::Paths;
+use opsh_host::plugins::Registry;
+use opsh_host::runbook::{self, Outcome, RunOptions, Runner};
+use opsh_host::sandbox::{Events, LoadedPlugin, Limits, Sandbox};
+use opsh_host::Exit;
+
+use crate::operator::Console;
+use crate::render;
+use crate::OutputFormat;
+
+pub const BUILTINS: &[(&str, &str)] = &[
+    ("help", "help [PLUGIN [COMMAND]] — commands, their arguments and examples"),
+    ("plugins", "plugins — the loaded plugins, their versions and capabilities"),
+    ("inventory", "inventory — hosts, databases, topologies and grants (never secrets)"),
+    ("exit", "exit — leave the shell"),
+];
+
+/// Options that a command line may set for itself (`--yes`, `--dry-run`, `--output`, `--lang`).
+#[derive(Debug, Clone)]
+pub struct LineOptions {
+    pub yes: bool,
+    pub dry_run: bool,
+    pub output: OutputFormat,
+    pub lang: String,
+}
+
+pub struct Session {
+    pub paths: Paths,
+    pub caps: Arc<Capabilities>,
+    pub sandbox: Sandbox,
+    pub registry: Registry,
+    pub defaults: LineOptions,
+    pub console: Arc<Console>,
+    events: Arc<dyn Events>,
+}
+
+/// A command line, checked and ready to run.
+pub enum Prepared {
+    Builtin(String, Vec<String>),
+    Plugin { plugin: Arc<LoadedPlugin>, command: opsh_host::sandbox::bindings::runbook::CommandInfo, call: opsh_host::sandbox::bindings::runbook::Invocation },
+    Exit,
+}
+
+impl Session {
+    pub async fn start(inventory_path: Option<&Path>, bundled: &[&[u8]], defaults: LineOptions) -> Result<Self> {
+        let paths = Paths::from_env()?;
+        let inventory = match inventory_path {
+            Some(path) => Inventory::load(path)?,
+            None if paths.default_inventory().exists() => Inventory::load(&paths.default_inventory())?,
+            None => Inventory::empty(),
+        };
+        for dir in [&paths.data_dir, &paths.cache_dir] {
+            std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        }
+        let control_dir = paths.data_dir.join("ssh");
+        create_private_dir(&control_dir)?;
+        let caps = Arc::new(Capabilities::new(Arc::new(inventory), control_dir));
+        let console = Arc::new(Console::new(defaults.output, caps.inventory.known_secrets()));
+        let events: Arc<dyn Events> = console.clone();
+        let sandbox = Sandbox::new(paths.component_cache_dir(), Limits::default())?;
+        let registry = Registry::load(&sandbox, bundled, &paths.plugin_dir(), &caps, &events).await;
+        for problem in &registry.problems {
+            console.warn(&format!("plugin not loaded: {problem}"));
+        }
+        Ok(Self { paths, caps, sandbox, registry, defaults, console, events })
+    }
+
+    pub async fn shutdown(&self) {
+        self.caps.shutdown().await;
+    }
+
+    /// Split a line into words (shell quoting rules).
+    pub fn split(line: &str) -> Result<Vec<String>, String> {
+        shell_words::split(line).map_err(|e| format!("cannot parse the line: {e} (check the quotes)"))
+    }
+
+    pub async fn run_line(&self, line: &str) -> Exit {
+        match Self::split(line) {
+            Ok(words) if words.is_empty() => Exit::Success,
+            Ok(words) => self.run_words(words).await,
+            Err(e) => {
+                self.console.error(&e);
+                Exit::Usage
+            }
+        }
+    }
+
+    pub async fn run_words(&self, words: Vec<String>) -> Exit {
+        match self.prepare(words) {
+            Ok((prepared, options)) => self.execute(prepared, &options).await,
+            Err(e) => {
+                self.console.error(&e);
+                Exit::Usage
+            }
+        }
+    }
+
+    /// Check a command line without running anything: built-in or plugin command, arguments.
+    pub fn prepare(&self, words: Vec<String>) -> Result<(Prepared, LineOptions), String> {
+        let (words, options) = self.line_options(words)?;
+        let Some(first) = words.first() else { return Err("empty command".into()) };
+        let prepared = match first.as_str() {
+            "exit" | "quit" => Prepared::Exit,
+            "help" | "plugins" | "inventory" => Prepared::Builtin(first.clone(), words[1..].to_vec()),
+            name => {
+                let plugin = self.registry.find(name).ok_or_else(|| {
+                    let mut known: Vec<&str> = BUILTINS.iter().map(|(n, _)| *n).collect();
+                    known.extend(self.registry.plugins.iter().map(|p| p.name()));
+                    format!("unknown command {name:?}; known: {} (try `help`)", known.join(", "))
+                })?;
+                let (command, call) = runbook::parse_invocation(&plugin.info, &words[1..]).map_err(|e| e.0)?;
+                Prepared::Plugin { plugin: plugin.clone(), command: command.clone(), call }
+            }
+        };
+        Ok((prepared, options))
+    }
+
+    fn line_options(&self, words: Vec<String>) -> Result<(Vec<String>, LineOptions), String> {
+        let mut options = self.defaults.clone();
+        let mut rest = Vec::with_capacity(words.len());
+        let mut iter = words.into_iter();
+        while let Some(word) = iter.next() {
+            match word.as_str() {
+                "--yes" | "-y" => options.yes = true,
+                "--dry-run" => options.dry_run = true,
+                "--output" | "--lang" => {
+                    let value = iter.next().ok_or_else(|| format!("{word} needs a value"))?;
+                    set_option(&mut options, &word, &value)?;
+                }
+                _ => match word.split_once('=') {
+                    Some((key @ ("--output" | "--lang"), value)) => set_option(&mut options, key, value)?,
+                    _ => rest.push(word),
+                },
+            }
+        }
+        Ok((rest, options))
+    }
+
+    pub async fn execute(&self, prepared: Prepared, options: &LineOptions) -> Exit {
+        match prepared {
+            Prepared::Exit => Exit::Success,
+            Prepared::Builtin(name, args) => self.builtin(&name, &args, options),
+            Prepared::Plugin { plugin, command, call } => {
+                let runner = Runner { sandbox: &self.sandbox, caps: &self.caps, events: &self.events, operator: self.console.as_ref() };
+                let run_options = RunOptions { yes: options.yes, dry_run: options.dry_run, lang: options.lang.clone() };
+                self.console.set_lang(&options.lang);
+                self.console.set_output(options.output);
+                let outcome: Outcome = runner.run(&plugin, &command, &call, &run_options).await;
+                render::outcome(&self.console, options, &outcome);
+                outcome.exit()
+            }
+        }
+    }
+
+    fn builtin(&self, name: &str, args: &[String], options: &LineOptions) -> Exit {
+        match name {
+            "help" => render::help(&self.console, self, args, options),
+            "plugins" => {
+                render::plugins(&self.console, &self.registry, options);
+                Exit::Success
+            }
+            "inventory" => {
+                render::inventory(&self.console, &self.caps.inventory, options);
+                Exit::Success
+            }
+            _ => Exit::Usage,
+        }
+    }
+}
+
+fn set_option(options: &mut LineOptions, key: &str, value: &str) -> Result<(), String> {
+    match (key, value) {
+        ("--output", "json") => options.output = OutputFormat::Json,
+        ("--output", "text") => options.output = OutputFormat::Text,
+        ("--lang", "en" | "ja") => options.lang = value.to_string(),
+        ("--output", _) => return Err(format!("--output takes text or json, not {value:?}")),
+        _ => return Err(format!("--lang takes en or ja, not {value:?}")),
+    }
+    Ok(())
+}
+
+fn create_private_dir(dir: &Path) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).with_context(|| format!("cannot restrict {}", dir.display()))?;
+    Ok(())
+}
