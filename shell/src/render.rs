@@ -78,7 +78,7 @@ impl Grid {
                 .iter()
                 .zip(&widths)
                 .map(|((text, color), w)| {
-                    let padded = pad(text, *w);
+                    let padded = pad(&text.replace('\n', " ⏎ "), *w);
                     match color {
                         Some(color) => console.paint_out(color.normal(), &padded),
                         None => padded,
@@ -283,7 +283,7 @@ pub fn inventory(console: &Console, inventory: &Inventory, options: &LineOptions
             Some(PasswordSource::Pgpass { pgpass: true }) | None => ".pgpass".into(),
             Some(PasswordSource::Pgpass { pgpass: false }) => "none".into(),
         };
-        databases.row(vec![name.clone(), db.host.clone(), db.port.to_string(), db.dbname.clone(), db.user.clone(), source, format!("{:?}", db.sslmode).to_lowercase()]);
+        databases.row(vec![name.clone(), db.host.clone(), db.port.to_string(), db.dbname.clone(), db.user.clone(), source, db.sslmode.name().into()]);
     }
     let mut topologies = Grid::new("Topologies", &["name", "plugin", "members"]);
     for (name, topology) in &inventory.topologies {

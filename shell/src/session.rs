@@ -66,7 +66,7 @@ impl Session {
         let caps = Arc::new(Capabilities::new(Arc::new(inventory), control_dir));
         let console = Arc::new(Console::new(defaults.output, caps.inventory.known_secrets()));
         let events: Arc<dyn Events> = console.clone();
-        let sandbox = Sandbox::new(paths.component_cache_dir(), Limits::default())?;
+        let sandbox = Sandbox::new(paths.component_cache_dir(), Limits::from_env())?;
         let registry = Registry::load(&sandbox, bundled, &paths.plugin_dir(), &caps, &events).await;
         for problem in &registry.problems {
             console.warn(&format!("plugin not loaded: {problem}"));

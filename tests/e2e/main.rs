@@ -1,1 +1,10 @@
+//! End-to-end tests: the real `opsh` binary against a real lab (PostgreSQL 15 over TLS with
+//! scram passwords, OpenSSH, lab services), one lab per test on its own loopback block.
 
+mod support;
+
+mod capabilities;
+mod errors;
+mod lab_drills;
+mod sandbox;
+mod shell;

@@ -1,1 +1,9 @@
+//! The opsh lab: real PostgreSQL 15 and OpenSSH servers on loopback, one mount namespace per lab
+//! host, built from topology files; used by `scripts/lab`, `scripts/demo` and the end-to-end tests.
 
+pub mod lab;
+pub mod procs;
+pub mod topology;
+
+pub use lab::Lab;
+pub use topology::Topology;

@@ -1,1 +1,66 @@
-fn main(){}
+//! `scripts/lab`: build, inspect, break and tear down lab topologies.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use opsh_lab::{Lab, Topology};
+
+#[derive(Parser)]
+#[command(name = "lab", about = "Disposable opsh labs: real PostgreSQL and sshd per lab host, on loopback")]
+struct Cli {
+    /// The lab's directory (state, inventory.toml, keys, data).
+    #[arg(long, global = true, default_value = "/tmp/opsh-lab")]
+    dir: PathBuf,
+    #[command(subcommand)]
+    command: LabCommand,
+}
+
+#[derive(Subcommand)]
+enum LabCommand {
+    /// Build a topology (a built-in name such as `basic`, or a topology file) and write DIR/inventory.toml.
+    Up {
+        topology: String,
+        /// Addresses 127.42.BLOCK.* (run several labs side by side with different blocks).
+        #[arg(long, default_value_t = 1)]
+        block: u8,
+    },
+    /// Stop everything the lab started (by PID) and remove its directory.
+    Down,
+    /// Hosts, their services and PostgreSQL clusters.
+    Status,
+    /// Stop a database hard (cluster name, e.g. `alpha`) or kill a service (`HOST:SERVICE`).
+    Crash { target: String },
+    /// Make a host unreachable over ssh and SQL (its processes freeze).
+    Cut { host: String },
+    /// Make a cut host reachable again.
+    Heal { host: String },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        LabCommand::Up { topology, block } => Topology::find(&topology).and_then(|t| Lab::up(&t, &cli.dir, block)).map(|lab| {
+            let state = lab.keep();
+            let lab = Lab::open(&state.dir);
+            let mut lines = lab.map(|l| l.status()).unwrap_or_default();
+            lines.push(format!("inventory: {}", state.dir.join("inventory.toml").display()));
+            lines.join("\n")
+        }),
+        LabCommand::Down => Lab::down(&cli.dir).map(|()| format!("lab in {} is down", cli.dir.display())),
+        LabCommand::Status => Lab::open(&cli.dir).map(|lab| lab.status().join("\n")),
+        LabCommand::Crash { target } => Lab::open(&cli.dir).and_then(|lab| lab.crash(&target)),
+        LabCommand::Cut { host } => Lab::open(&cli.dir).and_then(|mut lab| lab.cut(&host)),
+        LabCommand::Heal { host } => Lab::open(&cli.dir).and_then(|mut lab| lab.heal(&host)),
+    };
+    match result {
+        Ok(text) => {
+            println!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("lab: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

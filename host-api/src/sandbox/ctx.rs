@@ -385,7 +385,7 @@ impl CallCtx {
             attributes.push(("port".into(), d.port.to_string()));
             attributes.push(("dbname".into(), d.dbname.clone()));
             attributes.push(("user".into(), d.user.clone()));
-            attributes.push(("sslmode".into(), format!("{:?}", d.sslmode).to_lowercase()));
+            attributes.push(("sslmode".into(), d.sslmode.name().to_string()));
             attributes.extend(d.attributes.iter().map(|(k, v)| (k.clone(), self.conceal(v))));
         } else if let Some(t) = inventory.topologies.get(name) {
             kind = "topology";

@@ -39,6 +39,21 @@ impl Default for Limits {
     }
 }
 
+impl Limits {
+    /// The defaults, overridden by `OPSH_PLUGIN_CPU_MS` and `OPSH_PLUGIN_MEMORY_MB` when set.
+    pub fn from_env() -> Self {
+        let mut limits = Self::default();
+        let number = |var: &str| std::env::var(var).ok().and_then(|v| v.parse::<u64>().ok()).filter(|n| *n > 0);
+        if let Some(ms) = number("OPSH_PLUGIN_CPU_MS") {
+            limits.cpu_per_call = Duration::from_millis(ms);
+        }
+        if let Some(mb) = number("OPSH_PLUGIN_MEMORY_MB") {
+            limits.memory_bytes = (mb as usize) << 20;
+        }
+        limits
+    }
+}
+
 /// Where a plugin came from.
 #[derive(Debug, Clone, serde::Serialize)]
 #[serde(rename_all = "kebab-case", tag = "kind", content = "path")]

@@ -1,0 +1,99 @@
+//! Bad input and broken targets: a clear message naming the target and what to do, the right
+//! exit code, and nothing changed.
+
+use crate::support::World;
+
+#[test]
+fn unknown_commands_and_bad_arguments_are_usage_errors() {
+    let world = World::new();
+    let run = world.opsh(&["frobnicate"]);
+    assert_eq!(run.code, 2, "{run:?}");
+    assert!(run.stderr.contains("unknown command \"frobnicate\"") && run.stderr.contains("try `help`"), "{run:?}");
+    let run = world.opsh(&["probe", "insert", "alpha-app"]);
+    assert_eq!(run.code, 2, "{run:?}");
+    assert!(run.stderr.contains("probe insert: VALUE is required"), "{run:?}");
+    let run = world.opsh(&["probe", "sql", "alpha-app", "--colour", "red"]);
+    assert_eq!(run.code, 2, "{run:?}");
+    assert!(run.stderr.contains("unknown option --colour"), "{run:?}");
+    let run = world.opsh(&["-c", "probe exec alpha 'unterminated"]);
+    assert_eq!(run.code, 2, "{run:?}");
+    assert!(run.stderr.contains("check the quotes"), "{run:?}");
+}
+
+#[test]
+fn targets_outside_the_grants_are_refused_with_how_to_grant() {
+    let world = World::new();
+    let run = world.opsh(&["probe", "sql", "alpha-postgres"]);
+    assert_eq!(run.code, 5, "refused: {run:?}");
+    assert!(run.stderr.contains("may not run SQL on database alpha-postgres") && run.stderr.contains("[grants.probe]"), "{run:?}");
+}
+
+#[test]
+fn unknown_targets_are_named() {
+    let world = World::new();
+    let run = world.opsh(&["probe", "sql", "ghost-db"]);
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(run.stderr.contains("database ghost-db is not in the inventory"), "{run:?}");
+    let run = world.opsh(&["probe", "exec", "ghost-host", "true"]);
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(run.stderr.contains("host ghost-host is not in the inventory"), "{run:?}");
+}
+
+#[test]
+fn an_unreachable_host_is_reported_as_such_and_works_again_when_healed() {
+    let mut world = World::new();
+    world.lab.cut("beta").expect("cut");
+    let run = world.opsh(&["probe", "exec", "beta", "true"]);
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(run.stderr.contains("host beta") && run.stderr.contains("check that the host is up"), "{run:?}");
+    let run = world.opsh(&["probe", "sql", "beta-app"]);
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(run.stderr.contains("database beta-app") && run.stderr.contains("no answer within 3 s"), "{run:?}");
+    world.lab.heal("beta").expect("heal");
+    let run = world.opsh(&["probe", "exec", "beta", "true"]);
+    assert_eq!(run.code, 0, "{run:?}");
+}
+
+#[test]
+fn a_crashed_database_is_reported_with_its_address_and_what_to_check() {
+    let world = World::new();
+    world.lab.crash("beta").expect("crash");
+    let run = world.opsh(&["probe", "sql", "beta-app"]);
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(run.stderr.contains("database beta-app (host beta port 5432") && run.stderr.contains("check that the server is up"), "{run:?}");
+}
+
+#[test]
+fn a_wrong_password_is_an_authentication_error_that_names_the_source() {
+    let world = World::new();
+    let wrong = world.home.path().join("wrong-password");
+    std::fs::write(&wrong, "not-the-password\n").expect("write");
+    let text = std::fs::read_to_string(&world.inventory).expect("inventory");
+    let real = world.lab.state.dir.join("secrets/db-password").display().to_string();
+    std::fs::write(&world.inventory, text.replace(&real, &wrong.display().to_string())).expect("rewrite");
+    let run = world.opsh(&["probe", "sql", "alpha-app"]);
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(run.stderr.contains("password authentication failed for user \"opsh\"") && run.stderr.contains("check the password source"), "{run:?}");
+    assert!(!run.all().contains("not-the-password"), "the wrong password is not shown either");
+}
+
+#[test]
+fn a_command_that_outlives_its_timeout_is_outcome_unknown() {
+    let world = World::new();
+    let run = world.opsh(&["probe", "exec", "alpha", "sleep 5", "--timeout-ms", "500"]);
+    assert_eq!(run.code, 4, "outcome unknown: {run:?}");
+    assert!(run.stderr.contains("did not finish within 0.5 s: outcome unknown"), "{run:?}");
+}
+
+#[test]
+fn a_malformed_or_missing_inventory_is_a_usage_error_with_the_place() {
+    let world = World::new();
+    let bad = world.home.path().join("bad.toml");
+    std::fs::write(&bad, "[hosts.a]\naddress = '127.0.0.2'\nservice-manager = 'upstart'\n").expect("write");
+    let run = world.command().arg("--inventory").arg(&bad).arg("inventory").output().map(crate::support::run_of).expect("run");
+    assert_eq!(run.code, 2, "{run:?}");
+    assert!(run.stderr.contains("bad.toml is malformed") && run.stderr.contains("service-manager"), "{run:?}");
+    let run = world.command().args(["--inventory", "/nonexistent/inventory.toml", "inventory"]).output().map(crate::support::run_of).expect("run");
+    assert_eq!(run.code, 2, "{run:?}");
+    assert!(run.stderr.contains("cannot read the inventory /nonexistent/inventory.toml") && run.stderr.contains("--inventory PATH"), "{run:?}");
+}

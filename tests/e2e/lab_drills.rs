@@ -1,0 +1,79 @@
+//! The lab itself: topologies are data (standbys stream for real), hosts are independent, and
+//! everything the lab starts is stopped by PID, also after a crashed earlier lab.
+
+use opsh_lab::{Lab, Topology, procs};
+
+use crate::support::World;
+
+const WITH_STANDBY: &str = r#"
+description = "a primary and its streaming standby on two hosts"
+[[hosts]]
+name = "one"
+[[hosts]]
+name = "two"
+[[clusters]]
+name = "main"
+host = "one"
+databases = ["app"]
+[[clusters]]
+name = "replica"
+host = "two"
+standby_of = "main"
+[inventory.grants.pg]
+sql = ["*"]
+"#;
+
+#[test]
+fn a_topology_file_with_a_standby_builds_real_streaming_replication() {
+    let dir = std::path::PathBuf::from("/tmp/opsh-e2e/lab-standby");
+    let topology = Topology::parse("with-standby", WITH_STANDBY).expect("topology");
+    let lab = Lab::up(&topology, &dir, 90).expect("lab up");
+    let main = lab.cluster("main").expect("main").clone();
+    let replica = lab.cluster("replica").expect("replica").clone();
+    lab.psql_as_admin(&main, "app", "CREATE TABLE t(x int); INSERT INTO t VALUES (7);").expect("write on primary");
+    let mut seen = String::new();
+    for _ in 0..100 {
+        seen = lab.psql_as_admin(&replica, "app", "SELECT coalesce(sum(x), 0) FROM t").unwrap_or_default();
+        if seen == "7" {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert_eq!(seen, "7", "the row reached the standby");
+    assert!(lab.psql_as_admin(&replica, "app", "INSERT INTO t VALUES (1)").is_err(), "the standby refuses writes");
+    assert_eq!(lab.psql_as_admin(&replica, "app", "SELECT pg_is_in_recovery()").expect("query"), "t");
+}
+
+#[test]
+fn lab_down_stops_every_process_it_started_and_a_crashed_lab_is_cleaned_up_by_pid() {
+    let world = World::new();
+    let dir = world.lab.state.dir.clone();
+    let block = world.lab.state.block;
+    // Processes are identified by PID and start time: namespace numbers are reused by the kernel.
+    let old: Vec<(u32, u64)> = world
+        .lab
+        .state
+        .hosts
+        .iter()
+        .flat_map(|h| procs::in_namespace(&h.namespace))
+        .filter_map(|pid| procs::start_time(pid).map(|s| (pid, s)))
+        .collect();
+    assert!(old.len() >= 3 * world.lab.state.hosts.len(), "sshd, postgres and the service run in each host: {old:?}");
+    // Simulate a crashed `scripts/lab`: the lab is left running, then a new lab takes its place.
+    let World { lab, home: _home, .. } = world;
+    let _ = lab.keep();
+    let topology = Topology::find("basic").expect("basic");
+    let replacement = Lab::up(&topology, &dir, block).expect("lab up over a crashed lab");
+    assert!(old.iter().all(|(pid, s)| !procs::alive(*pid, *s)), "the old lab's processes are gone");
+    let new: Vec<(u32, u64)> = replacement
+        .state
+        .hosts
+        .iter()
+        .flat_map(|h| procs::in_namespace(&h.namespace))
+        .filter_map(|pid| procs::start_time(pid).map(|s| (pid, s)))
+        .collect();
+    Lab::down(&dir).expect("down");
+    assert!(new.iter().all(|(pid, s)| !procs::alive(*pid, *s)), "down stopped everything");
+    assert!(!dir.exists(), "down removed the lab directory");
+    drop(replacement);
+}

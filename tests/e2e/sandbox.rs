@@ -1,0 +1,79 @@
+//! The sandbox: a plugin that panics, loops or hogs memory fails its command with a clear
+//! message; the shell and other plugins go on. Third-party plugins load from the data dir, and
+//! compiled components are cached.
+
+use crate::support::World;
+
+#[test]
+fn a_panicking_plugin_fails_its_command_with_its_message() {
+    let world = World::new();
+    let run = world.opsh(&["probe", "trap"]);
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(run.stderr.contains("plugin probe failed: it panicked") && run.stderr.contains("probe was asked to panic"), "{run:?}");
+}
+
+#[test]
+fn a_runaway_plugin_is_stopped_at_its_cpu_budget() {
+    let world = World::new();
+    let run = world.opsh(&["probe", "spin"]);
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(run.stderr.contains("used more than 1.0 s of CPU in one call"), "{run:?}");
+}
+
+#[test]
+fn a_plugin_that_hogs_memory_is_stopped_at_its_limit() {
+    let world = World::new();
+    let run = world.opsh(&["probe", "hog"]);
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(run.stderr.contains("plugin probe failed"), "{run:?}");
+    assert!(run.stderr.contains("memory") || run.stderr.contains("alloc"), "{run:?}");
+}
+
+#[test]
+fn the_shell_lives_on_after_a_plugin_traps() {
+    let world = World::new();
+    // A real terminal (script(1) gives the REPL a pty): trap, then use the same session again.
+    let command = format!(
+        "{} --inventory {}",
+        crate::support::opsh_bin().display(),
+        world.inventory.display()
+    );
+    let output = std::process::Command::new("script")
+        .args(["-q", "-e", "-c", &command, "/dev/null"])
+        .env("OPSH_CONFIG_DIR", world.home.path().join("config"))
+        .env("OPSH_DATA_DIR", world.home.path().join("data"))
+        .env("OPSH_CACHE_DIR", world.home.path().join("cache"))
+        .env("NO_COLOR", "1")
+        .env("TERM", "dumb")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut child| {
+            use std::io::Write;
+            let mut stdin = child.stdin.take().expect("stdin");
+            for line in ["probe trap", "pg status", "exit"] {
+                stdin.write_all(format!("{line}\n").as_bytes())?;
+                std::thread::sleep(std::time::Duration::from_millis(1500));
+            }
+            drop(stdin);
+            child.wait_with_output()
+        })
+        .expect("run the REPL under script(1)");
+    let text = String::from_utf8_lossy(&output.stdout).to_string() + &String::from_utf8_lossy(&output.stderr);
+    assert!(text.contains("plugin probe failed: it panicked"), "{text}");
+    assert!(text.contains("alpha-app") && text.contains("primary"), "pg status ran after the trap, in the same shell: {text}");
+}
+
+#[test]
+fn third_party_plugins_load_from_the_data_dir_and_broken_ones_are_reported() {
+    let world = World::new();
+    std::fs::write(world.home.path().join("data/plugins/broken.wasm"), b"not a component").expect("write");
+    let run = world.opsh(&["plugins"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(run.stdout.contains("probe") && run.stdout.contains("data/plugins/probe.wasm"), "{run:?}");
+    assert!(run.stdout.contains("pg") && run.stdout.contains("bundled"), "{run:?}");
+    assert!(run.all().contains("broken.wasm is not a valid opsh plugin component"), "{run:?}");
+    let cached: Vec<_> = std::fs::read_dir(world.home.path().join("cache/components")).expect("cache dir").flatten().collect();
+    assert!(cached.len() >= 2, "compiled components are cached: {cached:?}");
+}

@@ -1,0 +1,149 @@
+//! The test world: a lab, an opsh home (config, data, cache dirs) with the probe fixture plugin
+//! installed as a third-party plugin, and helpers to run opsh and inspect the lab directly.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::atomic::{AtomicU8, Ordering};
+
+use opsh_lab::{Lab, Topology};
+
+static NEXT_BLOCK: AtomicU8 = AtomicU8::new(100);
+
+pub struct World {
+    pub lab: Lab,
+    pub home: tempfile::TempDir,
+    pub inventory: PathBuf,
+}
+
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    pub fn all(&self) -> String {
+        format!("{}\n{}", self.stdout, self.stderr)
+    }
+}
+
+impl std::fmt::Debug for Run {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "exit {}\n--- stdout\n{}\n--- stderr\n{}", self.code, self.stdout, self.stderr)
+    }
+}
+
+/// The grants the probe fixture gets on top of the lab's inventory. `ghost-db` is granted but
+/// not in the inventory, to reach the "unknown target" path past the grant check.
+pub const PROBE_GRANTS: &str = r#"
+[grants.probe]
+sql = ["alpha-app", "beta-app", "ghost-db"]
+ssh = ["alpha", "beta", "ghost-host"]
+file-edit = ["alpha:/usr/local/*", "beta:/usr/local/*"]
+service = ["*:app"]
+"#;
+
+pub fn target_dir() -> PathBuf {
+    // target/debug/deps/e2e-HASH → target/debug
+    let exe = std::env::current_exe().expect("test executable path");
+    exe.parent().and_then(Path::parent).expect("target/debug").to_path_buf()
+}
+
+pub fn opsh_bin() -> PathBuf {
+    target_dir().join("opsh")
+}
+
+pub fn probe_wasm() -> PathBuf {
+    target_dir().parent().expect("target").join("wasm-plugins/wasm32-wasip2/plugin/opsh_probe_plugin.wasm")
+}
+
+impl World {
+    pub fn new() -> World {
+        Self::with_topology("basic")
+    }
+
+    pub fn with_topology(name: &str) -> World {
+        let block = NEXT_BLOCK.fetch_add(1, Ordering::SeqCst);
+        let dir = PathBuf::from(format!("/tmp/opsh-e2e/lab-{block}"));
+        let topology = Topology::find(name).expect("topology");
+        let lab = Lab::up(&topology, &dir, block).expect("lab up");
+        let home = tempfile::Builder::new().prefix("opsh-e2e-home").tempdir().expect("home");
+        std::fs::create_dir_all(home.path().join("data/plugins")).expect("plugin dir");
+        assert!(probe_wasm().exists(), "the probe fixture plugin was not built at {}", probe_wasm().display());
+        std::fs::copy(probe_wasm(), home.path().join("data/plugins/probe.wasm")).expect("install probe plugin");
+        let inventory = home.path().join("inventory.toml");
+        let mut text = std::fs::read_to_string(lab.inventory_path()).expect("lab inventory");
+        text.push_str(PROBE_GRANTS);
+        std::fs::write(&inventory, text).expect("write inventory");
+        World { lab, home, inventory }
+    }
+
+    pub fn command(&self) -> Command {
+        let mut command = Command::new(opsh_bin());
+        command
+            .env("OPSH_CONFIG_DIR", self.home.path().join("config"))
+            .env("OPSH_DATA_DIR", self.home.path().join("data"))
+            .env("OPSH_CACHE_DIR", self.home.path().join("cache"))
+            .env("OPSH_PLUGIN_CPU_MS", "1000")
+            .env("NO_COLOR", "1")
+            .env_remove("OPSH_INVENTORY")
+            .stdin(Stdio::null());
+        command
+    }
+
+    /// `opsh --inventory INV ARGS…`, without a terminal.
+    pub fn opsh(&self, args: &[&str]) -> Run {
+        let output = self.command().arg("--inventory").arg(&self.inventory).args(args).output().expect("run opsh");
+        run_of(output)
+    }
+
+    pub fn sql(&self, cluster: &str, db: &str, query: &str) -> String {
+        let cluster = self.lab.cluster(cluster).expect("cluster").clone();
+        self.lab.psql_as_admin(&cluster, db, query).expect("psql")
+    }
+
+    /// The password the lab gave its databases (to check it never shows up).
+    pub fn password(&self) -> String {
+        self.lab.password().expect("lab password")
+    }
+
+    /// Every file opsh wrote under its home, read as text.
+    pub fn home_files(&self) -> Vec<(PathBuf, String)> {
+        let mut out = Vec::new();
+        walk(self.home.path(), &mut out);
+        out
+    }
+}
+
+fn walk(dir: &Path, out: &mut Vec<(PathBuf, String)>) {
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            walk(&path, out);
+        } else if let Ok(bytes) = std::fs::read(&path) {
+            out.push((path, String::from_utf8_lossy(&bytes).to_string()));
+        }
+    }
+}
+
+pub fn run_of(output: Output) -> Run {
+    Run {
+        code: output.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&output.stdout).to_string(),
+        stderr: String::from_utf8_lossy(&output.stderr).to_string(),
+    }
+}
+
+/// The value in `column` of the first data row of the first table in JSON output.
+pub fn json_cell(run: &Run, column: &str) -> String {
+    let doc: serde_json::Value = serde_json::from_str(run.stdout.trim()).unwrap_or_else(|e| panic!("not JSON ({e}): {run:?}"));
+    let table = &doc["tables"][0];
+    let index = table["columns"].as_array().and_then(|c| c.iter().position(|c| c == column)).unwrap_or_else(|| panic!("no column {column}: {run:?}"));
+    table["rows"][0][index]["text"].as_str().unwrap_or_default().to_string()
+}
+
+pub fn sha256_hex(text: &str) -> String {
+    use sha2::{Digest, Sha256};
+    hex::encode(Sha256::digest(text.as_bytes()))
+}

@@ -1,0 +1,712 @@
+//! The lab: a disposable topology of lab hosts on loopback, built from real parts.
+//!
+//! Each lab host is an `sshd` (key-only login as the lab user) in its own mount namespace, with
+//! its own `/usr/local` (a bind mount of `DIR/hosts/HOST/usr-local`) and its own address
+//! `127.42.BLOCK.N`. Its PostgreSQL clusters and lab services are started inside that namespace,
+//! so "every process of host X" is exactly the namespace's processes: that is what `crash`, `cut`
+//! (SIGSTOP: the host hangs, as a partitioned or frozen machine does) and `down` act on, by PID.
+//! Lab databases require scram-sha-256 passwords over TLS (a lab CA), so opsh's secret handling
+//! and TLS verification run for real. Everything is torn down by PID, also after a crash.
+
+use std::fs;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use serde::{Deserialize, Serialize};
+
+use crate::procs;
+use crate::topology::Topology;
+
+pub const LAB_USER: &str = "opshlab";
+pub const SSH_PORT: u16 = 2222;
+const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
+const LABSVC: &str = include_str!("../assets/labsvc");
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct HostState {
+    pub name: String,
+    pub address: String,
+    pub sshd_pid: u32,
+    pub sshd_started: u64,
+    pub namespace: String,
+    pub services: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ClusterState {
+    pub name: String,
+    pub host: String,
+    pub address: String,
+    pub port: u16,
+    pub data_dir: PathBuf,
+    pub socket_dir: PathBuf,
+    pub databases: Vec<String>,
+    pub standby_of: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LabState {
+    pub topology: String,
+    pub block: u8,
+    pub dir: PathBuf,
+    pub hosts: Vec<HostState>,
+    pub clusters: Vec<ClusterState>,
+    #[serde(default)]
+    pub cut: Vec<String>,
+}
+
+/// A running lab. Dropping a lab made by [`Lab::up`] tears it down unless [`Lab::keep`] was called.
+pub struct Lab {
+    pub state: LabState,
+    teardown_on_drop: bool,
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        if self.teardown_on_drop {
+            let _ = Lab::down(&self.state.dir);
+        }
+    }
+}
+
+impl Lab {
+    /// Build `topology` in `dir` on addresses `127.42.block.*`, replacing any earlier lab there.
+    pub fn up(topology: &Topology, dir: &Path, block: u8) -> Result<Lab> {
+        require_root()?;
+        if block == 0 || block == 255 {
+            bail!("--block must be 1 to 254");
+        }
+        Lab::down(dir).context("cleaning up the previous lab in this directory")?;
+        let started = Instant::now();
+        let (uid, gid) = ensure_lab_user()?;
+        fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        let dir = dir.canonicalize()?;
+        fs::set_permissions(&dir, fs::Permissions::from_mode(0o755))?;
+        for sub in ["ssh", "secrets", "tls", "hosts"] {
+            fs::create_dir_all(dir.join(sub))?;
+        }
+        fs::set_permissions(dir.join("secrets"), fs::Permissions::from_mode(0o700))?;
+        let password = random_token(24)?;
+        write_private(&dir.join("secrets/db-password"), &format!("{password}\n"))?;
+        let mut lab = Lab {
+            state: LabState { topology: topology.name.clone(), block, dir: dir.clone(), hosts: Vec::new(), clusters: Vec::new(), cut: Vec::new() },
+            teardown_on_drop: true,
+        };
+        let build = lab.build(topology, uid, gid, &password);
+        if let Err(e) = build {
+            lab.save().ok();
+            return Err(e.context(format!("building lab {} in {}", topology.name, dir.display())));
+        }
+        lab.save()?;
+        lab.write_inventory(topology)?;
+        let _ = started;
+        Ok(lab)
+    }
+
+    fn build(&mut self, topology: &Topology, uid: u32, gid: u32, password: &str) -> Result<()> {
+        let dir = self.state.dir.clone();
+        run(Command::new("ssh-keygen").args(["-q", "-t", "ed25519", "-N", "", "-C", "opsh-lab-client", "-f"]).arg(dir.join("ssh/id_ed25519")))?;
+        fs::copy(dir.join("ssh/id_ed25519.pub"), dir.join("ssh/authorized_keys"))?;
+        make_ca(&dir.join("tls"))?;
+        let mut known_hosts = String::new();
+        for (i, spec) in topology.hosts.iter().enumerate() {
+            let address = format!("127.42.{}.{}", self.state.block, 10 + i);
+            let host_dir = dir.join("hosts").join(&spec.name);
+            let local = host_dir.join("usr-local");
+            for sub in ["bin", "etc/labsvc", "var/run/labsvc", "var/log", "var/lib"] {
+                fs::create_dir_all(local.join(sub))?;
+            }
+            fs::write(local.join("bin/labsvc"), LABSVC)?;
+            fs::set_permissions(local.join("bin/labsvc"), fs::Permissions::from_mode(0o755))?;
+            for service in &spec.services {
+                fs::write(local.join("etc/labsvc").join(service), format!("# lab service {service}\nexec sleep 2147483647\n"))?;
+            }
+            for (path, content) in &spec.files {
+                let target = local.join(path.trim_start_matches("/usr/local/"));
+                if let Some(parent) = target.parent() {
+                    fs::create_dir_all(parent)?;
+                }
+                fs::write(&target, content)?;
+            }
+            for sub in ["pg", "run", "log"] {
+                fs::create_dir_all(host_dir.join(sub))?;
+            }
+            chown_tree(&host_dir, uid, gid)?;
+            fs::set_permissions(host_dir.join("run"), fs::Permissions::from_mode(0o700))?;
+            make_server_cert(&dir.join("tls"), &spec.name, &address)?;
+
+            let sshd_dir = host_dir.join("sshd");
+            fs::create_dir_all(&sshd_dir)?;
+            run(Command::new("ssh-keygen").args(["-q", "-t", "ed25519", "-N", "", "-C", &spec.name, "-f"]).arg(sshd_dir.join("host_ed25519")))?;
+            let config = sshd_dir.join("sshd_config");
+            fs::write(
+                &config,
+                format!(
+                    "ListenAddress {address}:{SSH_PORT}\nHostKey {key}\nPidFile {pid}\nAuthorizedKeysFile {auth}\nUsePAM no\nPasswordAuthentication no\nKbdInteractiveAuthentication no\nPubkeyAuthentication yes\nPermitRootLogin no\nAllowUsers {LAB_USER}\nStrictModes no\nSetEnv LAB_HOST={name}\nLogLevel ERROR\nMaxStartups 100:30:200\nMaxSessions 100\n",
+                    key = sshd_dir.join("host_ed25519").display(),
+                    pid = sshd_dir.join("sshd.pid").display(),
+                    auth = dir.join("ssh/authorized_keys").display(),
+                    name = spec.name,
+                ),
+            )?;
+            fs::create_dir_all("/run/sshd")?;
+            let log = fs::File::create(host_dir.join("log/sshd.log"))?;
+            let script = format!(
+                "mount --bind {local} /usr/local && exec /usr/sbin/sshd -D -e -f {config}",
+                local = shell_quote(&local.display().to_string()),
+                config = shell_quote(&config.display().to_string()),
+            );
+            let mut child = Command::new("setsid")
+                .args(["unshare", "--mount", "--propagation", "private", "--", "/bin/sh", "-c", &script])
+                .stdin(Stdio::null())
+                .stdout(log.try_clone()?)
+                .stderr(log)
+                .spawn()
+                .context("starting sshd in its own mount namespace (needs unshare and root)")?;
+            let pid = child.id();
+            // Reap it when it exits so that a dead sshd never lingers as a zombie of this process.
+            std::thread::spawn(move || {
+                let _ = child.wait();
+            });
+            wait_for_ssh(&address, SSH_PORT, &host_dir.join("log/sshd.log"))?;
+            let started = procs::start_time(pid).context("sshd exited right after starting")?;
+            let namespace = procs::mount_ns(pid).context("reading sshd's mount namespace")?;
+            if Some(&namespace) == procs::mount_ns(std::process::id()).as_ref() {
+                bail!("sshd for host {} did not get its own mount namespace", spec.name);
+            }
+            let host_key = fs::read_to_string(sshd_dir.join("host_ed25519.pub"))?;
+            let mut key_fields = host_key.split_whitespace();
+            known_hosts.push_str(&format!(
+                "[{address}]:{SSH_PORT} {} {}\n",
+                key_fields.next().unwrap_or_default(),
+                key_fields.next().unwrap_or_default()
+            ));
+            self.state.hosts.push(HostState { name: spec.name.clone(), address, sshd_pid: pid, sshd_started: started, namespace, services: spec.services.clone() });
+            self.save()?;
+        }
+        fs::write(dir.join("ssh/known_hosts"), known_hosts)?;
+        fs::write(
+            dir.join("ssh/config"),
+            format!(
+                "# opsh lab: key-only login as {LAB_USER}, host keys checked strictly against the lab's known_hosts\nHost *\n  User {LAB_USER}\n  IdentityFile {key}\n  IdentitiesOnly yes\n  UserKnownHostsFile {known}\n  StrictHostKeyChecking yes\n  BatchMode yes\n  LogLevel ERROR\n",
+                key = dir.join("ssh/id_ed25519").display(),
+                known = dir.join("ssh/known_hosts").display(),
+            ),
+        )?;
+
+        // Primaries first, then their standbys.
+        let mut ordered: Vec<_> = topology.clusters.iter().filter(|c| c.standby_of.is_none()).collect();
+        ordered.extend(topology.clusters.iter().filter(|c| c.standby_of.is_some()));
+        for spec in ordered {
+            self.start_cluster(spec, uid, gid, password)?;
+            self.save()?;
+        }
+        for host in &self.state.hosts {
+            for service in &host.services {
+                let output = self.host_exec(&host.name, &["/usr/local/bin/labsvc", "start", service])?;
+                if !output.status.success() {
+                    bail!("starting lab service {service} on {}: {}", host.name, String::from_utf8_lossy(&output.stderr));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn start_cluster(&mut self, spec: &crate::topology::ClusterSpec, uid: u32, gid: u32, password: &str) -> Result<()> {
+        let host = self.host(&spec.host)?.clone();
+        let host_dir = self.state.dir.join("hosts").join(&host.name);
+        let data_dir = host_dir.join("pg").join(&spec.name);
+        let socket_dir = host_dir.join("run");
+        let tls = self.state.dir.join("tls");
+        // The server key must belong to the server's user and be private.
+        let key = host_dir.join("pg").join(format!("{}.key", spec.name));
+        let cert = host_dir.join("pg").join(format!("{}.crt", spec.name));
+        fs::copy(tls.join(format!("{}.key", host.name)), &key)?;
+        fs::copy(tls.join(format!("{}.crt", host.name)), &cert)?;
+        fs::set_permissions(&key, fs::Permissions::from_mode(0o600))?;
+        chown(&key, uid, gid)?;
+        chown(&cert, uid, gid)?;
+        let passfile = host_dir.join("pg/.pgpass");
+        let mut lines = fs::read_to_string(&passfile).unwrap_or_default();
+        for other in &self.state.clusters {
+            lines.push_str(&format!("{}:{}:*:opsh:{password}\n", other.address, other.port));
+        }
+        lines.push_str(&format!("*:*:*:opsh:{password}\n"));
+        fs::write(&passfile, lines)?;
+        fs::set_permissions(&passfile, fs::Permissions::from_mode(0o600))?;
+        chown(&passfile, uid, gid)?;
+
+        let own_settings = format!(
+            "\n# opsh lab: cluster {name} on host {host}\nlisten_addresses = '{address}'\nport = {port}\nunix_socket_directories = '{socket}'\nssl = on\nssl_cert_file = '{cert}'\nssl_key_file = '{key}'\n",
+            name = spec.name,
+            host = host.name,
+            address = host.address,
+            port = spec.port,
+            socket = socket_dir.display(),
+            cert = cert.display(),
+            key = key.display(),
+        );
+        match &spec.standby_of {
+            None => {
+                let output = as_lab_user(None, &format!("{PG_BIN}/initdb"), &[
+                    "-D", &data_dir.display().to_string(), "-U", LAB_USER, "--auth-local=trust", "--auth-host=scram-sha-256",
+                    "-E", "UTF8", "--locale=C", "--no-sync", "--no-instructions",
+                ])?;
+                check(&output, &format!("initdb of cluster {}", spec.name))?;
+                let mut conf = fs::OpenOptions::new().append(true).open(data_dir.join("postgresql.conf"))?;
+                write!(
+                    conf,
+                    "{own_settings}wal_level = {wal}\nmax_wal_senders = 10\nmax_replication_slots = 10\nwal_keep_size = '128MB'\nhot_standby = on\nwal_retrieve_retry_interval = '200ms'\nfsync = off\nfull_page_writes = off\nshared_buffers = '16MB'\nlogging_collector = off\nlog_min_messages = warning\npassword_encryption = 'scram-sha-256'\n",
+                    wal = spec.wal_level,
+                )?;
+                fs::write(
+                    data_dir.join("pg_hba.conf"),
+                    "# opsh lab: passwords (scram-sha-256) over TCP; the socket directory is private to the lab user\nlocal all all trust\nhost all all 127.0.0.1/32 scram-sha-256\nhost replication all 127.0.0.1/32 scram-sha-256\n",
+                )?;
+            }
+            Some(primary_name) => {
+                let primary = self.cluster(primary_name)?.clone();
+                let slot = format!("standby_{}", spec.name.replace('-', "_"));
+                let output = as_lab_user(Some(&passfile), &format!("{PG_BIN}/pg_basebackup"), &[
+                    "-h", &primary.address, "-p", &primary.port.to_string(), "-U", "opsh", "-D", &data_dir.display().to_string(),
+                    "-R", "-X", "stream", "-c", "fast", "-C", "-S", &slot, "--no-sync",
+                ])?;
+                check(&output, &format!("pg_basebackup of standby {} from {}", spec.name, primary.name))?;
+                let mut conf = fs::OpenOptions::new().append(true).open(data_dir.join("postgresql.conf"))?;
+                write!(conf, "{own_settings}")?;
+            }
+        }
+        fs::set_permissions(&data_dir, fs::Permissions::from_mode(0o700))?;
+        let log = host_dir.join("log").join(format!("{}.log", spec.name));
+        let output = self.host_exec(&host.name, &[
+            &format!("{PG_BIN}/pg_ctl"), "-D", &data_dir.display().to_string(), "-l", &log.display().to_string(), "-w", "-t", "60", "start",
+        ])?;
+        check(&output, &format!("starting cluster {} on host {}", spec.name, host.name))?;
+        let cluster = ClusterState {
+            name: spec.name.clone(),
+            host: host.name.clone(),
+            address: host.address.clone(),
+            port: spec.port,
+            data_dir,
+            socket_dir,
+            databases: spec.databases.clone(),
+            standby_of: spec.standby_of.clone(),
+        };
+        if spec.standby_of.is_none() {
+            let mut sql = format!("CREATE ROLE opsh LOGIN SUPERUSER REPLICATION PASSWORD '{password}';\n");
+            for db in &spec.databases {
+                sql.push_str(&format!("CREATE DATABASE \"{db}\" OWNER opsh;\n"));
+            }
+            self.psql_as_admin(&cluster, "postgres", &sql)?;
+        }
+        self.state.clusters.push(cluster);
+        Ok(())
+    }
+
+    /// Run SQL as the cluster's superuser through its private socket (lab administration and
+    /// test assertions; opsh itself always goes over TCP with a password).
+    pub fn psql_as_admin(&self, cluster: &ClusterState, db: &str, sql: &str) -> Result<String> {
+        let mut child = Command::new("setpriv")
+            .args(["--reuid", LAB_USER, "--regid", LAB_USER, "--init-groups", "--"])
+            .arg(format!("{PG_BIN}/psql"))
+            .args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-h"])
+            .arg(&cluster.socket_dir)
+            .args(["-p", &cluster.port.to_string(), "-U", LAB_USER, "-d", db])
+            .env("HOME", "/tmp")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .context("running psql")?;
+        if let Some(mut stdin) = child.stdin.take() {
+            stdin.write_all(sql.as_bytes())?;
+        }
+        let output = child.wait_with_output()?;
+        if !output.status.success() {
+            bail!("psql on cluster {} db {db}: {}", cluster.name, String::from_utf8_lossy(&output.stderr).trim());
+        }
+        Ok(String::from_utf8_lossy(&output.stdout).trim().to_string())
+    }
+
+    /// Run a command on a lab host as the lab user, inside the host's namespace (as ssh would,
+    /// without ssh: for the lab's own administration and for test assertions).
+    pub fn host_exec(&self, host: &str, argv: &[&str]) -> Result<Output> {
+        let host = self.host(host)?;
+        let output = Command::new("nsenter")
+            .args(["-t", &host.sshd_pid.to_string(), "-m", "--", "setpriv", "--reuid", LAB_USER, "--regid", LAB_USER, "--init-groups", "--"])
+            .args(argv)
+            .env("HOME", "/tmp")
+            .env("PATH", "/usr/local/bin:/usr/bin:/bin")
+            .stdin(Stdio::null())
+            .output()
+            .with_context(|| format!("running {argv:?} on lab host {}", host.name))?;
+        Ok(output)
+    }
+
+    pub fn host(&self, name: &str) -> Result<&HostState> {
+        self.state.hosts.iter().find(|h| h.name == name).with_context(|| {
+            let names: Vec<&str> = self.state.hosts.iter().map(|h| h.name.as_str()).collect();
+            format!("no lab host {name:?}; hosts: {}", names.join(", "))
+        })
+    }
+
+    pub fn cluster(&self, name: &str) -> Result<&ClusterState> {
+        self.state.clusters.iter().find(|c| c.name == name).with_context(|| {
+            let names: Vec<&str> = self.state.clusters.iter().map(|c| c.name.as_str()).collect();
+            format!("no lab cluster {name:?}; clusters: {}", names.join(", "))
+        })
+    }
+
+    /// Where `/usr/local/…` of a lab host lives on this machine.
+    pub fn host_file(&self, host: &str, path: &str) -> PathBuf {
+        self.state.dir.join("hosts").join(host).join("usr-local").join(path.trim_start_matches("/usr/local/"))
+    }
+
+    pub fn inventory_path(&self) -> PathBuf {
+        self.state.dir.join("inventory.toml")
+    }
+
+    pub fn password(&self) -> Result<String> {
+        Ok(fs::read_to_string(self.state.dir.join("secrets/db-password"))?.trim().to_string())
+    }
+
+    /// Keep the lab running after this value is dropped (the `up` command does this).
+    pub fn keep(mut self) -> LabState {
+        self.teardown_on_drop = false;
+        self.state.clone()
+    }
+
+    pub fn open(dir: &Path) -> Result<Lab> {
+        let path = dir.join("lab.json");
+        let text = fs::read_to_string(&path).with_context(|| format!("no lab in {} (run `scripts/lab up basic` first)", dir.display()))?;
+        let state: LabState = serde_json::from_str(&text).with_context(|| format!("{} is malformed", path.display()))?;
+        Ok(Lab { state, teardown_on_drop: false })
+    }
+
+    fn save(&self) -> Result<()> {
+        let path = self.state.dir.join("lab.json");
+        let tmp = self.state.dir.join("lab.json.tmp");
+        fs::write(&tmp, serde_json::to_string_pretty(&self.state)?)?;
+        fs::rename(tmp, path)?;
+        Ok(())
+    }
+
+    fn write_inventory(&self, topology: &Topology) -> Result<()> {
+        let dir = &self.state.dir;
+        let mut inventory = toml::Table::new();
+        let mut defaults = toml::Table::new();
+        defaults.insert("connect-timeout-ms".into(), 3000.into());
+        defaults.insert("statement-timeout-ms".into(), 30_000.into());
+        defaults.insert("command-timeout-ms".into(), 60_000.into());
+        inventory.insert("defaults".into(), defaults.into());
+        let mut ssh = toml::Table::new();
+        ssh.insert("config".into(), dir.join("ssh/config").display().to_string().into());
+        inventory.insert("ssh".into(), ssh.into());
+        let mut hosts = toml::Table::new();
+        for host in &self.state.hosts {
+            let mut entry = toml::Table::new();
+            entry.insert("address".into(), host.address.clone().into());
+            entry.insert("ssh".into(), format!("{LAB_USER}@{}", host.address).into());
+            entry.insert("ssh-port".into(), i64::from(SSH_PORT).into());
+            let mut manager = toml::Table::new();
+            manager.insert("command".into(), "/usr/local/bin/labsvc {action} {service}".into());
+            entry.insert("service-manager".into(), manager.into());
+            hosts.insert(host.name.clone(), entry.into());
+        }
+        inventory.insert("hosts".into(), hosts.into());
+        let mut databases = toml::Table::new();
+        for cluster in &self.state.clusters {
+            let names: Vec<String> = match &cluster.standby_of {
+                None => cluster.databases.clone(),
+                Some(primary) => self.cluster(primary)?.databases.clone(),
+            };
+            for db in names.iter().map(String::as_str).chain(["postgres"]) {
+                let mut entry = toml::Table::new();
+                entry.insert("host".into(), cluster.host.clone().into());
+                entry.insert("port".into(), i64::from(cluster.port).into());
+                entry.insert("dbname".into(), db.into());
+                entry.insert("user".into(), "opsh".into());
+                let mut password = toml::Table::new();
+                password.insert("file".into(), dir.join("secrets/db-password").display().to_string().into());
+                entry.insert("password".into(), password.into());
+                entry.insert("sslmode".into(), "verify-full".into());
+                entry.insert("sslrootcert".into(), dir.join("tls/ca.crt").display().to_string().into());
+                let mut attributes = toml::Table::new();
+                attributes.insert("cluster".into(), cluster.name.clone().into());
+                attributes.insert("data-dir".into(), cluster.data_dir.display().to_string().into());
+                entry.insert("attributes".into(), attributes.into());
+                databases.insert(format!("{}-{db}", cluster.name), entry.into());
+            }
+        }
+        inventory.insert("databases".into(), databases.into());
+        if let Some(extra) = &topology.inventory {
+            merge(&mut inventory, extra);
+        }
+        let header = format!(
+            "# opsh inventory written by `scripts/lab up {}` for the lab in {}.\n# Passwords are not in this file: each database names the file its password comes from.\n\n",
+            topology.name,
+            dir.display()
+        );
+        fs::write(dir.join("inventory.toml"), header + &toml::to_string_pretty(&inventory)?)?;
+        Ok(())
+    }
+
+    /// Stop every process of the lab in `dir` (by PID and mount namespace) and remove the directory.
+    pub fn down(dir: &Path) -> Result<()> {
+        let state = match fs::read_to_string(dir.join("lab.json")) {
+            Ok(text) => serde_json::from_str::<LabState>(&text).ok(),
+            Err(_) => None,
+        };
+        if let Some(state) = &state {
+            for host in &state.hosts {
+                if procs::alive(host.sshd_pid, host.sshd_started) {
+                    for pid in procs::in_namespace(&host.namespace) {
+                        procs::signal(pid, libc::SIGCONT);
+                    }
+                }
+            }
+            for cluster in &state.clusters {
+                if let Some(pid) = procs::postmaster(&cluster.data_dir) {
+                    // Immediate shutdown still lets the postmaster release its shared memory.
+                    let _ = as_lab_user(None, &format!("{PG_BIN}/pg_ctl"), &["-D", &cluster.data_dir.display().to_string(), "-m", "immediate", "-w", "-t", "10", "stop"]);
+                    if let Some(started) = procs::start_time(pid) {
+                        procs::stop_all(&[(pid, started)], Duration::from_secs(2));
+                    }
+                }
+            }
+            for host in &state.hosts {
+                if procs::alive(host.sshd_pid, host.sshd_started) {
+                    let pids: Vec<(u32, u64)> = procs::in_namespace(&host.namespace)
+                        .into_iter()
+                        .filter_map(|pid| procs::start_time(pid).map(|s| (pid, s)))
+                        .collect();
+                    procs::stop_all(&pids, Duration::from_secs(3));
+                    procs::stop_all(&[(host.sshd_pid, host.sshd_started)], Duration::from_secs(2));
+                }
+            }
+        }
+        if dir.exists() {
+            if state.is_none() && dir.join("hosts").exists() {
+                bail!("{} looks like a lab directory without lab.json; remove it by hand after checking nothing runs from it", dir.display());
+            }
+            fs::remove_dir_all(dir).with_context(|| format!("removing {}", dir.display()))?;
+        }
+        Ok(())
+    }
+
+    /// Stop a database hard (`pg_ctl stop -m immediate`, as a crash) or kill a service (`HOST:SERVICE`, SIGKILL).
+    pub fn crash(&self, target: &str) -> Result<String> {
+        if let Some((host, service)) = target.split_once(':') {
+            self.host(host)?;
+            let pidfile = self.host_file(host, &format!("/usr/local/var/run/labsvc/{service}.pid"));
+            let pid: u32 = fs::read_to_string(&pidfile)
+                .with_context(|| format!("service {service} on {host} has no pid file: is it running?"))?
+                .trim()
+                .parse()
+                .context("malformed pid file")?;
+            procs::signal(pid, libc::SIGKILL);
+            return Ok(format!("killed service {service} on {host} (pid {pid}, SIGKILL)"));
+        }
+        let cluster = match self.cluster(target) {
+            Ok(cluster) => cluster,
+            Err(_) => self
+                .state
+                .clusters
+                .iter()
+                .find(|c| target.strip_prefix(&format!("{}-", c.name)).is_some())
+                .with_context(|| format!("no cluster, database or HOST:SERVICE named {target:?}"))?,
+        };
+        let output = as_lab_user(None, &format!("{PG_BIN}/pg_ctl"), &["-D", &cluster.data_dir.display().to_string(), "-m", "immediate", "-w", "stop"])?;
+        check(&output, &format!("crashing cluster {}", cluster.name))?;
+        Ok(format!("cluster {} on {} stopped hard (pg_ctl stop -m immediate)", cluster.name, cluster.host))
+    }
+
+    /// Make a host unreachable: every process of it (sshd, PostgreSQL, services) is frozen, so
+    /// connections hang as they do to a partitioned or hung machine.
+    pub fn cut(&mut self, host: &str) -> Result<String> {
+        let state = self.host(host)?.clone();
+        let pids = procs::in_namespace(&state.namespace);
+        for pid in &pids {
+            procs::signal(*pid, libc::SIGSTOP);
+        }
+        if !self.state.cut.iter().any(|h| h == host) {
+            self.state.cut.push(host.to_string());
+        }
+        self.save()?;
+        Ok(format!("host {host} cut off ({} processes frozen)", pids.len()))
+    }
+
+    pub fn heal(&mut self, host: &str) -> Result<String> {
+        let state = self.host(host)?.clone();
+        let pids = procs::in_namespace(&state.namespace);
+        for pid in &pids {
+            procs::signal(*pid, libc::SIGCONT);
+        }
+        self.state.cut.retain(|h| h != host);
+        self.save()?;
+        Ok(format!("host {host} reachable again"))
+    }
+
+    pub fn status(&self) -> Vec<String> {
+        let mut lines = vec![format!("lab {} in {} (block 127.42.{}.0/24)", self.state.topology, self.state.dir.display(), self.state.block)];
+        for host in &self.state.hosts {
+            let up = procs::alive(host.sshd_pid, host.sshd_started);
+            let cut = self.state.cut.contains(&host.name);
+            lines.push(format!(
+                "host {:<10} {:<14} sshd {}{}",
+                host.name,
+                host.address,
+                if up { "up" } else { "DOWN" },
+                if cut { " (CUT: unreachable)" } else { "" }
+            ));
+            for service in &host.services {
+                let pidfile = self.host_file(&host.name, &format!("/usr/local/var/run/labsvc/{service}.pid"));
+                let running = fs::read_to_string(pidfile).ok().and_then(|p| p.trim().parse::<u32>().ok()).is_some_and(|pid| procs::start_time(pid).is_some());
+                lines.push(format!("  service {service}: {}", if running { "running" } else { "stopped" }));
+            }
+            for cluster in self.state.clusters.iter().filter(|c| c.host == host.name) {
+                let running = procs::postmaster(&cluster.data_dir).is_some();
+                let role = if cluster.data_dir.join("standby.signal").exists() { "standby" } else { "primary" };
+                lines.push(format!("  postgres {} port {}: {} ({role})", cluster.name, cluster.port, if running { "running" } else { "stopped" }));
+            }
+        }
+        lines
+    }
+}
+
+fn merge(into: &mut toml::Table, extra: &toml::Table) {
+    for (key, value) in extra {
+        match (into.get_mut(key), value) {
+            (Some(toml::Value::Table(existing)), toml::Value::Table(more)) => merge(existing, more),
+            _ => {
+                into.insert(key.clone(), value.clone());
+            }
+        }
+    }
+}
+
+fn require_root() -> Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    if fs::metadata("/proc/self")?.uid() != 0 {
+        bail!("the lab needs root: it creates the lab user, binds sshd and makes mount namespaces (run as root, e.g. in CI or a VM)");
+    }
+    Ok(())
+}
+
+fn ensure_lab_user() -> Result<(u32, u32)> {
+    let exists = Command::new("id").args(["-u", LAB_USER]).stdout(Stdio::null()).stderr(Stdio::null()).status()?.success();
+    if !exists {
+        // Two labs may race to create the user: accept "already exists".
+        let _ = Command::new("useradd").args(["--create-home", "--shell", "/bin/sh", LAB_USER]).output()?;
+    }
+    // useradd leaves the account locked ('!'); with UsePAM no that blocks key login.
+    run(Command::new("usermod").args(["-p", "*", LAB_USER]))?;
+    let uid = String::from_utf8(run(Command::new("id").args(["-u", LAB_USER]))?.stdout)?.trim().parse()?;
+    let gid = String::from_utf8(run(Command::new("id").args(["-g", LAB_USER]))?.stdout)?.trim().parse()?;
+    Ok((uid, gid))
+}
+
+fn as_lab_user(passfile: Option<&Path>, program: &str, args: &[&str]) -> Result<Output> {
+    let mut command = Command::new("setpriv");
+    command.args(["--reuid", LAB_USER, "--regid", LAB_USER, "--init-groups", "--", program]).args(args).env("HOME", "/tmp").stdin(Stdio::null());
+    if let Some(passfile) = passfile {
+        command.env("PGPASSFILE", passfile);
+    }
+    command.output().with_context(|| format!("running {program} as {LAB_USER}"))
+}
+
+fn run(command: &mut Command) -> Result<Output> {
+    let output = command.stdin(Stdio::null()).output().with_context(|| format!("running {command:?}"))?;
+    check(&output, &format!("{command:?}"))?;
+    Ok(output)
+}
+
+fn check(output: &Output, what: &str) -> Result<()> {
+    if !output.status.success() {
+        bail!("{what} failed: {}{}", String::from_utf8_lossy(&output.stderr).trim(), String::from_utf8_lossy(&output.stdout).trim());
+    }
+    Ok(())
+}
+
+fn chown(path: &Path, uid: u32, gid: u32) -> Result<()> {
+    std::os::unix::fs::chown(path, Some(uid), Some(gid)).with_context(|| format!("chown {}", path.display()))
+}
+
+fn chown_tree(path: &Path, uid: u32, gid: u32) -> Result<()> {
+    chown(path, uid, gid)?;
+    if path.is_dir() {
+        for entry in fs::read_dir(path)? {
+            chown_tree(&entry?.path(), uid, gid)?;
+        }
+    }
+    Ok(())
+}
+
+fn write_private(path: &Path, content: &str) -> Result<()> {
+    fs::write(path, content)?;
+    fs::set_permissions(path, fs::Permissions::from_mode(0o600))?;
+    Ok(())
+}
+
+fn random_token(len: usize) -> Result<String> {
+    let mut bytes = vec![0u8; len];
+    fs::File::open("/dev/urandom")?.read_exact(&mut bytes)?;
+    const ALPHABET: &[u8] = b"ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz23456789";
+    Ok(bytes.iter().map(|b| ALPHABET[*b as usize % ALPHABET.len()] as char).collect())
+}
+
+fn shell_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', r"'\''"))
+}
+
+fn make_ca(dir: &Path) -> Result<()> {
+    run(Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "30", "-subj", "/CN=opsh lab CA", "-keyout"])
+        .arg(dir.join("ca.key"))
+        .arg("-out")
+        .arg(dir.join("ca.crt")))?;
+    Ok(())
+}
+
+fn make_server_cert(dir: &Path, name: &str, address: &str) -> Result<()> {
+    let ext = dir.join(format!("{name}.ext"));
+    fs::write(&ext, format!("subjectAltName=IP:{address}\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\nkeyUsage=digitalSignature\n"))?;
+    run(Command::new("openssl")
+        .args(["req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-subj", &format!("/CN={address}"), "-keyout"])
+        .arg(dir.join(format!("{name}.key")))
+        .arg("-out")
+        .arg(dir.join(format!("{name}.csr"))))?;
+    run(Command::new("openssl")
+        .args(["x509", "-req", "-days", "30", "-in"])
+        .arg(dir.join(format!("{name}.csr")))
+        .arg("-CA")
+        .arg(dir.join("ca.crt"))
+        .arg("-CAkey")
+        .arg(dir.join("ca.key"))
+        .arg("-CAcreateserial")
+        .arg("-out")
+        .arg(dir.join(format!("{name}.crt")))
+        .arg("-extfile")
+        .arg(&ext))?;
+    Ok(())
+}
+
+fn wait_for_ssh(address: &str, port: u16, log: &Path) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        if let Ok(mut stream) = TcpStream::connect_timeout(&format!("{address}:{port}").parse()?, Duration::from_millis(200)) {
+            stream.set_read_timeout(Some(Duration::from_secs(2)))?;
+            let mut banner = [0u8; 8];
+            if stream.read_exact(&mut banner).is_ok() && banner.starts_with(b"SSH-") {
+                return Ok(());
+            }
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    bail!("sshd on {address}:{port} did not start: {}", fs::read_to_string(log).unwrap_or_default().trim())
+}

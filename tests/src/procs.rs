@@ -1,0 +1,73 @@
+//! Processes the lab owns, found and stopped by PID (with their start time, so that a reused PID
+//! is never killed), and the processes of one lab host (everything in its mount namespace).
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+/// Start time of a process (clock ticks since boot), or None if it is gone or a zombie.
+pub fn start_time(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name is in parentheses and may contain spaces: fields start after the last ')'.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    if fields.first() == Some(&"Z") || fields.first() == Some(&"X") {
+        return None;
+    }
+    fields.get(19)?.parse().ok()
+}
+
+pub fn alive(pid: u32, started: u64) -> bool {
+    start_time(pid) == Some(started)
+}
+
+/// The mount namespace of a process (`mnt:[4026532…]`).
+pub fn mount_ns(pid: u32) -> Option<String> {
+    std::fs::read_link(format!("/proc/{pid}/ns/mnt")).ok().map(|p| p.to_string_lossy().to_string())
+}
+
+/// Every live process in a mount namespace.
+pub fn in_namespace(ns: &str) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else { return Vec::new() };
+    entries
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| mount_ns(*pid).as_deref() == Some(ns) && start_time(*pid).is_some())
+        .collect()
+}
+
+pub fn signal(pid: u32, signal: i32) {
+    #[allow(unsafe_code)]
+    // SAFETY: kill(2) has no memory-safety preconditions.
+    unsafe {
+        libc::kill(pid as i32, signal);
+    }
+}
+
+/// TERM, wait, then KILL; waits until the processes are gone (or zombies).
+pub fn stop_all(pids: &[(u32, u64)], grace: Duration) {
+    for (pid, started) in pids {
+        if alive(*pid, *started) {
+            signal(*pid, libc::SIGCONT);
+            signal(*pid, libc::SIGTERM);
+        }
+    }
+    let deadline = Instant::now() + grace;
+    while Instant::now() < deadline && pids.iter().any(|(p, s)| alive(*p, *s)) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    for (pid, started) in pids {
+        if alive(*pid, *started) {
+            signal(*pid, libc::SIGKILL);
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline && pids.iter().any(|(p, s)| alive(*p, *s)) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The postmaster PID recorded in a data directory, if that process is alive.
+pub fn postmaster(data_dir: &Path) -> Option<u32> {
+    let text = std::fs::read_to_string(data_dir.join("postmaster.pid")).ok()?;
+    let pid: u32 = text.lines().next()?.trim().parse().ok()?;
+    start_time(pid).map(|_| pid)
+}

@@ -1,0 +1,131 @@
+//! Lab topologies are data: hosts, PostgreSQL clusters (optionally streaming standbys of another
+//! cluster), lab services, and extra inventory (topologies, grants) merged into what the lab
+//! writes. The built-in ones live in `tests/topologies/`; any file of the same shape works.
+
+use std::path::Path;
+
+use anyhow::{Context, Result, bail};
+use serde::Deserialize;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Topology {
+    #[serde(default)]
+    pub description: String,
+    pub hosts: Vec<HostSpec>,
+    #[serde(default)]
+    pub clusters: Vec<ClusterSpec>,
+    /// Merged into the generated inventory (e.g. `[inventory.topologies.x]`, `[inventory.grants.y]`).
+    #[serde(default)]
+    pub inventory: Option<toml::Table>,
+    #[serde(skip)]
+    pub name: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HostSpec {
+    pub name: String,
+    /// Lab services (long-running processes managed by `labsvc` on that host).
+    #[serde(default)]
+    pub services: Vec<String>,
+    /// Extra files on the host (path → content), e.g. config files a runbook edits.
+    #[serde(default)]
+    pub files: std::collections::BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterSpec {
+    pub name: String,
+    pub host: String,
+    #[serde(default = "default_port")]
+    pub port: u16,
+    /// Databases created in the cluster (a primary's are replicated to its standbys).
+    #[serde(default)]
+    pub databases: Vec<String>,
+    /// Another cluster this one streams from (pg_basebackup -R, a replication slot).
+    pub standby_of: Option<String>,
+    /// `wal_level` (`replica` or `logical`).
+    #[serde(default = "default_wal_level")]
+    pub wal_level: String,
+}
+
+fn default_port() -> u16 {
+    5432
+}
+
+fn default_wal_level() -> String {
+    "replica".into()
+}
+
+const BUILTIN: &[(&str, &str)] = &[("basic", include_str!("../topologies/basic.toml"))];
+
+impl Topology {
+    /// A built-in name (`basic`) or a path to a topology file.
+    pub fn find(name_or_path: &str) -> Result<Self> {
+        if let Some((name, text)) = BUILTIN.iter().find(|(n, _)| *n == name_or_path) {
+            return Self::parse(name, text);
+        }
+        let path = Path::new(name_or_path);
+        if !path.exists() {
+            let names: Vec<&str> = BUILTIN.iter().map(|(n, _)| *n).collect();
+            bail!("no topology {name_or_path:?}: built-in ones are {}; or give the path of a topology file", names.join(", "));
+        }
+        let text = std::fs::read_to_string(path).with_context(|| format!("reading topology {}", path.display()))?;
+        let name = path.file_stem().map(|s| s.to_string_lossy().to_string()).unwrap_or_else(|| "custom".into());
+        Self::parse(&name, &text).with_context(|| format!("topology {} is malformed", path.display()))
+    }
+
+    pub fn parse(name: &str, text: &str) -> Result<Self> {
+        let mut topology: Topology = toml::from_str(text).map_err(|e| anyhow::anyhow!("{e}"))?;
+        topology.name = name.to_string();
+        topology.validate()?;
+        Ok(topology)
+    }
+
+    fn validate(&self) -> Result<()> {
+        if self.hosts.is_empty() || self.hosts.len() > 200 {
+            bail!("a topology needs 1 to 200 hosts");
+        }
+        let valid = |n: &str| !n.is_empty() && n.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+        for host in &self.hosts {
+            if !valid(&host.name) {
+                bail!("host name {:?}: use letters, digits, '-' and '_'", host.name);
+            }
+            for service in &host.services {
+                if !valid(service) {
+                    bail!("host {}: service name {service:?}: use letters, digits, '-' and '_'", host.name);
+                }
+            }
+            for path in host.files.keys() {
+                if !path.starts_with("/usr/local/") || path.contains("..") {
+                    bail!("host {}: file {path}: lab host files live under /usr/local (the host's own copy)", host.name);
+                }
+            }
+        }
+        for cluster in &self.clusters {
+            if !valid(&cluster.name) {
+                bail!("cluster name {:?}: use letters, digits, '-' and '_'", cluster.name);
+            }
+            if !self.hosts.iter().any(|h| h.name == cluster.host) {
+                bail!("cluster {}: host {} is not in the topology", cluster.name, cluster.host);
+            }
+            if let Some(primary) = &cluster.standby_of {
+                let Some(p) = self.clusters.iter().find(|c| &c.name == primary) else {
+                    bail!("cluster {}: standby_of {primary:?} is not a cluster", cluster.name);
+                };
+                if p.standby_of.is_some() {
+                    bail!("cluster {}: cascading standbys are not supported by the lab", cluster.name);
+                }
+                if !cluster.databases.is_empty() {
+                    bail!("cluster {}: a standby gets its databases from its primary; remove `databases`", cluster.name);
+                }
+            }
+            if self.clusters.iter().filter(|c| c.host == cluster.host && c.port == cluster.port).count() > 1 {
+                bail!("host {}: two clusters on port {}", cluster.host, cluster.port);
+            }
+        }
+        Ok(())
+    }
+}
