@@ -43,8 +43,8 @@ impl Guest for Pg {
     fn plan(call: Invocation) -> CommandResult<ChangePlan> {
         let args = Args(&call);
         let (database, name, value) = (args.required("database")?, args.required("name")?, args.required("value")?);
-        let setting = sql::query(database, "SELECT setting, unit, context FROM pg_settings WHERE name = $1", &[sql::Value::Text(name.into())])?;
-        let Some(current) = setting.first_text("setting") else {
+        let setting = sql::query(database, "SELECT current_setting(name) AS shown, context FROM pg_settings WHERE name = $1", &[sql::Value::Text(name.into())])?;
+        let Some(current) = setting.first_text("shown") else {
             return Err(CommandError::Usage(format!("{database} has no setting named {name:?}")));
         };
         let mut warnings = Vec::new();
