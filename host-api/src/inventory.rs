@@ -386,6 +386,37 @@ mod tests {
     }
 
     #[test]
+    fn passwords_come_from_env_file_or_pgpass_and_never_print() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("pw");
+        std::fs::write(&file, "from-file\n").expect("write");
+        let pgpass = dir.path().join("pgpass");
+        std::fs::write(&pgpass, "# comment\n127.0.0.9:5432:*:u:wrong-host\n127.0.0.2:5432:*:u:from-pgpass\n").expect("write");
+        let text = format!(
+            "[hosts.a]\naddress='127.0.0.2'\n\
+             [databases.e]\nhost='a'\ndbname='x'\nuser='u'\npassword={{ env = 'OPSH_TEST_PW_E' }}\n\
+             [databases.f]\nhost='a'\ndbname='x'\nuser='u'\npassword={{ file = '{}' }}\n\
+             [databases.p]\nhost='a'\ndbname='x'\nuser='u'\npassword={{ pgpass = true }}\n\
+             [databases.m]\nhost='a'\ndbname='x'\nuser='u'\npassword={{ env = 'OPSH_TEST_PW_MISSING' }}\n",
+            file.display()
+        );
+        let inventory = Inventory::parse(&text).expect("inventory");
+        // SAFETY of the test: these variable names are used by no other test.
+        #[allow(unsafe_code)]
+        unsafe {
+            std::env::set_var("OPSH_TEST_PW_E", "from-env");
+            std::env::set_var("PGPASSFILE", &pgpass);
+        }
+        let get = |db: &str| inventory.database_password(db).expect(db).expect(db).expose().to_string();
+        assert_eq!(get("e"), "from-env");
+        assert_eq!(get("f"), "from-file");
+        assert_eq!(get("p"), "from-pgpass");
+        let missing = inventory.database_password("m").unwrap_err().to_string();
+        assert!(missing.contains("$OPSH_TEST_PW_MISSING, which is not set"), "{missing}");
+        assert_eq!(format!("{:?}", inventory.database_password("e").expect("e")), "Some(<redacted>)");
+    }
+
+    #[test]
     fn unknown_keys_are_refused() {
         let err = Inventory::parse("[hosts.a]\naddress='127.0.0.2'\nadress='x'\n").unwrap_err();
         assert!(err.to_string().contains("adress"), "{err}");

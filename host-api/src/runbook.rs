@@ -265,6 +265,10 @@ impl Runner<'_> {
                 "the step reported success but its check says it did not take effect: {}",
                 pick(&check.detail, lang)
             )))),
+            CheckState::Stale => Err(CallError::Command(CommandError::Failed(format!(
+                "after the step, its check says the plan no longer fits the live state: {}",
+                pick(&check.detail, lang)
+            )))),
         }
     }
 

@@ -145,3 +145,45 @@ fn inventory_lookups_give_plugins_address_tokens_and_operators_addresses() {
     assert_eq!(address[1]["text"], world.lab.host("alpha").expect("alpha").address.as_str());
     assert_eq!(address[2]["text"], "no", "the plugin saw a token, not the address");
 }
+
+#[test]
+fn a_transaction_is_all_or_nothing_and_scripts_run_only_when_applying() {
+    let world = World::new();
+    world.sql("alpha", "app", "CREATE TABLE probe_log(value text); GRANT ALL ON probe_log TO opsh;");
+    let run = world.opsh(&["--yes", "probe", "txn", "alpha-app", "rolled-back", "--fail"]);
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(run.stderr.contains("database alpha-app: ERROR: division by zero (SQLSTATE 22012)"), "the SQL error names the database: {run:?}");
+    assert_eq!(world.sql("alpha", "app", "SELECT count(*) FROM probe_log"), "0", "the insert was rolled back");
+    let run = world.opsh(&["--yes", "probe", "txn", "alpha-app", "kept"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert_eq!(world.sql("alpha", "app", "SELECT string_agg(value, ',') FROM probe_log"), "kept");
+
+    let run = world.opsh(&["--yes", "probe", "write-in-plan", "alpha-app", "--batch"]);
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(run.stderr.contains("a SQL script cannot run while planning"), "{run:?}");
+    let run = world.opsh(&["--yes", "probe", "batch", "alpha-app", "INSERT INTO probe_log VALUES ('a'); INSERT INTO probe_log VALUES ('b'); SELECT count(*) FROM probe_log"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert_eq!(world.sql("alpha", "app", "SELECT count(*) FROM probe_log"), "3");
+}
+
+#[test]
+fn files_and_services_on_the_local_machine_work_without_ssh() {
+    let world = World::new();
+    let text = std::fs::read_to_string(&world.inventory).expect("inventory");
+    let local_dir = world.home.path().join("local-files");
+    std::fs::create_dir_all(&local_dir).expect("dir");
+    let path = local_dir.join("pg_hba.conf");
+    std::fs::write(&path, "local all all peer\n").expect("seed");
+    let text = text.replace(
+        "file-edit = [\"alpha:/usr/local/*\", \"beta:/usr/local/*\"]",
+        &format!("file-edit = [\"alpha:/usr/local/*\", \"beta:/usr/local/*\", \"local:{}/*\"]", local_dir.display()),
+    );
+    std::fs::write(&world.inventory, text.replace("service = [\"*:app\"]", "service = [\"*:app\", \"local:ssh\"]")).expect("inventory");
+    let run = world.opsh(&["--yes", "probe", "append", "local", path.to_str().expect("utf-8"), "host all all 10.0.0.0/8 scram-sha-256"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert_eq!(std::fs::read_to_string(&path).expect("read"), "local all all peer\nhost all all 10.0.0.0/8 scram-sha-256\n");
+    // `local` uses SysV `service`: the machine's own ssh service is installed and not running here.
+    let run = world.opsh(&["--output", "json", "probe", "service-status", "local", "ssh"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(["stopped", "running"].contains(&json_cell(&run, "state").as_str()), "{run:?}");
+}

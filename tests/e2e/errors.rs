@@ -97,3 +97,21 @@ fn a_malformed_or_missing_inventory_is_a_usage_error_with_the_place() {
     assert_eq!(run.code, 2, "{run:?}");
     assert!(run.stderr.contains("cannot read the inventory /nonexistent/inventory.toml") && run.stderr.contains("--inventory PATH"), "{run:?}");
 }
+
+#[test]
+fn a_host_whose_key_does_not_match_known_hosts_is_refused() {
+    let world = World::new();
+    let known_hosts = world.lab.state.dir.join("ssh/known_hosts");
+    let text = std::fs::read_to_string(&known_hosts).expect("known_hosts");
+    let alpha = world.lab.host("alpha").expect("alpha").address.clone();
+    let beta_key = text.lines().find(|l| !l.contains(&format!("[{alpha}]"))).expect("beta line").split_once(' ').expect("key").1.to_string();
+    // alpha now "presents" beta's key as far as known_hosts is concerned: a man in the middle.
+    let forged: String = text
+        .lines()
+        .map(|l| if l.contains(&format!("[{alpha}]")) { format!("[{alpha}]:2222 {beta_key}\n") } else { format!("{l}\n") })
+        .collect();
+    std::fs::write(&known_hosts, forged).expect("write");
+    let run = world.opsh(&["probe", "exec", "alpha", "true"]);
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(run.stderr.contains("host alpha: its host key is not in known_hosts or has changed"), "{run:?}");
+}

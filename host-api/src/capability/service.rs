@@ -95,3 +95,22 @@ pub async fn control(remote: &Remote, inventory: &Inventory, host: &str, service
         ))),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_manager_gets_its_own_command_line() {
+        let inventory = Inventory::parse(
+            "[hosts.a]\naddress='127.0.0.2'\nservice-manager='systemd'\n[hosts.b]\naddress='127.0.0.3'\nservice-manager='sysv'\n[hosts.c]\naddress='127.0.0.4'\nservice-manager={ command = \"/opt/svc '{service}' {action}\" }\n[hosts.d]\naddress='127.0.0.5'\n",
+        )
+        .expect("inventory");
+        assert_eq!(command(&inventory, "a", "dtService", Action::Status).expect("a"), ["systemctl", "is-active", "dtService"]);
+        assert_eq!(command(&inventory, "a", "dtService", Action::Stop).expect("a"), ["systemctl", "stop", "dtService"]);
+        assert_eq!(command(&inventory, "b", "av-manager", Action::Start).expect("b"), ["service", "av-manager", "start"]);
+        assert_eq!(command(&inventory, "c", "gtm", Action::Restart).expect("c"), ["/opt/svc", "gtm", "restart"]);
+        assert!(command(&inventory, "d", "x", Action::Start).unwrap_err().message().contains("has no service-manager"));
+        assert!(command(&inventory, "a", "x; rm -rf /", Action::Start).is_err(), "service names cannot smuggle shell");
+    }
+}
