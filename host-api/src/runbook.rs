@@ -28,16 +28,21 @@ impl std::fmt::Display for UsageError {
     }
 }
 
-/// Find the command the words name (the longest matching command name) and parse its arguments.
-pub fn parse_invocation<'a>(info: &'a PluginInfo, words: &[String]) -> Result<(&'a CommandInfo, Invocation), UsageError> {
-    let command = info
-        .commands
+/// The command the words start with (the longest matching command name, since names may have
+/// several words: `promote`, `promote tenant`).
+pub fn find_command<'a>(info: &'a PluginInfo, words: &[String]) -> Option<&'a CommandInfo> {
+    info.commands
         .iter()
         .filter(|c| {
             let name: Vec<&str> = c.name.split_whitespace().collect();
             words.len() >= name.len() && name.iter().zip(words).all(|(a, b)| a == b)
         })
         .max_by_key(|c| c.name.split_whitespace().count())
+}
+
+/// Find the command the words name and parse its arguments.
+pub fn parse_invocation<'a>(info: &'a PluginInfo, words: &[String]) -> Result<(&'a CommandInfo, Invocation), UsageError> {
+    let command = find_command(info, words)
         .ok_or_else(|| {
             let known: Vec<String> = info.commands.iter().map(|c| format!("{} {}", info.name, c.name)).collect();
             let typed = words.first().map(String::as_str).unwrap_or("");

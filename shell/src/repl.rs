@@ -55,16 +55,7 @@ impl OpshHelper {
         }
         let Some(plugin) = self.plugins.iter().find(|p| &p.name == first) else { return Vec::new() };
         let typed = &before[1..];
-        // Which command do the typed words name (longest match)?
-        let command = plugin
-            .commands
-            .iter()
-            .filter(|c| {
-                let name: Vec<&str> = c.name.split_whitespace().collect();
-                typed.len() >= name.len() && name.iter().zip(typed).all(|(a, b)| a == b)
-            })
-            .max_by_key(|c| c.name.split_whitespace().count());
-        let Some(command) = command else {
+        let Some(command) = opsh_host::runbook::find_command(plugin, typed) else {
             // Still typing the command name: offer the next word of every matching command.
             return plugin
                 .commands

@@ -50,14 +50,7 @@ fn lab_down_stops_every_process_it_started_and_a_crashed_lab_is_cleaned_up_by_pi
     let dir = world.lab.state.dir.clone();
     let block = world.lab.state.block;
     // Processes are identified by PID and start time: namespace numbers are reused by the kernel.
-    let old: Vec<(u32, u64)> = world
-        .lab
-        .state
-        .hosts
-        .iter()
-        .flat_map(|h| procs::in_namespace(&h.namespace))
-        .filter_map(|pid| procs::start_time(pid).map(|s| (pid, s)))
-        .collect();
+    let old = world.lab.processes();
     assert!(old.len() >= 3 * world.lab.state.hosts.len(), "sshd, postgres and the service run in each host: {old:?}");
     // Simulate a crashed `scripts/lab`: the lab is left running, then a new lab takes its place.
     let World { lab, home: _home, .. } = world;
@@ -65,13 +58,7 @@ fn lab_down_stops_every_process_it_started_and_a_crashed_lab_is_cleaned_up_by_pi
     let topology = Topology::find("basic").expect("basic");
     let replacement = Lab::up(&topology, &dir, block).expect("lab up over a crashed lab");
     assert!(old.iter().all(|(pid, s)| !procs::alive(*pid, *s)), "the old lab's processes are gone");
-    let new: Vec<(u32, u64)> = replacement
-        .state
-        .hosts
-        .iter()
-        .flat_map(|h| procs::in_namespace(&h.namespace))
-        .filter_map(|pid| procs::start_time(pid).map(|s| (pid, s)))
-        .collect();
+    let new = replacement.processes();
     Lab::down(&dir).expect("down");
     assert!(new.iter().all(|(pid, s)| !procs::alive(*pid, *s)), "down stopped everything");
     assert!(!dir.exists(), "down removed the lab directory");

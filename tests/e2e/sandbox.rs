@@ -77,3 +77,15 @@ fn third_party_plugins_load_from_the_data_dir_and_broken_ones_are_reported() {
     let cached: Vec<_> = std::fs::read_dir(world.home.path().join("cache/components")).expect("cache dir").flatten().collect();
     assert!(cached.len() >= 2, "compiled components are cached: {cached:?}");
 }
+
+#[test]
+fn a_plugin_cannot_reach_files_environment_or_the_network_on_its_own() {
+    let world = World::new();
+    let alpha = world.lab.host("alpha").expect("alpha").address.clone();
+    let run = world.opsh(&["--output", "json", "probe", "escape", &format!("{alpha}:5432")]);
+    assert_eq!(run.code, 0, "{run:?}");
+    let cell = |c: &str| crate::support::json_cell(&run, c);
+    assert!(cell("file").starts_with("denied"), "{run:?}");
+    assert_eq!(cell("env"), "0 variables", "{run:?}");
+    assert!(cell("network").starts_with("denied"), "the database is reachable only through the sql capability: {run:?}");
+}

@@ -362,6 +362,16 @@ impl Lab {
         })
     }
 
+    /// Every live process of the lab's hosts, as (PID, start time): what `down` must stop.
+    pub fn processes(&self) -> Vec<(u32, u64)> {
+        self.state
+            .hosts
+            .iter()
+            .flat_map(|h| procs::in_namespace(&h.namespace))
+            .filter_map(|pid| procs::start_time(pid).map(|s| (pid, s)))
+            .collect()
+    }
+
     /// Where `/usr/local/…` of a lab host lives on this machine.
     pub fn host_file(&self, host: &str, path: &str) -> PathBuf {
         self.state.dir.join("hosts").join(host).join("usr-local").join(path.trim_start_matches("/usr/local/"))

@@ -106,24 +106,7 @@ impl SqlPool {
             Ok::<_, tokio_postgres::Error>(results)
         };
         let outcome = tokio::time::timeout(timeout, work).await;
-        match outcome {
-            Ok(Ok(results)) => Ok(results),
-            Ok(Err(e)) => {
-                let closed = client.is_closed();
-                if closed {
-                    *guard = None;
-                }
-                Err(classify_query_error(database, e, read_only, closed))
-            }
-            Err(_) => {
-                // The connection is mid-statement: unusable. The server may still finish it.
-                *guard = None;
-                Err(CapabilityError::Timeout(format!(
-                    "database {database}: no answer within {} s: outcome unknown — check whether the statement took effect before retrying",
-                    timeout.as_secs()
-                )))
-            }
-        }
+        settle(database, outcome, &mut guard, read_only, timeout)
     }
 
     /// A script of several statements (simple-query protocol, no parameters). Values arrive as
@@ -138,23 +121,8 @@ impl SqlPool {
         let mut guard = slot.lock().await;
         let timeout = Duration::from_millis(self.inventory.defaults.statement_timeout_ms);
         let client = self.connected(database, &mut guard).await?;
-        match tokio::time::timeout(timeout, client.simple_query(script)).await {
-            Ok(Ok(messages)) => Ok(simple_rows(messages, bounds)),
-            Ok(Err(e)) => {
-                let closed = client.is_closed();
-                if closed {
-                    *guard = None;
-                }
-                Err(classify_query_error(database, e, false, closed))
-            }
-            Err(_) => {
-                *guard = None;
-                Err(CapabilityError::Timeout(format!(
-                    "database {database}: the script did not finish within {} s: outcome unknown",
-                    timeout.as_secs()
-                )))
-            }
-        }
+        let outcome = tokio::time::timeout(timeout, client.simple_query(script)).await;
+        settle(database, outcome, &mut guard, false, timeout).map(|messages| simple_rows(messages, bounds))
     }
 
     fn slot(&self, database: &str) -> Slot {
@@ -226,6 +194,35 @@ impl SqlPool {
     pub async fn close_all(&self) {
         let mut clients = self.clients.lock().unwrap_or_else(|p| p.into_inner());
         clients.clear();
+    }
+}
+
+/// Turn a statement's outcome into the capability's result, dropping the connection when it can
+/// no longer be trusted (closed, or abandoned mid-statement by a timeout).
+fn settle<T>(
+    database: &str,
+    outcome: Result<Result<T, tokio_postgres::Error>, tokio::time::error::Elapsed>,
+    guard: &mut Option<Client>,
+    read_only: bool,
+    timeout: Duration,
+) -> CapResult<T> {
+    match outcome {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(e)) => {
+            let closed = guard.as_ref().is_none_or(|c| c.is_closed());
+            if closed {
+                *guard = None;
+            }
+            Err(classify_query_error(database, e, read_only, closed))
+        }
+        Err(_) => {
+            // The connection is mid-statement: unusable. The server may still finish it.
+            *guard = None;
+            Err(CapabilityError::Timeout(format!(
+                "database {database}: no answer within {} s: outcome unknown — check whether the statement took effect before retrying",
+                timeout.as_secs()
+            )))
+        }
     }
 }
 
