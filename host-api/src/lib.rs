@@ -6,10 +6,13 @@ pub mod address_book;
 pub mod capability;
 pub mod grants;
 pub mod inventory;
+pub mod journal;
+pub mod lock;
 pub mod paths;
 pub mod plugins;
 pub mod runbook;
 pub mod sandbox;
+pub mod timefmt;
 
 /// Exit codes of `opsh` for scripts and cron (documented in the README).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]

@@ -45,6 +45,16 @@ impl Paths {
         self.data_dir.join("history")
     }
 
+    /// One JSON Lines file per run of a change.
+    pub fn journal_dir(&self) -> PathBuf {
+        self.data_dir.join("journal")
+    }
+
+    /// Locks that keep two opsh processes from changing one topology at once.
+    pub fn lock_dir(&self) -> PathBuf {
+        self.data_dir.join("locks")
+    }
+
     pub fn component_cache_dir(&self) -> PathBuf {
         self.cache_dir.join("components")
     }

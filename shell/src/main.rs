@@ -88,6 +88,7 @@ async fn run(cli: Cli) -> Exit {
             return Exit::Usage;
         }
     };
+    watch_interrupts(session.interrupt.clone());
     let exit = if let Some(line) = &cli.command {
         session.run_line(line).await
     } else if cli.words.first().map(String::as_str) == Some("run") {
@@ -108,6 +109,24 @@ async fn run(cli: Cli) -> Exit {
     };
     session.shutdown().await;
     exit
+}
+
+/// Ctrl-C while a change is being applied: the first press stops the run after the current step
+/// (journaled, with the resume command), the second aborts the current step. Otherwise nothing
+/// is being changed and opsh simply ends.
+fn watch_interrupts(interrupt: opsh_host::runbook::Interrupt) {
+    tokio::spawn(async move {
+        while tokio::signal::ctrl_c().await.is_ok() {
+            if !interrupt.applying() {
+                eprintln!("\nopsh: interrupted (nothing was being changed)");
+                std::process::exit(130);
+            }
+            match interrupt.press() {
+                1 => eprintln!("\nopsh: stopping after the current step (Ctrl-C again aborts the step)"),
+                _ => eprintln!("\nopsh: aborting the current step"),
+            }
+        }
+    });
 }
 
 fn locale_from_env() -> String {

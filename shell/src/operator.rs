@@ -3,8 +3,12 @@
 //! colours follow NO_COLOR and the terminal, and results (stdout) stay apart from progress and
 //! messages (stderr).
 
+use std::collections::HashMap;
 use std::io::{IsTerminal, Write};
 use std::sync::Mutex;
+use std::time::Duration;
+
+use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 
 use nu_ansi_term::{Color, Style};
 use opsh_host::inventory::Secret;
@@ -21,6 +25,8 @@ pub struct Console {
     interactive: bool,
     output: Mutex<OutputFormat>,
     lang: Mutex<String>,
+    /// Spinners of the steps running now (terminal only).
+    bars: Mutex<Option<(MultiProgress, HashMap<usize, ProgressBar>)>>,
 }
 
 impl Console {
@@ -33,6 +39,7 @@ impl Console {
             interactive: std::io::stdin().is_terminal() && std::io::stderr().is_terminal(),
             output: Mutex::new(output),
             lang: Mutex::new("en".into()),
+            bars: Mutex::new(None),
         }
     }
 
@@ -64,10 +71,15 @@ impl Console {
         let _ = writeln!(stdout, "{}", self.redact(text));
     }
 
-    /// A message line (stderr).
+    /// A message line (stderr), above the step spinners when there are any.
     pub fn note(&self, text: &str) {
+        let text = self.redact(text);
+        if let Some((multi, _)) = self.bars.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
+            let _ = multi.println(&text);
+            return;
+        }
         let mut stderr = std::io::stderr().lock();
-        let _ = writeln!(stderr, "{}", self.redact(text));
+        let _ = writeln!(stderr, "{text}");
     }
 
     pub fn paint_err(&self, style: Style, text: &str) -> String {
@@ -158,13 +170,43 @@ impl Operator for Console {
     }
 
     fn step_started(&self, index: usize, total: usize, step: &StepPreview) {
-        self.note(&format!("  [{}/{total}] {} …", index + 1, step.title));
+        let label = format!("[{}/{total}] {} ({})", index + 1, step.title, step.target);
+        if !self.color_err || !std::io::stderr().is_terminal() {
+            self.note(&format!("  {label} …"));
+            return;
+        }
+        let mut bars = self.bars.lock().unwrap_or_else(|p| p.into_inner());
+        let (multi, map) = bars.get_or_insert_with(|| (MultiProgress::new(), HashMap::new()));
+        let bar = multi.add(ProgressBar::new_spinner());
+        if let Ok(style) = ProgressStyle::with_template("  {spinner:.cyan} {msg} {elapsed:.dim}") {
+            bar.set_style(style);
+        }
+        bar.set_message(self.redact(&label));
+        bar.enable_steady_tick(Duration::from_millis(100));
+        map.insert(index, bar);
     }
 
     fn step_finished(&self, index: usize, total: usize, step: &StepPreview, outcome: &Result<String, String>) {
-        match outcome {
-            Ok(note) => self.note(&format!("  {} [{}/{total}] {} — {note}", self.paint_err(Color::Green.bold(), "done"), index + 1, step.title)),
-            Err(message) => self.note(&format!("  {} [{}/{total}] {} — {message}", self.paint_err(Color::Red.bold(), "FAILED"), index + 1, step.title)),
+        let line = match outcome {
+            Ok(note) => format!("{} [{}/{total}] {} — {note}", self.paint_err(Color::Green.bold(), "done"), index + 1, step.title),
+            Err(message) => format!("{} [{}/{total}] {} — {message}", self.paint_err(Color::Red.bold(), "FAILED"), index + 1, step.title),
+        };
+        let mut bars = self.bars.lock().unwrap_or_else(|p| p.into_inner());
+        let bar = bars.as_mut().and_then(|(_, map)| map.remove(&index));
+        match bar {
+            Some(bar) => {
+                if let Ok(style) = ProgressStyle::with_template("  {msg}") {
+                    bar.set_style(style);
+                }
+                bar.finish_with_message(self.redact(&line));
+                if bars.as_ref().is_some_and(|(_, map)| map.is_empty()) {
+                    *bars = None;
+                }
+            }
+            None => {
+                drop(bars);
+                self.note(&format!("  {line}"));
+            }
         }
     }
 }

@@ -111,6 +111,9 @@ pub fn grids(console: &Console, options: &LineOptions, grids: &[Grid], extra: Va
     }
 }
 
+/// Version of every JSON document opsh prints (see the README).
+pub const JSON_SCHEMA: u32 = 1;
+
 pub fn outcome(console: &Console, options: &LineOptions, outcome: &Outcome) {
     let lang = options.lang.as_str();
     let exit = outcome.exit();
@@ -127,6 +130,7 @@ pub fn outcome(console: &Console, options: &LineOptions, outcome: &Outcome) {
                 map.insert(key.into(), Value::Array(tables.iter().map(|t| Grid::from_table(t, lang).to_json()).collect()));
             }
             map.insert("exit".into(), json!(exit.code()));
+            map.insert("schema".into(), json!(JSON_SCHEMA));
         }
         console.out(&doc.to_string());
         return;
@@ -141,27 +145,152 @@ pub fn outcome(console: &Console, options: &LineOptions, outcome: &Outcome) {
             }
         }
         Outcome::Planned { .. } => console.note("dry run: nothing was changed"),
-        Outcome::Done { verification, .. } => {
+        Outcome::Done { verification, message, run, .. } => {
             for table in verification {
                 Grid::from_table(table, lang).print(console);
             }
-            console.note(&console.paint_err(Color::Green.bold(), "done: every step applied and verified"));
+            let run = run.as_ref().map(|r| format!(" (run {r})")).unwrap_or_default();
+            console.note(&console.paint_err(Color::Green.bold(), &format!("done: {message}{run}")));
         }
-        Outcome::Usage { message } | Outcome::Refused { message } => console.error(message),
+        Outcome::Usage { message } | Outcome::Refused { message, .. } => console.error(message),
         Outcome::Failed { message, changed, .. } => {
             console.error(message);
-            if *changed {
-                console.note("some steps were applied before the failure: the targets are partly changed; fix the cause and run the command again (it plans from the live state)");
-            } else {
+            if !changed {
                 console.note("nothing was changed");
             }
         }
         Outcome::Unknown { message, .. } => {
             console.error(message);
-            console.note("outcome unknown: check the target before running the command again");
+            console.note("outcome unknown: check the target before going on");
         }
     }
-    debug_assert!(exit != Exit::Success || !matches!(outcome, Outcome::Failed { .. }));
+}
+
+/// `journal`: the runs, newest last; `journal RUN`: one run step by step.
+pub fn journal(console: &Console, dir: &std::path::Path, args: &[String], options: &LineOptions) -> Exit {
+    use opsh_host::journal::{RunLog, StepState};
+    match args {
+        [] => {
+            let runs = RunLog::list(dir);
+            if options.output == OutputFormat::Json {
+                let runs: Vec<Value> = runs
+                    .iter()
+                    .map(|log| {
+                        let states = log.states();
+                        json!({
+                            "run": log.run,
+                            "started": log.started(),
+                            "line": log.header().map(|h| h.4).unwrap_or_default(),
+                            "status": log.status(),
+                            "steps_done": states.iter().filter(|s| **s == StepState::Done).count(),
+                            "steps": states.len(),
+                        })
+                    })
+                    .collect();
+                console.out(&json!({ "schema": JSON_SCHEMA, "runs": runs }).to_string());
+                return Exit::Success;
+            }
+            let mut grid = Grid::new("Runs", &["run", "started", "command", "status", "steps done"]);
+            for log in &runs {
+                let states = log.states();
+                let status = log.status();
+                let color = match status.as_str() {
+                    "done" => Some(Color::Green),
+                    "running" => None,
+                    "refused" => Some(Color::Yellow),
+                    _ => Some(Color::Red),
+                };
+                grid.rows.push(vec![
+                    (log.run.clone(), None),
+                    (log.started().to_string(), None),
+                    (log.header().map(|h| h.4.to_string()).unwrap_or_default(), None),
+                    (status, color),
+                    (format!("{}/{}", states.iter().filter(|s| **s == StepState::Done).count(), states.len()), None),
+                ]);
+            }
+            if runs.is_empty() {
+                console.note(&format!("no runs yet in {}", dir.display()));
+            }
+            grid.print(console);
+            Exit::Success
+        }
+        [run] => {
+            let log = match RunLog::read(dir, run) {
+                Ok(log) => log,
+                Err(e) => {
+                    console.error(&format!("{e:#}"));
+                    return Exit::Usage;
+                }
+            };
+            let Some((plugin, _, plan, previews, line, _)) = log.header() else { return Exit::Failed };
+            let states = log.states();
+            let details = log.step_details();
+            if options.output == OutputFormat::Json {
+                let steps: Vec<Value> = plan
+                    .steps
+                    .iter()
+                    .enumerate()
+                    .map(|(i, step)| {
+                        json!({
+                            "index": i, "id": step.id, "title": previews.get(i).map(|p| p.title.clone()).unwrap_or_default(),
+                            "target": step.target, "state": states[i], "message": details[i].0, "duration_ms": details[i].1,
+                            "effects": previews.get(i).map(|p| serde_json::to_value(&p.effects).unwrap_or(Value::Null)).unwrap_or(Value::Null),
+                        })
+                    })
+                    .collect();
+                console.out(&json!({ "schema": JSON_SCHEMA, "run": log.run, "plugin": plugin, "line": line, "status": log.status(), "started": log.started(), "steps": steps, "records": log.records }).to_string());
+                return Exit::Success;
+            }
+            console.out(&console.paint_out(Style::new().bold(), &format!("run {} — {line}", log.run)));
+            console.out(&format!("started {} · status {}", log.started(), log.status()));
+            if let Some((_, _, message)) = log.end() {
+                if !message.is_empty() {
+                    console.out(&format!("last message: {message}"));
+                }
+            }
+            console.out("");
+            let mut grid = Grid::new("Steps", &["#", "step", "title", "target", "state", "time", "message"]);
+            for (i, step) in plan.steps.iter().enumerate() {
+                let (state, color) = match states[i] {
+                    StepState::Done => ("done", Some(Color::Green)),
+                    StepState::NotStarted => ("not started", None),
+                    StepState::InFlight => ("in flight", Some(Color::Yellow)),
+                    StepState::Unknown => ("unknown", Some(Color::Yellow)),
+                    StepState::Failed => ("failed", Some(Color::Red)),
+                };
+                grid.rows.push(vec![
+                    ((i + 1).to_string(), None),
+                    (step.id.clone(), None),
+                    (previews.get(i).map(|p| p.title.clone()).unwrap_or_default(), None),
+                    (step.target.clone(), None),
+                    (state.to_string(), color),
+                    (match details[i].1 { 0 => String::new(), ms if ms < 1000 => format!("{ms} ms"), ms => format!("{:.1} s", ms as f64 / 1000.0) }, None),
+                    (details[i].0.clone(), None),
+                ]);
+            }
+            grid.print(console);
+            let diffs: Vec<String> = previews
+                .iter()
+                .flat_map(|p| p.effects.iter())
+                .filter_map(|e| match e {
+                    opsh_host::runbook::Preview::File { diff, .. } => Some(diff.clone()),
+                    _ => None,
+                })
+                .collect();
+            if !diffs.is_empty() {
+                console.out("");
+                console.out(&console.paint_out(Style::new().bold(), "File edits"));
+                for diff in diffs {
+                    console.out(diff.trim_end());
+                }
+            }
+            Exit::Success
+        }
+        _ => {
+            console.error("usage: journal [RUN]");
+            Exit::Usage
+        }
+    }
 }
 
 pub fn help(console: &Console, session: &Session, args: &[String], options: &LineOptions) -> Exit {

@@ -9,7 +9,8 @@ use opsh_host::capability::Capabilities;
 use opsh_host::inventory::Inventory;
 use opsh_host::paths::Paths;
 use opsh_host::plugins::Registry;
-use opsh_host::runbook::{self, Outcome, RunOptions, Runner};
+use opsh_host::journal::Redactor;
+use opsh_host::runbook::{self, Engine, Interrupt, Outcome, RunOptions};
 use opsh_host::sandbox::{Events, LoadedPlugin, Limits, Sandbox};
 use opsh_host::Exit;
 
@@ -19,6 +20,10 @@ use crate::OutputFormat;
 
 pub const BUILTINS: &[(&str, &str)] = &[
     ("help", "help [PLUGIN [COMMAND]] — commands, their arguments and examples"),
+    ("plan", "plan COMMAND… — the plan of a change, nothing changed (same as --dry-run)"),
+    ("journal", "journal [RUN] — the runs of changes, or one run step by step with durations and diffs"),
+    ("resume", "resume RUN — continue a run from the first step not known to be done"),
+    ("retry", "retry RUN STEP — apply one failed step again"),
     ("plugins", "plugins — the loaded plugins, their versions and capabilities"),
     ("inventory", "inventory — hosts, databases, topologies and grants (never secrets)"),
     ("exit", "exit — leave the shell"),
@@ -40,13 +45,20 @@ pub struct Session {
     pub registry: Registry,
     pub defaults: LineOptions,
     pub console: Arc<Console>,
+    pub interrupt: Interrupt,
     events: Arc<dyn Events>,
 }
 
 /// A command line, checked and ready to run.
 pub enum Prepared {
     Builtin(String, Vec<String>),
-    Plugin { plugin: Arc<LoadedPlugin>, command: opsh_host::sandbox::bindings::runbook::CommandInfo, call: opsh_host::sandbox::bindings::runbook::Invocation },
+    Plugin {
+        plugin: Arc<LoadedPlugin>,
+        command: opsh_host::sandbox::bindings::runbook::CommandInfo,
+        call: opsh_host::sandbox::bindings::runbook::Invocation,
+        /// The command line as typed (for the journal).
+        line: String,
+    },
     Exit,
 }
 
@@ -71,7 +83,7 @@ impl Session {
         for problem in &registry.problems {
             console.warn(&format!("plugin not loaded: {problem}"));
         }
-        Ok(Self { paths, caps, sandbox, registry, defaults, console, events })
+        Ok(Self { paths, caps, sandbox, registry, defaults, console, interrupt: Interrupt::default(), events })
     }
 
     pub async fn shutdown(&self) {
@@ -110,7 +122,23 @@ impl Session {
         let Some(first) = words.first() else { return Err("empty command".into()) };
         let prepared = match first.as_str() {
             "exit" | "quit" => Prepared::Exit,
-            "help" | "plugins" | "inventory" => Prepared::Builtin(first.clone(), words[1..].to_vec()),
+            "plan" => {
+                let (prepared, mut options) = self.prepare(words[1..].to_vec())?;
+                if !matches!(prepared, Prepared::Plugin { .. }) {
+                    return Err("plan: give a plugin command, e.g. `plan pg set-config alpha-app work_mem 8MB`".into());
+                }
+                options.dry_run = true;
+                return Ok((prepared, options));
+            }
+            "help" | "plugins" | "inventory" | "journal" => Prepared::Builtin(first.clone(), words[1..].to_vec()),
+            "resume" => match &words[1..] {
+                [_run] => Prepared::Builtin(first.clone(), words[1..].to_vec()),
+                _ => return Err("usage: resume RUN (`journal` lists the runs)".into()),
+            },
+            "retry" => match &words[1..] {
+                [_run, _step] => Prepared::Builtin(first.clone(), words[1..].to_vec()),
+                _ => return Err("usage: retry RUN STEP (`journal RUN` lists its steps)".into()),
+            },
             name => {
                 let plugin = self.registry.find(name).ok_or_else(|| {
                     let mut known: Vec<&str> = BUILTINS.iter().map(|(n, _)| *n).collect();
@@ -118,7 +146,7 @@ impl Session {
                     format!("unknown command {name:?}; known: {} (try `help`)", known.join(", "))
                 })?;
                 let (command, call) = runbook::parse_invocation(&plugin.info, &words[1..]).map_err(|e| e.0)?;
-                Prepared::Plugin { plugin: plugin.clone(), command: command.clone(), call }
+                Prepared::Plugin { plugin: plugin.clone(), command: command.clone(), call, line: shell_words::join(&words) }
             }
         };
         Ok((prepared, options))
@@ -145,24 +173,40 @@ impl Session {
         Ok((rest, options))
     }
 
-    pub async fn execute(&self, prepared: Prepared, options: &LineOptions) -> Exit {
-        match prepared {
-            Prepared::Exit => Exit::Success,
-            Prepared::Builtin(name, args) => self.builtin(&name, &args, options),
-            Prepared::Plugin { plugin, command, call } => {
-                let runner = Runner { sandbox: &self.sandbox, caps: &self.caps, events: &self.events, operator: self.console.as_ref() };
-                let run_options = RunOptions { yes: options.yes, dry_run: options.dry_run, lang: options.lang.clone() };
-                self.console.set_lang(&options.lang);
-                self.console.set_output(options.output);
-                let outcome: Outcome = runner.run(&plugin, &command, &call, &run_options).await;
-                render::outcome(&self.console, options, &outcome);
-                outcome.exit()
-            }
+    fn engine(&self) -> Engine<'_> {
+        let console = self.console.clone();
+        let redact: Redactor = Arc::new(move |text: &str| console.redact(text));
+        Engine {
+            sandbox: &self.sandbox,
+            caps: &self.caps,
+            events: &self.events,
+            operator: self.console.as_ref(),
+            journal_dir: self.paths.journal_dir(),
+            lock_dir: self.paths.lock_dir(),
+            redact,
+            interrupt: self.interrupt.clone(),
+            parallel: 8,
         }
+    }
+
+    pub async fn execute(&self, prepared: Prepared, options: &LineOptions) -> Exit {
+        self.console.set_lang(&options.lang);
+        self.console.set_output(options.output);
+        let run_options = RunOptions { yes: options.yes, dry_run: options.dry_run, lang: options.lang.clone() };
+        let outcome: Outcome = match prepared {
+            Prepared::Exit => return Exit::Success,
+            Prepared::Builtin(name, args) if name == "resume" => self.engine().resume(&self.registry, &args[0], &run_options).await,
+            Prepared::Builtin(name, args) if name == "retry" => self.engine().retry(&self.registry, &args[0], &args[1], &run_options).await,
+            Prepared::Builtin(name, args) => return self.builtin(&name, &args, options),
+            Prepared::Plugin { plugin, command, call, line } => self.engine().run(&plugin, &command, &call, &line, &run_options).await,
+        };
+        render::outcome(&self.console, options, &outcome);
+        outcome.exit()
     }
 
     fn builtin(&self, name: &str, args: &[String], options: &LineOptions) -> Exit {
         match name {
+            "journal" => render::journal(&self.console, &self.paths.journal_dir(), args, options),
             "help" => render::help(&self.console, self, args, options),
             "plugins" => {
                 render::plugins(&self.console, &self.registry, options);

@@ -4,6 +4,7 @@
 mod support;
 
 mod capabilities;
+mod engine;
 mod errors;
 mod lab_drills;
 mod sandbox;

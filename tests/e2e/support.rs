@@ -147,3 +147,52 @@ pub fn sha256_hex(text: &str) -> String {
     use sha2::{Digest, Sha256};
     hex::encode(Sha256::digest(text.as_bytes()))
 }
+
+impl World {
+    pub fn journal_dir(&self) -> PathBuf {
+        self.home.path().join("data/journal")
+    }
+
+    /// Run ids in the journal, oldest first.
+    pub fn runs(&self) -> Vec<String> {
+        let mut runs: Vec<String> = std::fs::read_dir(self.journal_dir())
+            .map(|entries| entries.flatten().filter_map(|e| e.file_name().to_str().and_then(|n| n.strip_suffix(".jsonl")).map(str::to_string)).collect())
+            .unwrap_or_default();
+        runs.sort();
+        runs
+    }
+
+    /// The complete records of a run's journal (a torn last line is skipped).
+    pub fn records(&self, run: &str) -> Vec<serde_json::Value> {
+        let text = std::fs::read_to_string(self.journal_dir().join(format!("{run}.jsonl"))).unwrap_or_default();
+        text.lines().filter_map(|l| serde_json::from_str(l).ok()).collect()
+    }
+
+    /// Start opsh without waiting for it.
+    pub fn spawn(&self, args: &[&str]) -> std::process::Child {
+        self.command()
+            .arg("--inventory")
+            .arg(&self.inventory)
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn opsh")
+    }
+}
+
+/// Poll until `ready` gives a value (or panic after `seconds`).
+pub fn wait_for<T>(seconds: u64, what: &str, mut ready: impl FnMut() -> Option<T>) -> T {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(seconds);
+    loop {
+        if let Some(value) = ready() {
+            return value;
+        }
+        assert!(std::time::Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
+
+pub fn signal(child: &std::process::Child, signal: i32) {
+    opsh_lab::procs::signal(child.id(), signal);
+}

@@ -507,7 +507,7 @@ fn numeric_text(raw: &[u8]) -> Result<String, Box<dyn StdError + Sync + Send>> {
 const POSTGRES_EPOCH_DAYS: i64 = 10_957; // 2000-01-01 in days since 1970-01-01
 
 fn date_text(days_since_2000: i64) -> String {
-    let (y, m, d) = civil_from_days(days_since_2000 + POSTGRES_EPOCH_DAYS);
+    let (y, m, d) = crate::timefmt::civil_from_days(days_since_2000 + POSTGRES_EPOCH_DAYS);
     format!("{y:04}-{m:02}-{d:02}")
 }
 
@@ -517,20 +517,6 @@ fn timestamp_text(micros_since_2000: i64, zone: &str) -> String {
     let (h, mi, s, us) = (rest / 3_600_000_000, rest / 60_000_000 % 60, rest / 1_000_000 % 60, rest % 1_000_000);
     let fraction = if us == 0 { String::new() } else { format!(".{us:06}") };
     format!("{} {h:02}:{mi:02}:{s:02}{fraction}{zone}", date_text(days))
-}
-
-/// Howard Hinnant's days → (year, month, day) in the proleptic Gregorian calendar.
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    (y, m, d)
 }
 
 #[cfg(test)]

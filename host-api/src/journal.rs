@@ -1,0 +1,376 @@
+//! The journal: one JSON Lines file per run, `DATA/journal/RUN.jsonl`. Before each effect the
+//! engine appends an `intent` record and after it a `result` record, each flushed to disk
+//! (fsync) before going on, so a crash — `kill -9` included — leaves a journal that says exactly
+//! what was done, what was in flight, and what was not started. Every text is passed through
+//! the redactor (known passwords) before it is written; plugins never see secrets anyway.
+//!
+//! Schema (version 1): every line is one object with `"record"` = `run` | `intent` | `result` |
+//! `check` | `end`; see the README ("JSON output and journal").
+
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+use anyhow::{Context, Result, bail};
+use serde::{Deserialize, Serialize};
+
+use crate::runbook::StepPreview;
+use crate::sandbox::bindings::runbook::{ChangePlan, Invocation};
+use crate::timefmt;
+
+pub const SCHEMA: u32 = 1;
+
+/// Removes secrets from text before it is written or shown.
+pub type Redactor = Arc<dyn Fn(&str) -> String + Send + Sync>;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum StepStatus {
+    /// Applied and its check confirmed it.
+    Done,
+    /// Applied or attempted; it did not take effect (or its check says so).
+    Failed,
+    /// A timeout or an aborted step: it may or may not have taken effect.
+    Unknown,
+    /// Not applied because its check said it was already in effect.
+    Skipped,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "record", rename_all = "kebab-case")]
+pub enum Record {
+    Run {
+        schema: u32,
+        run: String,
+        at: String,
+        pid: u32,
+        plugin: String,
+        plugin_version: String,
+        /// The command line as typed (`otb promote dn01`).
+        line: String,
+        invocation: Invocation,
+        lang: String,
+        inventory: String,
+        /// The plan as the plugin made it (addresses as tokens; no secrets).
+        plan: ChangePlan,
+        /// What the operator was shown: SQL, diffs, commands (addresses revealed).
+        previews: Vec<StepPreview>,
+    },
+    Intent {
+        at: String,
+        index: usize,
+        step: String,
+        /// `resume` / `retry` when the step was applied from a later process.
+        by: String,
+    },
+    Result {
+        at: String,
+        index: usize,
+        step: String,
+        status: StepStatus,
+        message: String,
+        duration_ms: u64,
+    },
+    Check {
+        at: String,
+        index: usize,
+        step: String,
+        state: String,
+        detail: String,
+    },
+    End {
+        at: String,
+        status: String,
+        exit: i32,
+        message: String,
+    },
+}
+
+/// Where a step stands according to the journal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum StepState {
+    NotStarted,
+    /// An intent without a result: the process died or was aborted during the step.
+    InFlight,
+    Done,
+    Failed,
+    Unknown,
+}
+
+pub struct Journal {
+    pub run: String,
+    pub path: PathBuf,
+    file: Mutex<File>,
+    redact: Redactor,
+}
+
+impl Journal {
+    /// A new run: `RUN` = time + random suffix, e.g. `20261123-172501-3fa9`.
+    pub fn create(dir: &Path, redact: Redactor) -> Result<Self> {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create the journal directory {}", dir.display()))?;
+        let stamp = timefmt::compact(SystemTime::now());
+        for attempt in 0..100u32 {
+            let suffix = random_suffix(attempt);
+            let run = format!("{stamp}-{suffix}");
+            let path = dir.join(format!("{run}.jsonl"));
+            match OpenOptions::new().append(true).create_new(true).open(&path) {
+                Ok(file) => {
+                    sync_dir(dir);
+                    return Ok(Self { run, path, file: Mutex::new(file), redact });
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+                Err(e) => return Err(e).with_context(|| format!("cannot create journal {}", path.display())),
+            }
+        }
+        bail!("cannot find a free run id in {}", dir.display())
+    }
+
+    /// Continue writing an existing run's journal (resume, retry).
+    pub fn reopen(dir: &Path, run: &str, redact: Redactor) -> Result<Self> {
+        let path = run_path(dir, run)?;
+        let file = OpenOptions::new().append(true).open(&path).with_context(|| format!("cannot open journal {}", path.display()))?;
+        Ok(Self { run: run.to_string(), path, file: Mutex::new(file), redact })
+    }
+
+    /// Append one record and flush it to disk before returning.
+    pub fn append(&self, record: &Record) -> Result<()> {
+        let line = serde_json::to_string(record).context("encoding a journal record")?;
+        let line = (self.redact)(&line);
+        let mut file = self.file.lock().unwrap_or_else(|p| p.into_inner());
+        file.write_all(line.as_bytes())
+            .and_then(|()| file.write_all(b"\n"))
+            .and_then(|()| file.sync_data())
+            .with_context(|| format!("cannot write the journal {}", self.path.display()))
+    }
+
+    pub fn intent(&self, index: usize, step: &str, by: &str) -> Result<()> {
+        self.append(&Record::Intent { at: timefmt::now(), index, step: step.to_string(), by: by.to_string() })
+    }
+
+    pub fn result(&self, index: usize, step: &str, status: StepStatus, message: &str, duration_ms: u64) -> Result<()> {
+        self.append(&Record::Result { at: timefmt::now(), index, step: step.to_string(), status, message: message.to_string(), duration_ms })
+    }
+
+    pub fn end(&self, status: &str, exit: i32, message: &str) -> Result<()> {
+        self.append(&Record::End { at: timefmt::now(), status: status.to_string(), exit, message: message.to_string() })
+    }
+}
+
+fn random_suffix(attempt: u32) -> String {
+    let mut bytes = [0u8; 2];
+    if std::fs::File::open("/dev/urandom").and_then(|mut f| std::io::Read::read_exact(&mut f, &mut bytes)).is_err() {
+        let nanos = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default().subsec_nanos();
+        bytes = ((nanos ^ attempt ^ std::process::id()) as u16).to_be_bytes();
+    }
+    hex::encode(bytes)
+}
+
+fn sync_dir(dir: &Path) {
+    if let Ok(handle) = File::open(dir) {
+        let _ = handle.sync_all();
+    }
+}
+
+/// The journal file of a run (a unique prefix of the id is enough).
+pub fn run_path(dir: &Path, run: &str) -> Result<PathBuf> {
+    let exact = dir.join(format!("{run}.jsonl"));
+    if exact.exists() {
+        return Ok(exact);
+    }
+    let matches: Vec<PathBuf> = list_files(dir).into_iter().filter(|p| file_run_id(p).is_some_and(|id| id.starts_with(run))).collect();
+    match matches.len() {
+        1 => Ok(matches.into_iter().next().unwrap_or(exact)),
+        0 => bail!("no run {run:?} in the journal ({}); `journal` lists the runs", dir.display()),
+        n => bail!("{n} runs start with {run:?}; give more of the id"),
+    }
+}
+
+fn list_files(dir: &Path) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map(|entries| entries.flatten().map(|e| e.path()).filter(|p| p.extension().is_some_and(|x| x == "jsonl")).collect())
+        .unwrap_or_default();
+    files.sort();
+    files
+}
+
+fn file_run_id(path: &Path) -> Option<String> {
+    path.file_stem().map(|s| s.to_string_lossy().to_string())
+}
+
+/// A run as read back from its journal.
+#[derive(Debug, Clone)]
+pub struct RunLog {
+    pub run: String,
+    pub records: Vec<Record>,
+}
+
+impl RunLog {
+    /// Read a run's records. A torn last line (the process died while writing it) is ignored:
+    /// the effect it would have announced had not started, because records are written first.
+    pub fn read(dir: &Path, run: &str) -> Result<Self> {
+        let path = run_path(dir, run)?;
+        let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read journal {}", path.display()))?;
+        let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+        let mut records = Vec::with_capacity(lines.len());
+        for (i, line) in lines.iter().enumerate() {
+            match serde_json::from_str::<Record>(line) {
+                Ok(record) => records.push(record),
+                Err(_) if i + 1 == lines.len() => {}
+                Err(e) => bail!("journal {} line {} is damaged: {e}", path.display(), i + 1),
+            }
+        }
+        if !matches!(records.first(), Some(Record::Run { .. })) {
+            bail!("journal {} does not start with a run record", path.display());
+        }
+        Ok(Self { run: file_run_id(&path).unwrap_or_else(|| run.to_string()), records })
+    }
+
+    pub fn list(dir: &Path) -> Vec<RunLog> {
+        list_files(dir).iter().filter_map(|p| file_run_id(p)).filter_map(|id| Self::read(dir, &id).ok()).collect()
+    }
+
+    pub fn header(&self) -> Option<(&str, &Invocation, &ChangePlan, &[StepPreview], &str, &str)> {
+        match self.records.first() {
+            Some(Record::Run { plugin, invocation, plan, previews, line, lang, .. }) => Some((plugin, invocation, plan, previews, line, lang)),
+            _ => None,
+        }
+    }
+
+    pub fn started(&self) -> &str {
+        match self.records.first() {
+            Some(Record::Run { at, .. }) => at,
+            _ => "",
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        match self.records.first() {
+            Some(Record::Run { pid, .. }) => *pid,
+            _ => 0,
+        }
+    }
+
+    pub fn end(&self) -> Option<(&str, i32, &str)> {
+        self.records.iter().rev().find_map(|r| match r {
+            Record::End { status, exit, message, .. } => Some((status.as_str(), *exit, message.as_str())),
+            _ => None,
+        })
+    }
+
+    /// Each step's state, by the last record about it (a later `resume` overrides an earlier end).
+    pub fn states(&self) -> Vec<StepState> {
+        let steps = self.header().map_or(0, |h| h.2.steps.len());
+        let mut states = vec![StepState::NotStarted; steps];
+        for record in &self.records {
+            match record {
+                Record::Intent { index, .. } if *index < steps => states[*index] = StepState::InFlight,
+                Record::Result { index, status, .. } if *index < steps => {
+                    states[*index] = match status {
+                        StepStatus::Done | StepStatus::Skipped => StepState::Done,
+                        StepStatus::Failed => StepState::Failed,
+                        StepStatus::Unknown => StepState::Unknown,
+                    }
+                }
+                Record::Check { index, state, .. } if *index < steps && state == "done" => states[*index] = StepState::Done,
+                _ => {}
+            }
+        }
+        states
+    }
+
+    /// Per step: the last result's message and the total time spent applying it.
+    pub fn step_details(&self) -> Vec<(String, u64)> {
+        let steps = self.header().map_or(0, |h| h.2.steps.len());
+        let mut details = vec![(String::new(), 0u64); steps];
+        for record in &self.records {
+            match record {
+                Record::Result { index, message, duration_ms, .. } if *index < steps => {
+                    details[*index].0 = message.clone();
+                    details[*index].1 += duration_ms;
+                }
+                Record::Check { index, detail, state, .. } if *index < steps => details[*index].0 = format!("check: {state} — {detail}"),
+                _ => {}
+            }
+        }
+        details
+    }
+
+    /// `done`, `failed`, `unknown`, `interrupted`, `refused`, or `running` / `died` when there is
+    /// no end record (told apart by whether the run's process is still alive).
+    pub fn status(&self) -> String {
+        let last_end = self.records.iter().rposition(|r| matches!(r, Record::End { .. }));
+        let last_activity = self.records.iter().rposition(|r| matches!(r, Record::Intent { .. } | Record::Result { .. } | Record::Check { .. }));
+        match (last_end, last_activity) {
+            (Some(end), Some(activity)) if activity > end => self.liveness(),
+            (Some(_), _) => self.end().map(|(s, _, _)| s.to_string()).unwrap_or_default(),
+            (None, _) => self.liveness(),
+        }
+    }
+
+    fn liveness(&self) -> String {
+        let last_pid = self
+            .records
+            .iter()
+            .rev()
+            .find_map(|r| match r {
+                Record::Intent { .. } | Record::Run { .. } => Some(()),
+                _ => None,
+            })
+            .map(|()| self.pid());
+        match last_pid {
+            Some(pid) if pid != 0 && Path::new(&format!("/proc/{pid}")).exists() && pid != std::process::id() => "running".into(),
+            _ => "died".into(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sandbox::bindings::runbook::{Step, Text};
+
+    fn plan(n: usize) -> ChangePlan {
+        let text = || Text { en: "t".into(), ja: String::new() };
+        ChangePlan {
+            summary: text(),
+            warnings: vec![],
+            steps: (0..n)
+                .map(|i| Step { id: format!("s{i}"), title: text(), target: "x".into(), effects: vec![], group: String::new(), idempotent: false, data: String::new() })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn states_survive_a_torn_last_line_and_secrets_are_redacted() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let redact: Redactor = Arc::new(|s: &str| s.replace("hunter2", "********"));
+        let journal = Journal::create(dir.path(), redact).expect("create");
+        journal
+            .append(&Record::Run {
+                schema: SCHEMA,
+                run: journal.run.clone(),
+                at: timefmt::now(),
+                pid: std::process::id(),
+                plugin: "p".into(),
+                plugin_version: "1".into(),
+                line: "p go".into(),
+                invocation: Invocation { command: "go".into(), args: vec![] },
+                lang: "en".into(),
+                inventory: "i".into(),
+                plan: plan(3),
+                previews: vec![],
+            })
+            .expect("run");
+        journal.intent(0, "s0", "run").expect("intent");
+        journal.result(0, "s0", StepStatus::Done, "ok with hunter2", 5).expect("result");
+        journal.intent(1, "s1", "run").expect("intent");
+        std::fs::OpenOptions::new().append(true).open(&journal.path).and_then(|mut f| f.write_all(b"{\"record\":\"res")).expect("tear");
+        let log = RunLog::read(dir.path(), &journal.run[..12]).expect("read by prefix");
+        assert_eq!(log.states(), vec![StepState::Done, StepState::InFlight, StepState::NotStarted]);
+        let text = std::fs::read_to_string(&journal.path).expect("text");
+        assert!(!text.contains("hunter2") && text.contains("ok with ********"));
+    }
+}

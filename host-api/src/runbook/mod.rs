@@ -1,0 +1,206 @@
+//! Running a plugin command: parse the operator's words against the command's self-description,
+//! then either `read` (tables) or plan → preview → confirm → apply each step → check it →
+//! verify the goal. The host owns this control flow; the plugin only knows its domain.
+
+use crate::Exit;
+use crate::sandbox::bindings::runbook::{ArgKind, CommandInfo, Invocation, PluginInfo, Table, Text};
+
+/// Pick the operator's language, falling back to English.
+pub fn pick<'a>(text: &'a Text, lang: &str) -> &'a str {
+    if lang == "ja" && !text.ja.is_empty() { &text.ja } else { &text.en }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UsageError(pub String);
+
+impl std::fmt::Display for UsageError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// The command the words start with (the longest matching command name, since names may have
+/// several words: `promote`, `promote tenant`).
+pub fn find_command<'a>(info: &'a PluginInfo, words: &[String]) -> Option<&'a CommandInfo> {
+    info.commands
+        .iter()
+        .filter(|c| {
+            let name: Vec<&str> = c.name.split_whitespace().collect();
+            words.len() >= name.len() && name.iter().zip(words).all(|(a, b)| a == b)
+        })
+        .max_by_key(|c| c.name.split_whitespace().count())
+}
+
+/// Find the command the words name and parse its arguments.
+pub fn parse_invocation<'a>(info: &'a PluginInfo, words: &[String]) -> Result<(&'a CommandInfo, Invocation), UsageError> {
+    let command = find_command(info, words)
+        .ok_or_else(|| {
+            let known: Vec<String> = info.commands.iter().map(|c| format!("{} {}", info.name, c.name)).collect();
+            let typed = words.first().map(String::as_str).unwrap_or("");
+            UsageError(if typed.is_empty() {
+                format!("{} needs a command: {}", info.name, known.join(", "))
+            } else {
+                format!("{} has no command {typed:?}; it has: {} (try `help {}`)", info.name, known.join(", "), info.name)
+            })
+        })?;
+    let rest = &words[command.name.split_whitespace().count()..];
+    let full = format!("{} {}", info.name, command.name);
+    let mut args: Vec<(String, Vec<String>)> = Vec::new();
+    let mut push = |name: &str, value: String| match args.iter_mut().find(|(n, _)| n == name) {
+        Some((_, values)) => values.push(value),
+        None => args.push((name.to_string(), vec![value])),
+    };
+    let positionals: Vec<_> = command.args.iter().filter(|a| a.kind == ArgKind::Positional).collect();
+    let mut next_positional = 0;
+    let mut i = 0;
+    while i < rest.len() {
+        let word = &rest[i];
+        if let Some(option) = word.strip_prefix("--") {
+            let (name, inline) = match option.split_once('=') {
+                Some((n, v)) => (n, Some(v.to_string())),
+                None => (option, None),
+            };
+            let arg = command.args.iter().find(|a| a.name == name && a.kind != ArgKind::Positional).ok_or_else(|| {
+                let options: Vec<String> = command.args.iter().filter(|a| a.kind != ArgKind::Positional).map(|a| format!("--{}", a.name)).collect();
+                UsageError(format!(
+                    "{full}: unknown option --{name}{} (see `help {full}`)",
+                    if options.is_empty() { "; it takes none".to_string() } else { format!("; it takes {}", options.join(", ")) }
+                ))
+            })?;
+            match arg.kind {
+                ArgKind::Flag => {
+                    if inline.is_some() {
+                        return Err(UsageError(format!("{full}: --{name} takes no value")));
+                    }
+                    push(name, "true".into());
+                }
+                _ => {
+                    let value = match inline {
+                        Some(v) => v,
+                        None => {
+                            i += 1;
+                            rest.get(i).cloned().ok_or_else(|| UsageError(format!("{full}: --{name} needs a value")))?
+                        }
+                    };
+                    push(name, value);
+                }
+            }
+        } else {
+            let arg = positionals.get(next_positional).ok_or_else(|| {
+                UsageError(format!("{full}: unexpected argument {word:?} (see `help {full}`)"))
+            })?;
+            push(&arg.name, word.clone());
+            next_positional += 1;
+        }
+        i += 1;
+    }
+    for arg in &command.args {
+        if arg.required && !args.iter().any(|(n, _)| n == &arg.name) {
+            let shown = if arg.kind == ArgKind::Positional { arg.name.to_uppercase() } else { format!("--{}", arg.name) };
+            return Err(UsageError(format!("{full}: {shown} is required (see `help {full}`)")));
+        }
+    }
+    Ok((command, Invocation { command: command.name.clone(), args }))
+}
+
+/// What the host can show of one effect before it happens.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case", tag = "kind")]
+pub enum Preview {
+    Sql { database: String, statements: Vec<String> },
+    File { host: String, path: String, diff: String, stale: bool },
+    Service { host: String, service: String, action: String },
+    Exec { host: String, argv: Vec<String> },
+    /// Cannot be previewed exactly; the text says what it does.
+    Opaque { text: String },
+}
+
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct StepPreview {
+    pub id: String,
+    pub title: String,
+    pub target: String,
+    pub group: String,
+    pub effects: Vec<Preview>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Confirmation {
+    Yes,
+    No,
+    /// No terminal to ask on, and no `--yes`.
+    CannotAsk,
+}
+
+/// The shell's side of a run: showing, asking, reporting progress.
+pub trait Operator: Send + Sync {
+    fn plan(&self, plugin: &str, summary: &str, warnings: &[String], steps: &[StepPreview]);
+    fn confirm(&self, steps: usize) -> Confirmation;
+    fn step_started(&self, index: usize, total: usize, step: &StepPreview);
+    fn step_finished(&self, index: usize, total: usize, step: &StepPreview, outcome: &Result<String, String>);
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    pub yes: bool,
+    pub dry_run: bool,
+    pub lang: String,
+}
+
+/// How one step of a run ended, for the operator and for JSON.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct StepReport {
+    pub index: usize,
+    pub id: String,
+    pub title: String,
+    pub target: String,
+    pub status: crate::journal::StepStatus,
+    pub message: String,
+    pub duration_ms: u64,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+#[serde(rename_all = "kebab-case", tag = "outcome")]
+pub enum Outcome {
+    /// A read-only command's tables.
+    Tables { tables: Vec<Table> },
+    /// `--dry-run`: the plan, nothing changed.
+    Planned { steps: Vec<StepPreview> },
+    /// Every step applied and verified (or, for `retry`, the one step).
+    Done { run: Option<String>, steps: Vec<StepPreview>, results: Vec<StepReport>, verification: Vec<Table>, message: String },
+    /// Nothing was run: the operator's words were wrong.
+    Usage { message: String },
+    /// Not done by decision: not confirmed, not granted, locked, a pre-check said no.
+    Refused { message: String, run: Option<String> },
+    Failed { message: String, changed: bool, step: Option<String>, run: Option<String>, results: Vec<StepReport> },
+    /// A timeout or an aborted step: it may or may not have taken effect.
+    Unknown { message: String, step: Option<String>, run: Option<String>, results: Vec<StepReport> },
+}
+
+impl Outcome {
+    pub fn exit(&self) -> Exit {
+        match self {
+            Self::Tables { .. } | Self::Planned { .. } | Self::Done { .. } => Exit::Success,
+            Self::Usage { .. } => Exit::Usage,
+            Self::Refused { .. } => Exit::Refused,
+            Self::Failed { changed: false, .. } => Exit::Failed,
+            Self::Failed { changed: true, .. } => Exit::FailedChanged,
+            Self::Unknown { .. } => Exit::Unknown,
+        }
+    }
+
+    pub fn refused(message: impl Into<String>) -> Self {
+        Self::Refused { message: message.into(), run: None }
+    }
+
+    pub fn message(&self) -> &str {
+        match self {
+            Self::Done { message, .. } | Self::Usage { message } | Self::Refused { message, .. } | Self::Failed { message, .. } | Self::Unknown { message, .. } => message,
+            Self::Tables { .. } | Self::Planned { .. } => "",
+        }
+    }
+}
+
+pub mod engine;
+pub use engine::{Engine, Interrupt};
+

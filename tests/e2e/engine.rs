@@ -1,0 +1,322 @@
+//! The runbook engine: journal, resume after kill -9 at every point, stale plans, locks,
+//! outcome unknown, parallel groups, retry, Ctrl-C, and the JSON schema.
+
+use std::process::Child;
+use std::time::Duration;
+
+use crate::support::{Run, World, run_of, signal, wait_for};
+
+const PAUSE: &str = "600";
+
+/// What a user checks after the fixture runbook: the rows, the config file, the service, the log.
+#[derive(Debug, PartialEq, Eq)]
+struct EndState {
+    rows: String,
+    conf: String,
+    app: Option<i32>,
+    log: String,
+}
+
+fn prepare(world: &World) {
+    world.sql("alpha", "app", "CREATE TABLE IF NOT EXISTS probe_log(value text); GRANT ALL ON probe_log TO opsh; TRUNCATE probe_log;");
+    let conf = world.lab.host_file("alpha", "/usr/local/etc/runbook.conf");
+    std::fs::write(&conf, "base=1\n").expect("conf");
+    let owner = std::os::unix::fs::MetadataExt::uid(&std::fs::metadata(conf.parent().expect("dir")).expect("dir"));
+    std::os::unix::fs::chown(&conf, Some(owner), Some(owner)).expect("chown");
+    for leftover in ["runbook.log", "fail-stop-app", "fail-edit-conf", "slow-log-once", "fanout.log"] {
+        let _ = std::fs::remove_file(world.lab.host_file("alpha", &format!("/usr/local/var/lib/{leftover}")));
+    }
+    let started = world.lab.host_exec("alpha", &["/usr/local/bin/labsvc", "start", "app"]).expect("start app");
+    assert!(started.status.success());
+}
+
+fn end_state(world: &World) -> EndState {
+    EndState {
+        rows: world.sql("alpha", "app", "SELECT coalesce(string_agg(value, ',' ORDER BY value), '') FROM probe_log"),
+        conf: std::fs::read_to_string(world.lab.host_file("alpha", "/usr/local/etc/runbook.conf")).unwrap_or_default(),
+        app: world.lab.host_exec("alpha", &["/usr/local/bin/labsvc", "status", "app"]).expect("status").status.code(),
+        log: std::fs::read_to_string(world.lab.host_file("alpha", "/usr/local/var/lib/runbook.log")).unwrap_or_default(),
+    }
+}
+
+fn uninterrupted() -> EndState {
+    EndState { rows: "step-1,step-5".into(), conf: "base=1\nrunbook=1\n".into(), app: Some(0), log: "once\n".into() }
+}
+
+fn marker(world: &World, name: &str) -> std::path::PathBuf {
+    world.lab.host_file("alpha", &format!("/usr/local/var/lib/{name}"))
+}
+
+fn runbook(world: &World, extra: &[&str]) -> Run {
+    let mut args = vec!["--yes", "probe", "runbook", "alpha", "alpha-app"];
+    args.extend_from_slice(extra);
+    world.opsh(&args)
+}
+
+fn finish(mut child: Child) -> Run {
+    let _ = child.wait();
+    run_of(child.wait_with_output().expect("output"))
+}
+
+/// The newest run that is not one of `before`.
+fn new_run(world: &World, before: &[String]) -> String {
+    wait_for(20, "a new run in the journal", || world.runs().into_iter().find(|r| !before.contains(r)))
+}
+
+fn has(world: &World, run: &str, record: &str, index: usize) -> bool {
+    world.records(run).iter().any(|r| r["record"] == record && r["index"] == index)
+}
+
+#[derive(Debug, Clone, Copy)]
+enum KillPoint {
+    /// Right after step N-1's result was journaled (before step N; N = 0: right after the run record).
+    Boundary,
+    /// During step N, before its effect (the fixture pauses 300 ms before and after each effect).
+    BeforeEffect,
+    /// During step N, after its effect, before its result is journaled.
+    AfterEffect,
+}
+
+fn kill_everywhere_then_resume(point: KillPoint) {
+    let world = World::new();
+    prepare(&world);
+    let run = runbook(&world, &["--pause-ms", PAUSE]);
+    assert_eq!(run.code, 0, "uninterrupted run: {run:?}");
+    assert_eq!(end_state(&world), uninterrupted());
+    for step in 0..6usize {
+        prepare(&world);
+        let before = world.runs();
+        let child = world.spawn(&["--yes", "probe", "runbook", "alpha", "alpha-app", "--pause-ms", PAUSE]);
+        let id = new_run(&world, &before);
+        match point {
+            KillPoint::Boundary if step == 0 => wait_for(20, "the run record", || (!world.records(&id).is_empty()).then_some(())),
+            KillPoint::Boundary => wait_for(30, "the previous step's result", || has(&world, &id, "result", step - 1).then_some(())),
+            KillPoint::BeforeEffect => {
+                wait_for(30, "the step's intent", || has(&world, &id, "intent", step).then_some(()));
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            KillPoint::AfterEffect => {
+                wait_for(30, "the step's intent", || has(&world, &id, "intent", step).then_some(()));
+                std::thread::sleep(Duration::from_millis(520));
+            }
+        }
+        signal(&child, libc::SIGKILL);
+        let killed = finish(child);
+        assert_eq!(killed.code, -1, "killed by a signal at step {step} ({point:?})");
+        let resumed = world.opsh(&["--yes", "resume", &id]);
+        assert_eq!(resumed.code, 0, "resume after kill -9 at step {step} ({point:?}): {resumed:?}");
+        assert_eq!(end_state(&world), uninterrupted(), "end state after kill -9 at step {step} ({point:?}) and resume");
+        let records = world.records(&id);
+        assert_eq!(records.last().map(|r| r["status"].clone()), Some(serde_json::json!("done")), "the journal ends done");
+    }
+}
+
+#[test]
+fn kill_9_at_every_step_boundary_then_resume_ends_as_an_uninterrupted_run() {
+    kill_everywhere_then_resume(KillPoint::Boundary);
+}
+
+#[test]
+fn kill_9_in_every_step_before_its_effect_then_resume_ends_as_an_uninterrupted_run() {
+    kill_everywhere_then_resume(KillPoint::BeforeEffect);
+}
+
+#[test]
+fn kill_9_in_every_step_after_its_effect_then_resume_never_applies_it_twice() {
+    kill_everywhere_then_resume(KillPoint::AfterEffect);
+}
+
+#[test]
+fn a_dry_run_changes_nothing_and_writes_no_journal() {
+    let world = World::new();
+    prepare(&world);
+    let state = end_state(&world);
+    let beta = world.lab.host_exec("beta", &["/usr/local/bin/labsvc", "status", "app"]).expect("status").status.code();
+    let run = runbook(&world, &["--dry-run"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    for shown in ["INSERT INTO probe_log(value) VALUES ('step-1')", "service alpha: stop app", "+runbook=1", "run on alpha: sh -c 'echo once >> /usr/local/var/lib/runbook.log'"] {
+        assert!(run.stdout.contains(shown), "the plan shows {shown:?}: {run:?}");
+    }
+    assert_eq!(end_state(&world), state, "database, file and service unchanged");
+    assert_eq!(world.lab.host_exec("beta", &["/usr/local/bin/labsvc", "status", "app"]).expect("status").status.code(), beta);
+    assert!(world.runs().is_empty(), "a dry run journals nothing");
+}
+
+#[test]
+fn a_plan_that_no_longer_matches_the_live_state_is_refused_on_resume() {
+    let world = World::new();
+    prepare(&world);
+    std::fs::write(marker(&world, "fail-stop-app"), "").expect("marker");
+    let run = runbook(&world, &[]);
+    assert_eq!(run.code, 3, "failed after changing something: {run:?}");
+    let id = world.runs().pop().expect("run");
+    assert!(run.stderr.contains("injected failure") && run.stderr.contains(&format!("opsh resume {id}")), "{run:?}");
+    // Someone edits the file the plan read, then the cause is fixed and the run resumed.
+    std::fs::write(world.lab.host_file("alpha", "/usr/local/etc/runbook.conf"), "base=2\n").expect("edit");
+    std::fs::remove_file(marker(&world, "fail-stop-app")).expect("fix");
+    let resumed = world.opsh(&["--yes", "resume", &id]);
+    assert_eq!(resumed.code, 3, "{resumed:?}");
+    assert!(resumed.stderr.contains("runbook.conf changed since the plan read it") && resumed.stderr.contains("not applied blindly"), "{resumed:?}");
+    let state = end_state(&world);
+    assert_eq!(state.conf, "base=2\n", "the operator's edit was not overwritten");
+    assert_eq!((state.rows.as_str(), state.log.as_str()), ("step-1", ""), "nothing after the stale step ran");
+}
+
+#[test]
+fn a_second_opsh_is_refused_while_the_first_changes_the_topology() {
+    let world = World::new();
+    prepare(&world);
+    let first = world.spawn(&["--yes", "probe", "runbook", "alpha", "alpha-app", "--pause-ms", "4000"]);
+    let id = new_run(&world, &[]);
+    wait_for(20, "the first run's first step", || has(&world, &id, "intent", 0).then_some(()));
+    let second = world.opsh(&["--yes", "probe", "service", "alpha", "app", "stop"]);
+    assert_eq!(second.code, 5, "refused: {second:?}");
+    assert!(
+        second.stderr.contains("topology basic is being changed by another opsh") && second.stderr.contains(&format!("run {id}, pid {}", first.id())),
+        "{second:?}"
+    );
+    assert_eq!(world.lab.host_exec("alpha", &["/usr/local/bin/labsvc", "status", "app"]).expect("status").status.code(), Some(0), "the refused run changed nothing");
+    signal(&first, libc::SIGKILL);
+    finish(first);
+    let third = world.opsh(&["--yes", "resume", &id]);
+    assert_eq!(third.code, 0, "the lock died with its holder: {third:?}");
+}
+
+#[test]
+fn a_step_that_outlives_its_timeout_is_outcome_unknown_and_resume_does_not_repeat_it() {
+    let world = World::new();
+    prepare(&world);
+    std::fs::write(marker(&world, "slow-log-once"), "").expect("marker");
+    let run = runbook(&world, &[]);
+    assert_eq!(run.code, 4, "outcome unknown: {run:?}");
+    assert!(run.stderr.contains("outcome unknown") && run.stderr.contains("opsh resume"), "{run:?}");
+    let id = world.runs().pop().expect("run");
+    let results: Vec<_> = world.records(&id).into_iter().filter(|r| r["record"] == "result").collect();
+    assert_eq!(results.last().map(|r| r["status"].clone()), Some(serde_json::json!("unknown")));
+    std::thread::sleep(Duration::from_secs(3)); // the remote command finishes on its own
+    std::fs::remove_file(marker(&world, "slow-log-once")).expect("marker");
+    let resumed = world.opsh(&["--yes", "resume", &id]);
+    assert_eq!(resumed.code, 0, "{resumed:?}");
+    assert_eq!(end_state(&world), uninterrupted(), "the step that timed out was not applied twice");
+}
+
+#[test]
+fn a_group_reports_n_of_m_done_and_who_was_unreachable_then_resume_finishes_it() {
+    let mut world = World::new();
+    world.lab.cut("beta").expect("cut");
+    let run = world.opsh(&["--yes", "probe", "fanout", "--hosts", "alpha,beta"]);
+    assert_eq!(run.code, 3, "{run:?}");
+    assert!(run.stderr.contains("group fanout: 1 of 2 done; unreachable: beta (host beta"), "{run:?}");
+    let id = world.runs().pop().expect("run");
+    world.lab.heal("beta").expect("heal");
+    let resumed = world.opsh(&["--yes", "resume", &id]);
+    assert_eq!(resumed.code, 0, "{resumed:?}");
+    for host in ["alpha", "beta"] {
+        let log = std::fs::read_to_string(world.lab.host_file(host, "/usr/local/var/lib/fanout.log")).unwrap_or_default();
+        assert_eq!(log, "fanout\n", "exactly once on {host}");
+    }
+}
+
+#[test]
+fn retry_applies_one_failed_step_and_resume_finishes_the_run() {
+    let world = World::new();
+    prepare(&world);
+    std::fs::write(marker(&world, "fail-edit-conf"), "").expect("marker");
+    let run = runbook(&world, &[]);
+    assert_eq!(run.code, 3, "{run:?}");
+    let id = world.runs().pop().expect("run");
+    let again = world.opsh(&["--yes", "retry", &id, "edit-conf"]);
+    assert_eq!(again.code, 3, "still failing while the cause is there: {again:?}");
+    std::fs::remove_file(marker(&world, "fail-edit-conf")).expect("fix");
+    let retried = world.opsh(&["--yes", "retry", &id, "edit-conf"]);
+    assert_eq!(retried.code, 0, "{retried:?}");
+    assert!(retried.stderr.contains(&format!("continue the run with `opsh resume {id}`")), "{retried:?}");
+    assert_eq!(end_state(&world).conf, "base=1\nrunbook=1\n");
+    let resumed = world.opsh(&["--yes", "resume", &id]);
+    assert_eq!(resumed.code, 0, "{resumed:?}");
+    assert_eq!(end_state(&world), uninterrupted());
+    let journal = world.opsh(&["journal", &id]);
+    assert!(journal.stdout.contains("status done") && journal.stdout.contains("+runbook=1"), "journal shows the run with its diff: {journal:?}");
+}
+
+#[test]
+fn ctrl_c_stops_after_the_current_step_and_the_run_resumes() {
+    let world = World::new();
+    prepare(&world);
+    let before = world.runs();
+    let child = world.spawn(&["--yes", "probe", "runbook", "alpha", "alpha-app", "--pause-ms", "1500"]);
+    let id = new_run(&world, &before);
+    wait_for(30, "step 2's intent", || has(&world, &id, "intent", 1).then_some(()));
+    signal(&child, libc::SIGINT);
+    let run = finish(child);
+    assert_eq!(run.code, 3, "{run:?}");
+    assert!(run.stderr.contains("stopping after the current step") && run.stderr.contains(&format!("stopped by Ctrl-C before the next step; resume with: opsh resume {id}")), "{run:?}");
+    let records = world.records(&id);
+    assert!(records.iter().any(|r| r["record"] == "result" && r["index"] == 1 && r["status"] == "done"), "the current step finished");
+    assert!(!records.iter().any(|r| r["record"] == "intent" && r["index"] == 2), "the next step did not start");
+    assert_eq!(records.last().map(|r| r["status"].clone()), Some(serde_json::json!("interrupted")));
+    let resumed = world.opsh(&["--yes", "resume", &id]);
+    assert_eq!(resumed.code, 0, "{resumed:?}");
+    assert_eq!(end_state(&world), uninterrupted());
+}
+
+#[test]
+fn plans_results_and_the_journal_follow_the_documented_json_schema() {
+    let world = World::new();
+    prepare(&world);
+    let plan: serde_json::Value = serde_json::from_str(runbook(&world, &["--dry-run", "--output", "json"]).stdout.trim()).expect("plan JSON");
+    assert_eq!((plan["schema"].as_u64(), plan["outcome"].as_str(), plan["exit"].as_i64()), (Some(1), Some("planned"), Some(0)));
+    let kinds: Vec<&str> = plan["steps"].as_array().expect("steps").iter().map(|s| s["effects"][0]["kind"].as_str().unwrap_or("")).collect();
+    assert_eq!(kinds, ["sql", "service", "file", "exec", "sql", "service"]);
+    assert!(plan["steps"][2]["effects"][0]["diff"].as_str().unwrap_or("").contains("+runbook=1"));
+
+    let result: serde_json::Value = serde_json::from_str(runbook(&world, &["--output", "json"]).stdout.trim()).expect("result JSON");
+    assert_eq!((result["outcome"].as_str(), result["exit"].as_i64()), (Some("done"), Some(0)));
+    let run = result["run"].as_str().expect("run id").to_string();
+    let results = result["results"].as_array().expect("results");
+    assert_eq!(results.len(), 6);
+    assert!(results.iter().all(|r| r["status"] == "done" && r["duration_ms"].is_u64() && r["id"].is_string()), "{result}");
+
+    let runs: serde_json::Value = serde_json::from_str(world.opsh(&["--output", "json", "journal"]).stdout.trim()).expect("journal JSON");
+    assert_eq!(runs["runs"][0]["run"], run.as_str());
+    assert_eq!((runs["runs"][0]["status"].as_str(), runs["runs"][0]["steps_done"].as_u64(), runs["runs"][0]["steps"].as_u64()), (Some("done"), Some(6), Some(6)));
+    let detail: serde_json::Value = serde_json::from_str(world.opsh(&["--output", "json", "journal", &run]).stdout.trim()).expect("run JSON");
+    assert!(detail["steps"].as_array().expect("steps").iter().all(|s| s["state"] == "done"));
+    let records: Vec<&str> = detail["records"].as_array().expect("records").iter().map(|r| r["record"].as_str().unwrap_or("")).collect();
+    assert_eq!(records.first(), Some(&"run"));
+    assert_eq!(records.last(), Some(&"end"));
+    assert_eq!(records.iter().filter(|r| **r == "intent").count(), 6);
+    assert_eq!(records.iter().filter(|r| **r == "result").count(), 6);
+}
+
+#[test]
+fn no_file_or_output_of_the_suite_holds_a_password() {
+    let world = World::new();
+    prepare(&world);
+    let password = world.password();
+    let mut outputs = vec![
+        runbook(&world, &[]),
+        world.opsh(&["probe", "secret", "alpha", "alpha-app"]),
+        world.opsh(&["journal"]),
+        world.opsh(&["--output", "json", "journal", &world.runs().pop().unwrap_or_default()]),
+        world.opsh(&["inventory"]),
+    ];
+    // A failing password is not echoed either.
+    std::fs::write(world.lab.state.dir.join("secrets/db-password"), "wrong\n").ok();
+    outputs.push(world.opsh(&["probe", "sql", "alpha-app"]));
+    std::fs::write(world.lab.state.dir.join("secrets/db-password"), format!("{password}\n")).expect("restore");
+    for output in &outputs {
+        assert!(!output.all().contains(&password), "password in output: {output:?}");
+    }
+    let mut files = world.home_files();
+    for host in &world.lab.state.hosts {
+        let log_dir = world.lab.state.dir.join("hosts").join(&host.name).join("log");
+        for entry in std::fs::read_dir(log_dir).expect("logs").flatten() {
+            files.push((entry.path(), std::fs::read_to_string(entry.path()).unwrap_or_default()));
+        }
+    }
+    assert!(files.iter().any(|(p, _)| p.extension().is_some_and(|x| x == "jsonl")), "the journal was scanned");
+    for (path, content) in files {
+        assert!(!content.contains(&password), "password in {}", path.display());
+    }
+}
