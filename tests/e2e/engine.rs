@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use crate::support::{Run, World, run_of, signal, wait_for};
 
-const PAUSE: &str = "600";
+/// The fixture pauses half of this before and half after each effect.
+const PAUSE: &str = "1000";
 
 /// What a user checks after the fixture runbook: the rows, the config file, the service, the log.
 #[derive(Debug, PartialEq, Eq)]
@@ -71,7 +72,7 @@ fn has(world: &World, run: &str, record: &str, index: usize) -> bool {
 enum KillPoint {
     /// Right after step N-1's result was journaled (before step N; N = 0: right after the run record).
     Boundary,
-    /// During step N, before its effect (the fixture pauses 300 ms before and after each effect).
+    /// During step N, before its effect (the fixture pauses 500 ms before and after each effect).
     BeforeEffect,
     /// During step N, after its effect, before its result is journaled.
     AfterEffect,
@@ -93,11 +94,11 @@ fn kill_everywhere_then_resume(point: KillPoint) {
             KillPoint::Boundary => wait_for(30, "the previous step's result", || has(&world, &id, "result", step - 1).then_some(())),
             KillPoint::BeforeEffect => {
                 wait_for(30, "the step's intent", || has(&world, &id, "intent", step).then_some(()));
-                std::thread::sleep(Duration::from_millis(100));
+                std::thread::sleep(Duration::from_millis(150));
             }
             KillPoint::AfterEffect => {
                 wait_for(30, "the step's intent", || has(&world, &id, "intent", step).then_some(()));
-                std::thread::sleep(Duration::from_millis(520));
+                std::thread::sleep(Duration::from_millis(850));
             }
         }
         signal(&child, libc::SIGKILL);
@@ -108,6 +109,14 @@ fn kill_everywhere_then_resume(point: KillPoint) {
         assert_eq!(end_state(&world), uninterrupted(), "end state after kill -9 at step {step} ({point:?}) and resume");
         let records = world.records(&id);
         assert_eq!(records.last().map(|r| r["status"].clone()), Some(serde_json::json!("done")), "the journal ends done");
+        // The kill landed where it was meant to: resume's check of the interrupted step saw the
+        // effect in place (after) or not yet (before).
+        let checked = records.iter().find(|r| r["record"] == "check" && r["index"] == step).map(|r| r["state"].clone());
+        match point {
+            KillPoint::AfterEffect => assert_eq!(checked, Some(serde_json::json!("done")), "step {step}: the effect was in place and not applied again"),
+            KillPoint::BeforeEffect => assert_eq!(checked, Some(serde_json::json!("not-done")), "step {step}: the effect was not in place and was applied"),
+            KillPoint::Boundary => {}
+        }
     }
 }
 

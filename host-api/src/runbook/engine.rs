@@ -105,6 +105,10 @@ struct RunCtx<'r> {
     /// `run`, `resume` or `retry`: written with each intent.
     by: &'r str,
     who: String,
+    /// Ask each step's check right before applying it (resume): a step found in effect is
+    /// skipped, a stale one stops the run. Asked lazily, because a check only means something
+    /// once every earlier step is in place.
+    check_first: bool,
 }
 
 /// Why applying stopped early.
@@ -172,7 +176,7 @@ impl Engine<'_> {
                 return Outcome::Refused { message, run: Some(journal.run.clone()) };
             }
         };
-        let ctx = RunCtx { plugin, call, plan: &plan, previews: &previews, journal: &journal, lang, by: "run", who };
+        let ctx = RunCtx { plugin, call, plan: &plan, previews: &previews, journal: &journal, lang, by: "run", who, check_first: false };
         let mut states = vec![StepState::NotStarted; plan.steps.len()];
         self.execute(&ctx, &mut states).await
     }
@@ -200,45 +204,6 @@ impl Engine<'_> {
             Ok(locks) => locks,
             Err(message) => return Outcome::Refused { message: format!("{who}: {message}; nothing was changed"), run: Some(run) },
         };
-        // Ask every unfinished step whether its effect is already in place.
-        for (index, step) in plan.steps.iter().enumerate() {
-            if states[index] == StepState::Done {
-                continue;
-            }
-            let (state, detail) = match self.sandbox.check(&plugin, &call, step, self.caps, self.events, lang).await {
-                Ok(check) => (check.state, self.reveal(pick(&check.detail, lang))),
-                Err(e) => (CheckState::Unknown, self.call_error_text(e, lang)),
-            };
-            let _ = journal.append(&Record::Check { at: timefmt::now(), index, step: step.id.clone(), state: check_name(state).into(), detail: detail.clone() });
-            let changed = states.iter().any(|s| *s == StepState::Done);
-            match state {
-                CheckState::Done => states[index] = StepState::Done,
-                CheckState::NotDone => {}
-                CheckState::Stale => {
-                    let message = format!(
-                        "{who}: step {} ({}) no longer fits the live state: {detail}. The plan is outdated: nothing more was applied; plan again by running the command anew",
-                        step.id, previews[index].title
-                    );
-                    let _ = journal.end("refused", if changed { crate::Exit::FailedChanged.code() } else { crate::Exit::Refused.code() }, &message);
-                    return if changed {
-                        Outcome::Failed { message, changed, step: Some(step.id.clone()), run: Some(run), results: Vec::new() }
-                    } else {
-                        Outcome::Refused { message, run: Some(run) }
-                    };
-                }
-                CheckState::Unknown => {
-                    let was_started = matches!(states[index], StepState::InFlight | StepState::Unknown | StepState::Failed);
-                    if was_started && !step.idempotent {
-                        let message = format!(
-                            "{who}: cannot tell whether step {} ({}) took effect before the run stopped: {detail}. Check it by hand, then `opsh retry {run} {}` or `opsh resume {run}` again",
-                            step.id, previews[index].title, step.id
-                        );
-                        let _ = journal.end("unknown", crate::Exit::Unknown.code(), &message);
-                        return Outcome::Unknown { message, step: Some(step.id.clone()), run: Some(run), results: Vec::new() };
-                    }
-                }
-            }
-        }
         let done = states.iter().filter(|s| **s == StepState::Done).count();
         let remaining: Vec<StepPreview> = previews.iter().zip(&states).filter(|(_, s)| **s != StepState::Done).map(|(p, _)| p.clone()).collect();
         self.operator.plan(
@@ -255,7 +220,7 @@ impl Engine<'_> {
                 return refusal;
             }
         }
-        let ctx = RunCtx { plugin: &plugin, call: &call, plan: &plan, previews: &previews, journal: &journal, lang, by: "resume", who };
+        let ctx = RunCtx { plugin: &plugin, call: &call, plan: &plan, previews: &previews, journal: &journal, lang, by: "resume", who, check_first: true };
         self.execute(&ctx, &mut states).await
     }
 
@@ -309,7 +274,7 @@ impl Engine<'_> {
         if let Some(refusal) = self.confirm(options, 1, &who) {
             return refusal;
         }
-        let ctx = RunCtx { plugin: &plugin, call: &call, plan: &plan, previews: &previews, journal: &journal, lang, by: "retry", who };
+        let ctx = RunCtx { plugin: &plugin, call: &call, plan: &plan, previews: &previews, journal: &journal, lang, by: "retry", who, check_first: false };
         let _applying = self.interrupt.begin();
         let mut reports = Vec::new();
         let changed = log.states().iter().any(|s| *s == StepState::Done);
@@ -375,11 +340,26 @@ impl Engine<'_> {
         while index < total {
             let group = &ctx.plan.steps[index].group;
             let end = if group.is_empty() { index + 1 } else { index + ctx.plan.steps[index..].iter().take_while(|s| &s.group == group).count() };
-            let pending: Vec<usize> = (index..end).filter(|i| states[*i] != StepState::Done).collect();
+            let mut pending: Vec<usize> = (index..end).filter(|i| states[*i] != StepState::Done).collect();
             if !pending.is_empty() {
                 let changed = states.iter().any(|s| *s == StepState::Done);
                 if self.interrupt.presses() >= 1 {
                     return self.stopped(ctx, Stop::Interrupted, changed, reports);
+                }
+                if ctx.check_first {
+                    let mut still = Vec::with_capacity(pending.len());
+                    for i in pending {
+                        match self.precheck(ctx, i, states[i], &mut reports).await {
+                            Ok(true) => states[i] = StepState::Done,
+                            Ok(false) => still.push(i),
+                            Err(stop) => return self.stopped(ctx, stop, changed, reports),
+                        }
+                    }
+                    pending = still;
+                    if pending.is_empty() {
+                        index = end;
+                        continue;
+                    }
                 }
                 let result = if pending.len() == 1 { self.apply_step(ctx, pending[0], total, &mut reports).await } else { self.apply_group(ctx, group, &pending, total, &mut reports).await };
                 for report in &reports {
@@ -409,6 +389,57 @@ impl Engine<'_> {
             Err(e) => {
                 let text = self.call_error_text(e, ctx.lang);
                 self.stopped(ctx, Stop::Failed { message: format!("every step was applied, but verifying the goal failed: {text}"), step: None }, true, reports)
+            }
+        }
+    }
+
+    /// Resume: is this step's effect already in place? `Ok(true)` skips it. A step that was
+    /// started before the run stopped and whose check cannot tell is not applied again unless it
+    /// is idempotent.
+    async fn precheck(&self, ctx: &RunCtx<'_>, index: usize, state: StepState, reports: &mut Vec<StepReport>) -> Result<bool, Stop> {
+        let step = &ctx.plan.steps[index];
+        let title = &ctx.previews[index].title;
+        let (check, detail) = match self.sandbox.check(ctx.plugin, ctx.call, step, self.caps, self.events, ctx.lang).await {
+            Ok(check) => (check.state, self.reveal(pick(&check.detail, ctx.lang))),
+            Err(e) => (CheckState::Unknown, self.call_error_text(e, ctx.lang)),
+        };
+        let record = Record::Check { at: timefmt::now(), index, step: step.id.clone(), state: check_name(check).into(), detail: detail.clone() };
+        if let Err(e) = ctx.journal.append(&record) {
+            return Err(Stop::Failed { message: format!("cannot journal the check of step {}: {e:#}", step.id), step: Some(step.id.clone()) });
+        }
+        match check {
+            CheckState::Done => {
+                let _ = ctx.journal.result(index, &step.id, StepStatus::Skipped, &format!("already in effect: {detail}"), 0);
+                reports.push(StepReport {
+                    index,
+                    id: step.id.clone(),
+                    title: title.clone(),
+                    target: step.target.clone(),
+                    status: StepStatus::Skipped,
+                    message: format!("already in effect: {detail}"),
+                    duration_ms: 0,
+                });
+                self.operator.step_finished(index, ctx.plan.steps.len(), &ctx.previews[index], &Ok(format!("already in effect ({detail})")));
+                Ok(true)
+            }
+            CheckState::NotDone => Ok(false),
+            CheckState::Stale => Err(Stop::Stale {
+                message: format!("step {} ({title}) no longer fits the live state: {detail}. The plan is outdated and was not applied blindly; plan again by running the command anew", step.id),
+                step: step.id.clone(),
+            }),
+            CheckState::Unknown => {
+                let started = matches!(state, StepState::InFlight | StepState::Unknown | StepState::Failed);
+                if started && !step.idempotent {
+                    let run = &ctx.journal.run;
+                    return Err(Stop::Unknown {
+                        message: format!(
+                            "cannot tell whether step {} ({title}) took effect before the run stopped: {detail}. Check it by hand, then `opsh retry {run} {}`",
+                            step.id, step.id
+                        ),
+                        step: Some(step.id.clone()),
+                    });
+                }
+                Ok(false)
             }
         }
     }
