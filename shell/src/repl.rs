@@ -20,6 +20,7 @@ const LINE_FLAGS: &[&str] = &["--dry-run", "--yes", "--output", "--lang"];
 
 struct OpshHelper {
     plugins: Vec<PluginInfo>,
+    journal_dir: std::path::PathBuf,
     hosts: Vec<String>,
     databases: Vec<String>,
     topologies: Vec<String>,
@@ -32,6 +33,7 @@ impl OpshHelper {
         let inventory: &Inventory = &session.caps.inventory;
         Self {
             plugins: session.registry.plugins.iter().map(|p| p.info.clone()).collect(),
+            journal_dir: session.paths.journal_dir(),
             hosts: inventory.hosts.keys().cloned().chain(["local".to_string()]).collect(),
             databases: inventory.databases.keys().cloned().collect(),
             topologies: inventory.topologies.keys().cloned().collect(),
@@ -47,6 +49,19 @@ impl OpshHelper {
             names.extend(self.plugins.iter().map(|p| p.name.clone()));
             return names;
         };
+        if matches!(first.as_str(), "journal" | "resume" | "retry") {
+            return match before.len() {
+                1 => self.run_ids(),
+                2 if first == "retry" => opsh_host::journal::RunLog::read(&self.journal_dir, &before[1])
+                    .ok()
+                    .and_then(|log| log.header().map(|h| h.2.steps.iter().map(|s| s.id.clone()).collect()))
+                    .unwrap_or_default(),
+                _ => Vec::new(),
+            };
+        }
+        if first == "plan" {
+            return self.candidates(&before[1..]);
+        }
         if first == "help" {
             return match before.len() {
                 1 => self.plugins.iter().map(|p| p.name.clone()).collect(),
@@ -90,6 +105,15 @@ impl OpshHelper {
         out.extend(command.args.iter().filter(|a| a.kind != ArgKind::Positional).map(|a| format!("--{}", a.name)));
         out.extend(LINE_FLAGS.iter().map(|f| f.to_string()));
         out
+    }
+
+    /// Run ids in the journal, newest first.
+    fn run_ids(&self) -> Vec<String> {
+        let mut ids: Vec<String> = std::fs::read_dir(&self.journal_dir)
+            .map(|entries| entries.flatten().filter_map(|e| e.file_name().to_str().and_then(|n| n.strip_suffix(".jsonl")).map(str::to_string)).collect())
+            .unwrap_or_default();
+        ids.sort_by(|a, b| b.cmp(a));
+        ids
     }
 
     fn complete_kind(&self, completion: &Completion) -> Vec<String> {
