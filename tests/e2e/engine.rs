@@ -329,3 +329,21 @@ fn no_file_or_output_of_the_suite_holds_a_password() {
         assert!(!content.contains(&password), "password in {}", path.display());
     }
 }
+
+#[test]
+fn a_step_whose_check_says_the_world_changed_is_refused_on_resume() {
+    let world = World::new();
+    prepare(&world);
+    std::fs::write(marker(&world, "fail-stop-app"), "").expect("marker");
+    let run = runbook(&world, &[]);
+    assert_eq!(run.code, 3, "{run:?}");
+    let id = world.runs().pop().expect("run");
+    std::fs::remove_file(marker(&world, "fail-stop-app")).expect("fix");
+    world.sql("alpha", "app", "DROP TABLE probe_log");
+    let resumed = world.opsh(&["--yes", "resume", &id]);
+    assert_eq!(resumed.code, 3, "{resumed:?}");
+    assert!(resumed.stderr.contains("step insert-5 (insert step-5 (not idempotent)) no longer fits the live state"), "{resumed:?}");
+    let log = std::fs::read_to_string(world.lab.host_file("alpha", "/usr/local/var/lib/runbook.log")).unwrap_or_default();
+    assert_eq!(log, "once\n", "the steps before it ran; nothing after it");
+    assert_eq!(world.lab.host_exec("alpha", &["/usr/local/bin/labsvc", "status", "app"]).expect("status").status.code(), Some(3), "start-app did not run");
+}
