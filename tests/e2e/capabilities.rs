@@ -90,7 +90,7 @@ fn file_edit_is_atomic_keeps_mode_owner_and_a_backup() {
 }
 
 #[test]
-fn a_file_changed_since_the_plan_read_it_is_not_overwritten() {
+fn a_write_with_an_outdated_hash_is_refused_by_file_edit_itself() {
     let world = World::new();
     let path = world.lab.host_file("alpha", "/usr/local/etc/app.properties");
     std::fs::write(&path, "db.host=changed-by-someone-else\n").expect("seed file");
