@@ -111,6 +111,19 @@ struct RunCtx<'r> {
     check_first: bool,
 }
 
+/// A journaled run reopened for resume or retry.
+struct Reopened {
+    log: RunLog,
+    plugin: Arc<LoadedPlugin>,
+    call: Invocation,
+    plan: ChangePlan,
+    previews: Vec<StepPreview>,
+    line: String,
+    run: String,
+    journal: Journal,
+    locks: lock::Locks,
+}
+
 /// Why applying stopped early.
 enum Stop {
     Failed { message: String, step: Option<String> },
@@ -183,27 +196,16 @@ impl Engine<'_> {
 
     /// Continue a journaled run from the first step not known to be done.
     pub async fn resume(&self, registry: &Registry, run: &str, options: &RunOptions) -> Outcome {
-        let (log, plugin) = match self.load_run(registry, run) {
-            Ok(found) => found,
+        let Reopened { log, plugin, call, plan, previews, line, run, journal, locks: _locks } = match self.reopen(registry, run, "resume") {
+            Ok(reopened) => reopened,
             Err(outcome) => return outcome,
         };
-        let Some((_, call, plan, previews, line, _)) = log.header() else { return Outcome::refused(format!("run {run}: the journal has no plan")) };
-        let (call, plan, previews, line) = (call.clone(), plan.clone(), previews.to_vec(), line.to_string());
-        let run = log.run.clone();
         let lang = options.lang.as_str();
         let who = format!("resume {run} ({line})");
         let mut states = log.states();
         if states.iter().all(|s| *s == StepState::Done) && log.status() == "done" {
             return Outcome::Done { run: Some(run.clone()), steps: previews, results: Vec::new(), verification: Vec::new(), message: format!("run {run} finished already; nothing to resume") };
         }
-        let journal = match Journal::reopen(&self.journal_dir, &run, self.redact.clone()) {
-            Ok(journal) => journal,
-            Err(e) => return Outcome::refused(format!("{who}: {e:#}")),
-        };
-        let _locks = match self.lock(&plan, &run) {
-            Ok(locks) => locks,
-            Err(message) => return Outcome::Refused { message: format!("{who}: {message}; nothing was changed"), run: Some(run) },
-        };
         let done = states.iter().filter(|s| **s == StepState::Done).count();
         let remaining: Vec<StepPreview> = previews.iter().zip(&states).filter(|(_, s)| **s != StepState::Done).map(|(p, _)| p.clone()).collect();
         self.operator.plan(
@@ -226,26 +228,15 @@ impl Engine<'_> {
 
     /// Apply one step of a journaled run again (after fixing what made it fail).
     pub async fn retry(&self, registry: &Registry, run: &str, step_id: &str, options: &RunOptions) -> Outcome {
-        let (log, plugin) = match self.load_run(registry, run) {
-            Ok(found) => found,
+        let Reopened { log, plugin, call, plan, previews, line, run, journal, locks: _locks } = match self.reopen(registry, run, &format!("retry {step_id}")) {
+            Ok(reopened) => reopened,
             Err(outcome) => return outcome,
         };
-        let Some((_, call, plan, previews, line, _)) = log.header() else { return Outcome::refused(format!("run {run}: the journal has no plan")) };
-        let (call, plan, previews, line) = (call.clone(), plan.clone(), previews.to_vec(), line.to_string());
-        let run = log.run.clone();
         let lang = options.lang.as_str();
         let who = format!("retry {run} {step_id} ({line})");
         let Some(index) = plan.steps.iter().position(|s| s.id == step_id) else {
             let ids: Vec<&str> = plan.steps.iter().map(|s| s.id.as_str()).collect();
             return Outcome::Usage { message: format!("run {run} has no step {step_id:?}; its steps: {}", ids.join(", ")) };
-        };
-        let journal = match Journal::reopen(&self.journal_dir, &run, self.redact.clone()) {
-            Ok(journal) => journal,
-            Err(e) => return Outcome::refused(format!("{who}: {e:#}")),
-        };
-        let _locks = match self.lock(&plan, &run) {
-            Ok(locks) => locks,
-            Err(message) => return Outcome::Refused { message: format!("{who}: {message}; nothing was changed"), run: Some(run) },
         };
         let step = &plan.steps[index];
         let check = self.sandbox.check(&plugin, &call, step, self.caps, self.events, lang).await;
@@ -290,17 +281,28 @@ impl Engine<'_> {
         }
     }
 
-    fn load_run(&self, registry: &Registry, run: &str) -> Result<(RunLog, Arc<LoadedPlugin>), Outcome> {
+    /// Reopen a journaled run for `resume` / `retry`: its plan, its plugin, its journal (appended
+    /// to), and the locks of the topologies it touches.
+    fn reopen(&self, registry: &Registry, run: &str, verb: &str) -> Result<Reopened, Outcome> {
         let log = RunLog::read(&self.journal_dir, run).map_err(|e| Outcome::Usage { message: format!("{e:#}") })?;
-        let Some((plugin_name, ..)) = log.header() else { return Err(Outcome::refused(format!("run {run}: the journal has no plan"))) };
+        let Some((plugin_name, call, plan, previews, line, _)) = log.header() else {
+            return Err(Outcome::refused(format!("run {run}: the journal has no plan")));
+        };
+        let run = log.run.clone();
         let plugin = registry
             .find(plugin_name)
             .cloned()
-            .ok_or_else(|| Outcome::refused(format!("run {}: plugin {plugin_name} is not loaded here; install it and try again", log.run)))?;
+            .ok_or_else(|| Outcome::refused(format!("run {run}: plugin {plugin_name} is not loaded here; install it and try again")))?;
         if log.status() == "running" {
-            return Err(Outcome::Refused { message: format!("run {} is still running (pid {}); wait for it or stop it first", log.run, log.pid()), run: Some(log.run.clone()) });
+            return Err(Outcome::Refused { message: format!("run {run} is still running (pid {}); wait for it or stop it first", log.pid()), run: Some(run) });
         }
-        Ok((log, plugin))
+        let (call, plan, previews, line) = (call.clone(), plan.clone(), previews.to_vec(), line.to_string());
+        let who = format!("{verb} {run} ({line})");
+        let journal = Journal::reopen(&self.journal_dir, &run, self.redact.clone()).map_err(|e| Outcome::refused(format!("{who}: {e:#}")))?;
+        let locks = self
+            .lock(&plan, &run)
+            .map_err(|message| Outcome::Refused { message: format!("{who}: {message}; nothing was changed"), run: Some(run.clone()) })?;
+        Ok(Reopened { log, plugin, call, plan, previews, line, run, journal, locks })
     }
 
     fn confirm(&self, options: &RunOptions, steps: usize, who: &str) -> Option<Outcome> {
