@@ -7,5 +7,6 @@ mod capabilities;
 mod engine;
 mod errors;
 mod lab_drills;
+mod otb_lab;
 mod sandbox;
 mod shell;

@@ -26,6 +26,8 @@ pub const LAB_USER: &str = "opshlab";
 pub const SSH_PORT: u16 = 2222;
 const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
 const LABSVC: &str = include_str!("../assets/labsvc");
+const OTB_PG_CTL: &str = include_str!("../assets/otb-pg_ctl");
+const OTB_GTM_CTL: &str = include_str!("../assets/otb-gtm_ctl");
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct HostState {
@@ -47,6 +49,12 @@ pub struct ClusterState {
     pub socket_dir: PathBuf,
     pub databases: Vec<String>,
     pub standby_of: Option<String>,
+    /// The data directory as the host sees it (what `pg_ctl -D` is given on the host).
+    #[serde(default)]
+    pub host_data_dir: String,
+    /// OpenTenBase node name and type when the cluster is a coordinator or datanode.
+    #[serde(default)]
+    pub pgxc: Option<(String, String)>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -125,6 +133,13 @@ impl Lab {
             fs::set_permissions(local.join("bin/labsvc"), fs::Permissions::from_mode(0o755))?;
             for service in &spec.services {
                 fs::write(local.join("etc/labsvc").join(service), format!("# lab service {service}\nexec sleep 2147483647\n"))?;
+            }
+            if topology.clusters.iter().any(|c| c.pgxc.is_some()) || !topology.gtms.is_empty() {
+                // OpenTenBase's tools, as stand-ins, first on the host's PATH.
+                for (name, script) in [("pg_ctl", OTB_PG_CTL), ("gtm_ctl", OTB_GTM_CTL)] {
+                    fs::write(local.join("bin").join(name), script)?;
+                    fs::set_permissions(local.join("bin").join(name), fs::Permissions::from_mode(0o755))?;
+                }
             }
             for (path, content) in &spec.files {
                 let target = local.join(path.trim_start_matches("/usr/local/"));
@@ -206,6 +221,15 @@ impl Lab {
             self.start_cluster(spec, uid, gid, password)?;
             self.save()?;
         }
+        self.install_pgxc_catalog(topology)?;
+        for gtm in &topology.gtms {
+            let dir = self.host_file(&gtm.host, &gtm.data_dir);
+            fs::create_dir_all(&dir)?;
+            fs::write(dir.join("gtm.control"), format!("role={}\nport={}\nnode={}\n", gtm.role, gtm.port, gtm.node))?;
+            chown_tree(&self.state.dir.join("hosts").join(&gtm.host).join("usr-local"), uid, gid)?;
+            let output = self.host_exec(&gtm.host, &["gtm_ctl", "-Z", "gtm", "-D", &gtm.data_dir, "start"])?;
+            check(&output, &format!("starting the GTM on {}", gtm.host))?;
+        }
         for host in &self.state.hosts {
             for service in &host.services {
                 let output = self.host_exec(&host.name, &["/usr/local/bin/labsvc", "start", service])?;
@@ -220,7 +244,21 @@ impl Lab {
     fn start_cluster(&mut self, spec: &crate::topology::ClusterSpec, uid: u32, gid: u32, password: &str) -> Result<()> {
         let host = self.host(&spec.host)?.clone();
         let host_dir = self.state.dir.join("hosts").join(&host.name);
-        let data_dir = host_dir.join("pg").join(&spec.name);
+        let (data_dir, host_data_dir) = match &spec.data_dir {
+            Some(path) => (self.host_file(&host.name, path), path.clone()),
+            None => {
+                let dir = host_dir.join("pg").join(&spec.name);
+                let shown = dir.display().to_string();
+                (dir, shown)
+            }
+        };
+        if let Some(parent) = data_dir.parent() {
+            fs::create_dir_all(parent)?;
+            chown(parent, uid, gid)?;
+            if let Some(grand) = parent.parent() {
+                chown(grand, uid, gid)?;
+            }
+        }
         let socket_dir = host_dir.join("run");
         let tls = self.state.dir.join("tls");
         // The server key must belong to the server's user and be private.
@@ -241,11 +279,12 @@ impl Lab {
         fs::set_permissions(&passfile, fs::Permissions::from_mode(0o600))?;
         chown(&passfile, uid, gid)?;
 
+        // An OpenTenBase node listens on its socket only: the node proxy owns address:port.
+        let listen = if spec.pgxc.is_some() { String::new() } else { host.address.clone() };
         let own_settings = format!(
-            "\n# opsh lab: cluster {name} on host {host}\nlisten_addresses = '{address}'\nport = {port}\nunix_socket_directories = '{socket}'\nssl = on\nssl_cert_file = '{cert}'\nssl_key_file = '{key}'\n",
+            "\n# opsh lab: cluster {name} on host {host}\nlisten_addresses = '{listen}'\nport = {port}\nunix_socket_directories = '{socket}'\nssl = on\nssl_cert_file = '{cert}'\nssl_key_file = '{key}'\n",
             name = spec.name,
             host = host.name,
-            address = host.address,
             port = spec.port,
             socket = socket_dir.display(),
             cert = cert.display(),
@@ -266,7 +305,7 @@ impl Lab {
                 )?;
                 fs::write(
                     data_dir.join("pg_hba.conf"),
-                    "# opsh lab: passwords (scram-sha-256) over TCP; the socket directory is private to the lab user\nlocal all all trust\nhost all all 127.0.0.1/32 scram-sha-256\nhost replication all 127.0.0.1/32 scram-sha-256\n",
+                    "# opsh lab: passwords (scram-sha-256) for everyone but the lab's own administration on the private socket\nlocal all opshlab trust\nlocal all all scram-sha-256\nlocal replication all scram-sha-256\nhost all all 127.0.0.1/32 scram-sha-256\nhost replication all 127.0.0.1/32 scram-sha-256\n",
                 )?;
             }
             Some(primary_name) => {
@@ -284,9 +323,12 @@ impl Lab {
         fs::set_permissions(&data_dir, fs::Permissions::from_mode(0o700))?;
         let log = host_dir.join("log").join(format!("{}.log", spec.name));
         let output = self.host_exec(&host.name, &[
-            &format!("{PG_BIN}/pg_ctl"), "-D", &data_dir.display().to_string(), "-l", &log.display().to_string(), "-w", "-t", "60", "start",
+            &format!("{PG_BIN}/pg_ctl"), "-D", &host_data_dir, "-l", &log.display().to_string(), "-w", "-t", "60", "start",
         ])?;
         check(&output, &format!("starting cluster {} on host {}", spec.name, host.name))?;
+        if spec.pgxc.is_some() {
+            self.start_node_proxy(&host, spec.port, &socket_dir.join(format!(".s.PGSQL.{}", spec.port)))?;
+        }
         let cluster = ClusterState {
             name: spec.name.clone(),
             host: host.name.clone(),
@@ -296,6 +338,8 @@ impl Lab {
             socket_dir,
             databases: spec.databases.clone(),
             standby_of: spec.standby_of.clone(),
+            host_data_dir,
+            pgxc: spec.pgxc.as_ref().map(|p| (p.node.clone(), p.node_type.clone())),
         };
         if spec.standby_of.is_none() {
             let mut sql = format!("CREATE ROLE opsh LOGIN SUPERUSER REPLICATION PASSWORD '{password}';\n");
@@ -306,6 +350,67 @@ impl Lab {
         }
         self.state.clusters.push(cluster);
         Ok(())
+    }
+
+    /// The OpenTenBase node proxy for a cluster: in the host's namespace, on its address and port.
+    fn start_node_proxy(&self, host: &HostState, port: u16, backend: &Path) -> Result<()> {
+        let helper = helper_binary()?;
+        let log = fs::OpenOptions::new().create(true).append(true).open(self.state.dir.join("hosts").join(&host.name).join("log/node-proxy.log"))?;
+        let listen = format!("{}:{port}", host.address);
+        let mut child = Command::new("nsenter")
+            .args(["-t", &host.sshd_pid.to_string(), "-m", "--", "setsid"])
+            .arg(&helper)
+            .args(["otb-proxy", "--listen", &listen, "--backend"])
+            .arg(backend)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .with_context(|| format!("starting the node proxy {}", helper.display()))?;
+        std::thread::spawn(move || {
+            let _ = child.wait();
+        });
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while TcpStream::connect_timeout(&listen.parse()?, Duration::from_millis(200)).is_err() {
+            if Instant::now() > deadline {
+                bail!("the node proxy on {listen} did not start");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(())
+    }
+
+    /// pgxc_node on every coordinator and datanode primary: every node at its master's address,
+    /// and the GTM master.
+    fn install_pgxc_catalog(&self, topology: &Topology) -> Result<()> {
+        let primaries: Vec<&ClusterState> = self.state.clusters.iter().filter(|c| c.pgxc.is_some() && c.standby_of.is_none()).collect();
+        if primaries.is_empty() {
+            return Ok(());
+        }
+        let mut rows = Vec::new();
+        for (id, cluster) in primaries.iter().enumerate() {
+            let (node, node_type) = cluster.pgxc.clone().unwrap_or_default();
+            let kind = if node_type == "coordinator" { "C" } else { "D" };
+            rows.push(format!("('{node}', '{kind}', {}, '{}', false, false, {})", cluster.port, cluster.address, id + 1));
+        }
+        for gtm in topology.gtms.iter().filter(|g| g.role == "master") {
+            let address = &self.host(&gtm.host)?.address;
+            rows.push(format!("('{}', 'G', {}, '{address}', false, false, {})", gtm.node, gtm.port, rows.len() + 1));
+        }
+        let sql = format!("{}\nINSERT INTO public.pgxc_node VALUES {};\n", crate::otb_proxy::CATALOG_SQL, rows.join(", "));
+        for cluster in primaries {
+            self.psql_as_admin(cluster, "postgres", &sql)?;
+        }
+        Ok(())
+    }
+
+    /// Start a stopped (crashed) cluster again.
+    pub fn start(&self, target: &str) -> Result<String> {
+        let cluster = self.cluster(target)?;
+        let log = self.state.dir.join("hosts").join(&cluster.host).join("log").join(format!("{}.log", cluster.name));
+        let output = self.host_exec(&cluster.host, &[&format!("{PG_BIN}/pg_ctl"), "-D", &cluster.host_data_dir, "-l", &log.display().to_string(), "-w", "-t", "60", "start"])?;
+        check(&output, &format!("starting cluster {}", cluster.name))?;
+        Ok(format!("cluster {} on {} started", cluster.name, cluster.host))
     }
 
     /// Run SQL as the cluster's superuser through its private socket (lab administration and
@@ -435,7 +540,12 @@ impl Lab {
                 None => cluster.databases.clone(),
                 Some(primary) => self.cluster(primary)?.databases.clone(),
             };
-            for db in names.iter().map(String::as_str).chain(["postgres"]) {
+            let entries: Vec<(String, &str)> = if cluster.pgxc.is_some() {
+                vec![(cluster.name.clone(), "postgres")]
+            } else {
+                names.iter().map(String::as_str).chain(["postgres"]).map(|db| (format!("{}-{db}", cluster.name), db)).collect()
+            };
+            for (entry_name, db) in entries {
                 let mut entry = toml::Table::new();
                 entry.insert("host".into(), cluster.host.clone().into());
                 entry.insert("port".into(), i64::from(cluster.port).into());
@@ -444,13 +554,23 @@ impl Lab {
                 let mut password = toml::Table::new();
                 password.insert("file".into(), dir.join("secrets/db-password").display().to_string().into());
                 entry.insert("password".into(), password.into());
-                entry.insert("sslmode".into(), "verify-full".into());
-                entry.insert("sslrootcert".into(), dir.join("tls/ca.crt").display().to_string().into());
                 let mut attributes = toml::Table::new();
                 attributes.insert("cluster".into(), cluster.name.clone().into());
-                attributes.insert("data-dir".into(), cluster.data_dir.display().to_string().into());
+                attributes.insert("data-dir".into(), cluster.host_data_dir.clone().into());
+                match &cluster.pgxc {
+                    Some((node, node_type)) => {
+                        // The node proxy does not do TLS (as OpenTenBase setups often do not).
+                        entry.insert("sslmode".into(), "disable".into());
+                        attributes.insert("otb-node".into(), node.clone().into());
+                        attributes.insert("otb-type".into(), node_type.clone().into());
+                    }
+                    None => {
+                        entry.insert("sslmode".into(), "verify-full".into());
+                        entry.insert("sslrootcert".into(), dir.join("tls/ca.crt").display().to_string().into());
+                    }
+                }
                 entry.insert("attributes".into(), attributes.into());
-                databases.insert(format!("{}-{db}", cluster.name), entry.into());
+                databases.insert(entry_name, entry.into());
             }
         }
         inventory.insert("databases".into(), databases.into());
@@ -587,6 +707,22 @@ impl Lab {
         }
         lines
     }
+}
+
+/// The `opsh-lab` binary (it also serves the node proxy): this program when it is `opsh-lab`,
+/// otherwise the one beside the running executable (tests run from target/debug/deps).
+pub fn helper_binary() -> Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    if exe.file_name().is_some_and(|n| n == "opsh-lab") {
+        return Ok(exe);
+    }
+    for dir in exe.ancestors().skip(1).take(3) {
+        let candidate = dir.join("opsh-lab");
+        if candidate.is_file() {
+            return Ok(candidate);
+        }
+    }
+    bail!("cannot find the opsh-lab binary next to {}; build it with `cargo build -p opsh-lab`", exe.display())
 }
 
 fn merge(into: &mut toml::Table, extra: &toml::Table) {

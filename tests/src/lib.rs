@@ -2,6 +2,7 @@
 //! host, built from topology files; used by `scripts/lab`, `scripts/demo` and the end-to-end tests.
 
 pub mod lab;
+pub mod otb_proxy;
 pub mod procs;
 pub mod topology;
 

@@ -35,6 +35,16 @@ enum LabCommand {
     Cut { host: String },
     /// Make a cut host reachable again.
     Heal { host: String },
+    /// Start a stopped (crashed) cluster again.
+    Start { target: String },
+    /// (internal) The OpenTenBase node proxy the lab runs in front of a coordinator or datanode.
+    #[command(hide = true)]
+    OtbProxy {
+        #[arg(long)]
+        listen: String,
+        #[arg(long)]
+        backend: PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
@@ -52,6 +62,8 @@ fn main() -> ExitCode {
         LabCommand::Crash { target } => Lab::open(&cli.dir).and_then(|lab| lab.crash(&target)),
         LabCommand::Cut { host } => Lab::open(&cli.dir).and_then(|mut lab| lab.cut(&host)),
         LabCommand::Heal { host } => Lab::open(&cli.dir).and_then(|mut lab| lab.heal(&host)),
+        LabCommand::Start { target } => Lab::open(&cli.dir).and_then(|lab| lab.start(&target)),
+        LabCommand::OtbProxy { listen, backend } => opsh_lab::otb_proxy::serve(&listen, &backend).map(|()| String::new()),
     };
     match result {
         Ok(text) => {

@@ -15,6 +15,9 @@ pub struct Topology {
     pub hosts: Vec<HostSpec>,
     #[serde(default)]
     pub clusters: Vec<ClusterSpec>,
+    /// OpenTenBase GTM stand-ins (`gtm_ctl -Z gtm`), master and standby.
+    #[serde(default)]
+    pub gtms: Vec<GtmSpec>,
     /// Merged into the generated inventory (e.g. `[inventory.topologies.x]`, `[inventory.grants.y]`).
     #[serde(default)]
     pub inventory: Option<toml::Table>,
@@ -49,6 +52,35 @@ pub struct ClusterSpec {
     /// `wal_level` (`replica` or `logical`).
     #[serde(default = "default_wal_level")]
     pub wal_level: String,
+    /// The data directory as the host sees it (under /usr/local, so each lab host has its own);
+    /// default: outside the host's view, in the lab directory.
+    pub data_dir: Option<String>,
+    /// An OpenTenBase coordinator or datanode: fronted by the lab's node proxy (ALTER NODE,
+    /// pgxc_node, pgxc_pool_reload) on its address and port.
+    pub pgxc: Option<PgxcSpec>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PgxcSpec {
+    /// The node's name in pgxc_node, e.g. `dn01` (master and standby share it).
+    pub node: String,
+    /// `coordinator` or `datanode`.
+    #[serde(rename = "type")]
+    pub node_type: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GtmSpec {
+    pub host: String,
+    /// The GTM's name in pgxc_node, e.g. `gtm_1`.
+    pub node: String,
+    pub port: u16,
+    /// `master` or `standby`.
+    pub role: String,
+    /// As the host sees it, under /usr/local.
+    pub data_dir: String,
 }
 
 fn default_port() -> u16 {
@@ -59,7 +91,7 @@ fn default_wal_level() -> String {
     "replica".into()
 }
 
-const BUILTIN: &[(&str, &str)] = &[("basic", include_str!("../topologies/basic.toml"))];
+const BUILTIN: &[(&str, &str)] = &[("basic", include_str!("../topologies/basic.toml")), ("otb", include_str!("../topologies/otb.toml"))];
 
 impl Topology {
     /// A built-in name (`basic`) or a path to a topology file.
@@ -122,8 +154,23 @@ impl Topology {
                     bail!("cluster {}: a standby gets its databases from its primary; remove `databases`", cluster.name);
                 }
             }
+            if let Some(pgxc) = &cluster.pgxc {
+                if !["coordinator", "datanode"].contains(&pgxc.node_type.as_str()) {
+                    bail!("cluster {}: pgxc type must be coordinator or datanode", cluster.name);
+                }
+            }
+            if let Some(dir) = &cluster.data_dir {
+                if !dir.starts_with("/usr/local/") || dir.contains("..") {
+                    bail!("cluster {}: data_dir must be under /usr/local (the host's own)", cluster.name);
+                }
+            }
             if self.clusters.iter().filter(|c| c.host == cluster.host && c.port == cluster.port).count() > 1 {
                 bail!("host {}: two clusters on port {}", cluster.host, cluster.port);
+            }
+        }
+        for gtm in &self.gtms {
+            if !self.hosts.iter().any(|h| h.name == gtm.host) || !["master", "standby"].contains(&gtm.role.as_str()) || !gtm.data_dir.starts_with("/usr/local/") {
+                bail!("gtm on {}: needs a topology host, role master or standby, and a data_dir under /usr/local", gtm.host);
             }
         }
         Ok(())
