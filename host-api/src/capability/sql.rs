@@ -365,10 +365,23 @@ fn classify_query_error(database: &str, e: tokio_postgres::Error, read_only: boo
     }
     if closed {
         return CapabilityError::Timeout(format!(
-            "database {database}: the connection was lost during the statement ({e}): outcome unknown — check whether it took effect"
+            "database {database}: the connection was lost during the statement ({}): outcome unknown — check whether it took effect",
+            with_causes(&e)
         ));
     }
-    CapabilityError::Failed(format!("database {database}: {e}"))
+    CapabilityError::Failed(format!("database {database}: {}", with_causes(&e)))
+}
+
+/// tokio-postgres' messages leave out their cause ("error deserializing column 0"): add it.
+fn with_causes(e: &dyn StdError) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }
 
 /// Every parameter is sent in PostgreSQL's text format, so the server parses it as whatever
@@ -434,6 +447,7 @@ impl<'a> tokio_postgres::types::FromSql<'a> for Cell {
             Type::TIMESTAMP => Value::Text(timestamp_text(i64::from_sql(&Type::INT8, raw)?, "")),
             Type::TIMESTAMPTZ => Value::Text(timestamp_text(i64::from_sql(&Type::INT8, raw)?, "+00")),
             Type::DATE => Value::Text(date_text(i32::from_sql(&Type::INT4, raw)?.into())),
+            Type::VOID => Value::Null,
             _ if <String as FromSql>::accepts(ty) => Value::Text(String::from_sql(ty, raw)?),
             _ => {
                 return Err(format!("opsh cannot decode type {}; cast the column to text in the query (col::text)", ty.name()).into());

@@ -20,6 +20,7 @@ wit_bindgen::generate!({
 });
 
 pub mod args;
+pub mod data;
 pub mod build;
 pub mod quote;
 pub mod rows;
@@ -32,6 +33,7 @@ pub use opsh::plugin::types::{CapabilityError, Text};
 pub use opsh::plugin::{file_edit, host, service, sql, ssh};
 
 pub use args::Args;
+pub use data::StepData;
 pub use build::{bad, command, good, plain, step, table, text, warn};
 pub use rows::{RowsExt, display};
 

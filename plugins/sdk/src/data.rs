@@ -1,0 +1,22 @@
+//! A step's `data`: what `apply` and `check` need, written by `plan`. `key=value` lines (values
+//! may hold anything but a line break), readable in the journal.
+
+use std::collections::BTreeMap;
+
+use crate::CommandError;
+
+pub fn encode(pairs: &[(&str, &str)]) -> String {
+    pairs.iter().map(|(k, v)| format!("{k}={}\n", v.replace('\n', " "))).collect()
+}
+
+pub struct StepData(BTreeMap<String, String>);
+
+impl StepData {
+    pub fn parse(data: &str) -> Self {
+        Self(data.lines().filter_map(|l| l.split_once('=')).map(|(k, v)| (k.to_string(), v.to_string())).collect())
+    }
+
+    pub fn get(&self, key: &str) -> Result<&str, CommandError> {
+        self.0.get(key).map(String::as_str).ok_or_else(|| CommandError::Failed(format!("step data has no {key:?}; the plan is from another plugin version")))
+    }
+}
