@@ -7,6 +7,7 @@ mod capabilities;
 mod engine;
 mod errors;
 mod lab_drills;
+mod otb;
 mod otb_lab;
 mod sandbox;
 mod shell;

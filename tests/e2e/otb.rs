@@ -1,0 +1,114 @@
+//! `otb`: OpenTenBase failover against the `otb` lab (real PostgreSQL streaming replication
+//! behind OpenTenBase stand-ins), as seed 003 drills it: kill the master, promote, re-route.
+
+use crate::support::World;
+
+fn takes_writes(world: &World, cluster: &str) -> bool {
+    let cluster = world.lab.cluster(cluster).expect("cluster").clone();
+    world.lab.psql_as_admin(&cluster, "postgres", "CREATE TABLE IF NOT EXISTS drill(x int); INSERT INTO drill VALUES (1);").is_ok()
+}
+
+/// `node_host:node_port` of `node` in pgxc_node on a master.
+fn route(world: &World, on: &str, node: &str) -> String {
+    let cluster = world.lab.cluster(on).expect("cluster").clone();
+    world.lab.psql_as_admin(&cluster, "postgres", &format!("SELECT node_host || ':' || node_port FROM pgxc_node WHERE node_name = '{node}'")).expect("route")
+}
+
+fn masters_after(world: &World, failed: &str, new: &str) -> Vec<String> {
+    let mut masters: Vec<String> = ["cn01-otb1", "cn02-otb2", "dn01-otb1", "dn02-otb2"].iter().filter(|c| !c.starts_with(failed)).map(|c| c.to_string()).collect();
+    masters.push(new.to_string());
+    masters
+}
+
+fn fail_over(node: &str, old: &str, new: &str, new_host: &str, port: u16) {
+    let world = World::with_topology("otb");
+    assert!(takes_writes(&world, old), "before: the master {old} takes writes");
+    assert!(!takes_writes(&world, new), "before: the standby {new} does not");
+    world.lab.crash(old).expect("kill the master");
+    let run = world.opsh(&["--yes", "otb", "promote", node]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(takes_writes(&world, new), "after: {new} takes writes");
+    assert!(!takes_writes(&world, old), "after: the old master {old} is fenced");
+    let address = world.lab.host(new_host).expect("host").address.clone();
+    for master in masters_after(&world, node, new) {
+        assert_eq!(route(&world, &master, node), format!("{address}:{port}"), "{master} routes {node} to the new master");
+    }
+    let status = world.opsh(&["otb", "status"]);
+    assert!(status.code == 0 && !status.stdout.contains("MISMATCH"), "{status:?}");
+}
+
+#[test]
+fn promote_dn01_after_its_master_dies() {
+    fail_over("dn01", "dn01-otb1", "dn01-otb2", "otb2", 23001);
+}
+
+#[test]
+fn promote_dn02_after_its_master_dies() {
+    fail_over("dn02", "dn02-otb2", "dn02-otb1", "otb1", 23002);
+}
+
+#[test]
+fn promote_cn01_after_its_master_dies() {
+    fail_over("cn01", "cn01-otb1", "cn01-otb2", "otb2", 15433);
+}
+
+#[test]
+fn promote_gtm_after_its_master_stops() {
+    let world = World::with_topology("otb");
+    let gtm = "/usr/local/opentenbase/data/gtm";
+    let stopped = world.lab.host_exec("otb1", &["gtm_ctl", "-Z", "gtm", "-D", gtm, "stop"]).expect("stop the GTM master");
+    assert!(stopped.status.success());
+    let run = world.opsh(&["--yes", "otb", "promote", "gtm"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    let status = world.lab.host_exec("otb2", &["gtm_ctl", "-Z", "gtm", "-D", gtm, "status"]).expect("status");
+    assert!(String::from_utf8_lossy(&status.stdout).contains("role: master"), "{status:?}");
+    let address = world.lab.host("otb2").expect("otb2").address.clone();
+    for master in ["cn01-otb1", "cn02-otb2", "dn01-otb1", "dn02-otb2"] {
+        assert_eq!(route(&world, master, "gtm_1"), format!("{address}:21000"), "{master} routes the GTM to otb2");
+    }
+    let status = world.opsh(&["otb", "status"]);
+    assert!(!status.stdout.contains("MISMATCH"), "{status:?}");
+}
+
+#[test]
+fn a_dry_run_promotes_nothing_and_routes_nothing() {
+    let world = World::with_topology("otb");
+    world.lab.crash("dn01-otb1").expect("crash");
+    let before: Vec<String> = ["cn01-otb1", "cn02-otb2", "dn02-otb2"].iter().map(|m| route(&world, m, "dn01")).collect();
+    let run = world.opsh(&["--dry-run", "otb", "promote", "dn01"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(run.stdout.contains("pg_ctl -Z datanode -D /usr/local/opentenbase/data/dn01 promote") && run.stdout.contains("ALTER NODE dn01 WITH (host="), "{run:?}");
+    let after: Vec<String> = ["cn01-otb1", "cn02-otb2", "dn02-otb2"].iter().map(|m| route(&world, m, "dn01")).collect();
+    assert_eq!(before, after);
+    assert!(!takes_writes(&world, "dn01-otb2"), "the standby was not promoted");
+}
+
+#[test]
+fn an_unreachable_coordinator_leaves_the_run_resumable_and_resume_finishes_it() {
+    let world = World::with_topology("otb");
+    world.lab.crash("dn01-otb1").expect("crash dn01's master");
+    world.lab.crash("cn02-otb2").expect("cn02 goes down too");
+    let run = world.opsh(&["--yes", "otb", "promote", "dn01"]);
+    assert_eq!(run.code, 3, "changed, resumable: {run:?}");
+    assert!(run.stderr.contains("group routes: 3 of 4 done; unreachable: cn02-otb2"), "{run:?}");
+    let id = world.runs().pop().expect("run");
+    assert!(run.stderr.contains(&format!("opsh resume {id}")), "{run:?}");
+    world.lab.start("cn02-otb2").expect("cn02 is back");
+    let resumed = world.opsh(&["--yes", "resume", &id]);
+    assert_eq!(resumed.code, 0, "{resumed:?}");
+    let address = world.lab.host("otb2").expect("otb2").address.clone();
+    assert_eq!(route(&world, "cn02-otb2", "dn01"), format!("{address}:23001"));
+}
+
+#[test]
+fn a_node_without_a_standby_is_not_promoted() {
+    let world = World::with_topology("otb");
+    world.lab.crash("dn01-otb1").expect("crash");
+    assert_eq!(world.opsh(&["--yes", "otb", "promote", "dn01"]).code, 0);
+    let again = world.opsh(&["--yes", "otb", "promote", "dn01"]);
+    assert_eq!(again.code, 5, "{again:?}");
+    assert!(again.stderr.contains("dn01 has no standby to promote") && again.stderr.contains("dn01-otb2 is master"), "{again:?}");
+    let unknown = world.opsh(&["otb", "promote", "dn09"]);
+    assert_eq!(unknown.code, 2, "{unknown:?}");
+    assert!(unknown.stderr.contains("dn09 is not a node of cluster otb"), "{unknown:?}");
+}
