@@ -112,3 +112,30 @@ fn a_node_without_a_standby_is_not_promoted() {
     assert_eq!(unknown.code, 2, "{unknown:?}");
     assert!(unknown.stderr.contains("dn09 is not a node of cluster otb"), "{unknown:?}");
 }
+
+#[test]
+fn rebuild_gives_a_node_its_standby_back_and_it_can_fail_over_again() {
+    let world = World::with_topology("otb");
+    world.lab.crash("dn01-otb1").expect("crash");
+    assert_eq!(world.opsh(&["--yes", "otb", "promote", "dn01"]).code, 0);
+    let rebuilt = world.opsh(&["--yes", "otb", "rebuild", "dn01"]);
+    assert_eq!(rebuilt.code, 0, "{rebuilt:?}");
+    assert!(!rebuilt.all().contains(&world.password()), "no password in the output");
+    let old = world.lab.cluster("dn01-otb1").expect("cluster").clone();
+    let auto = std::fs::read_to_string(old.data_dir.join("postgresql.auto.conf")).expect("auto.conf");
+    assert!(auto.contains("primary_conninfo") && !auto.contains(&world.password()), "the standby's primary_conninfo holds no password: {auto}");
+    // A row written on the new master reaches the rebuilt standby.
+    assert!(takes_writes(&world, "dn01-otb2"));
+    let count = crate::support::wait_for(20, "the row on the rebuilt standby", || {
+        world.lab.psql_as_admin(&old, "postgres", "SELECT count(*) FROM drill").ok().filter(|n| n == "1")
+    });
+    assert_eq!(count, "1");
+    assert!(!takes_writes(&world, "dn01-otb1"), "it is a standby now");
+    // And dn01 can fail over again, back to otb1.
+    world.lab.crash("dn01-otb2").expect("crash the new master");
+    let again = world.opsh(&["--yes", "otb", "promote", "dn01"]);
+    assert_eq!(again.code, 0, "{again:?}");
+    assert!(takes_writes(&world, "dn01-otb1"));
+    let address = world.lab.host("otb1").expect("otb1").address.clone();
+    assert_eq!(route(&world, "cn01-otb1", "dn01"), format!("{address}:23001"));
+}

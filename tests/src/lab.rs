@@ -140,6 +140,10 @@ impl Lab {
                     fs::write(local.join("bin").join(name), script)?;
                     fs::set_permissions(local.join("bin").join(name), fs::Permissions::from_mode(0o755))?;
                 }
+                // OpenTenBase's bin/ is on its servers' PATH: so are the PostgreSQL tools here.
+                for tool in ["pg_rewind", "pg_basebackup", "pg_controldata", "psql"] {
+                    std::os::unix::fs::symlink(format!("{PG_BIN}/{tool}"), local.join("bin").join(tool))?;
+                }
             }
             for (path, content) in &spec.files {
                 let target = local.join(path.trim_start_matches("/usr/local/"));
@@ -222,6 +226,7 @@ impl Lab {
             self.save()?;
         }
         self.install_pgxc_catalog(topology)?;
+        self.write_server_pgpass(password, uid, gid)?;
         for gtm in &topology.gtms {
             let dir = self.host_file(&gtm.host, &gtm.data_dir);
             fs::create_dir_all(&dir)?;
@@ -402,6 +407,26 @@ impl Lab {
             self.psql_as_admin(cluster, "postgres", &sql)?;
         }
         Ok(())
+    }
+
+    /// The lab user's ~/.pgpass, as a DBA sets it up for replication: a standby rebuilt by opsh
+    /// authenticates to its master with it (opsh never writes passwords into data directories).
+    /// Lines of other labs (other address blocks) are kept.
+    fn write_server_pgpass(&self, password: &str, uid: u32, gid: u32) -> Result<()> {
+        if !self.state.clusters.iter().any(|c| c.pgxc.is_some()) {
+            return Ok(());
+        }
+        let path = PathBuf::from(format!("/home/{LAB_USER}/.pgpass"));
+        let prefix = format!("127.42.{}.", self.state.block);
+        let mut lines: Vec<String> = fs::read_to_string(&path).unwrap_or_default().lines().filter(|l| !l.starts_with(&prefix)).map(str::to_string).collect();
+        for cluster in &self.state.clusters {
+            lines.push(format!("{}:{}:*:opsh:{password}", cluster.address, cluster.port));
+        }
+        if let Some(home) = path.parent() {
+            fs::create_dir_all(home)?;
+        }
+        write_private(&path, &(lines.join("\n") + "\n"))?;
+        chown(&path, uid, gid)
     }
 
     /// Start a stopped (crashed) cluster again.

@@ -45,6 +45,10 @@ impl Guest for Otb {
                     .example("otb promote dn01 --dry-run", text("Preview the failover of dn01", "dn01 のフェイルオーバーを確認"))
                     .example("otb promote gtm", text("Promote the GTM standby", "GTM スタンバイを昇格"))
                     .build(),
+                command("rebuild", CommandKind::Change, text("Make the fenced old master a streaming standby of the new one (pg_rewind, else a base backup)", "隔離された旧マスターを新マスターのスタンバイとして再構築 (pg_rewind、失敗時はベースバックアップ)"))
+                    .positional("node", text("cn01, dn01, …", "cn01, dn01, …"), node())
+                    .example("otb rebuild dn01", text("Give dn01 a standby again after a failover", "フェイルオーバー後に dn01 のスタンバイを再作成"))
+                    .build(),
                 command("reconcile", CommandKind::Change, text("Point every route at its node's live master", "全ルートを各ノードの現在のマスターに向ける"))
                     .example("otb reconcile --dry-run", text("Show the routes that are wrong", "誤ったルートを表示"))
                     .build(),
@@ -65,6 +69,7 @@ impl Guest for Otb {
         match call.command.as_str() {
             "promote" if args.required("node")? == "gtm" => plan_promote_gtm(&cluster),
             "promote" => plan_promote(&cluster, args.required("node")?, args.flag("force")),
+            "rebuild" => plan_rebuild(&cluster, args.required("node")?),
             "reconcile" => plan_reconcile(&cluster),
             other => Err(CommandError::Usage(format!("otb has no command {other}"))),
         }
@@ -90,6 +95,31 @@ impl Guest for Otb {
                 }
                 wait_for_writes(db)?;
                 Ok(text("promoted; it takes writes", "昇格しました。書き込み可能です"))
+            }
+            "resync" => {
+                let request = opsh_plugin_sdk::ssh::ExecRequest {
+                    argv: ["sh", "-c", RESYNC, "resync", data.get("dir")?, data.get("address")?, data.get("port")?, data.get("user")?].iter().map(|a| a.to_string()).collect(),
+                    env: vec![("PGPASSWORD".into(), opsh_plugin_sdk::ssh::EnvValue::DatabasePassword(data.get("source")?.into()))],
+                    stdin: None,
+                    timeout_ms: Some(600_000),
+                    privileged: false,
+                    read_only: false,
+                };
+                let out = opsh_plugin_sdk::ssh::exec(data.get("host")?, &request)?;
+                let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+                match out.status {
+                    Some(0) => Ok(text(stdout.lines().last().unwrap_or("copied"), "")),
+                    _ => Err(CommandError::Failed(format!("re-synchronising {}: {}", data.get("dir")?, String::from_utf8_lossy(&out.stderr).trim()))),
+                }
+            }
+            "start-standby" => {
+                let dir = data.get("dir")?;
+                let out = opsh_plugin_sdk::run(data.get("host")?, &["pg_ctl", "-Z", data.get("type")?, "-D", dir, "-l", &format!("{dir}.log"), "-w", "-t", "120", "start"], Some(180_000))?;
+                if out.status != Some(0) {
+                    return Err(CommandError::Failed(format!("pg_ctl start: {}", String::from_utf8_lossy(&out.stderr).trim())));
+                }
+                wait_for_streaming(data.get("db")?)?;
+                Ok(text("streaming from the master", "マスターからストリーミング中"))
             }
             "fence-gtm" => {
                 let out = opsh_plugin_sdk::run(data.get("host")?, &["gtm_ctl", "-Z", "gtm", "-D", data.get("dir")?, "stop"], Some(60_000))?;
@@ -123,6 +153,14 @@ impl Guest for Otb {
         Ok(match data.get("action")? {
             "fence" => match opsh_plugin_sdk::probe(data.get("host")?, &["pg_ctl", "-D", data.get("dir")?, "status"], Some(10_000)) {
                 Ok(out) => done(out.status == Some(3), "pg_ctl status"),
+                Err(e) => CheckResult { state: CheckState::Unknown, detail: text(e.message(), "") },
+            },
+            "resync" => match opsh_plugin_sdk::probe(data.get("host")?, &["test", "-f", &format!("{}/standby.signal", data.get("dir")?)], Some(10_000)) {
+                Ok(out) => done(out.status == Some(0), "standby.signal"),
+                Err(e) => CheckResult { state: CheckState::Unknown, detail: text(e.message(), "") },
+            },
+            "start-standby" => match sql::query(data.get("db")?, "SELECT pg_is_in_recovery() AND EXISTS (SELECT 1 FROM pg_stat_wal_receiver WHERE status = 'streaming' AND last_msg_receipt_time IS NOT NULL) AS streaming", &[]) {
+                Ok(rows) => done(rows.first_bool("streaming") == Some(true), "pg_stat_wal_receiver"),
                 Err(e) => CheckResult { state: CheckState::Unknown, detail: text(e.message(), "") },
             },
             "promote" => match sql::query(data.get("db")?, "SELECT NOT pg_is_in_recovery() AS promoted", &[]) {
@@ -353,6 +391,98 @@ fn plan_promote(cluster: &Cluster, node: &str, force: bool) -> CommandResult<Cha
         steps,
         warnings,
     })
+}
+
+/// Run on the node being rebuilt, with PGPASSWORD in its environment: keep the node's own
+/// configuration (both tools copy the source's, which names the source's port and socket), try
+/// pg_rewind, else take a fresh base backup; both write standby.signal and primary_conninfo (-R),
+/// from which the password is removed — the standby authenticates with the server user's
+/// ~/.pgpass: opsh writes no secret to disk.
+const RESYNC: &str = r#"set -eu
+dir=$1 address=$2 port=$3 user=$4
+keep=$(mktemp -d)
+cp -p "$dir/postgresql.conf" "$dir/pg_hba.conf" "$keep/"
+if pg_rewind -D "$dir" --source-server="host=$address port=$port user=$user dbname=postgres" -R >"$keep/rewind.log" 2>&1; then
+  how="pg_rewind"
+else
+  rm -rf "$dir.rebuild"
+  pg_basebackup -D "$dir.rebuild" -h "$address" -p "$port" -U "$user" -X stream -c fast -R
+  rm -rf "$dir"
+  mv "$dir.rebuild" "$dir"
+  how="a fresh base backup (pg_rewind: $(tail -n 1 "$keep/rewind.log"))"
+fi
+cp -p "$keep/postgresql.conf" "$keep/pg_hba.conf" "$dir/"
+# The copy brings the source's own recovery settings (its slot, its upstream): keep only the
+# primary_conninfo just written, without a password, and no slot of someone else's.
+awk '/^primary_slot_name/ {next} /^primary_conninfo/ {last=$0; next} {print} END {if (last != "") print last}' \
+  "$dir/postgresql.auto.conf" | sed "s/ password=[^ ']*//" > "$keep/auto.conf"
+cat "$keep/auto.conf" > "$dir/postgresql.auto.conf"
+chmod 700 "$dir"
+rm -rf "$keep"
+echo "re-synchronised with $how"
+"#;
+
+fn plan_rebuild(cluster: &Cluster, node: &str) -> CommandResult<ChangePlan> {
+    let members = cluster.of_node(node);
+    if members.is_empty() {
+        return Err(CommandError::Usage(format!("{node} is not a node of cluster {}: its nodes are {}", cluster.topology, cluster.nodes().join(", "))));
+    }
+    let Some(master) = cluster.master(node) else {
+        return Err(CommandError::Refused(text(&format!("{node} has no live master to copy from"), &format!("{node} にコピー元の稼働中マスターがありません"))));
+    };
+    let Some(target) = members.iter().find(|m| m.db != master.db).copied() else {
+        return Err(CommandError::Refused(text(&format!("{node} has no second member in the inventory to make a standby of"), "")));
+    };
+    if let Live::Standby { receiving: true, .. } = target.live {
+        return Err(CommandError::Refused(text(&format!("{} is already a streaming standby of {}", target.db, master.db), &format!("{} は既に {} のスタンバイです", target.db, master.db))));
+    }
+    if let Live::Master { .. } = target.live {
+        return Err(CommandError::Refused(text(
+            &format!("{} still takes writes as a master next to {}: two masters — fence it first (`otb promote` fences), then rebuild", target.db, master.db),
+            &format!("{} と {} の両方がマスターです。先に隔離してください", target.db, master.db),
+        )));
+    }
+    opsh_plugin_sdk::probe(&target.host, &["true"], Some(10_000))?;
+    let kind = target.kind.pg_ctl_type();
+    let user = host::lookup(&master.db)?.attributes.into_iter().find(|(k, _)| k == "user").map(|(_, v)| v).unwrap_or_else(|| "postgres".into());
+    let address = address_of(&master.host);
+    let port = master.port.to_string();
+    let steps = vec![
+        step("stop-old-master", text(&format!("Make sure {} is stopped", target.db), &format!("{} の停止を確認", target.db)), &target.host)
+            .exec(&target.host, &["pg_ctl", "-Z", kind, "-D", &target.data_dir, "stop", "-m", "fast"])
+            .idempotent()
+            .data(data::encode(&[("action", "fence"), ("host", &target.host), ("dir", &target.data_dir), ("type", kind)]))
+            .build(),
+        step("resync", text(&format!("Re-synchronise {} from {} (pg_rewind, else a base backup)", target.db, master.db), &format!("{} を {} から再同期", target.db, master.db)), &target.host)
+            .exec(&target.host, &["sh", "-c", RESYNC, "resync", &target.data_dir, &address, &port, &user])
+            .data(data::encode(&[("action", "resync"), ("host", &target.host), ("dir", &target.data_dir), ("address", &address), ("port", &port), ("user", &user), ("source", &master.db)]))
+            .build(),
+        step("start-standby", text(&format!("Start {} as a standby and wait until it streams", target.db), &format!("{} をスタンバイとして起動しストリーミングを待つ", target.db)), &target.db)
+            .exec(&target.host, &["pg_ctl", "-Z", kind, "-D", &target.data_dir, "-l", &format!("{}.log", target.data_dir), "-w", "start"])
+            .idempotent()
+            .data(data::encode(&[("action", "start-standby"), ("host", &target.host), ("dir", &target.data_dir), ("type", kind), ("db", &target.db)]))
+            .build(),
+    ];
+    Ok(ChangePlan {
+        summary: text(&format!("Make {} a streaming standby of {}", target.db, master.db), &format!("{} を {} のストリーミングスタンバイにする", target.db, master.db)),
+        steps,
+        warnings: vec![text(
+            "the standby authenticates to its master with the server user's ~/.pgpass on its host (opsh writes no password to disk)",
+            "スタンバイはホスト上のサーバーユーザーの ~/.pgpass で認証します (opsh はパスワードをディスクに書きません)",
+        )],
+    })
+}
+
+fn wait_for_streaming(db: &str) -> Result<(), CommandError> {
+    for _ in 0..300 {
+        if let Ok(rows) = sql::query(db, "SELECT EXISTS (SELECT 1 FROM pg_stat_wal_receiver WHERE status = 'streaming' AND last_msg_receipt_time IS NOT NULL) AS streaming", &[]) {
+            if rows.first_bool("streaming") == Some(true) {
+                return Ok(());
+            }
+        }
+        host::sleep(100);
+    }
+    Err(CommandError::Failed(format!("{db} started but does not stream from its master after 30 s; see its log")))
 }
 
 fn plan_promote_gtm(cluster: &Cluster) -> CommandResult<ChangePlan> {
