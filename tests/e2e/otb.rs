@@ -139,3 +139,44 @@ fn rebuild_gives_a_node_its_standby_back_and_it_can_fail_over_again() {
     let address = world.lab.host("otb1").expect("otb1").address.clone();
     assert_eq!(route(&world, "cn01-otb1", "dn01"), format!("{address}:23001"));
 }
+
+#[test]
+fn reconcile_fixes_the_routes_that_do_not_point_at_live_masters() {
+    let world = World::with_topology("otb");
+    let otb1 = world.lab.host("otb1").expect("otb1").address.clone();
+    let otb2 = world.lab.host("otb2").expect("otb2").address.clone();
+    let cn01 = world.lab.cluster("cn01-otb1").expect("cn01").clone();
+    world.lab.psql_as_admin(&cn01, "postgres", &format!("UPDATE pgxc_node SET node_host = '{otb1}' WHERE node_name = 'dn02'")).expect("break a route");
+    let status = world.opsh(&["otb", "status"]);
+    assert!(status.stdout.lines().any(|l| l.starts_with("cn01-otb1") && l.contains("dn02") && l.contains("MISMATCH")), "{status:?}");
+    let plan = world.opsh(&["--dry-run", "otb", "reconcile"]);
+    assert!(plan.stdout.contains("1 route(s) to fix") && plan.stdout.contains(&format!("sql cn01-otb1: ALTER NODE dn02 WITH (host='{otb2}', port=23002)")), "{plan:?}");
+    let run = world.opsh(&["--yes", "otb", "reconcile"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert_eq!(route(&world, "cn01-otb1", "dn02"), format!("{otb2}:23002"));
+    let again = world.opsh(&["--yes", "otb", "reconcile"]);
+    assert!(again.code == 0 && again.stdout.contains("0 route(s) to fix"), "{again:?}");
+}
+
+#[test]
+fn a_standby_that_does_not_replicate_from_a_live_master_is_promoted_only_with_force() {
+    let world = World::with_topology("otb");
+    let standby = world.lab.cluster("dn01-otb2").expect("standby").clone();
+    let master = world.lab.cluster("dn01-otb1").expect("master").clone();
+    // Break replication: the standby now looks for its master on a port where nothing listens.
+    world
+        .lab
+        .psql_as_admin(&standby, "postgres", &format!("ALTER SYSTEM SET primary_conninfo = 'host={} port=1 user=opsh'; SELECT pg_reload_conf();", master.address))
+        .expect("break replication");
+    crate::support::wait_for(20, "the walreceiver to stop streaming", || {
+        let streaming = world.lab.psql_as_admin(&standby, "postgres", "SELECT count(*) FROM pg_stat_wal_receiver WHERE status = 'streaming'").ok()?;
+        (streaming == "0").then_some(())
+    });
+    let refused = world.opsh(&["--yes", "otb", "promote", "dn01"]);
+    assert_eq!(refused.code, 5, "{refused:?}");
+    assert!(refused.stderr.contains("dn01-otb2 is not replicating from dn01-otb1 although the master answers") && refused.stderr.contains("--force"), "{refused:?}");
+    assert!(takes_writes(&world, "dn01-otb1"), "nothing was changed");
+    let forced = world.opsh(&["--yes", "otb", "promote", "dn01", "--force"]);
+    assert_eq!(forced.code, 0, "{forced:?}");
+    assert!(takes_writes(&world, "dn01-otb2") && !takes_writes(&world, "dn01-otb1"), "promoted, and the old master fenced");
+}

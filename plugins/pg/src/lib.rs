@@ -84,6 +84,14 @@ impl Guest for Pg {
             }
             "reload" => {
                 sql::query(database, "SELECT pg_reload_conf()", &[])?;
+                // pg_reload_conf() only signals the server: wait until the value is in effect.
+                for _ in 0..50 {
+                    let rows = sql::query(database, IN_EFFECT, &[sql::Value::Text(name.into()), sql::Value::Text(value.into())])?;
+                    if rows.first_bool("done") == Some(true) {
+                        break;
+                    }
+                    host::sleep(100);
+                }
                 Ok(text("reloaded", "再読み込み済み"))
             }
             other => Err(CommandError::Failed(format!("unknown step {other}"))),
@@ -95,7 +103,7 @@ impl Guest for Pg {
         let (database, name, value) = (args.required("database")?, args.required("name")?, args.required("value")?);
         let query = match step.id.as_str() {
             "alter-system" => "SELECT count(*) > 0 AS done FROM pg_file_settings WHERE name = $1 AND sourcefile LIKE '%postgresql.auto.conf' AND setting = $2",
-            _ => "SELECT setting = $2 OR current_setting($1) = $2 OR pending_restart AS done FROM pg_settings WHERE name = $1",
+            _ => IN_EFFECT,
         };
         let rows = sql::query(database, query, &[sql::Value::Text(name.into()), sql::Value::Text(value.into())])?;
         Ok(match rows.first_bool("done") {
@@ -121,6 +129,9 @@ impl Guest for Pg {
             .build()])
     }
 }
+
+/// Whether setting $1 has value $2 now (or waits for a restart).
+const IN_EFFECT: &str = "SELECT current_setting($1) = $2 OR setting = $2 OR pending_restart AS done FROM pg_settings WHERE name = $1";
 
 fn status() -> Table {
     let mut out = table(
