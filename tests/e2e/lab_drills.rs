@@ -64,3 +64,16 @@ fn lab_down_stops_every_process_it_started_and_a_crashed_lab_is_cleaned_up_by_pi
     assert!(!dir.exists(), "down removed the lab directory");
     drop(replacement);
 }
+
+#[test]
+fn each_lab_host_has_its_own_processes_so_killall_on_one_leaves_the_others() {
+    let world = World::new();
+    let pid1 = world.opsh(&["--output", "json", "probe", "exec", "alpha", "cat /proc/1/comm"]);
+    assert_eq!(crate::support::json_cell(&pid1, "stdout"), "sshd", "alpha's PID 1 is its own sshd: {pid1:?}");
+    // As the seed's `killall slon` does on one appliance: by name, on that host only.
+    let killed = world.opsh(&["--yes", "probe", "run", "alpha", "killall -q sleep; true"]);
+    assert_eq!(killed.code, 0, "{killed:?}");
+    let status = |host: &str| world.lab.host_exec(host, &["/usr/local/bin/labsvc", "status", "app"]).expect("status").status.code();
+    assert_eq!(status("alpha"), Some(3), "alpha's service was killed");
+    assert_eq!(status("beta"), Some(0), "beta's identical process was not");
+}

@@ -33,8 +33,12 @@ const OTB_GTM_CTL: &str = include_str!("../assets/otb-gtm_ctl");
 pub struct HostState {
     pub name: String,
     pub address: String,
+    /// The host's anchor process (`unshare`, parent of its sshd): in the host's mount namespace.
     pub sshd_pid: u32,
     pub sshd_started: u64,
+    /// PID 1 of the host's own PID namespace (its sshd), for entering the host.
+    #[serde(default)]
+    pub init_pid: u32,
     pub namespace: String,
     pub services: Vec<String>,
 }
@@ -66,6 +70,20 @@ pub struct LabState {
     pub clusters: Vec<ClusterState>,
     #[serde(default)]
     pub cut: Vec<String>,
+}
+
+impl HostState {
+    /// `nsenter` arguments that put a command inside this host: its mounts and its processes.
+    pub fn enter(&self) -> Vec<String> {
+        let mut args = vec!["-t".to_string()];
+        if self.init_pid != 0 {
+            args.extend([self.init_pid.to_string(), "-m".into(), "-p".into()]);
+        } else {
+            args.extend([self.sshd_pid.to_string(), "-m".into()]);
+        }
+        args.push("--".into());
+        args
+    }
 }
 
 /// A running lab. Dropping a lab made by [`Lab::up`] tears it down unless [`Lab::keep`] was called.
@@ -180,8 +198,9 @@ impl Lab {
                 local = shell_quote(&local.display().to_string()),
                 config = shell_quote(&config.display().to_string()),
             );
+            // Own mount namespace (its /usr/local) and own PID namespace (its `ps`, its `killall`).
             let mut child = Command::new("setsid")
-                .args(["unshare", "--mount", "--propagation", "private", "--", "/bin/sh", "-c", &script])
+                .args(["unshare", "--mount", "--pid", "--fork", "--mount-proc", "--propagation", "private", "--", "/bin/sh", "-c", &script])
                 .stdin(Stdio::null())
                 .stdout(log.try_clone()?)
                 .stderr(log)
@@ -195,6 +214,7 @@ impl Lab {
             wait_for_ssh(&address, SSH_PORT, &host_dir.join("log/sshd.log"))?;
             let started = procs::start_time(pid).context("sshd exited right after starting")?;
             let namespace = procs::mount_ns(pid).context("reading sshd's mount namespace")?;
+            let init_pid = procs::children(pid).first().copied().context("the host's sshd (its PID 1) is missing")?;
             if Some(&namespace) == procs::mount_ns(std::process::id()).as_ref() {
                 bail!("sshd for host {} did not get its own mount namespace", spec.name);
             }
@@ -205,7 +225,7 @@ impl Lab {
                 key_fields.next().unwrap_or_default(),
                 key_fields.next().unwrap_or_default()
             ));
-            self.state.hosts.push(HostState { name: spec.name.clone(), address, sshd_pid: pid, sshd_started: started, namespace, services: spec.services.clone() });
+            self.state.hosts.push(HostState { name: spec.name.clone(), address, sshd_pid: pid, sshd_started: started, init_pid, namespace, services: spec.services.clone() });
             self.save()?;
         }
         fs::write(dir.join("ssh/known_hosts"), known_hosts)?;
@@ -363,7 +383,8 @@ impl Lab {
         let log = fs::OpenOptions::new().create(true).append(true).open(self.state.dir.join("hosts").join(&host.name).join("log/node-proxy.log"))?;
         let listen = format!("{}:{port}", host.address);
         let mut child = Command::new("nsenter")
-            .args(["-t", &host.sshd_pid.to_string(), "-m", "--", "setsid"])
+            .args(host.enter())
+            .arg("setsid")
             .arg(&helper)
             .args(["otb-proxy", "--listen", &listen, "--backend"])
             .arg(backend)
@@ -468,7 +489,8 @@ impl Lab {
     pub fn host_exec(&self, host: &str, argv: &[&str]) -> Result<Output> {
         let host = self.host(host)?;
         let output = Command::new("nsenter")
-            .args(["-t", &host.sshd_pid.to_string(), "-m", "--", "setpriv", "--reuid", LAB_USER, "--regid", LAB_USER, "--init-groups", "--"])
+            .args(host.enter())
+            .args(["setpriv", "--reuid", LAB_USER, "--regid", LAB_USER, "--init-groups", "--"])
             .args(argv)
             .env("HOME", "/tmp")
             .env("PATH", "/usr/local/bin:/usr/bin:/bin")

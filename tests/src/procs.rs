@@ -20,6 +20,22 @@ pub fn alive(pid: u32, started: u64) -> bool {
     start_time(pid) == Some(started)
 }
 
+/// The children of a process (waits a moment for a child that is still being forked).
+pub fn children(pid: u32) -> Vec<u32> {
+    for _ in 0..100 {
+        let found: Vec<u32> = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+            .unwrap_or_default()
+            .split_whitespace()
+            .filter_map(|p| p.parse().ok())
+            .collect();
+        if !found.is_empty() {
+            return found;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    Vec::new()
+}
+
 /// The mount namespace of a process (`mnt:[4026532…]`).
 pub fn mount_ns(pid: u32) -> Option<String> {
     std::fs::read_link(format!("/proc/{pid}/ns/mnt")).ok().map(|p| p.to_string_lossy().to_string())
