@@ -648,10 +648,16 @@ impl Lab {
                 }
             }
             for cluster in &state.clusters {
-                if let Some(pid) = procs::postmaster(&cluster.data_dir) {
-                    // Immediate shutdown still lets the postmaster release its shared memory.
-                    let _ = as_lab_user(None, &format!("{PG_BIN}/pg_ctl"), &["-D", &cluster.data_dir.display().to_string(), "-m", "immediate", "-w", "-t", "10", "stop"]);
+                let Some(host) = state.hosts.iter().find(|h| h.name == cluster.host) else { continue };
+                if let Some(pid) = procs::postmaster(&cluster.data_dir, &host.namespace) {
+                    // SIGQUIT is pg_ctl's immediate shutdown: the postmaster still releases its
+                    // shared memory.
                     if let Some(started) = procs::start_time(pid) {
+                        procs::signal(pid, libc::SIGQUIT);
+                        let deadline = Instant::now() + Duration::from_secs(5);
+                        while procs::alive(pid, started) && Instant::now() < deadline {
+                            std::thread::sleep(Duration::from_millis(20));
+                        }
                         procs::stop_all(&[(pid, started)], Duration::from_secs(2));
                     }
                 }
@@ -698,7 +704,7 @@ impl Lab {
                 .find(|c| target.strip_prefix(&format!("{}-", c.name)).is_some())
                 .with_context(|| format!("no cluster, database or HOST:SERVICE named {target:?}"))?,
         };
-        let output = as_lab_user(None, &format!("{PG_BIN}/pg_ctl"), &["-D", &cluster.data_dir.display().to_string(), "-m", "immediate", "-w", "stop"])?;
+        let output = self.host_exec(&cluster.host, &[&format!("{PG_BIN}/pg_ctl"), "-D", &cluster.host_data_dir, "-m", "immediate", "-w", "stop"])?;
         check(&output, &format!("crashing cluster {}", cluster.name))?;
         Ok(format!("cluster {} on {} stopped hard (pg_ctl stop -m immediate)", cluster.name, cluster.host))
     }
@@ -747,7 +753,7 @@ impl Lab {
                 lines.push(format!("  service {service}: {}", if running { "running" } else { "stopped" }));
             }
             for cluster in self.state.clusters.iter().filter(|c| c.host == host.name) {
-                let running = procs::postmaster(&cluster.data_dir).is_some();
+                let running = procs::postmaster(&cluster.data_dir, &host.namespace).is_some();
                 let role = if cluster.data_dir.join("standby.signal").exists() { "standby" } else { "primary" };
                 lines.push(format!("  postgres {} port {}: {} ({role})", cluster.name, cluster.port, if running { "running" } else { "stopped" }));
             }

@@ -81,9 +81,21 @@ pub fn stop_all(pids: &[(u32, u64)], grace: Duration) {
     }
 }
 
-/// The postmaster PID recorded in a data directory, if that process is alive.
-pub fn postmaster(data_dir: &Path) -> Option<u32> {
+/// The postmaster of a data directory, as a PID of this (the root) namespace. `postmaster.pid`
+/// holds the PID as the lab host sees it (its own PID namespace): it is matched against the
+/// namespace PIDs (`NSpid`) of that host's processes only, never used as it is.
+pub fn postmaster(data_dir: &Path, namespace: &str) -> Option<u32> {
     let text = std::fs::read_to_string(data_dir.join("postmaster.pid")).ok()?;
-    let pid: u32 = text.lines().next()?.trim().parse().ok()?;
-    start_time(pid).map(|_| pid)
+    let inner: u32 = text.lines().next()?.trim().parse().ok()?;
+    in_namespace(namespace).into_iter().find(|pid| namespace_pid(*pid) == Some(inner) && command(*pid).as_deref() == Some("postgres"))
+}
+
+/// A process's PID in its own (innermost) PID namespace.
+fn namespace_pid(pid: u32) -> Option<u32> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status.lines().find_map(|l| l.strip_prefix("NSpid:")).and_then(|pids| pids.split_whitespace().last()?.parse().ok())
+}
+
+fn command(pid: u32) -> Option<String> {
+    std::fs::read_to_string(format!("/proc/{pid}/comm")).ok().map(|c| c.trim().to_string())
 }
