@@ -181,12 +181,13 @@ BEGIN
     END LOOP;
 END $$;
 
-CREATE OR REPLACE FUNCTION opsh_lab.alter_node(node text, options text) RETURNS void LANGUAGE plpgsql AS $$
+-- ALTER NODE applies to coordinators and datanodes, ALTER GTM NODE to the GTM.
+CREATE OR REPLACE FUNCTION opsh_lab.alter_pgxc_node(node text, options text, types "char"[]) RETURNS void LANGUAGE plpgsql AS $$
 DECLARE
     parsed record;
 BEGIN
     parsed := opsh_lab.node_options(options);
-    IF NOT EXISTS (SELECT 1 FROM public.pgxc_node WHERE node_name = node AND node_type IN ('C', 'D')) THEN
+    IF NOT EXISTS (SELECT 1 FROM public.pgxc_node WHERE node_name = node AND node_type = ANY (types)) THEN
         RAISE EXCEPTION 'PGXC Node %: object not defined', node USING ERRCODE = '42704';
     END IF;
     UPDATE public.pgxc_node
@@ -194,18 +195,11 @@ BEGIN
      WHERE node_name = node;
 END $$;
 
-CREATE OR REPLACE FUNCTION opsh_lab.alter_gtm_node(node text, options text) RETURNS void LANGUAGE plpgsql AS $$
-DECLARE
-    parsed record;
-BEGIN
-    parsed := opsh_lab.node_options(options);
-    IF NOT EXISTS (SELECT 1 FROM public.pgxc_node WHERE node_name = node AND node_type = 'G') THEN
-        RAISE EXCEPTION 'PGXC Node %: object not defined', node USING ERRCODE = '42704';
-    END IF;
-    UPDATE public.pgxc_node
-       SET node_host = coalesce(parsed.host, node_host), node_port = coalesce(parsed.port, node_port)
-     WHERE node_name = node;
-END $$;
+CREATE OR REPLACE FUNCTION opsh_lab.alter_node(node text, options text) RETURNS void LANGUAGE sql
+    AS $$ SELECT opsh_lab.alter_pgxc_node(node, options, ARRAY['C', 'D']::"char"[]) $$;
+
+CREATE OR REPLACE FUNCTION opsh_lab.alter_gtm_node(node text, options text) RETURNS void LANGUAGE sql
+    AS $$ SELECT opsh_lab.alter_pgxc_node(node, options, ARRAY['G']::"char"[]) $$;
 
 CREATE OR REPLACE FUNCTION public.pgxc_pool_reload() RETURNS boolean LANGUAGE plpgsql AS $$
 BEGIN
