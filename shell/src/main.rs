@@ -118,6 +118,10 @@ fn watch_interrupts(interrupt: opsh_host::runbook::Interrupt) {
     tokio::spawn(async move {
         while tokio::signal::ctrl_c().await.is_ok() {
             if !interrupt.applying() {
+                if interrupt.cancels_idle() {
+                    interrupt.press_idle();
+                    continue;
+                }
                 eprintln!("\nopsh: interrupted (nothing was being changed)");
                 std::process::exit(130);
             }

@@ -183,6 +183,7 @@ pub async fn run(session: &Session) -> Exit {
         session.registry.plugins.len(),
         if source.is_empty() { "(none)".to_string() } else { source }
     ));
+    session.interrupt.set_cancel_idle(true);
     let prompt = if session.console.color_err { Style::new().bold().fg(Color::Cyan).paint("opsh> ").to_string() } else { "opsh> ".to_string() };
     let mut last = Exit::Success;
     loop {
@@ -201,7 +202,16 @@ pub async fn run(session: &Session) -> Exit {
                 if words.is_empty() {
                     continue;
                 }
-                last = session.run_words(words).await;
+                // Ctrl-C while a command only reads (or plans) cancels it and the shell goes on;
+                // while steps are applied, the runbook engine handles it (stop after the step).
+                let cancelled = session.interrupt.idle_pressed();
+                last = tokio::select! {
+                    exit = session.run_words(words) => exit,
+                    () = cancelled => {
+                        session.console.note("cancelled (nothing was being changed)");
+                        Exit::Failed
+                    }
+                };
                 if last != Exit::Success {
                     session.console.note(&session.console.paint_err(Color::DarkGray.normal(), &format!("(exit {})", last.code())));
                 }

@@ -89,3 +89,38 @@ fn a_plugin_cannot_reach_files_environment_or_the_network_on_its_own() {
     assert_eq!(cell("env"), "0 variables", "{run:?}");
     assert!(cell("network").starts_with("denied"), "the database is reachable only through the sql capability: {run:?}");
 }
+
+#[test]
+fn ctrl_c_in_the_shell_cancels_a_reading_command_and_the_shell_goes_on() {
+    let world = World::new();
+    let command = format!("{} --inventory {}", crate::support::opsh_bin().display(), world.inventory.display());
+    let output = std::process::Command::new("script")
+        .args(["-q", "-e", "-c", &command, "/dev/null"])
+        .env("OPSH_CONFIG_DIR", world.home.path().join("config"))
+        .env("OPSH_DATA_DIR", world.home.path().join("data"))
+        .env("OPSH_CACHE_DIR", world.home.path().join("cache"))
+        .env("NO_COLOR", "1")
+        .env("TERM", "dumb")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut child| {
+            use std::io::Write;
+            let mut stdin = child.stdin.take().expect("stdin");
+            let pause = |ms| std::thread::sleep(std::time::Duration::from_millis(ms));
+            stdin.write_all(b"probe exec alpha 'sleep 20'\n")?;
+            pause(2500);
+            stdin.write_all(&[3])?; // Ctrl-C through the terminal
+            pause(1500);
+            stdin.write_all(b"pg status\n")?;
+            pause(2500);
+            stdin.write_all(b"exit\n")?;
+            drop(stdin);
+            child.wait_with_output()
+        })
+        .expect("run the REPL under script(1)");
+    let text = String::from_utf8_lossy(&output.stdout).to_string() + &String::from_utf8_lossy(&output.stderr);
+    assert!(text.contains("cancelled (nothing was being changed)"), "{text}");
+    assert!(text.contains("alpha-app") && text.contains("primary"), "the same shell ran pg status afterwards: {text}");
+}

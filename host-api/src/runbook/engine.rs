@@ -33,19 +33,49 @@ use crate::timefmt;
 
 /// Ctrl-C presses during a run: the first stops the run after the current step, the second
 /// aborts the current step.
+/// When nothing is being applied, a press either ends opsh (scripts, `-c`) or, in the shell,
+/// cancels the running read-only command (`cancel_idle`).
 #[derive(Clone)]
 pub struct Interrupt {
     presses: Arc<tokio::sync::watch::Sender<u32>>,
     applying: Arc<AtomicBool>,
+    idle_presses: Arc<tokio::sync::watch::Sender<u64>>,
+    cancel_idle: Arc<AtomicBool>,
 }
 
 impl Default for Interrupt {
     fn default() -> Self {
-        Self { presses: Arc::new(tokio::sync::watch::channel(0).0), applying: Arc::new(AtomicBool::new(false)) }
+        Self {
+            presses: Arc::new(tokio::sync::watch::channel(0).0),
+            applying: Arc::new(AtomicBool::new(false)),
+            idle_presses: Arc::new(tokio::sync::watch::channel(0).0),
+            cancel_idle: Arc::new(AtomicBool::new(false)),
+        }
     }
 }
 
 impl Interrupt {
+    /// In the shell: a press while nothing is applied cancels the command instead of ending opsh.
+    pub fn set_cancel_idle(&self, cancel: bool) {
+        self.cancel_idle.store(cancel, Ordering::SeqCst);
+    }
+
+    pub fn cancels_idle(&self) -> bool {
+        self.cancel_idle.load(Ordering::SeqCst)
+    }
+
+    pub fn press_idle(&self) {
+        self.idle_presses.send_modify(|n| *n += 1);
+    }
+
+    /// Resolves at the next press while nothing is applied (subscribe before running the command).
+    pub fn idle_pressed(&self) -> impl Future<Output = ()> + use<> {
+        let mut receiver = self.idle_presses.subscribe();
+        async move {
+            let _ = receiver.changed().await;
+        }
+    }
+
     /// Count a press; returns how many there were during this run.
     pub fn press(&self) -> u32 {
         self.presses.send_modify(|n| *n += 1);
