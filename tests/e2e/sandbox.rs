@@ -32,35 +32,7 @@ fn a_plugin_that_hogs_memory_is_stopped_at_its_limit() {
 #[test]
 fn the_shell_lives_on_after_a_plugin_traps() {
     let world = World::new();
-    // A real terminal (script(1) gives the REPL a pty): trap, then use the same session again.
-    let command = format!(
-        "{} --inventory {}",
-        crate::support::opsh_bin().display(),
-        world.inventory.display()
-    );
-    let output = std::process::Command::new("script")
-        .args(["-q", "-e", "-c", &command, "/dev/null"])
-        .env("OPSH_CONFIG_DIR", world.home.path().join("config"))
-        .env("OPSH_DATA_DIR", world.home.path().join("data"))
-        .env("OPSH_CACHE_DIR", world.home.path().join("cache"))
-        .env("NO_COLOR", "1")
-        .env("TERM", "dumb")
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .and_then(|mut child| {
-            use std::io::Write;
-            let mut stdin = child.stdin.take().expect("stdin");
-            for line in ["probe trap", "pg status", "exit"] {
-                stdin.write_all(format!("{line}\n").as_bytes())?;
-                std::thread::sleep(std::time::Duration::from_millis(1500));
-            }
-            drop(stdin);
-            child.wait_with_output()
-        })
-        .expect("run the REPL under script(1)");
-    let text = String::from_utf8_lossy(&output.stdout).to_string() + &String::from_utf8_lossy(&output.stderr);
+    let text = world.repl(&[(b"probe trap\n", 1500), (b"pg status\n", 1500), (b"exit\n", 500)]);
     assert!(text.contains("plugin probe failed: it panicked"), "{text}");
     assert!(text.contains("alpha-app") && text.contains("primary"), "pg status ran after the trap, in the same shell: {text}");
 }
@@ -93,34 +65,8 @@ fn a_plugin_cannot_reach_files_environment_or_the_network_on_its_own() {
 #[test]
 fn ctrl_c_in_the_shell_cancels_a_reading_command_and_the_shell_goes_on() {
     let world = World::new();
-    let command = format!("{} --inventory {}", crate::support::opsh_bin().display(), world.inventory.display());
-    let output = std::process::Command::new("script")
-        .args(["-q", "-e", "-c", &command, "/dev/null"])
-        .env("OPSH_CONFIG_DIR", world.home.path().join("config"))
-        .env("OPSH_DATA_DIR", world.home.path().join("data"))
-        .env("OPSH_CACHE_DIR", world.home.path().join("cache"))
-        .env("NO_COLOR", "1")
-        .env("TERM", "dumb")
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .and_then(|mut child| {
-            use std::io::Write;
-            let mut stdin = child.stdin.take().expect("stdin");
-            let pause = |ms| std::thread::sleep(std::time::Duration::from_millis(ms));
-            stdin.write_all(b"probe exec alpha 'sleep 20'\n")?;
-            pause(2500);
-            stdin.write_all(&[3])?; // Ctrl-C through the terminal
-            pause(1500);
-            stdin.write_all(b"pg status\n")?;
-            pause(2500);
-            stdin.write_all(b"exit\n")?;
-            drop(stdin);
-            child.wait_with_output()
-        })
-        .expect("run the REPL under script(1)");
-    let text = String::from_utf8_lossy(&output.stdout).to_string() + &String::from_utf8_lossy(&output.stderr);
+    // 0x03 is Ctrl-C typed at the terminal.
+    let text = world.repl(&[(b"probe exec alpha 'sleep 20'\n", 2500), (&[3], 1500), (b"pg status\n", 2500), (b"exit\n", 500)]);
     assert!(text.contains("cancelled (nothing was being changed)"), "{text}");
     assert!(text.contains("alpha-app") && text.contains("primary"), "the same shell ran pg status afterwards: {text}");
 }

@@ -196,3 +196,34 @@ pub fn wait_for<T>(seconds: u64, what: &str, mut ready: impl FnMut() -> Option<T
 pub fn signal(child: &std::process::Child, signal: i32) {
     opsh_lab::procs::signal(child.id(), signal);
 }
+
+impl World {
+    /// Drive the interactive shell through a real terminal (script(1) gives it a pty): write each
+    /// input, wait its pause, and return everything the terminal showed.
+    pub fn repl(&self, inputs: &[(&[u8], u64)]) -> String {
+        let command = format!("{} --inventory {}", opsh_bin().display(), self.inventory.display());
+        let output = Command::new("script")
+            .args(["-q", "-e", "-c", &command, "/dev/null"])
+            .env("OPSH_CONFIG_DIR", self.home.path().join("config"))
+            .env("OPSH_DATA_DIR", self.home.path().join("data"))
+            .env("OPSH_CACHE_DIR", self.home.path().join("cache"))
+            .env("NO_COLOR", "1")
+            .env("TERM", "dumb")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .and_then(|mut child| {
+                use std::io::Write;
+                let mut stdin = child.stdin.take().expect("stdin");
+                for (input, pause_ms) in inputs {
+                    stdin.write_all(input)?;
+                    std::thread::sleep(std::time::Duration::from_millis(*pause_ms));
+                }
+                drop(stdin);
+                child.wait_with_output()
+            })
+            .expect("run the shell under script(1)");
+        String::from_utf8_lossy(&output.stdout).to_string() + &String::from_utf8_lossy(&output.stderr)
+    }
+}
