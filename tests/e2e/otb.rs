@@ -14,7 +14,7 @@ fn route(world: &World, on: &str, node: &str) -> String {
     world.lab.psql_as_admin(&cluster, "postgres", &format!("SELECT node_host || ':' || node_port FROM pgxc_node WHERE node_name = '{node}'")).expect("route")
 }
 
-fn masters_after(world: &World, failed: &str, new: &str) -> Vec<String> {
+fn masters_after(failed: &str, new: &str) -> Vec<String> {
     let mut masters: Vec<String> = ["cn01-otb1", "cn02-otb2", "dn01-otb1", "dn02-otb2"].iter().filter(|c| !c.starts_with(failed)).map(|c| c.to_string()).collect();
     masters.push(new.to_string());
     masters
@@ -30,7 +30,7 @@ fn fail_over(node: &str, old: &str, new: &str, new_host: &str, port: u16) {
     assert!(takes_writes(&world, new), "after: {new} takes writes");
     assert!(!takes_writes(&world, old), "after: the old master {old} is fenced");
     let address = world.lab.host(new_host).expect("host").address.clone();
-    for master in masters_after(&world, node, new) {
+    for master in masters_after(node, new) {
         assert_eq!(route(&world, &master, node), format!("{address}:{port}"), "{master} routes {node} to the new master");
     }
     let status = world.opsh(&["otb", "status"]);
