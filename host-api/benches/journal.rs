@@ -34,7 +34,7 @@ fn main() -> anyhow::Result<()> {
     let started = Instant::now();
     for i in 0..steps {
         for record in [
-            Record::Intent { at: opsh_host::timefmt::now(), index: i, step: "promote-standby".into(), by: "run".into() },
+            Record::Intent { at: opsh_host::timefmt::now(), index: i, step: "promote-standby".into(), by: "run".into(), pid: std::process::id() },
             Record::Result { at: opsh_host::timefmt::now(), index: i, step: "promote-standby".into(), status: StepStatus::Done, message: "promoted; accepts writes".into(), duration_ms: 12 },
         ] {
             plain.write_all(serde_json::to_string(&record)?.as_bytes())?;

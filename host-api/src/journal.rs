@@ -62,8 +62,11 @@ pub enum Record {
         at: String,
         index: usize,
         step: String,
-        /// `resume` / `retry` when the step was applied from a later process.
+        /// `run`, or `resume` / `retry` when the step was applied from a later process.
         by: String,
+        /// The process applying the step (a resume runs in another process than the run).
+        #[serde(default)]
+        pid: u32,
     },
     Result {
         at: String,
@@ -147,7 +150,7 @@ impl Journal {
     }
 
     pub fn intent(&self, index: usize, step: &str, by: &str) -> Result<()> {
-        self.append(&Record::Intent { at: timefmt::now(), index, step: step.to_string(), by: by.to_string() })
+        self.append(&Record::Intent { at: timefmt::now(), index, step: step.to_string(), by: by.to_string(), pid: std::process::id() })
     }
 
     pub fn result(&self, index: usize, step: &str, status: StepStatus, message: &str, duration_ms: u64) -> Result<()> {
@@ -246,13 +249,6 @@ impl RunLog {
         }
     }
 
-    pub fn pid(&self) -> u32 {
-        match self.records.first() {
-            Some(Record::Run { pid, .. }) => *pid,
-            _ => 0,
-        }
-    }
-
     pub fn end(&self) -> Option<(&str, i32, &str)> {
         self.records.iter().rev().find_map(|r| match r {
             Record::End { status, exit, message, .. } => Some((status.as_str(), *exit, message.as_str())),
@@ -310,20 +306,20 @@ impl RunLog {
         }
     }
 
+    /// No end record after the last activity: is the process that wrote the last intent (or
+    /// started the run) still alive?
     fn liveness(&self) -> String {
-        let last_pid = self
+        let pid = self
             .records
             .iter()
             .rev()
             .find_map(|r| match r {
-                Record::Intent { .. } | Record::Run { .. } => Some(()),
+                Record::Intent { pid, .. } if *pid != 0 => Some(*pid),
+                Record::Run { pid, .. } => Some(*pid),
                 _ => None,
             })
-            .map(|()| self.pid());
-        match last_pid {
-            Some(pid) if pid != 0 && Path::new(&format!("/proc/{pid}")).exists() && pid != std::process::id() => "running".into(),
-            _ => "died".into(),
-        }
+            .unwrap_or(0);
+        if pid != 0 && pid != std::process::id() && Path::new(&format!("/proc/{pid}")).exists() { "running".into() } else { "died".into() }
     }
 }
 

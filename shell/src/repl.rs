@@ -185,7 +185,6 @@ pub async fn run(session: &Session) -> Exit {
     ));
     session.interrupt.set_cancel_idle(true);
     let prompt = if session.console.color_err { Style::new().bold().fg(Color::Cyan).paint("opsh> ").to_string() } else { "opsh> ".to_string() };
-    let mut last = Exit::Success;
     loop {
         match editor.readline(&prompt) {
             Ok(line) => {
@@ -205,15 +204,15 @@ pub async fn run(session: &Session) -> Exit {
                 // Ctrl-C while a command only reads (or plans) cancels it and the shell goes on;
                 // while steps are applied, the runbook engine handles it (stop after the step).
                 let cancelled = session.interrupt.idle_pressed();
-                last = tokio::select! {
+                let exit = tokio::select! {
                     exit = session.run_words(words) => exit,
                     () = cancelled => {
                         session.console.note("cancelled (nothing was being changed)");
                         Exit::Failed
                     }
                 };
-                if last != Exit::Success {
-                    session.console.note(&session.console.paint_err(Color::DarkGray.normal(), &format!("(exit {})", last.code())));
+                if exit != Exit::Success {
+                    session.console.note(&session.console.paint_err(Color::DarkGray.normal(), &format!("(exit {})", exit.code())));
                 }
                 let _ = editor.history_mut().save(&history);
             }
@@ -226,6 +225,5 @@ pub async fn run(session: &Session) -> Exit {
         }
     }
     let _ = editor.save_history(&history);
-    let _ = last;
     Exit::Success
 }

@@ -108,7 +108,6 @@ impl Lab {
             bail!("--block must be 1 to 254");
         }
         Lab::down(dir).context("cleaning up the previous lab in this directory")?;
-        let started = Instant::now();
         let (uid, gid) = ensure_lab_user()?;
         fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         let dir = dir.canonicalize()?;
@@ -130,7 +129,6 @@ impl Lab {
         }
         lab.save()?;
         lab.write_inventory(topology)?;
-        let _ = started;
         Ok(lab)
     }
 

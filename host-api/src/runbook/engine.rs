@@ -324,7 +324,7 @@ impl Engine<'_> {
             .cloned()
             .ok_or_else(|| Outcome::refused(format!("run {run}: plugin {plugin_name} is not loaded here; install it and try again")))?;
         if log.status() == "running" {
-            return Err(Outcome::Refused { message: format!("run {run} is still running (pid {}); wait for it or stop it first", log.pid()), run: Some(run) });
+            return Err(Outcome::Refused { message: format!("run {run} is still being applied by another opsh; wait for it or stop it first"), run: Some(run) });
         }
         let (call, plan, previews, line) = (call.clone(), plan.clone(), previews.to_vec(), line.to_string());
         let who = format!("{verb} {run} ({line})");
