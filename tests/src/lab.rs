@@ -161,12 +161,16 @@ impl Lab {
                     std::os::unix::fs::symlink(format!("{PG_BIN}/{tool}"), local.join("bin").join(tool))?;
                 }
             }
-            for (path, content) in &spec.files {
+            let shared = topology.files.iter().filter(|set| set.hosts.contains(&spec.name)).flat_map(|set| set.files.iter());
+            for (path, content) in spec.files.iter().chain(shared) {
                 let target = local.join(path.trim_start_matches("/usr/local/"));
                 if let Some(parent) = target.parent() {
                     fs::create_dir_all(parent)?;
                 }
-                fs::write(&target, content)?;
+                fs::write(&target, render(content, &spec.name, topology, self.state.block))?;
+                if content.starts_with("#!") {
+                    fs::set_permissions(&target, fs::Permissions::from_mode(0o755))?;
+                }
             }
             for sub in ["pg", "run", "log"] {
                 fs::create_dir_all(host_dir.join(sub))?;
@@ -245,6 +249,7 @@ impl Lab {
         }
         self.install_pgxc_catalog(topology)?;
         self.write_server_pgpass(password, uid, gid)?;
+        crate::slony::replicate(self, &topology.slony).context("setting up Slony-I replication")?;
         for gtm in &topology.gtms {
             let dir = self.host_file(&gtm.host, &gtm.data_dir);
             fs::create_dir_all(&dir)?;
@@ -429,12 +434,10 @@ impl Lab {
     }
 
     /// The lab user's ~/.pgpass, as a DBA sets it up for replication: a standby rebuilt by opsh
-    /// authenticates to its master with it (opsh never writes passwords into data directories).
+    /// authenticates to its master with it, and so do slon and slonik (opsh never writes
+    /// passwords into data directories or scripts).
     /// Lines of other labs (other address blocks) are kept.
     fn write_server_pgpass(&self, password: &str, uid: u32, gid: u32) -> Result<()> {
-        if !self.state.clusters.iter().any(|c| c.pgxc.is_some()) {
-            return Ok(());
-        }
         let path = PathBuf::from(format!("/home/{LAB_USER}/.pgpass"));
         let prefix = format!("127.42.{}.", self.state.block);
         let mut lines: Vec<String> = fs::read_to_string(&path).unwrap_or_default().lines().filter(|l| !l.starts_with(&prefix)).map(str::to_string).collect();
@@ -490,7 +493,7 @@ impl Lab {
             .args(host.enter())
             .args(["setpriv", "--reuid", LAB_USER, "--regid", LAB_USER, "--init-groups", "--"])
             .args(argv)
-            .env("HOME", "/tmp")
+            .env("HOME", format!("/home/{LAB_USER}"))
             .env("PATH", "/usr/local/bin:/usr/bin:/bin")
             .stdin(Stdio::null())
             .output()
@@ -510,6 +513,15 @@ impl Lab {
             let names: Vec<&str> = self.state.clusters.iter().map(|c| c.name.as_str()).collect();
             format!("no lab cluster {name:?}; clusters: {}", names.join(", "))
         })
+    }
+
+    /// The primary cluster on `host` that holds database `db`.
+    pub fn cluster_with(&self, host: &str, db: &str) -> Result<&ClusterState> {
+        self.state
+            .clusters
+            .iter()
+            .find(|c| c.host == host && c.standby_of.is_none() && c.databases.iter().any(|d| d == db))
+            .with_context(|| format!("host {host} has no cluster with database {db}"))
     }
 
     /// Every live process of the lab's hosts, as (PID, start time): what `down` must stop.
@@ -690,8 +702,10 @@ impl Lab {
                 .trim()
                 .parse()
                 .context("malformed pid file")?;
-            procs::signal(pid, libc::SIGKILL);
-            return Ok(format!("killed service {service} on {host} (pid {pid}, SIGKILL)"));
+            let namespace = &self.host(host)?.namespace;
+            let global = procs::from_host(namespace, pid).with_context(|| format!("service {service} on {host} is not running (pid {pid} is gone)"))?;
+            procs::signal(global, libc::SIGKILL);
+            return Ok(format!("killed service {service} on {host} (pid {pid} on the host, SIGKILL)"));
         }
         let cluster = match self.cluster(target) {
             Ok(cluster) => cluster,
@@ -747,7 +761,7 @@ impl Lab {
             ));
             for service in &host.services {
                 let pidfile = self.host_file(&host.name, &format!("/usr/local/var/run/labsvc/{service}.pid"));
-                let running = fs::read_to_string(pidfile).ok().and_then(|p| p.trim().parse::<u32>().ok()).is_some_and(|pid| procs::start_time(pid).is_some());
+                let running = fs::read_to_string(pidfile).ok().and_then(|p| p.trim().parse::<u32>().ok()).and_then(|pid| procs::from_host(&host.namespace, pid)).is_some();
                 lines.push(format!("  service {service}: {}", if running { "running" } else { "stopped" }));
             }
             for cluster in self.state.clusters.iter().filter(|c| c.host == host.name) {
@@ -774,6 +788,17 @@ pub fn helper_binary() -> Result<PathBuf> {
         }
     }
     bail!("cannot find the opsh-lab binary next to {}; build it with `cargo build -p opsh-lab`", exe.display())
+}
+
+/// A lab file's content for `host`: `{{self}}` is the host's name, `{{addr:NAME}}` a lab host's
+/// address, `{{addr:self}}` its own
+/// address (hosts get `127.42.BLOCK.10`, `.11`, … in topology order).
+fn render(content: &str, host: &str, topology: &Topology, block: u8) -> String {
+    let mut out = content.replace("{{addr:self}}", &format!("{{{{addr:{host}}}}}")).replace("{{self}}", host);
+    for (i, spec) in topology.hosts.iter().enumerate() {
+        out = out.replace(&format!("{{{{addr:{}}}}}", spec.name), &format!("127.42.{block}.{}", 10 + i));
+    }
+    out
 }
 
 fn merge(into: &mut toml::Table, extra: &toml::Table) {
@@ -823,7 +848,7 @@ fn run(command: &mut Command) -> Result<Output> {
     Ok(output)
 }
 
-fn check(output: &Output, what: &str) -> Result<()> {
+pub(crate) fn check(output: &Output, what: &str) -> Result<()> {
     if !output.status.success() {
         bail!("{what} failed: {}{}", String::from_utf8_lossy(&output.stderr).trim(), String::from_utf8_lossy(&output.stdout).trim());
     }

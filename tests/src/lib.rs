@@ -4,6 +4,7 @@
 pub mod lab;
 pub mod otb_proxy;
 pub mod procs;
+pub mod slony;
 pub mod topology;
 
 pub use lab::Lab;

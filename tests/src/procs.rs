@@ -90,6 +90,12 @@ pub fn postmaster(data_dir: &Path, namespace: &str) -> Option<u32> {
     in_namespace(namespace).into_iter().find(|pid| namespace_pid(*pid) == Some(inner) && command(*pid).as_deref() == Some("postgres"))
 }
 
+/// The machine-wide PID of the process a lab host knows as `inner` (its pid files hold
+/// namespace PIDs, which mean another process out here).
+pub fn from_host(namespace: &str, inner: u32) -> Option<u32> {
+    in_namespace(namespace).into_iter().find(|pid| namespace_pid(*pid) == Some(inner))
+}
+
 /// A process's PID in its own (innermost) PID namespace.
 fn namespace_pid(pid: u32) -> Option<u32> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;

@@ -18,6 +18,12 @@ pub struct Topology {
     /// OpenTenBase GTM stand-ins (`gtm_ctl -Z gtm`), master and standby.
     #[serde(default)]
     pub gtms: Vec<GtmSpec>,
+    /// Files written on several hosts (e.g. a product's scripts and config on every appliance).
+    #[serde(default)]
+    pub files: Vec<FileSet>,
+    /// Real Slony-I replication between clusters of the topology.
+    #[serde(default)]
+    pub slony: Vec<SlonySpec>,
     /// Merged into the generated inventory (e.g. `[inventory.topologies.x]`, `[inventory.grants.y]`).
     #[serde(default)]
     pub inventory: Option<toml::Table>,
@@ -35,6 +41,34 @@ pub struct HostSpec {
     /// Extra files on the host (path → content), e.g. config files a runbook edits.
     #[serde(default)]
     pub files: std::collections::BTreeMap<String, String>,
+}
+
+/// Files (path under /usr/local → content) on each of `hosts`. In the content `{{addr:NAME}}`
+/// becomes lab host NAME's address and `{{self}}` the host's own name; a file starting with `#!`
+/// is made executable.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileSet {
+    pub hosts: Vec<String>,
+    pub files: std::collections::BTreeMap<String, String>,
+}
+
+/// One Slony-I cluster (`slony`, schema `_slony`) per database in `schemas`: the schema SQL runs
+/// on every node (Slony copies no DDL), `origin` is node 1, and every public table and sequence
+/// goes into set 1 ("All tables and Sequences"), subscribed by `subscribers`. Each node's slon
+/// is started by `start_script` (`{db}` is the database), as the product starts it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SlonySpec {
+    pub origin: String,
+    pub subscribers: Vec<String>,
+    pub schemas: std::collections::BTreeMap<String, String>,
+    #[serde(default = "default_start_script")]
+    pub start_script: String,
+}
+
+fn default_start_script() -> String {
+    "/usr/local/desktone/scripts/start_slon_{db}.sh".into()
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -91,7 +125,11 @@ fn default_wal_level() -> String {
     "replica".into()
 }
 
-const BUILTIN: &[(&str, &str)] = &[("basic", include_str!("../topologies/basic.toml")), ("otb", include_str!("../topologies/otb.toml"))];
+const BUILTIN: &[(&str, &str)] = &[
+    ("basic", include_str!("../topologies/basic.toml")),
+    ("otb", include_str!("../topologies/otb.toml")),
+    ("horizon", include_str!("../topologies/horizon.toml")),
+];
 
 impl Topology {
     /// A built-in name (`basic`) or a path to a topology file.
@@ -166,6 +204,30 @@ impl Topology {
             }
             if self.clusters.iter().filter(|c| c.host == cluster.host && c.port == cluster.port).count() > 1 {
                 bail!("host {}: two clusters on port {}", cluster.host, cluster.port);
+            }
+        }
+        for set in &self.files {
+            for host in &set.hosts {
+                if !self.hosts.iter().any(|h| &h.name == host) {
+                    bail!("files for host {host}: not a host of the topology");
+                }
+            }
+            for path in set.files.keys() {
+                if !path.starts_with("/usr/local/") || path.contains("..") {
+                    bail!("file {path}: lab host files live under /usr/local (the host's own copy)");
+                }
+            }
+        }
+        for slony in &self.slony {
+            for node in std::iter::once(&slony.origin).chain(&slony.subscribers) {
+                for db in slony.schemas.keys() {
+                    if !self.clusters.iter().any(|c| &c.host == node && c.standby_of.is_none() && c.databases.contains(db)) {
+                        bail!("slony: host {node} has no cluster with database {db}");
+                    }
+                }
+            }
+            if slony.subscribers.is_empty() || slony.subscribers.contains(&slony.origin) {
+                bail!("slony with origin {}: needs subscribers other than the origin", slony.origin);
             }
         }
         for gtm in &self.gtms {
