@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use opsh_plugin_sdk::{CapabilityError, CommandError, RowsExt, host, sql};
+use opsh_plugin_sdk::{CapabilityError, CommandError, RowsExt, host, inventory, sql};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
@@ -60,46 +60,31 @@ pub struct Cluster {
 
 pub type Routes = BTreeMap<String, (String, i64)>;
 
-fn attr<'a>(info: &'a host::TargetInfo, key: &str) -> Option<&'a str> {
-    info.attributes.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
-}
-
 fn need<'a>(info: &'a host::TargetInfo, key: &str) -> Result<&'a str, CommandError> {
-    attr(info, key).ok_or_else(|| {
-        CommandError::Failed(format!("{} {} has no attribute {key:?} in the inventory (see plugins/opentenbase/README.md)", info.kind, info.name))
-    })
+    inventory::need(info, key, "plugins/opentenbase/README.md")
 }
 
 impl Cluster {
     /// The topology the inventory gives to this plugin (`plugin = "otb"`), with live state.
     pub fn load() -> Result<Self, CommandError> {
-        let topologies: Vec<host::TargetInfo> = host::list_targets("topology")
-            .iter()
-            .filter_map(|t| host::lookup(t).ok())
-            .filter(|t| attr(t, "plugin") == Some("otb"))
-            .collect();
-        let topology = match topologies.as_slice() {
-            [one] => one,
-            [] => return Err(CommandError::Failed("no topology in the inventory has plugin = \"otb\"".into())),
-            _ => return Err(CommandError::Failed("several topologies have plugin = \"otb\"; opsh's otb plugin drives one cluster per inventory".into())),
-        };
+        let topology = &inventory::managed_topology("otb")?;
         let mut members = Vec::new();
         for role in ["coordinator", "datanode"] {
-            for db in attr(topology, &format!("member.{role}")).unwrap_or("").split(',').filter(|s| !s.is_empty()) {
-                let info = host::lookup(db)?;
+            for db in inventory::members(topology, role) {
+                let info = host::lookup(&db)?;
                 let kind = match need(&info, "otb-type")? {
                     "coordinator" => Kind::Coordinator,
                     "datanode" => Kind::Datanode,
                     other => return Err(CommandError::Failed(format!("database {db}: otb-type must be coordinator or datanode, not {other:?}"))),
                 };
                 members.push(Member {
-                    db: db.to_string(),
+                    db: db.clone(),
                     node: need(&info, "otb-node")?.to_string(),
                     kind,
                     host: need(&info, "host")?.to_string(),
                     port: need(&info, "port")?.parse().map_err(|_| CommandError::Failed(format!("database {db}: bad port")))?,
                     data_dir: need(&info, "data-dir")?.to_string(),
-                    live: probe_member(db),
+                    live: probe_member(&db),
                 });
             }
         }

@@ -22,6 +22,8 @@ wit_bindgen::generate!({
 pub mod args;
 pub mod data;
 pub mod build;
+pub mod inventory;
+pub mod properties;
 pub mod quote;
 pub mod rows;
 

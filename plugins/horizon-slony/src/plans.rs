@@ -1,0 +1,483 @@
+//! The four procedures of the seed as plans, the status view, and the verification of each goal.
+
+use opsh_plugin_sdk::{
+    Args, ChangePlan, CommandError, CommandResult, Invocation, RowsExt, Step, Table, address_of, bad, file_edit, good, plain, properties,
+    sql, table, text, warn,
+};
+
+use crate::appliances::{self, Database, Horizon, Pair, PairKind};
+use crate::slony::{self, Role};
+use crate::steps::{self, titled};
+
+pub fn status(horizon: &Horizon) -> CommandResult<Vec<Table>> {
+    let mut appliances_table = table(text("Appliances", "アプライアンス"), &["appliance", "pair", "reachable", "services", "slon", "capabilities", "primary bits"]);
+    let mut slony_table = table(text("Slony per database", "データベースごとの Slony"), &["database", "appliance", "role", "local node", "subscribers (lag)", "seed query"]);
+    let mut files_table = table(text("Database hosts named in the properties files", "properties ファイルが指す DB ホスト"), &["appliance", "file", "hosts"]);
+    let capabilities = capabilities_rows(horizon);
+    for pair in &horizon.pairs {
+        for appliance in &pair.appliances {
+            let reachable = appliances::reachable(appliance);
+            let (services, slon) = match &reachable {
+                Ok(()) => {
+                    let states = appliances::service_states(appliance, &horizon.layout.services);
+                    let summary = states.iter().map(|(s, st)| format!("{s} {st}")).collect::<Vec<_>>().join(", ");
+                    let all_running = states.iter().all(|(_, st)| st == "running");
+                    let slon = match appliances::slon_processes(appliance) {
+                        Ok(n) => plain(format!("{n} processes")),
+                        Err(e) => warn(e),
+                    };
+                    (if all_running { good(summary) } else { warn(summary) }, slon)
+                }
+                Err(_) => (bad("?"), bad("?")),
+            };
+            let (caps, bits) = match capabilities.iter().find(|(name, _)| name == appliance) {
+                Some((_, caps)) => (plain(caps.to_string()), if caps & 192 == 192 { good("64+128 (primary)") } else { plain("-") }),
+                None => (plain("?"), plain("?")),
+            };
+            appliances_table.push(vec![plain(appliance.as_str()), plain(pair.label()), match &reachable { Ok(()) => good("yes"), Err(e) => bad(e.as_str()) }, services, slon, caps, bits]);
+            for dbname in pair.databases() {
+                let Ok(db) = horizon.database(appliance, dbname) else { continue };
+                slony_table.push(slony_row(db));
+                if reachable.is_ok() {
+                    let path = horizon.layout.properties(dbname);
+                    if let Ok(snapshot) = file_edit::read(appliance, &path) {
+                        let hosts = properties::get(&snapshot.content, &format!("{dbname}.hosts")).map(str::to_string).unwrap_or_else(|| if snapshot.exists { "(no hosts line)".into() } else { "(no file)".into() });
+                        files_table.push(vec![plain(appliance.as_str()), plain(path), plain(hosts)]);
+                    }
+                }
+            }
+            if reachable.is_ok() {
+                if let Ok(snapshot) = file_edit::read(appliance, &horizon.layout.diagnose_properties) {
+                    for key in ["db.jdbc.url", "db.fdb.jdbc.url"] {
+                        let value = properties::get(&snapshot.content, key).unwrap_or("(not set)");
+                        files_table.push(vec![plain(appliance.as_str()), plain(format!("{} {key}", horizon.layout.diagnose_properties)), plain(value)]);
+                    }
+                }
+            }
+        }
+    }
+    Ok(vec![appliances_table.build(), slony_table.build(), files_table.build()])
+}
+
+fn slony_row(db: &Database) -> Vec<opsh_plugin_sdk::Cell> {
+    let name = plain(db.name.as_str());
+    let appliance = plain(db.appliance.as_str());
+    let role = match slony::role(&db.name) {
+        Ok(role) => role,
+        Err(e) => return vec![name, appliance, bad(format!("unreachable: {}", e.message())), plain("-"), plain("-"), plain("-")],
+    };
+    let role_cell = match role {
+        Role::Origin => good(role.describe()),
+        Role::Subscriber => plain(role.describe()),
+        Role::Standalone => warn(role.describe()),
+        Role::Partial => bad(role.describe()),
+    };
+    if role == Role::Standalone {
+        return vec![name, appliance, role_cell, plain("-"), plain("-"), plain("relation \"_slony.sl_set\" does not exist")];
+    }
+    let (local, seed) = match slony::verification(&db.name) {
+        Ok(Some((local, master))) => (plain(local.to_string()), if master { good("master_node = t") } else { plain("master_node = f") }),
+        Ok(None) => (plain("-"), warn("no set")),
+        Err(e) => (plain("-"), bad(e.message())),
+    };
+    let subscribers = if role == Role::Origin {
+        match slony::lag(&db.name) {
+            Ok(lag) if lag.is_empty() => warn("none"),
+            Ok(lag) => {
+                let text = lag.iter().map(|(node, events, seconds)| format!("node {node} ({events} events, {seconds:.1} s)")).collect::<Vec<_>>().join(", ");
+                if lag.iter().all(|(_, e, s)| *e <= 2 && *s < 30.0) { good(text) } else { warn(text) }
+            }
+            Err(e) => bad(e.message()),
+        }
+    } else {
+        match slony::subscription_active(&db.name) {
+            Ok(true) => plain("subscribed, active"),
+            Ok(false) => warn("subscription not active"),
+            Err(e) => bad(e.message()),
+        }
+    };
+    vec![name, appliance, role_cell, local, subscribers, seed]
+}
+
+/// `appliance` rows (name, capabilities) from the first service-provider fdb that answers.
+fn capabilities_rows(horizon: &Horizon) -> Vec<(String, i64)> {
+    let Ok(pair) = horizon.service_provider() else { return Vec::new() };
+    for appliance in &pair.appliances {
+        let Ok(db) = horizon.database(appliance, "fdb") else { continue };
+        if let Ok(rows) = sql::query(&db.name, "SELECT name, capabilities::bigint AS capabilities FROM appliance ORDER BY name", &[]) {
+            return rows
+                .rows
+                .iter()
+                .filter_map(|row| match (row.first(), row.get(1)) {
+                    (Some(sql::Value::Text(name)), Some(sql::Value::Int(caps))) => Some((name.clone(), *caps)),
+                    _ => None,
+                })
+                .collect();
+        }
+    }
+    Vec::new()
+}
+
+/// The other appliance of a two-appliance pair.
+fn partner<'a>(pair: &'a Pair, appliance: &'a str) -> Result<&'a String, CommandError> {
+    let others: Vec<&String> = pair.others(appliance).collect();
+    match others.as_slice() {
+        [one] => Ok(one),
+        _ => Err(CommandError::Usage(format!("the {} pair has {} other appliances ({}); name the one to use", pair.label(), others.len(), others.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")))),
+    }
+}
+
+fn refused(en: String, ja: String) -> CommandError {
+    CommandError::Refused(text(&en, &ja))
+}
+
+/// Remove `address` from the DB host lists of `path` on `appliance`: a step, or nothing if the
+/// file does not name it.
+fn remove_address_step(seed: &str, appliance: &str, path: &str, old: &str) -> CommandResult<Option<Step>> {
+    let snapshot = file_edit::read(appliance, path)?;
+    if !snapshot.exists {
+        return Err(refused(format!("{path} does not exist on {appliance}: is this a Horizon appliance before 9.0.0?"), format!("{appliance} に {path} がありません")));
+    }
+    let token = address_of(old);
+    if !snapshot.content.contains(&token) {
+        return Ok(None);
+    }
+    let content = properties::remove_address(&snapshot.content, &token).map_err(|e| refused(format!("{appliance}:{path}: {e}; fix the file by hand"), format!("{appliance}:{path}: {e}")))?;
+    let file = path.rsplit('/').next().unwrap_or(path);
+    Ok(Some(steps::edit_file(
+        &format!("edit-{}-{appliance}", file.replace('.', "-")),
+        titled(seed, &format!("Remove {old}'s address from {path} on {appliance}"), &format!("{appliance} の {path} から {old} の IP アドレスを削除")),
+        appliance,
+        &snapshot,
+        path,
+        &content,
+    )))
+}
+
+pub fn enable_writes(horizon: &Horizon, secondary: &str) -> CommandResult<ChangePlan> {
+    let pair = horizon.pair_of(secondary)?;
+    let primary = partner(pair, secondary)?;
+    let layout = &horizon.layout;
+    let mut warnings = Vec::new();
+    appliances::reachable(secondary).map_err(|e| refused(format!("the secondary {secondary} does not answer: {e}"), format!("セカンダリ {secondary} が応答しません: {e}")))?;
+    let mut secondary_dbs = Vec::new();
+    let mut still_subscribed = Vec::new();
+    for dbname in pair.databases() {
+        let db = horizon.database(secondary, dbname)?;
+        let role = slony::role(&db.name).map_err(|e| refused(format!("{} does not answer: {}", db.name, e.message()), format!("{} が応答しません", db.name)))?;
+        match role {
+            Role::Origin => {
+                return Err(refused(
+                    format!("{} is already the Slony origin: {secondary} holds the primary database; nothing to enable", db.name),
+                    format!("{} は既に Slony の origin です。{secondary} がプライマリです", db.name),
+                ));
+            }
+            Role::Standalone => warnings.push(text(&format!("{} already takes writes (no _slony schema): it is not restored from {primary}", db.name), &format!("{} は既に書き込み可能です ({primary} からリストアしません)", db.name))),
+            Role::Subscriber | Role::Partial => still_subscribed.push(*dbname),
+        }
+        secondary_dbs.push(db);
+    }
+    let primary_reachable = appliances::reachable(primary);
+    if let Err(e) = &primary_reachable {
+        warnings.push(text(&format!("the primary {primary} does not answer ({e}): its services and slon are not stopped; make sure it stays down"), &format!("プライマリ {primary} が応答しません。サービスと slon を停止できません。停止したままにしてください")));
+    }
+    let mut plan: Vec<Step> = Vec::new();
+    if primary_reachable.is_ok() {
+        plan.push(steps::stop_services("1", primary, &layout.services, "stop-services"));
+    }
+    plan.push(steps::stop_services("1", secondary, &layout.services, "stop-services"));
+    if primary_reachable.is_ok() {
+        plan.push(steps::stop_slon("2", primary));
+    }
+    plan.push(steps::stop_slon("2", secondary));
+    for db in &secondary_dbs {
+        plan.push(steps::drop_slony(if db.dbname == "fdb" { "3" } else { "4" }, db));
+    }
+    for db in secondary_dbs.iter().filter(|d| still_subscribed.contains(&d.dbname.as_str())) {
+        let source = horizon.database(primary, &db.dbname)?;
+        match appliances::answers(&source.name) {
+            Ok(()) => plan.push(steps::restore("5", source, db, &layout.backup_dir)),
+            Err(e) => warnings.push(text(
+                &format!("{} does not answer ({e}): {} keeps what Slony had replicated", source.name, db.name),
+                &format!("{} が応答しません。{} は Slony が複製済みの内容のままです", source.name, db.name),
+            )),
+        }
+    }
+    for (i, db) in secondary_dbs.iter().enumerate() {
+        if let Some(step) = remove_address_step(&(6 + i).to_string(), secondary, &layout.properties(&db.dbname), primary)? {
+            plan.push(step);
+        }
+    }
+    let password_db = secondary_dbs.iter().find(|d| d.dbname == "avdb").or(secondary_dbs.first()).map(|d| d.name.clone()).unwrap_or_default();
+    plan.push(steps::av_setup("9-10", secondary, &layout.av_setup(), &password_db));
+    plan.push(jdbc_step("11-12", horizon, secondary)?);
+    plan.push(steps::start_services("13", secondary, &layout.services, ""));
+    Ok(ChangePlan {
+        summary: text(
+            &format!("Make {secondary}'s databases ({}) the primary datasource of the {} (the primary {primary} failed)", pair.databases().join(", "), pair.label()),
+            &format!("{secondary} のデータベース ({}) をマスター データソースにする (プライマリ {primary} の障害)", pair.databases().join(", ")),
+        ),
+        steps: plan,
+        warnings,
+    })
+}
+
+/// Point both JDBC URLs of the diagnose service at `appliance`.
+fn jdbc_step(seed: &str, horizon: &Horizon, appliance: &str) -> CommandResult<Step> {
+    let path = &horizon.layout.diagnose_properties;
+    let snapshot = file_edit::read(appliance, path)?;
+    let address = address_of(appliance);
+    let mut content = snapshot.content.clone();
+    for (key, db) in [("db.jdbc.url", "avdb"), ("db.fdb.jdbc.url", "fdb")] {
+        content = properties::set(&content, key, &format!("jdbc:postgresql://{address}:5432/{db}?ssl=true"))
+            .map_err(|e| refused(format!("{appliance}:{path}: {e}; is this the diagnose configuration the runbook expects?"), format!("{appliance}:{path}: {e}")))?;
+    }
+    Ok(steps::edit_file(
+        &format!("edit-application-properties-{appliance}"),
+        titled(seed, &format!("Point both JDBC URLs of diagnose at {appliance}"), &format!("diagnose の両方の JDBC URL を {appliance} に向ける")),
+        appliance,
+        &snapshot,
+        path,
+        &content,
+    ))
+}
+
+pub fn promote(horizon: &Horizon, new: &str, old: &str, org: Option<&str>) -> CommandResult<ChangePlan> {
+    let pair = match org {
+        Some(org) => horizon.tenant(org)?,
+        None => horizon.service_provider()?,
+    };
+    for appliance in [new, old] {
+        if !pair.appliances.iter().any(|a| a == appliance) {
+            return Err(CommandError::Usage(format!("{appliance} is not an appliance of the {}: its appliances are {}", pair.label(), pair.appliances.join(", "))));
+        }
+    }
+    if new == old {
+        return Err(CommandError::Usage("NEW and --old name the same appliance".into()));
+    }
+    let layout = &horizon.layout;
+    let dbnames = pair.databases();
+    let mut warnings = Vec::new();
+    for appliance in [new, old] {
+        appliances::reachable(appliance).map_err(|e| {
+            refused(
+                format!("{appliance} does not answer ({e}). The permanent promotion needs both appliances and their databases (the seed's \"A is accessible\"); while {old} is down, run `horizon enable-writes {new}`, and promote once it is back"),
+                format!("{appliance} が応答しません。恒久的な昇格には両方のアプライアンスが必要です。{old} の停止中は `horizon enable-writes {new}` を実行し、復旧後に昇格してください"),
+            )
+        })?;
+        for dbname in dbnames {
+            let db = horizon.database(appliance, dbname)?;
+            appliances::answers(&db.name).map_err(|e| refused(format!("{} does not answer ({e}): Slony cannot be re-initialised without it", db.name), format!("{} が応答しません", db.name)))?;
+        }
+    }
+    let capabilities_db = match pair.kind {
+        PairKind::ServiceProvider => horizon.database(new, "fdb")?.name.clone(),
+        PairKind::Tenant(_) => horizon.database(&horizon.service_provider_primary()?, "fdb")?.name.clone(),
+    };
+    let rows = sql::query(&capabilities_db, "SELECT count(*)::bigint AS n FROM appliance WHERE name IN ($1, $2)", &[sql::Value::Text(old.into()), sql::Value::Text(new.into())])?;
+    if rows.first_int("n") != Some(2) {
+        return Err(refused(format!("{capabilities_db} has no appliance rows named {old} and {new}"), format!("{capabilities_db} に {old} と {new} の appliance 行がありません")));
+    }
+    // Slony's set is rebuilt from NEW's tables: refuse now, before anything is dropped, if
+    // Slony could not replicate them.
+    let mut objects = Vec::new();
+    for dbname in dbnames {
+        objects.push(slony::replicated_objects(&horizon.database(new, dbname)?.name)?);
+    }
+    for dbname in dbnames {
+        let db = horizon.database(new, dbname)?;
+        if slony::role(&db.name)? == Role::Subscriber {
+            warnings.push(text(
+                &format!("{} is still a Slony subscriber of {old}: its data is what Slony had replicated, and it becomes the origin (run enable-writes first if {old} holds newer writes)", db.name),
+                &format!("{} はまだ {old} のサブスクライバーです", db.name),
+            ));
+        }
+    }
+    let tenant = matches!(pair.kind, PairKind::Tenant(_));
+    let (seed_slon_stop, seed_drop, seed_caps, seed_slon_start, seed_reinit, seed_verify, seed_start) =
+        if tenant { ("4", "6", "7", "8", "9", "10", "11") } else { ("4", "5", "6", "9", "10", "11", "12") };
+    let mut plan = Vec::new();
+    for appliance in &pair.appliances {
+        plan.push(steps::stop_services("1", appliance, &layout.services[..1], "stop-dtservice"));
+    }
+    for appliance in &pair.appliances {
+        // The seed edits fdb.properties; a tenant's edb and avdb properties name the failed
+        // appliance too and are edited alike.
+        for dbname in dbnames {
+            if let Some(step) = remove_address_step("3", appliance, &layout.properties(dbname), old)? {
+                plan.push(step);
+            }
+        }
+    }
+    for appliance in &pair.appliances {
+        plan.push(steps::stop_slon(seed_slon_stop, appliance));
+    }
+    for appliance in [old, new] {
+        for dbname in dbnames {
+            plan.push(steps::drop_slony(seed_drop, horizon.database(appliance, dbname)?));
+        }
+    }
+    plan.push(steps::capabilities(seed_caps, &capabilities_db, old, new));
+    if !tenant {
+        for appliance in pair.others(old) {
+            plan.push(steps::start_services("7", appliance, &layout.services[..1], "-first"));
+        }
+        for appliance in pair.others(new).filter(|a| *a != old) {
+            plan.push(steps::stop_services("8", appliance, &layout.services[..1], "stop-dtservice-again"));
+        }
+    }
+    let mut node_sets = Vec::new();
+    for (dbname, (tables, sequences)) in dbnames.iter().zip(&objects) {
+        let mut nodes = vec![horizon.database(new, dbname)?];
+        for appliance in pair.others(new) {
+            nodes.push(horizon.database(appliance, dbname)?);
+        }
+        plan.push(steps::slony_init(seed_reinit, &nodes, tables, sequences));
+        node_sets.push(nodes);
+    }
+    let scripts: Vec<String> = dbnames.iter().map(|d| layout.start_slon(d)).collect();
+    for appliance in &pair.appliances {
+        plan.push(steps::start_slon(seed_slon_start, appliance, dbnames, &scripts));
+    }
+    for nodes in &node_sets {
+        plan.push(steps::subscribe(seed_reinit, nodes));
+    }
+    for nodes in &node_sets {
+        plan.push(steps::confirm_origin(seed_verify, nodes[0]));
+    }
+    for appliance in pair.others(old) {
+        plan.push(steps::start_services(seed_start, appliance, &layout.services[..1], ""));
+    }
+    warnings.push(text(
+        &format!("dtService stays stopped on the failed appliance {old}, as the seed orders"),
+        &format!("手順どおり、障害アプライアンス {old} の dtService は停止したままです"),
+    ));
+    Ok(ChangePlan {
+        summary: text(
+            &format!("Promote {new} to primary {} appliance in place of {old}; Slony re-initialised with {new} as origin ({})", pair.label(), dbnames.join(", ")),
+            &format!("{new} を {old} に代わるプライマリ アプライアンスに昇格し、{new} を origin として Slony を再初期化 ({})", dbnames.join(", ")),
+        ),
+        steps: plan,
+        warnings,
+    })
+}
+
+pub fn reinit(horizon: &Horizon, appliance: &str, only: Option<&str>, origin: Option<&str>) -> CommandResult<ChangePlan> {
+    let pair = horizon.pair_of(appliance)?;
+    let origin = match origin {
+        Some(origin) if pair.appliances.iter().any(|a| a == origin) && origin != appliance => origin.to_string(),
+        Some(origin) => return Err(CommandError::Usage(format!("--origin {origin} must be another appliance of the {} ({})", pair.label(), pair.appliances.join(", ")))),
+        None => partner(pair, appliance)?.clone(),
+    };
+    let dbnames: Vec<&str> = match only {
+        Some(db) if pair.databases().contains(&db) => vec![db],
+        Some(db) => return Err(CommandError::Usage(format!("--db {db}: a {} appliance has {}", pair.label(), pair.databases().join(", ")))),
+        None => pair.databases().to_vec(),
+    };
+    let mut warnings = Vec::new();
+    for host in [appliance, origin.as_str()] {
+        appliances::reachable(host).map_err(|e| refused(format!("{host} does not answer: {e}"), format!("{host} が応答しません: {e}")))?;
+    }
+    let mut objects = Vec::new();
+    for dbname in &dbnames {
+        let source = horizon.database(&origin, dbname)?;
+        let target = horizon.database(appliance, dbname)?;
+        appliances::answers(&target.name).map_err(|e| refused(format!("{} does not answer: {e}", target.name), format!("{} が応答しません", target.name)))?;
+        if slony::role(&source.name)? == Role::Subscriber {
+            return Err(refused(
+                format!("{} is a Slony subscriber: {origin} does not hold the primary {dbname}; give --origin the appliance that does", source.name),
+                format!("{} はサブスクライバーです。{origin} はプライマリではありません", source.name),
+            ));
+        }
+        objects.push(slony::replicated_objects(&source.name)?);
+    }
+    let running: Vec<String> = appliances::service_states(appliance, &horizon.layout.services).into_iter().filter(|(_, s)| s == "running").map(|(n, _)| n).collect();
+    if !running.is_empty() {
+        warnings.push(text(
+            &format!("{} run on {appliance}: whatever they write to its own databases is replaced by {origin}'s copy", running.join(", ")),
+            &format!("{appliance} で {} が稼働中です。自身の DB への書き込みは {origin} のコピーで置き換えられます", running.join("、")),
+        ));
+    }
+    let mut plan = Vec::new();
+    for host in [origin.as_str(), appliance] {
+        plan.push(steps::stop_slon("-", host));
+    }
+    let mut node_sets = Vec::new();
+    for (dbname, (tables, sequences)) in dbnames.iter().zip(&objects) {
+        let nodes = vec![horizon.database(&origin, dbname)?, horizon.database(appliance, dbname)?];
+        plan.push(steps::slony_init("-", &nodes, tables, sequences));
+        node_sets.push(nodes);
+    }
+    // killall stopped every slon of both appliances: all of their databases get theirs back.
+    let all: Vec<&str> = pair.databases().to_vec();
+    let scripts: Vec<String> = all.iter().map(|d| horizon.layout.start_slon(d)).collect();
+    for host in [origin.as_str(), appliance] {
+        plan.push(steps::start_slon("-", host, &all, &scripts));
+    }
+    for nodes in &node_sets {
+        plan.push(steps::subscribe("-", nodes));
+    }
+    for nodes in &node_sets {
+        plan.push(steps::confirm_origin("-", nodes[0]));
+    }
+    Ok(ChangePlan {
+        summary: text(
+            &format!("Re-initialise Slony for {} with {origin} as origin and {appliance} as subscriber (Service Center: Appliances > Maintenance > Slony Operations)", dbnames.join(", ")),
+            &format!("{origin} を origin、{appliance} をサブスクライバーとして {} の Slony を再初期化 ([アプライアンス] > [メンテナンス] > [Slony Operations])", dbnames.join(", ")),
+        ),
+        steps: plan,
+        warnings,
+    })
+}
+
+pub fn verify(horizon: &Horizon, call: &Invocation) -> CommandResult<Vec<Table>> {
+    let args = Args(call);
+    let mut checked = table(text("Verified", "検証結果"), &["what", "result"]);
+    match call.command.as_str() {
+        "enable-writes" => {
+            let secondary = args.required("secondary")?;
+            for dbname in horizon.pair_of(secondary)?.databases() {
+                let db = horizon.database(secondary, dbname)?;
+                let rows = sql::query(
+                    &db.name,
+                    "SELECT NOT pg_is_in_recovery() AND NOT current_setting('default_transaction_read_only')::bool AS writable, \
+                     (SELECT count(*) FROM pg_trigger WHERE tgname LIKE '\\_slony\\_%' OR tgname LIKE '\\_slony%') AS slony_triggers",
+                    &[],
+                )?;
+                let writable = rows.first_bool("writable") == Some(true) && rows.first_int("slony_triggers") == Some(0) && slony::role(&db.name)? == Role::Standalone;
+                if !writable {
+                    return Err(CommandError::Failed(format!("{} still refuses writes (Slony's triggers or schema remain, or it is read-only)", db.name)));
+                }
+                checked.push(vec![plain(format!("{} accepts writes", db.name)), good("no _slony schema, no Slony triggers, read-write")]);
+            }
+        }
+        "promote service-provider" | "promote tenant" | "reinit-slony" => {
+            let origin = if call.command == "reinit-slony" {
+                let appliance = args.required("appliance")?;
+                match args.get("origin") {
+                    Some(o) => o.to_string(),
+                    None => partner(horizon.pair_of(appliance)?, appliance)?.clone(),
+                }
+            } else {
+                args.required("new")?.to_string()
+            };
+            let pair = horizon.pair_of(&origin)?;
+            let dbnames: Vec<&str> = match (call.command.as_str(), args.get("db")) {
+                ("reinit-slony", Some(db)) => vec![db],
+                _ => pair.databases().to_vec(),
+            };
+            for dbname in dbnames {
+                let db = horizon.database(&origin, dbname)?;
+                match slony::verification(&db.name)? {
+                    Some((local, true)) => checked.push(vec![plain(format!("seed query on {}", db.name)), good(format!("local_id {local}, master_node = t"))]),
+                    other => return Err(CommandError::Failed(format!("the seed's query on {} shows {other:?}, not master_node = t", db.name))),
+                }
+            }
+        }
+        _ => {}
+    }
+    let mut tables = vec![checked.build()];
+    tables.extend(status(horizon)?);
+    Ok(tables)
+}
+

@@ -1,0 +1,467 @@
+//! The kinds of step a Horizon runbook is made of: how each is planned (what the operator sees),
+//! applied, and checked (for resume, and to confirm an applied step took effect).
+
+use opsh_plugin_sdk::{
+    CheckResult, CheckState, CommandError, CommandResult, Effect, Step, StepData, Text, data, file_edit, host, service, ssh, step, text,
+};
+
+use crate::appliances::Database;
+use crate::slony::{self, Role};
+
+/// A step title with the seed's step number(s) in front, in both languages.
+pub fn titled(seed: &str, en: &str, ja: &str) -> Text {
+    text(&format!("[{seed}] {en}"), &format!("[{seed}] {ja}"))
+}
+
+fn services_step(id: &str, title: Text, appliance: &str, services: &[String], action: &str) -> Step {
+    let mut builder = step(id, title, appliance);
+    for service in services {
+        builder = builder.service(appliance, service, action);
+    }
+    builder.idempotent().data(data::encode(&[("action", "services"), ("host", appliance), ("services", &services.join(",")), ("want", action)])).build()
+}
+
+pub fn stop_services(seed: &str, appliance: &str, services: &[String], group: &str) -> Step {
+    let mut s = services_step(
+        &format!("stop-{}-{appliance}", if services.len() == 1 { services[0].to_lowercase() } else { "services".into() }),
+        titled(seed, &format!("Stop {} on {appliance}", services.join(", ")), &format!("{appliance} で {} を停止", services.join("、"))),
+        appliance,
+        services,
+        "stop",
+    );
+    s.group = group.into();
+    s
+}
+
+pub fn start_services(seed: &str, appliance: &str, services: &[String], id_suffix: &str) -> Step {
+    services_step(
+        &format!("start-{}-{appliance}{id_suffix}", if services.len() == 1 { services[0].to_lowercase() } else { "services".into() }),
+        titled(seed, &format!("Start {} on {appliance} and confirm it is up", services.join(", ")), &format!("{appliance} で {} を開始し、起動を確認", services.join("、"))),
+        appliance,
+        services,
+        "start",
+    )
+}
+
+pub fn stop_slon(seed: &str, appliance: &str) -> Step {
+    step(&format!("stop-slon-{appliance}"), titled(seed, &format!("Stop all slon daemons on {appliance} (killall slon)"), &format!("{appliance} のすべての slony デーモンを停止 (killall slon)")), appliance)
+        .exec(appliance, &["killall", "slon"])
+        .group("stop-slon")
+        .idempotent()
+        .data(data::encode(&[("action", "slon-stop"), ("host", appliance)]))
+        .build()
+}
+
+pub fn drop_slony(seed: &str, db: &Database) -> Step {
+    step(&format!("drop-slony-{}", db.name), titled(seed, &format!("Drop schema _slony on {}", db.name), &format!("{} で _slony スキーマを削除", db.name)), &db.name)
+        .sql(&db.name, &["DROP SCHEMA IF EXISTS _slony CASCADE"])
+        .group("drop-slony")
+        .idempotent()
+        .data(data::encode(&[("action", "drop-slony"), ("db", &db.name)]))
+        .build()
+}
+
+/// pg_dump of the primary's data (not its Slony schema) and a restore into the secondary in one
+/// transaction, run on the secondary appliance. The dump is kept on the secondary.
+const RESTORE: &str = r#"set -eu
+src_host=$1 src_port=$2 dst_host=$3 dst_port=$4 db=$5 user=$6 dir=$7
+umask 077
+mkdir -p "$dir"
+dump="$dir/opsh-horizon-$db-$(date -u +%Y%m%dT%H%M%SZ).sql"
+PGPASSWORD="$SOURCE_PASSWORD" pg_dump --data-only --exclude-schema=_slony -h "$src_host" -p "$src_port" -U "$user" -d "$db" -f "$dump"
+tables=$(PGPASSWORD="$TARGET_PASSWORD" psql -X -A -t -h "$dst_host" -p "$dst_port" -U "$user" -d "$db" -c "SELECT string_agg(format('%I.%I', schemaname, tablename), ', ') FROM pg_tables WHERE schemaname NOT IN ('pg_catalog', 'information_schema', '_slony')")
+{ echo "SET client_min_messages = warning;"; if [ -n "$tables" ]; then echo "TRUNCATE $tables;"; fi; cat "$dump"; } \
+  | PGPASSWORD="$TARGET_PASSWORD" psql -X -q -v ON_ERROR_STOP=1 --single-transaction -h "$dst_host" -p "$dst_port" -U "$user" -d "$db" >/dev/null
+echo "restored $db; the backup is kept in $dump"
+"#;
+
+pub fn restore(seed: &str, from: &Database, to: &Database, backup_dir: &str) -> Step {
+    let args = restore_args(from, to, backup_dir);
+    let argv: Vec<&str> = ["sh", "-c", RESTORE, "restore"].into_iter().chain(args.iter().map(String::as_str)).collect();
+    step(
+        &format!("restore-{}", to.name),
+        titled(seed, &format!("Back up {} and restore it into {} (data only, one transaction)", from.name, to.name), &format!("{} をバックアップし {} にリストア (データのみ、1 トランザクション)", from.name, to.name)),
+        &to.name,
+    )
+    .exec(&to.appliance, &argv)
+    .idempotent()
+    .data(data::encode(&[("action", "restore"), ("host", &to.appliance), ("from", &from.name), ("to", &to.name), ("args", &args.join(" "))]))
+    .build()
+}
+
+fn restore_args(from: &Database, to: &Database, backup_dir: &str) -> Vec<String> {
+    vec![
+        opsh_plugin_sdk::address_of(&from.appliance),
+        from.port.clone(),
+        opsh_plugin_sdk::address_of(&to.appliance),
+        to.port.clone(),
+        to.dbname.clone(),
+        to.user.clone(),
+        backup_dir.to_string(),
+    ]
+}
+
+/// Replace a file's content (the host shows the diff and refuses if the file changed since).
+pub fn edit_file(id: &str, title: Text, appliance: &str, snapshot: &file_edit::FileSnapshot, path: &str, content: &str) -> Step {
+    step(id, title, appliance)
+        .file(appliance, path, &snapshot.sha256, content)
+        .idempotent()
+        .data(data::encode(&[("action", "file"), ("host", appliance), ("path", path)]))
+        .build()
+}
+
+pub fn av_setup(seed: &str, appliance: &str, script: &str, password_of: &str) -> Step {
+    step(
+        &format!("av-setup-{appliance}"),
+        titled(seed, &format!("Run av-setup on {appliance} with DB_HOST={appliance} and DB_PASSWORD (from the inventory, never shown)"), &format!("{appliance} で DB_HOST と DB_PASSWORD (インベントリから、表示しない) を設定して av-setup を実行")),
+        appliance,
+    )
+    .exec(appliance, &["env", &format!("DB_HOST={}", opsh_plugin_sdk::address_of(appliance)), "DB_PASSWORD=(hidden)", script])
+    .idempotent()
+    .data(data::encode(&[("action", "av-setup"), ("host", appliance), ("script", script), ("password-of", password_of)]))
+    .build()
+}
+
+pub fn capabilities(seed: &str, db: &str, old: &str, new: &str) -> Step {
+    step(&format!("capabilities-{new}"), titled(seed, &format!("Move the primary bits from {old} to {new} in {db}"), &format!("{db} でプライマリ ビットを {old} から {new} へ移す")), db)
+        .sql(db, &[
+            &format!("update appliance set capabilities = (capabilities & 65343) where name={}", opsh_plugin_sdk::quote::literal(old)),
+            &format!("update appliance set capabilities = (capabilities | 192) where name={}", opsh_plugin_sdk::quote::literal(new)),
+        ])
+        .idempotent()
+        .data(data::encode(&[("action", "capabilities"), ("db", db), ("old", old), ("new", new)]))
+        .build()
+}
+
+/// slonik on the origin's appliance: init cluster, nodes, paths, set with tables and sequences.
+pub fn slony_init(seed: &str, nodes: &[&Database], tables: &[String], sequences: &[String]) -> Step {
+    let origin = nodes[0];
+    let script = slony::init_script(nodes, tables, sequences);
+    step(
+        &format!("slony-init-{}", origin.dbname),
+        titled(seed, &format!("Re-initialise Slony for {} with {} as origin (slonik: cluster, nodes, paths, set of {} tables and {} sequences)", origin.dbname, origin.appliance, tables.len(), sequences.len()), &format!("{} を origin として {} の Slony を再初期化 (slonik)", origin.appliance, origin.dbname)),
+        &origin.name,
+    )
+    .effect(Effect::Opaque(text(&format!("slonik on {} reads:\n{script}", origin.appliance), &format!("{} の slonik に渡すスクリプト:\n{script}", origin.appliance))))
+    .idempotent()
+    .data(data::encode(&[("action", "slony-init"), ("host", &origin.appliance), ("nodes", &names(nodes)), ("script", &script)]))
+    .build()
+}
+
+pub fn start_slon(seed: &str, appliance: &str, dbs: &[&str], scripts: &[String]) -> Step {
+    let mut builder = step(&format!("start-slon-{appliance}"), titled(seed, &format!("Start the slon daemons on {appliance} ({})", dbs.join(", ")), &format!("{appliance} で slon デーモンを開始 ({})", dbs.join(", "))), appliance);
+    for script in scripts {
+        builder = builder.exec(appliance, &[script]);
+    }
+    builder
+        .group("start-slon")
+        .idempotent()
+        .data(data::encode(&[("action", "slon-start"), ("host", appliance), ("dbs", &dbs.join(",")), ("scripts", &scripts.join(","))]))
+        .build()
+}
+
+pub fn subscribe(seed: &str, nodes: &[&Database]) -> Step {
+    let origin = nodes[0];
+    let script = slony::subscribe_script(nodes);
+    let subscribers: Vec<&str> = nodes[1..].iter().map(|n| n.appliance.as_str()).collect();
+    step(
+        &format!("slony-subscribe-{}", origin.dbname),
+        titled(seed, &format!("Subscribe {} to {}'s {} and wait until the copy is done and caught up", subscribers.join(", "), origin.appliance, origin.dbname), &format!("{} を {} の {} に購読させ、コピー完了と追いつきを待つ", subscribers.join("、"), origin.appliance, origin.dbname)),
+        &origin.name,
+    )
+    .effect(Effect::Opaque(text(&format!("slonik on {} reads:\n{script}", origin.appliance), &format!("{} の slonik に渡すスクリプト:\n{script}", origin.appliance))))
+    .idempotent()
+    .data(data::encode(&[("action", "subscribe"), ("host", &origin.appliance), ("nodes", &names(nodes)), ("script", &script)]))
+    .build()
+}
+
+pub fn confirm_origin(seed: &str, db: &Database) -> Step {
+    step(&format!("confirm-origin-{}", db.name), titled(seed, &format!("Confirm the seed's query shows master_node = t on {}", db.name), &format!("{} で確認クエリが master_node = t を示すことを確認", db.name)), &db.name)
+        .sql(&db.name, &[slony::VERIFY])
+        .idempotent()
+        .data(data::encode(&[("action", "confirm-origin"), ("db", &db.name)]))
+        .build()
+}
+
+fn names(nodes: &[&Database]) -> String {
+    nodes.iter().map(|n| n.name.as_str()).collect::<Vec<_>>().join(",")
+}
+
+pub fn apply(step: &Step) -> CommandResult<Text> {
+    let data = StepData::parse(&step.data);
+    match data.get("action")? {
+        "services" => {
+            let host_name = data.get("host")?;
+            let want = data.get("want")?;
+            let action = if want == "start" { service::ServiceAction::Start } else { service::ServiceAction::Stop };
+            for name in data.get("services")?.split(',') {
+                service::control(host_name, name, action)?;
+            }
+            if want == "start" {
+                let services = data.get("services")?;
+                wait_until(60, &format!("{} on {host_name} to be running", data.get("services")?), || services_in(host_name, services, service::ServiceState::Running))?;
+                Ok(text("started; running", "開始しました (稼働中)"))
+            } else {
+                Ok(text("stopped", "停止しました"))
+            }
+        }
+        "slon-stop" => {
+            let host_name = data.get("host")?;
+            for signal in ["TERM", "TERM", "KILL"] {
+                let out = ssh::exec(host_name, &privileged(&["killall", &format!("-{signal}"), "slon"]))?;
+                if out.status == Some(1) && String::from_utf8_lossy(&out.stderr).contains("no process found") {
+                    break;
+                }
+                if wait_until(10, "slon to exit", || slon_gone(host_name)).is_ok() {
+                    break;
+                }
+            }
+            wait_until(5, &format!("every slon on {host_name} to exit"), || slon_gone(host_name))?;
+            Ok(text("no slon runs", "slon は停止しています"))
+        }
+        "drop-slony" => {
+            opsh_plugin_sdk::sql::batch(data.get("db")?, "SET client_min_messages = warning; DROP SCHEMA IF EXISTS _slony CASCADE")?;
+            Ok(text("_slony dropped; its tables take writes", "_slony を削除しました。書き込み可能です"))
+        }
+        "restore" => {
+            let args: Vec<String> = data.get("args")?.split(' ').map(str::to_string).collect();
+            let mut argv: Vec<String> = vec!["sh".into(), "-c".into(), RESTORE.into(), "restore".into()];
+            argv.extend(args);
+            let request = ssh::ExecRequest {
+                argv,
+                env: vec![
+                    ("SOURCE_PASSWORD".into(), ssh::EnvValue::DatabasePassword(data.get("from")?.into())),
+                    ("TARGET_PASSWORD".into(), ssh::EnvValue::DatabasePassword(data.get("to")?.into())),
+                ],
+                stdin: None,
+                timeout_ms: Some(3_600_000),
+                privileged: false,
+                read_only: false,
+            };
+            let out = ssh::exec(data.get("host")?, &request)?;
+            if out.status != Some(0) {
+                return Err(CommandError::Failed(format!("restoring {}: {}", data.get("to")?, String::from_utf8_lossy(&out.stderr).trim())));
+            }
+            let said = String::from_utf8_lossy(&out.stdout).trim().to_string();
+            Ok(text(&said, &said))
+        }
+        "file" => {
+            let Some(Effect::File(file)) = step.effects.first() else {
+                return Err(CommandError::Failed("a file step without its file effect".into()));
+            };
+            let outcome = file_edit::write(&file.host, &file.path, &file.new_content, Some(&file.expected_sha256))?;
+            let backup = outcome.backup_path.unwrap_or_default();
+            Ok(text(&format!("written; the previous content is kept in {backup}"), &format!("書き込みました。以前の内容は {backup} に保存")))
+        }
+        "av-setup" => {
+            let host_name = data.get("host")?;
+            let request = ssh::ExecRequest {
+                argv: vec![data.get("script")?.to_string()],
+                env: vec![
+                    ("DB_HOST".into(), ssh::EnvValue::Plain(opsh_plugin_sdk::address_of(host_name))),
+                    ("DB_PASSWORD".into(), ssh::EnvValue::DatabasePassword(data.get("password-of")?.into())),
+                ],
+                stdin: None,
+                timeout_ms: Some(600_000),
+                privileged: true,
+                read_only: false,
+            };
+            let out = ssh::exec(host_name, &request)?;
+            if out.status != Some(0) {
+                return Err(CommandError::Failed(format!("av-setup on {host_name} exited with {:?}: {}", out.status, String::from_utf8_lossy(&out.stderr).trim())));
+            }
+            let said = String::from_utf8_lossy(&out.stdout).trim().to_string();
+            Ok(text(&said, &said))
+        }
+        "capabilities" => {
+            let db = data.get("db")?;
+            let statement = |sql: &str, name: &str| opsh_plugin_sdk::sql::Statement { sql: sql.into(), params: vec![opsh_plugin_sdk::sql::Value::Text(name.into())] };
+            let results = opsh_plugin_sdk::sql::transaction(db, &[
+                statement("UPDATE appliance SET capabilities = (capabilities & 65343) WHERE name = $1", data.get("old")?),
+                statement("UPDATE appliance SET capabilities = (capabilities | 192) WHERE name = $1", data.get("new")?),
+            ])?;
+            if results.iter().any(|r| r.affected != 1) {
+                return Err(CommandError::Failed(format!("{db}: the appliance rows of {} and {} were not both updated", data.get("old")?, data.get("new")?)));
+            }
+            Ok(text("primary bits moved", "プライマリ ビットを移動しました"))
+        }
+        "slony-init" => {
+            // Leftovers of an interrupted attempt would make `init cluster` fail: this step
+            // builds the cluster from nothing, on nodes whose slon is stopped.
+            for db in data.get("nodes")?.split(',') {
+                opsh_plugin_sdk::sql::batch(db, "SET client_min_messages = warning; DROP SCHEMA IF EXISTS _slony CASCADE")?;
+            }
+            slonik(data.get("host")?, data.get("script")?)?;
+            Ok(text("cluster, nodes, paths and set created", "クラスタ・ノード・パス・セットを作成しました"))
+        }
+        "slon-start" => {
+            let host_name = data.get("host")?;
+            for script in data.get("scripts")?.split(',') {
+                let out = ssh::exec(host_name, &privileged(&[script]))?;
+                if out.status != Some(0) {
+                    return Err(CommandError::Failed(format!("{script} on {host_name}: {}", String::from_utf8_lossy(&out.stderr).trim())));
+                }
+            }
+            let dbs = data.get("dbs")?;
+            wait_until(30, &format!("slon for {dbs} on {host_name}"), || slons_for(host_name, dbs))?;
+            Ok(text("slon runs for every database", "全データベースの slon が稼働中"))
+        }
+        "subscribe" => {
+            let nodes: Vec<&str> = data.get("nodes")?.split(',').collect();
+            let origin = nodes[0];
+            let subscribed = opsh_plugin_sdk::sql::query(origin, "SELECT count(*)::bigint AS n FROM _slony.sl_subscribe", &[])?;
+            if opsh_plugin_sdk::RowsExt::first_int(&subscribed, "n") != Some(nodes.len() as i64 - 1) {
+                slonik(data.get("host")?, data.get("script")?)?;
+            }
+            wait_until(300, "the subscribers to copy the set and catch up", || caught_up(&nodes))?;
+            Ok(text("subscribed; the copy is done and the subscribers are caught up", "購読完了。コピーが終わり追いつきました"))
+        }
+        "confirm-origin" => {
+            let db = data.get("db")?;
+            match slony::verification(db)? {
+                Some((local, true)) => Ok(text(&format!("master_node = t (local_id {local})"), &format!("master_node = t (local_id {local})"))),
+                other => Err(CommandError::Failed(format!("{db}: the seed's verification query shows {other:?}, not master_node = t"))),
+            }
+        }
+        other => Err(CommandError::Failed(format!("unknown action {other}"))),
+    }
+}
+
+pub fn check(step: &Step) -> CommandResult<CheckResult> {
+    let data = StepData::parse(&step.data);
+    let done = |yes: bool, detail: &str| CheckResult { state: if yes { CheckState::Done } else { CheckState::NotDone }, detail: text(detail, "") };
+    let unknown = |e: &dyn std::fmt::Display| CheckResult { state: CheckState::Unknown, detail: text(&e.to_string(), "") };
+    Ok(match data.get("action")? {
+        "services" => {
+            let want = if data.get("want")? == "start" { service::ServiceState::Running } else { service::ServiceState::Stopped };
+            match services_in(data.get("host")?, data.get("services")?, want) {
+                Ok(yes) => done(yes, "service status"),
+                Err(e) => unknown(&e),
+            }
+        }
+        "slon-stop" => match slon_gone(data.get("host")?) {
+            Ok(yes) => done(yes, "pgrep -x slon"),
+            Err(e) => unknown(&e),
+        },
+        "drop-slony" => match slony::role(data.get("db")?) {
+            Ok(role) => done(role == Role::Standalone, role.describe()),
+            Err(e) => unknown(&e.message()),
+        },
+        "restore" => match same_rows(data.get("from")?, data.get("to")?) {
+            Ok(yes) => done(yes, "row counts of every table"),
+            Err(e) => unknown(&e.message()),
+        },
+        "file" => {
+            let Some(Effect::File(file)) = step.effects.first() else { return Err(CommandError::Failed("a file step without its file effect".into())) };
+            match file_edit::read(&file.host, &file.path) {
+                Ok(now) if now.content == file.new_content => done(true, "the file has the planned content"),
+                Ok(now) if now.sha256 == file.expected_sha256 => done(false, "the file still has the content the plan read"),
+                Ok(_) => CheckResult { state: CheckState::Stale, detail: text(&format!("{} changed since the plan read it", file.path), "") },
+                Err(e) => unknown(&e.message()),
+            }
+        }
+        "av-setup" => CheckResult { state: CheckState::Unknown, detail: text("av-setup leaves nothing opsh can read back; it is safe to run again", "av-setup の結果は確認できません (再実行は安全です)") },
+        "capabilities" => {
+            let query = "SELECT bool_and(CASE WHEN name = $1 THEN capabilities & 192 = 0 ELSE capabilities & 192 = 192 END) AS moved, count(*)::bigint AS n FROM appliance WHERE name IN ($1, $2)";
+            match opsh_plugin_sdk::sql::query(data.get("db")?, query, &[opsh_plugin_sdk::sql::Value::Text(data.get("old")?.into()), opsh_plugin_sdk::sql::Value::Text(data.get("new")?.into())]) {
+                Ok(rows) => done(opsh_plugin_sdk::RowsExt::first_bool(&rows, "moved") == Some(true) && opsh_plugin_sdk::RowsExt::first_int(&rows, "n") == Some(2), "capabilities of both rows"),
+                Err(e) => unknown(&e.message()),
+            }
+        }
+        "slony-init" => {
+            let nodes: Vec<&str> = data.get("nodes")?.split(',').collect();
+            let roles: Result<Vec<Role>, _> = nodes.iter().map(|db| slony::role(db)).collect();
+            match roles {
+                Ok(roles) => done(roles[0] == Role::Origin && roles[1..].iter().all(|r| *r != Role::Standalone), "Slony roles of the nodes"),
+                Err(e) => unknown(&e.message()),
+            }
+        }
+        "slon-start" => match slons_for(data.get("host")?, data.get("dbs")?) {
+            Ok(yes) => done(yes, "pgrep -a slon"),
+            Err(e) => unknown(&e),
+        },
+        "subscribe" => {
+            let nodes: Vec<&str> = data.get("nodes")?.split(',').collect();
+            match caught_up(&nodes) {
+                Ok(yes) => done(yes, "sl_subscribe.sub_active and sl_status"),
+                Err(e) => unknown(&e),
+            }
+        }
+        "confirm-origin" => match slony::verification(data.get("db")?) {
+            Ok(found) => done(matches!(found, Some((_, true))), "the seed's verification query"),
+            Err(e) => unknown(&e.message()),
+        },
+        other => return Err(CommandError::Failed(format!("unknown action {other}"))),
+    })
+}
+
+fn privileged(argv: &[&str]) -> ssh::ExecRequest {
+    let mut request = opsh_plugin_sdk::exec_request(argv, Some(60_000), false);
+    request.privileged = true;
+    request
+}
+
+fn slonik(host_name: &str, script: &str) -> Result<(), CommandError> {
+    let mut request = opsh_plugin_sdk::exec_request(&["slonik"], Some(300_000), false);
+    request.stdin = Some(script.as_bytes().to_vec());
+    let out = ssh::exec(host_name, &request)?;
+    if out.status != Some(0) {
+        return Err(CommandError::Failed(format!("slonik on {host_name}: {}", String::from_utf8_lossy(&out.stderr).trim())));
+    }
+    Ok(())
+}
+
+/// Poll `ready` every half second (host time, not the plugin's CPU budget) for `seconds`.
+fn wait_until(seconds: u32, what: &str, mut ready: impl FnMut() -> Result<bool, String>) -> Result<(), CommandError> {
+    let mut last = String::new();
+    for _ in 0..seconds * 2 {
+        match ready() {
+            Ok(true) => return Ok(()),
+            Ok(false) => {}
+            Err(e) => last = e,
+        }
+        host::sleep(500);
+    }
+    Err(CommandError::Failed(format!("gave up waiting for {what} after {seconds} s{}", if last.is_empty() { String::new() } else { format!(" (last error: {last})") })))
+}
+
+fn services_in(host_name: &str, services: &str, want: service::ServiceState) -> Result<bool, String> {
+    for name in services.split(',') {
+        if service::status(host_name, name).map_err(|e| e.message().to_string())? != want {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+fn slon_gone(host_name: &str) -> Result<bool, String> {
+    crate::appliances::slon_processes(host_name).map(|n| n == 0)
+}
+
+/// Does a slon run for each database (its conninfo names `dbname=DB`)?
+fn slons_for(host_name: &str, dbs: &str) -> Result<bool, String> {
+    let out = opsh_plugin_sdk::probe(host_name, &["sh", "-c", "pgrep -a -x slon || true"], Some(10_000)).map_err(|e| e.message().to_string())?;
+    let listing = String::from_utf8_lossy(&out.stdout).to_string();
+    Ok(dbs.split(',').all(|db| listing.lines().any(|l| l.contains(&format!("dbname={db} ")))))
+}
+
+/// Every subscriber has finished the initial copy, and the origin sees them at most a couple
+/// of SYNC events behind.
+fn caught_up(nodes: &[&str]) -> Result<bool, String> {
+    for subscriber in &nodes[1..] {
+        if !slony::subscription_active(subscriber).map_err(|e| e.message().to_string())? {
+            return Ok(false);
+        }
+    }
+    let lag = slony::lag(nodes[0]).map_err(|e| e.message().to_string())?;
+    Ok(lag.len() + 1 >= nodes.len() && lag.iter().all(|(_, events, seconds)| *events <= 2 && *seconds < 30.0))
+}
+
+/// The same number of rows in every table of the two databases.
+fn same_rows(from: &str, to: &str) -> Result<bool, opsh_plugin_sdk::CapabilityError> {
+    const COUNTS: &str = "SELECT coalesce(string_agg(format('%s=%s', t.name, (xpath('/row/n/text()', query_to_xml(format('SELECT count(*) AS n FROM %s', t.name), false, true, '')))[1]::text), ' ' ORDER BY t.name), '') AS counts \
+        FROM (SELECT format('%I.%I', schemaname, tablename) AS name FROM pg_tables WHERE schemaname NOT IN ('pg_catalog', 'information_schema', '_slony')) t";
+    let a = opsh_plugin_sdk::sql::query(from, COUNTS, &[])?;
+    let b = opsh_plugin_sdk::sql::query(to, COUNTS, &[])?;
+    Ok(opsh_plugin_sdk::RowsExt::first_text(&a, "counts") == opsh_plugin_sdk::RowsExt::first_text(&b, "counts"))
+}
