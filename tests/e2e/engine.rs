@@ -1,10 +1,9 @@
 //! The runbook engine: journal, resume after kill -9 at every point, stale plans, locks,
 //! outcome unknown, parallel groups, retry, Ctrl-C, and the JSON schema.
 
-use std::process::Child;
 use std::time::Duration;
 
-use crate::support::{Run, World, run_of, signal, wait_for};
+use crate::support::{Run, World, finish, has, new_run, signal, wait_for};
 
 /// The fixture pauses half of this before and half after each effect.
 const PAUSE: &str = "1000";
@@ -52,20 +51,6 @@ fn runbook(world: &World, extra: &[&str]) -> Run {
     let mut args = vec!["--yes", "probe", "runbook", "alpha", "alpha-app"];
     args.extend_from_slice(extra);
     world.opsh(&args)
-}
-
-fn finish(mut child: Child) -> Run {
-    let _ = child.wait();
-    run_of(child.wait_with_output().expect("output"))
-}
-
-/// The newest run that is not one of `before`.
-fn new_run(world: &World, before: &[String]) -> String {
-    wait_for(20, "a new run in the journal", || world.runs().into_iter().find(|r| !before.contains(r)))
-}
-
-fn has(world: &World, run: &str, record: &str, index: usize) -> bool {
-    world.records(run).iter().any(|r| r["record"] == record && r["index"] == index)
 }
 
 #[derive(Debug, Clone, Copy)]

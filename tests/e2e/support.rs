@@ -227,3 +227,19 @@ impl World {
         String::from_utf8_lossy(&output.stdout).to_string() + &String::from_utf8_lossy(&output.stderr)
     }
 }
+
+/// Wait for a spawned opsh and collect what it printed.
+pub fn finish(mut child: std::process::Child) -> Run {
+    let _ = child.wait();
+    run_of(child.wait_with_output().expect("output"))
+}
+
+/// The newest run that is not one of `before`.
+pub fn new_run(world: &World, before: &[String]) -> String {
+    wait_for(20, "a new run in the journal", || world.runs().into_iter().find(|r| !before.contains(r)))
+}
+
+pub fn has(world: &World, run: &str, record: &str, index: usize) -> bool {
+    world.records(run).iter().any(|r| r["record"] == record && r["index"] == index)
+}
+
