@@ -177,12 +177,12 @@ impl Horizon {
 
 /// Does the appliance answer over ssh?
 pub fn reachable(appliance: &str) -> Result<(), String> {
-    opsh_plugin_sdk::probe(appliance, &["true"], Some(10_000)).map(|_| ()).map_err(|e| e.message().to_string())
+    opsh_plugin_sdk::probe(appliance, &["true"], Some(10_000)).map(|_| ()).map_err(|e| e.brief())
 }
 
 /// Does the database answer?
 pub fn answers(db: &str) -> Result<(), String> {
-    sql::query(db, "SELECT 1", &[]).map(|_| ()).map_err(|e| e.message().to_string())
+    sql::query(db, "SELECT 1", &[]).map(|_| ()).map_err(|e| e.brief())
 }
 
 /// `running`, `stopped` or `unknown` for each service.
@@ -194,7 +194,7 @@ pub fn service_states(appliance: &str, services: &[String]) -> Vec<(String, Stri
                 Ok(service::ServiceState::Running) => "running".to_string(),
                 Ok(service::ServiceState::Stopped) => "stopped".to_string(),
                 Ok(service::ServiceState::Unknown) => "unknown".to_string(),
-                Err(e) => format!("? ({})", e.message()),
+                Err(e) => format!("? ({})", e.brief()),
             };
             (s.clone(), state)
         })

@@ -46,12 +46,12 @@ pub fn status(horizon: &Horizon) -> CommandResult<Vec<Table>> {
                     }
                 }
             }
-            if reachable.is_ok() {
-                if let Ok(snapshot) = file_edit::read(appliance, &horizon.layout.diagnose_properties) {
-                    for key in ["db.jdbc.url", "db.fdb.jdbc.url"] {
-                        let value = properties::get(&snapshot.content, key).unwrap_or("(not set)");
-                        files_table.push(vec![plain(appliance.as_str()), plain(format!("{} {key}", horizon.layout.diagnose_properties)), plain(value)]);
-                    }
+            if reachable.is_ok()
+                && let Ok(snapshot) = file_edit::read(appliance, &horizon.layout.diagnose_properties)
+            {
+                for key in ["db.jdbc.url", "db.fdb.jdbc.url"] {
+                    let value = properties::get(&snapshot.content, key).unwrap_or("(not set)");
+                    files_table.push(vec![plain(appliance.as_str()), plain(format!("{} {key}", horizon.layout.diagnose_properties)), plain(value)]);
                 }
             }
         }
@@ -64,7 +64,7 @@ fn slony_row(db: &Database) -> Vec<opsh_plugin_sdk::Cell> {
     let appliance = plain(db.appliance.as_str());
     let role = match slony::role(&db.name) {
         Ok(role) => role,
-        Err(e) => return vec![name, appliance, bad(format!("unreachable: {}", e.message())), plain("-"), plain("-"), plain("-")],
+        Err(e) => return vec![name, appliance, bad(format!("unreachable: {}", e.brief())), plain("-"), plain("-"), plain("-")],
     };
     let role_cell = match role {
         Role::Origin => good(role.describe()),
@@ -400,25 +400,25 @@ pub fn reinit(horizon: &Horizon, appliance: &str, only: Option<&str>, origin: Op
     }
     let mut plan = Vec::new();
     for host in [origin.as_str(), appliance] {
-        plan.push(steps::stop_slon("-", host));
+        plan.push(steps::stop_slon("restart", host));
     }
     let mut node_sets = Vec::new();
     for (dbname, (tables, sequences)) in dbnames.iter().zip(&objects) {
         let nodes = vec![horizon.database(&origin, dbname)?, horizon.database(appliance, dbname)?];
-        plan.push(steps::slony_init("-", &nodes, tables, sequences));
+        plan.push(steps::slony_init("restart", &nodes, tables, sequences));
         node_sets.push(nodes);
     }
     // killall stopped every slon of both appliances: all of their databases get theirs back.
     let all: Vec<&str> = pair.databases().to_vec();
     let scripts: Vec<String> = all.iter().map(|d| horizon.layout.start_slon(d)).collect();
     for host in [origin.as_str(), appliance] {
-        plan.push(steps::start_slon("-", host, &all, &scripts));
+        plan.push(steps::start_slon("restart", host, &all, &scripts));
     }
     for nodes in &node_sets {
-        plan.push(steps::subscribe("-", nodes));
+        plan.push(steps::subscribe("restart", nodes));
     }
     for nodes in &node_sets {
-        plan.push(steps::confirm_origin("-", nodes[0]));
+        plan.push(steps::confirm_origin("restart", nodes[0]));
     }
     Ok(ChangePlan {
         summary: text(

@@ -2,15 +2,17 @@
 //! applied, and checked (for resume, and to confirm an applied step took effect).
 
 use opsh_plugin_sdk::{
-    CheckResult, CheckState, CommandError, CommandResult, Effect, Step, StepData, Text, data, file_edit, host, service, ssh, step, text,
+    CheckResult, CheckState, CommandError, CommandResult, Effect, Step, StepData, Text, data, file_edit, service, ssh, step, text,
 };
 
 use crate::appliances::Database;
 use crate::slony::{self, Role};
 
-/// A step title with the seed's step number(s) in front, in both languages.
+/// A step title with the seed's step number(s) in front, in both languages (`restart` is the
+/// seed's closing section, "Restart the primary appliance").
 pub fn titled(seed: &str, en: &str, ja: &str) -> Text {
-    text(&format!("[{seed}] {en}"), &format!("[{seed}] {ja}"))
+    let seed_ja = if seed == "restart" { "再起動" } else { seed };
+    text(&format!("[{seed}] {en}"), &format!("[{seed_ja}] {ja}"))
 }
 
 fn services_step(id: &str, title: Text, appliance: &str, services: &[String], action: &str) -> Step {
@@ -411,18 +413,9 @@ fn slonik(host_name: &str, script: &str) -> Result<(), CommandError> {
     Ok(())
 }
 
-/// Poll `ready` every half second (host time, not the plugin's CPU budget) for `seconds`.
-fn wait_until(seconds: u32, what: &str, mut ready: impl FnMut() -> Result<bool, String>) -> Result<(), CommandError> {
-    let mut last = String::new();
-    for _ in 0..seconds * 2 {
-        match ready() {
-            Ok(true) => return Ok(()),
-            Ok(false) => {}
-            Err(e) => last = e,
-        }
-        host::sleep(500);
-    }
-    Err(CommandError::Failed(format!("gave up waiting for {what} after {seconds} s{}", if last.is_empty() { String::new() } else { format!(" (last error: {last})") })))
+/// Poll `ready` every half second for `seconds`.
+fn wait_until(seconds: u32, what: &str, ready: impl FnMut() -> Result<bool, String>) -> Result<(), CommandError> {
+    opsh_plugin_sdk::wait::until(seconds * 1000, 500, what, ready)
 }
 
 fn services_in(host_name: &str, services: &str, want: service::ServiceState) -> Result<bool, String> {

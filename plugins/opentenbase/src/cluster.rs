@@ -144,13 +144,8 @@ fn probe_member(db: &str) -> Live {
                 Live::Master { lsn: lsn.unwrap_or_default() }
             }
         }
-        Err(e) => Live::Down(short(&e)),
+        Err(e) => Live::Down(e.brief()),
     }
-}
-
-fn short(e: &CapabilityError) -> String {
-    let message = e.message();
-    message.split("; check").next().unwrap_or(message).to_string()
 }
 
 /// `gtm_ctl -Z gtm -D DIR status`: `master`, `standby`, `stopped`, or why it could not be asked.
@@ -162,7 +157,7 @@ fn gtm_role(host_name: &str, data_dir: &str) -> String {
         }
         Ok(out) if out.status == Some(3) => "stopped".into(),
         Ok(out) => format!("unknown ({})", String::from_utf8_lossy(&out.stderr).trim()),
-        Err(e) => format!("unreachable ({})", short(&e)),
+        Err(e) => format!("unreachable ({})", e.brief()),
     }
 }
 

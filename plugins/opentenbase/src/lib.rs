@@ -19,7 +19,7 @@ use cluster::{Cluster, Kind, Live, Member};
 use opsh_plugin_sdk::{
     Args, ChangePlan, CheckResult, CheckState, CommandError, CommandKind, CommandResult, Completion, Guest, Invocation,
     PluginInfo, RowsExt, Step, StepData, Table, Text, address_of, bad, command, data, good, host, plain, quote, sql, step, table,
-    text, warn,
+    text, wait, warn,
 };
 
 struct Otb;
@@ -474,15 +474,12 @@ fn plan_rebuild(cluster: &Cluster, node: &str) -> CommandResult<ChangePlan> {
 }
 
 fn wait_for_streaming(db: &str) -> Result<(), CommandError> {
-    for _ in 0..300 {
-        if let Ok(rows) = sql::query(db, "SELECT EXISTS (SELECT 1 FROM pg_stat_wal_receiver WHERE status = 'streaming' AND last_msg_receipt_time IS NOT NULL) AS streaming", &[]) {
-            if rows.first_bool("streaming") == Some(true) {
-                return Ok(());
-            }
-        }
-        host::sleep(100);
-    }
-    Err(CommandError::Failed(format!("{db} started but does not stream from its master after 30 s; see its log")))
+    let streaming = || {
+        sql::query(db, "SELECT EXISTS (SELECT 1 FROM pg_stat_wal_receiver WHERE status = 'streaming' AND last_msg_receipt_time IS NOT NULL) AS streaming", &[])
+            .map(|rows| rows.first_bool("streaming") == Some(true))
+            .map_err(|e| e.brief())
+    };
+    wait::until(30_000, 100, &format!("{db} to stream from its master (see its log)"), streaming)
 }
 
 fn plan_promote_gtm(cluster: &Cluster) -> CommandResult<ChangePlan> {
@@ -563,14 +560,7 @@ fn lag_bytes(db: &str, master_lsn: &str, received: Option<&str>) -> i64 {
 
 /// After `pg_ctl promote`: until the node assigns a transaction id it does not take writes.
 fn wait_for_writes(db: &str) -> Result<(), CommandError> {
-    for attempt in 0..300 {
-        match sql::query(db, "SELECT txid_current()", &[]) {
-            Ok(_) => return Ok(()),
-            Err(_) if attempt < 299 => host::sleep(100),
-            Err(e) => return Err(CommandError::Failed(format!("{db} was promoted but does not take writes after 30 s: {}", e.message()))),
-        }
-    }
-    Ok(())
+    wait::until(30_000, 100, &format!("{db} to take writes after its promotion"), || sql::query(db, "SELECT txid_current()", &[]).map(|_| true).map_err(|e| e.brief()))
 }
 
 opsh_plugin_sdk::export!(Otb);

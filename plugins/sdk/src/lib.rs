@@ -26,6 +26,7 @@ pub mod inventory;
 pub mod properties;
 pub mod quote;
 pub mod rows;
+pub mod wait;
 
 pub use exports::opsh::plugin::runbook::{
     self, ArgInfo, ArgKind, Cell, ChangePlan, CheckResult, CheckState, CommandError, CommandInfo, CommandKind, Completion,
@@ -49,6 +50,12 @@ impl From<CapabilityError> for CommandError {
 }
 
 impl CapabilityError {
+    /// The message without the host's closing advice ("; check that …"), for table cells.
+    pub fn brief(&self) -> String {
+        let message = self.message();
+        message.split("; check").next().unwrap_or(message).to_string()
+    }
+
     pub fn message(&self) -> &str {
         match self {
             Self::Denied(m) | Self::NotFound(m) | Self::Unreachable(m) | Self::Auth(m) | Self::Timeout(m) | Self::ReadOnly(m) | Self::Conflict(m) | Self::Failed(m) | Self::Invalid(m) => m,
