@@ -63,6 +63,10 @@ fn enable_writes_with_the_primary_crashed_then_reinit_slony_when_it_is_back() {
     let refused = write(&world, "ta2", "edb", DBS[1].1);
     assert!(refused.as_ref().is_err_and(|e| e.contains("is replicated and cannot be modified on a subscriber node")), "before: Slony's trigger refuses: {refused:?}");
 
+    let early = world.opsh(&["--yes", "horizon", "promote", "tenant", "ta2", "--old", "ta1", "--org", "1001"]);
+    assert_eq!(early.code, 5, "a permanent promotion needs the old primary's databases: {early:?}");
+    assert!(early.stderr.contains("ta1-fdb does not answer") && early.stderr.contains("horizon enable-writes ta2"), "{early:?}");
+
     let run = world.opsh(&["--yes", "horizon", "enable-writes", "ta2"]);
     assert_eq!(run.code, 0, "{run:?}");
     assert!(run.stdout.contains("ta1-fdb does not answer") || run.stderr.contains("ta1-fdb does not answer"), "the plan said the primary's data cannot be copied: {run:?}");
@@ -101,6 +105,10 @@ fn promote_service_provider_moves_the_primary_bits_and_slony_replicates_back() {
         )
     };
     let before = state(&world);
+    let origin = world.opsh(&["--yes", "horizon", "enable-writes", "sp1"]);
+    assert!(origin.code == 5 && origin.stderr.contains("sp1-fdb is already the Slony origin"), "{origin:?}");
+    let stranger = world.opsh(&["--yes", "horizon", "enable-writes", "nowhere"]);
+    assert!(stranger.code == 2 && stranger.stderr.contains("sp1, sp2, ta1, ta2"), "{stranger:?}");
     let dry = world.opsh(&["--dry-run", "--lang", "ja", "horizon", "promote", "service-provider", "sp2", "--old", "sp1"]);
     assert_eq!(dry.code, 0, "{dry:?}");
     assert!(dry.stdout.contains("[5] sp1-fdb で _slony スキーマを削除") && dry.stdout.contains("[6] sp2-fdb でプライマリ ビットを sp1 から sp2 へ移す"), "Japanese step titles with the seed's numbers: {dry:?}");

@@ -267,7 +267,12 @@ pub fn promote(horizon: &Horizon, new: &str, old: &str, org: Option<&str>) -> Co
         })?;
         for dbname in dbnames {
             let db = horizon.database(appliance, dbname)?;
-            appliances::answers(&db.name).map_err(|e| refused(format!("{} does not answer ({e}): Slony cannot be re-initialised without it", db.name), format!("{} が応答しません", db.name)))?;
+            appliances::answers(&db.name).map_err(|e| {
+                refused(
+                    format!("{} does not answer ({e}): Slony cannot be re-initialised without it; while it is down, run `horizon enable-writes {new}`, and promote once it is back", db.name),
+                    format!("{} が応答しません。停止中は `horizon enable-writes {new}` を実行し、復旧後に昇格してください", db.name),
+                )
+            })?;
         }
     }
     let capabilities_db = match pair.kind {
