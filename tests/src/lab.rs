@@ -195,8 +195,18 @@ impl Lab {
             )?;
             fs::create_dir_all("/run/sshd")?;
             let log = fs::File::create(host_dir.join("log/sshd.log"))?;
+            // A Tungsten host also has its own /opt (the seed's installation paths).
+            let opt = match &topology.tungsten {
+                Some(tungsten) => {
+                    let opt = host_dir.join("opt");
+                    crate::tungsten::install(&opt, tungsten, &spec.name, &dir)?;
+                    chown_tree(&opt, uid, gid)?;
+                    format!("mkdir -p /opt && mount --bind {} /opt && ", shell_quote(&opt.display().to_string()))
+                }
+                None => String::new(),
+            };
             let script = format!(
-                "mount --bind {local} /usr/local && exec /usr/sbin/sshd -D -e -f {config}",
+                "mount --bind {local} /usr/local && {opt}exec /usr/sbin/sshd -D -e -f {config}",
                 local = shell_quote(&local.display().to_string()),
                 config = shell_quote(&config.display().to_string()),
             );
@@ -231,6 +241,10 @@ impl Lab {
             self.save()?;
         }
         fs::write(dir.join("ssh/known_hosts"), known_hosts)?;
+        if let Some(tungsten) = &topology.tungsten {
+            crate::tungsten::World::create(&dir.join("tungsten"), &tungsten.services, &tungsten.drifted)?;
+            chown_tree(&dir.join("tungsten"), uid, gid)?;
+        }
         fs::write(
             dir.join("ssh/config"),
             format!(

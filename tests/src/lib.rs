@@ -6,6 +6,7 @@ pub mod otb_proxy;
 pub mod procs;
 pub mod slony;
 pub mod topology;
+pub mod tungsten;
 
 pub use lab::Lab;
 pub use topology::Topology;

@@ -37,6 +37,19 @@ enum LabCommand {
     Heal { host: String },
     /// Start a stopped (crashed) cluster again.
     Start { target: String },
+    /// (internal) A Tungsten tool stand-in, run by the wrappers at the seed's paths.
+    #[command(hide = true)]
+    Tungsten {
+        #[arg(long)]
+        state: PathBuf,
+        #[arg(long)]
+        host: String,
+        #[arg(long)]
+        install: String,
+        tool: String,
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
     /// (internal) The OpenTenBase node proxy the lab runs in front of a coordinator or datanode.
     #[command(hide = true)]
     OtbProxy {
@@ -49,6 +62,15 @@ enum LabCommand {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let LabCommand::Tungsten { state, host, install, tool, args } = &cli.command {
+        return match opsh_lab::tungsten::main(state, host, install, tool, args) {
+            Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),
+            Err(e) => {
+                eprintln!("{tool} (lab stand-in): {e:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let result = match cli.command {
         LabCommand::Up { topology, block } => Topology::find(&topology).and_then(|t| Lab::up(&t, &cli.dir, block)).map(|lab| {
             let state = lab.keep();
@@ -63,6 +85,7 @@ fn main() -> ExitCode {
         LabCommand::Cut { host } => Lab::open(&cli.dir).and_then(|mut lab| lab.cut(&host)),
         LabCommand::Heal { host } => Lab::open(&cli.dir).and_then(|mut lab| lab.heal(&host)),
         LabCommand::Start { target } => Lab::open(&cli.dir).and_then(|lab| lab.start(&target)),
+        LabCommand::Tungsten { .. } => Ok(String::new()),
         LabCommand::OtbProxy { listen, backend } => opsh_lab::otb_proxy::serve(&listen, &backend).map(|()| String::new()),
     };
     match result {

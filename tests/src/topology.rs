@@ -24,6 +24,10 @@ pub struct Topology {
     /// Real Slony-I replication between clusters of the topology.
     #[serde(default)]
     pub slony: Vec<SlonySpec>,
+    /// Tungsten Clustering stand-ins (multi-site active/active): which hosts form which
+    /// dataservice.
+    #[serde(default)]
+    pub tungsten: Option<TungstenSpec>,
     /// Merged into the generated inventory (e.g. `[inventory.topologies.x]`, `[inventory.grants.y]`).
     #[serde(default)]
     pub inventory: Option<toml::Table>,
@@ -41,6 +45,28 @@ pub struct HostSpec {
     /// Extra files on the host (path → content), e.g. config files a runbook edits.
     #[serde(default)]
     pub files: std::collections::BTreeMap<String, String>,
+}
+
+/// The Tungsten lab: dataservice → its hosts; `drifted` is the service whose data has drifted.
+/// The stand-in tools are installed at the seed's paths under `cluster_home` (the host's own
+/// cluster) and `cross_site_home` (the replicator of the other dataservice).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TungstenSpec {
+    pub services: std::collections::BTreeMap<String, Vec<String>>,
+    pub drifted: String,
+    #[serde(default = "default_cluster_home")]
+    pub cluster_home: String,
+    #[serde(default = "default_cross_site_home")]
+    pub cross_site_home: String,
+}
+
+fn default_cluster_home() -> String {
+    "/opt/continuent/tungsten".into()
+}
+
+fn default_cross_site_home() -> String {
+    "/opt/replicator/tungsten".into()
 }
 
 /// Files (path under /usr/local → content) on each of `hosts`. In the content `{{addr:NAME}}`
@@ -129,6 +155,7 @@ const BUILTIN: &[(&str, &str)] = &[
     ("basic", include_str!("../topologies/basic.toml")),
     ("otb", include_str!("../topologies/otb.toml")),
     ("horizon", include_str!("../topologies/horizon.toml")),
+    ("tungsten", include_str!("../topologies/tungsten.toml")),
 ];
 
 impl Topology {
@@ -228,6 +255,21 @@ impl Topology {
             }
             if slony.subscribers.is_empty() || slony.subscribers.contains(&slony.origin) {
                 bail!("slony with origin {}: needs subscribers other than the origin", slony.origin);
+            }
+        }
+        if let Some(tungsten) = &self.tungsten {
+            if tungsten.services.len() != 2 || !tungsten.services.contains_key(&tungsten.drifted) {
+                bail!("tungsten: two dataservices, one of them `drifted`");
+            }
+            for host in tungsten.services.values().flatten() {
+                if !self.hosts.iter().any(|h| &h.name == host) {
+                    bail!("tungsten: host {host} is not in the topology");
+                }
+            }
+            for home in [&tungsten.cluster_home, &tungsten.cross_site_home] {
+                if !home.starts_with("/opt/") || home.contains("..") {
+                    bail!("tungsten: {home}: installations live under /opt (each lab host has its own)");
+                }
             }
         }
         for gtm in &self.gtms {
