@@ -12,3 +12,4 @@ mod otb;
 mod otb_lab;
 mod sandbox;
 mod shell;
+mod tungsten;

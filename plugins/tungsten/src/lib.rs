@@ -1,0 +1,444 @@
+//! `tungsten`: re-provision a failed dataservice of a multi-site active/active Tungsten Cluster
+//! from the definitive one, as seed 004 orders it — and so that it cannot leave a dataservice
+//! half-reset: MAINTENANCE first, AUTOMATIC last, and AUTOMATIC only once every replicator of the
+//! dataservice is back online.
+//!
+//! - `tungsten status` — dataservices (policy, coordinator, connectors) and every replicator of
+//!   every host (both installations), parsed from cctrl's and trepctl's own output.
+//! - `tungsten reprovision FAILED --from SOURCE_HOST`.
+#![cfg(target_arch = "wasm32")]
+
+mod cluster;
+
+use cluster::{Deployment, Install, field, first_line, overview, replicator_state, trepctl_status};
+use opsh_plugin_sdk::{
+    Args, ChangePlan, CheckResult, CheckState, CommandError, CommandKind, CommandResult, Completion, Effect, Guest, Invocation, PluginInfo, Step,
+    StepData, Table, Text, bad, command, data, good, plain, step, table, text, warn,
+};
+
+struct Tungsten;
+
+impl Guest for Tungsten {
+    fn describe() -> PluginInfo {
+        PluginInfo {
+            name: "tungsten".into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            summary: text("Tungsten Cluster multi-site active/active: status and re-provisioning of a failed dataservice", "Tungsten Cluster マルチサイト アクティブ/アクティブ: 状態表示と障害データサービスの再プロビジョニング"),
+            capabilities: vec!["ssh".into()],
+            commands: vec![
+                command("status", CommandKind::Read, text("Dataservices (policy, connectors) and every replicator on every host", "データサービス (ポリシー・コネクタ) と全ホストの全レプリケータ"))
+                    .example("tungsten status", text("Show both dataservices", "両方のデータサービスを表示"))
+                    .build(),
+                command("reprovision", CommandKind::Change, text("Re-provision every host of a failed dataservice from a host of the definitive one", "障害データサービスの全ホストを正とするデータサービスのホストから再プロビジョニング"))
+                    .positional("failed", text("the dataservice whose data is replaced", "データを置き換えるデータサービス"), Completion::None)
+                    .option("from", true, text("the host of the definitive dataservice to copy from", "コピー元 (正とするデータサービスのホスト)"), Completion::Host)
+                    .example("tungsten reprovision east --from west1 --dry-run", text("Preview re-provisioning east from west1", "west1 から east を再プロビジョニングする手順を確認"))
+                    .build(),
+            ],
+        }
+    }
+
+    fn read(call: Invocation) -> CommandResult<Vec<Table>> {
+        match call.command.as_str() {
+            "status" => status(&Deployment::load()?),
+            other => Err(CommandError::Usage(format!("tungsten has no read command {other}"))),
+        }
+    }
+
+    fn plan(call: Invocation) -> CommandResult<ChangePlan> {
+        let args = Args(&call);
+        match call.command.as_str() {
+            "reprovision" => plan_reprovision(&Deployment::load()?, args.required("failed")?, args.required("from")?),
+            other => Err(CommandError::Usage(format!("tungsten has no command {other}"))),
+        }
+    }
+
+    fn apply(_call: Invocation, step: Step) -> CommandResult<Text> {
+        let data = StepData::parse(&step.data);
+        let result = apply_step(&data);
+        // Past the first step the failed dataservice is in MAINTENANCE: say so with the failure,
+        // and that it stays there (no half-reset replicator goes back to AUTOMATIC).
+        if data.get("action")? == "policy" && data.get("mode")? == "maintenance" {
+            return result;
+        }
+        result.map_err(|e| {
+            let service = data.get("service").unwrap_or("the dataservice");
+            let why = match e {
+                CommandError::Capability(c) => c.message().to_string(),
+                CommandError::Failed(m) | CommandError::Usage(m) => m,
+                CommandError::Refused(t) => t.en,
+            };
+            CommandError::Failed(format!("{why}. {service} stays in MAINTENANCE policy (no automatic recovery) — fix the cause, then resume this run"))
+        })
+    }
+
+    fn check(_call: Invocation, step: Step) -> CommandResult<CheckResult> {
+        check_step(&StepData::parse(&step.data))
+    }
+
+    fn verify(call: Invocation) -> CommandResult<Vec<Table>> {
+        let deployment = Deployment::load()?;
+        let failed = Args(&call).required("failed")?;
+        let problems = not_back(&deployment, failed)?;
+        if !problems.is_empty() {
+            return Err(CommandError::Failed(format!("{failed} is not fully back: {}", problems.join("; "))));
+        }
+        let cctrl_host = &deployment.hosts(failed)?[0];
+        let view = overview(cctrl_host, &deployment.tool(failed, Install::Cluster, "cctrl")?).map_err(CommandError::Failed)?;
+        if view.policy != "AUTOMATIC" || view.routers.iter().any(|(_, s)| s != "ONLINE") {
+            return Err(CommandError::Failed(format!("{failed}: policy {} and connectors {:?} after the run", view.policy, view.routers)));
+        }
+        status(&deployment)
+    }
+}
+
+fn status(deployment: &Deployment) -> CommandResult<Vec<Table>> {
+    let mut services = table(text("Dataservices", "データサービス"), &["dataservice", "coordinator", "policy", "connectors", "datasources"]);
+    let mut replicators = table(text("Replicators", "レプリケータ"), &["host", "site", "installation", "service", "state", "role", "applied seqno", "latency"]);
+    for (service, hosts) in &deployment.services {
+        let cctrl_path = deployment.tool(service, Install::Cluster, "cctrl")?;
+        let view = hosts.iter().find_map(|h| overview(h, &cctrl_path).ok());
+        match view {
+            Some(view) => {
+                let routers = view.routers.iter().map(|(h, s)| format!("{h} {s}")).collect::<Vec<_>>().join(", ");
+                let sources = view.datasources.iter().map(|(h, r, s)| format!("{h} {r} {s}")).collect::<Vec<_>>().join(", ");
+                let all_online = view.routers.iter().all(|(_, s)| s == "ONLINE");
+                services.push(vec![
+                    plain(service.as_str()),
+                    plain(view.coordinator.clone()),
+                    if view.policy == "AUTOMATIC" { good(view.policy.clone()) } else { warn(view.policy.clone()) },
+                    if all_online { good(routers) } else { warn(routers) },
+                    plain(sources),
+                ]);
+            }
+            None => services.push(vec![plain(service.as_str()), bad("no cctrl answered"), plain("?"), plain("?"), plain("?")]),
+        }
+        let other = deployment.other(service).to_string();
+        for host in hosts {
+            for (install, label, replicated) in [(Install::Cluster, "cluster", service.as_str()), (Install::CrossSite, "cross-site", other.as_str())] {
+                let trepctl = deployment.tool(service, install, "trepctl")?;
+                match trepctl_status(host, &trepctl, replicated) {
+                    Ok(fields) => {
+                        let state = field(&fields, "state").to_string();
+                        replicators.push(vec![
+                            plain(host.as_str()),
+                            plain(service.as_str()),
+                            plain(label),
+                            plain(replicated),
+                            if state == "ONLINE" { good(state) } else { warn(state) },
+                            plain(field(&fields, "role")),
+                            plain(field(&fields, "appliedLastSeqno")),
+                            plain(field(&fields, "appliedLatency")),
+                        ]);
+                    }
+                    Err(e) => replicators.push(vec![plain(host.as_str()), plain(service.as_str()), plain(label), plain(replicated), bad(e), plain(""), plain(""), plain("")]),
+                }
+            }
+        }
+    }
+    Ok(vec![services.build(), replicators.build()])
+}
+
+fn refused(en: String, ja: String) -> CommandError {
+    CommandError::Refused(text(&en, &ja))
+}
+
+fn plan_reprovision(deployment: &Deployment, failed: &str, source: &str) -> CommandResult<ChangePlan> {
+    let failed_hosts = deployment.hosts(failed)?.to_vec();
+    let definitive = match deployment.service_of(source) {
+        Some(s) if s != failed => s.to_string(),
+        Some(_) => return Err(CommandError::Usage(format!("--from {source} is a host of {failed} itself: copy from a host of the definitive dataservice ({})", deployment.other(failed)))),
+        None => return Err(CommandError::Usage(format!("--from {source} is not a host of topology {}: the hosts of {} are {}", deployment.topology, deployment.other(failed), deployment.hosts(deployment.other(failed))?.join(", ")))),
+    };
+    let definitive_hosts = deployment.hosts(&definitive)?.to_vec();
+    // Every host must answer: a reprovisioning that cannot reach one of them would leave the
+    // dataservice half-reset.
+    for host in failed_hosts.iter().chain(&definitive_hosts) {
+        opsh_plugin_sdk::probe(host, &["true"], Some(10_000)).map_err(|e| {
+            refused(
+                format!("{host} does not answer ({}): re-provisioning must reach every host of {failed} and {definitive}, or it would leave {failed} half-reset", e.brief()),
+                format!("{host} が応答しません。全ホストに到達できないと {failed} が中途半端にリセットされます"),
+            )
+        })?;
+    }
+    let (source_state, _) = replicator_state(source, &deployment.tool(&definitive, Install::Cluster, "trepctl")?, &definitive).map_err(CommandError::Failed)?;
+    if source_state != "ONLINE" {
+        return Err(refused(
+            format!("{source}'s {definitive} replicator is {source_state}: a source must be healthy and online; bring it online or pick another host of {definitive}"),
+            format!("{source} の {definitive} レプリケータは {source_state} です。正常でオンラインのホストを指定してください"),
+        ));
+    }
+    let mut warnings = vec![text(
+        &format!("{definitive} is taken as the definitive copy: the data of every {failed} host ({}) is REPLACED by {source}'s", failed_hosts.join(", ")),
+        &format!("{definitive} を正とします: {failed} の全ホスト ({}) のデータは {source} のデータで置き換えられます", failed_hosts.join(", ")),
+    )];
+    let definitive_view = definitive_hosts.iter().find_map(|h| overview(h, &deployment.tool(&definitive, Install::Cluster, "cctrl").ok()?).ok());
+    match definitive_view {
+        Some(view) => {
+            let down: Vec<String> = view.datasources.iter().filter(|(_, _, s)| s != "ONLINE").map(|(h, _, s)| format!("{h} {s}")).collect();
+            if !down.is_empty() {
+                warnings.push(text(&format!("{definitive} is not fully healthy: {}", down.join(", ")), &format!("{definitive} は完全には正常ではありません: {}", down.join(", "))));
+            }
+        }
+        None => return Err(refused(format!("no cctrl of {definitive} answers: its health cannot be confirmed"), format!("{definitive} の cctrl が応答しません"))),
+    }
+    let cctrl_path = deployment.tool(failed, Install::Cluster, "cctrl")?;
+    let (cctrl_host, failed_view) = failed_hosts
+        .iter()
+        .find_map(|h| overview(h, &cctrl_path).ok().map(|v| (h.clone(), v)))
+        .ok_or_else(|| refused(format!("no cctrl of {failed} answers: its policy cannot be set to MAINTENANCE, so nothing is started"), format!("{failed} の cctrl が応答しません")))?;
+    if failed_view.policy == "MAINTENANCE" {
+        warnings.push(text(&format!("{failed} is already in MAINTENANCE (an earlier attempt?)"), &format!("{failed} は既に MAINTENANCE です")));
+    }
+
+    let base = |action: &str, host: &str| vec![("action".to_string(), action.to_string()), ("host".to_string(), host.to_string()), ("service".to_string(), failed.to_string())];
+    let encode = |pairs: Vec<(String, String)>| {
+        let refs: Vec<(&str, &str)> = pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        data::encode(&refs)
+    };
+    let mut steps = Vec::new();
+    let policy = |mode: &str, seed: &str| {
+        let mut pairs = base("policy", &cctrl_host);
+        pairs.extend([("cctrl".into(), cctrl_path.clone()), ("mode".into(), mode.to_string()), ("definitive".into(), definitive.clone())]);
+        step(&format!("set-policy-{mode}"), titled(seed, &format!("cctrl [{failed}]> set policy {mode}"), &format!("cctrl [{failed}]> set policy {mode}")), &cctrl_host)
+            .effect(Effect::Opaque(text(&format!("{cctrl_path} on {cctrl_host} reads: set policy {mode}"), &format!("{cctrl_host} の cctrl に入力: set policy {mode}"))))
+            .idempotent()
+            .data(encode(pairs))
+            .build()
+    };
+    let routers = |state: &str, seed: &str| {
+        let mut pairs = base("routers", &cctrl_host);
+        pairs.extend([("cctrl".into(), cctrl_path.clone()), ("want".into(), state.to_string())]);
+        step(&format!("routers-{state}"), titled(seed, &format!("cctrl [{failed}]> router * {state}"), &format!("cctrl [{failed}]> router * {state}")), &cctrl_host)
+            .effect(Effect::Opaque(text(&format!("{cctrl_path} on {cctrl_host} reads: router * {state}"), &format!("{cctrl_host} の cctrl に入力: router * {state}"))))
+            .idempotent()
+            .data(encode(pairs))
+            .build()
+    };
+    steps.push(policy("maintenance", "1"));
+    steps.push(routers("offline", "2"));
+    let cross_trepctl = deployment.tool(&definitive, Install::CrossSite, "trepctl")?;
+    for (verb, group) in [("offline", "cross-site-offline"), ("reset", "cross-site-reset")] {
+        for host in &definitive_hosts {
+            let argv: Vec<&str> = if verb == "reset" { vec![&cross_trepctl, "-service", failed, "reset", "-all", "-y"] } else { vec![&cross_trepctl, "-service", failed, "offline"] };
+            let mut pairs = base("trepctl", host);
+            pairs.extend([("trepctl".into(), cross_trepctl.clone()), ("verb".into(), verb.to_string())]);
+            steps.push(
+                step(&format!("{verb}-{failed}-on-{host}"), titled("3", &format!("{host}: trepctl -service {failed} {}", if verb == "reset" { "reset -all -y" } else { "offline" }), &format!("{host}: trepctl -service {failed} {verb}")), host)
+                    .exec(host, &argv)
+                    .group(group)
+                    .idempotent()
+                    .data(encode(pairs))
+                    .build(),
+            );
+        }
+    }
+    let replicator = deployment.tool(failed, Install::Cluster, "replicator")?;
+    let tpm = deployment.tool(failed, Install::Cluster, "tpm")?;
+    let trepctl = deployment.tool(failed, Install::Cluster, "trepctl")?;
+    for (kind, group) in [("stop", "replicator-stop"), ("tpm-reset", "tpm-reset"), ("start", "replicator-start")] {
+        for host in &failed_hosts {
+            let (argv, title): (Vec<&str>, String) = match kind {
+                "tpm-reset" => (vec![&tpm, "reset", failed], format!("{host}: tpm reset {failed}")),
+                verb => (vec![&replicator, verb], format!("{host}: replicator {verb}")),
+            };
+            let mut pairs = base(if kind == "tpm-reset" { "tpm-reset" } else { "replicator" }, host);
+            pairs.extend([("replicator".into(), replicator.clone()), ("tpm".into(), tpm.clone()), ("verb".into(), kind.to_string())]);
+            steps.push(step(&format!("{kind}-{host}"), titled("4", &title, &title), host).exec(host, &argv).group(group).idempotent().data(encode(pairs)).build());
+        }
+    }
+    let provision = deployment.tool(failed, Install::Cluster, "tungsten_provision_slave")?;
+    let source_arg = format!("--source={source}");
+    for host in &failed_hosts {
+        let mut pairs = base("provision", host);
+        pairs.extend([("provision".into(), provision.clone()), ("source".into(), source.to_string()), ("trepctl".into(), trepctl.clone())]);
+        steps.push(
+            step(&format!("provision-{host}"), titled("5", &format!("{host}: tungsten_provision_slave --direct --source={source}"), &format!("{host}: {source} からプロビジョニング")), host)
+                .exec(host, &[&provision, "--direct", &source_arg])
+                .group("provision")
+                .data(encode(pairs))
+                .build(),
+        );
+    }
+    for host in &definitive_hosts {
+        let mut pairs = base("trepctl", host);
+        pairs.extend([("trepctl".into(), cross_trepctl.clone()), ("verb".into(), "online".into())]);
+        steps.push(
+            step(&format!("online-{failed}-on-{host}"), titled("6", &format!("{host}: trepctl -service {failed} online"), &format!("{host}: trepctl -service {failed} online")), host)
+                .exec(host, &[&cross_trepctl, "-service", failed, "online"])
+                .group("cross-site-online")
+                .idempotent()
+                .data(encode(pairs))
+                .build(),
+        );
+    }
+    steps.push(routers("online", "7"));
+    steps.push(policy("automatic", "8"));
+    Ok(ChangePlan {
+        summary: text(
+            &format!("Re-provision {failed} ({}) from {source}: {failed} in MAINTENANCE first, AUTOMATIC last", failed_hosts.join(", ")),
+            &format!("{source} から {failed} ({}) を再プロビジョニング: 最初に MAINTENANCE、最後に AUTOMATIC", failed_hosts.join(", ")),
+        ),
+        steps,
+        warnings,
+    })
+}
+
+fn titled(seed: &str, en: &str, ja: &str) -> Text {
+    text(&format!("[{seed}] {en}"), &format!("[{seed}] {ja}"))
+}
+
+fn run(host: &str, argv: &[&str], timeout_ms: u32) -> Result<String, CommandError> {
+    let out = opsh_plugin_sdk::run(host, argv, Some(timeout_ms))?;
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    if out.status != Some(0) {
+        return Err(CommandError::Failed(format!("`{}` on {host} failed: {}", argv.join(" "), first_line(&stdout, &out.stderr))));
+    }
+    Ok(stdout)
+}
+
+/// Everything that must be ONLINE before the connectors, and then AUTOMATIC, may return: the
+/// failed dataservice's replicators on its hosts, and its cross-site replicators on the others.
+fn not_back(deployment: &Deployment, failed: &str) -> Result<Vec<String>, CommandError> {
+    let definitive = deployment.other(failed).to_string();
+    let mut problems = Vec::new();
+    let checks = [(failed, Install::Cluster), (definitive.as_str(), Install::CrossSite)];
+    for (site, install) in checks {
+        let trepctl = deployment.tool(site, install, "trepctl")?;
+        for host in deployment.hosts(site)? {
+            match replicator_state(host, &trepctl, failed) {
+                Ok((state, _)) if state == "ONLINE" => {}
+                Ok((state, _)) => problems.push(format!("{host}'s {failed} replicator is {state}")),
+                Err(e) => problems.push(format!("{host}: {e}")),
+            }
+        }
+    }
+    Ok(problems)
+}
+
+fn apply_step(data: &StepData) -> CommandResult<Text> {
+    let host = data.get("host")?;
+    let service = data.get("service")?;
+    match data.get("action")? {
+        "policy" => {
+            let mode = data.get("mode")?;
+            if mode == "automatic" {
+                let problems = not_back(&Deployment::load()?, service)?;
+                if !problems.is_empty() {
+                    return Err(CommandError::Refused(text(
+                        &format!("opsh does not set {service} back to AUTOMATIC with replicators not online ({})", problems.join("; ")),
+                        &format!("レプリケータがオンラインでないため {service} を AUTOMATIC に戻しません ({})", problems.join("; ")),
+                    )));
+                }
+            }
+            cctrl_command(host, data.get("cctrl")?, &format!("set policy {mode}"))?;
+            Ok(text(&format!("policy mode is now {}", mode.to_uppercase()), &format!("ポリシーは {} になりました", mode.to_uppercase())))
+        }
+        "routers" => {
+            let want = data.get("want")?;
+            if want == "online" {
+                let problems = not_back(&Deployment::load()?, service)?;
+                if !problems.is_empty() {
+                    return Err(CommandError::Refused(text(
+                        &format!("opsh does not put {service}'s connectors online while its replicators are not ({})", problems.join("; ")),
+                        &format!("レプリケータがオンラインでないため {service} のコネクタをオンラインにしません ({})", problems.join("; ")),
+                    )));
+                }
+            }
+            cctrl_command(host, data.get("cctrl")?, &format!("router * {want}"))?;
+            Ok(text(&format!("connectors {}", want.to_uppercase()), &format!("コネクタ {}", want.to_uppercase())))
+        }
+        "trepctl" => {
+            let trepctl = data.get("trepctl")?;
+            match data.get("verb")? {
+                "reset" => {
+                    run(host, &[trepctl, "-service", service, "reset", "-all", "-y"], 120_000)?;
+                }
+                verb => {
+                    run(host, &[trepctl, "-service", service, verb], 120_000)?;
+                    let (state, _) = replicator_state(host, trepctl, service).map_err(CommandError::Failed)?;
+                    if verb == "offline" && !state.starts_with("OFFLINE") {
+                        return Err(CommandError::Failed(format!("{host}'s {service} replicator is {state} right after `offline`: something (a manager in AUTOMATIC policy?) put it back online")));
+                    }
+                }
+            }
+            Ok(text("done", "完了"))
+        }
+        "replicator" => {
+            let said = run(host, &[data.get("replicator")?, data.get("verb")?], 300_000)?;
+            Ok(text(said.lines().last().unwrap_or("done"), ""))
+        }
+        "tpm-reset" => {
+            let said = run(host, &[data.get("tpm")?, "reset", service], 300_000)?;
+            Ok(text(said.lines().last().unwrap_or("reset"), ""))
+        }
+        "provision" => {
+            // tungsten_provision_slave puts the service offline and back online itself: it needs
+            // the replicator running (the seed starts it right before).
+            let (state, _) = replicator_state(host, data.get("trepctl")?, service).map_err(CommandError::Failed)?;
+            if state == "STOPPED" {
+                return Err(CommandError::Refused(text(
+                    &format!("{host}'s replicator is stopped: tungsten_provision_slave needs it running; start it (`replicator start`)"),
+                    &format!("{host} のレプリケータが停止しています。tungsten_provision_slave には起動が必要です"),
+                )));
+            }
+            let source = format!("--source={}", data.get("source")?);
+            let said = run(host, &[data.get("provision")?, "--direct", &source], 3_600_000)?;
+            Ok(text(said.lines().last().unwrap_or("provisioned"), ""))
+        }
+        other => Err(CommandError::Failed(format!("unknown action {other}"))),
+    }
+}
+
+/// Send one command to cctrl; its output says whether it was refused.
+fn cctrl_command(host: &str, cctrl_path: &str, command: &str) -> Result<(), CommandError> {
+    let out = cluster::cctrl(host, cctrl_path, &format!("{command}\n"), false)?;
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    if out.status != Some(0) || stdout.lines().any(|l| l.starts_with("ERROR")) {
+        return Err(CommandError::Failed(format!("cctrl on {host} refused `{command}`: {}", first_line(&stdout, &out.stderr))));
+    }
+    Ok(())
+}
+
+fn check_step(data: &StepData) -> CommandResult<CheckResult> {
+    let host = data.get("host")?;
+    let service = data.get("service")?;
+    let done = |yes: bool, detail: String| CheckResult { state: if yes { CheckState::Done } else { CheckState::NotDone }, detail: text(&detail, "") };
+    let unknown = |detail: String| CheckResult { state: CheckState::Unknown, detail: text(&detail, "") };
+    Ok(match data.get("action")? {
+        "policy" => match overview(host, data.get("cctrl")?) {
+            Ok(view) => done(view.policy.eq_ignore_ascii_case(data.get("mode")?), format!("policy {}", view.policy)),
+            Err(e) => unknown(e),
+        },
+        "routers" => match overview(host, data.get("cctrl")?) {
+            Ok(view) => {
+                let want = data.get("want")?.to_uppercase();
+                done(!view.routers.is_empty() && view.routers.iter().all(|(_, s)| *s == want), format!("connectors {:?}", view.routers))
+            }
+            Err(e) => unknown(e),
+        },
+        "trepctl" => match replicator_state(host, data.get("trepctl")?, service) {
+            Ok((state, seqno)) => match data.get("verb")? {
+                "offline" => done(state.starts_with("OFFLINE"), state),
+                "reset" => done(state.starts_with("OFFLINE") && seqno == -1, format!("{state}, applied seqno {seqno}")),
+                _ => done(state == "ONLINE", state),
+            },
+            Err(e) => unknown(e),
+        },
+        "replicator" => match opsh_plugin_sdk::probe(host, &[data.get("replicator")?, "status"], Some(30_000)) {
+            Ok(out) => {
+                let running = out.status == Some(0);
+                done(running == (data.get("verb")? == "start"), String::from_utf8_lossy(&out.stdout).trim().to_string())
+            }
+            Err(e) => unknown(e.brief()),
+        },
+        "tpm-reset" => unknown("tpm reset leaves nothing to read while the replicator is stopped; running it again is harmless".into()),
+        "provision" => match replicator_state(host, data.get("trepctl")?, service) {
+            Ok((state, seqno)) => done(state == "ONLINE" && seqno >= 0, format!("{state}, applied seqno {seqno}")),
+            Err(e) => unknown(e),
+        },
+        other => return Err(CommandError::Failed(format!("unknown action {other}"))),
+    })
+}
+
+opsh_plugin_sdk::export!(Tungsten);
