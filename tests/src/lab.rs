@@ -261,6 +261,13 @@ impl Lab {
             self.start_cluster(spec, uid, gid, password)?;
             self.save()?;
         }
+        for spec in &topology.clusters {
+            for (db, sql) in &spec.sql {
+                let cluster = self.cluster(&spec.name)?.clone();
+                self.psql_as_admin(&cluster, db, &render(sql, &spec.host, topology, self.state.block))
+                    .with_context(|| format!("running the topology's SQL in {db} of cluster {}", spec.name))?;
+            }
+        }
         self.install_pgxc_catalog(topology)?;
         self.write_server_pgpass(password, uid, gid)?;
         crate::slony::replicate(self, &topology.slony).context("setting up Slony-I replication")?;

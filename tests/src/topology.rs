@@ -115,6 +115,10 @@ pub struct ClusterSpec {
     /// The data directory as the host sees it (under /usr/local, so each lab host has its own);
     /// default: outside the host's view, in the lab directory.
     pub data_dir: Option<String>,
+    /// SQL run in a database once every cluster is up (database → SQL, as the lab's
+    /// superuser); `{{addr:HOST}}` is a lab host's address, `{{addr:self}}` this cluster's host's.
+    #[serde(default)]
+    pub sql: std::collections::BTreeMap<String, String>,
     /// An OpenTenBase coordinator or datanode: fronted by the lab's node proxy (ALTER NODE,
     /// pgxc_node, pgxc_pool_reload) on its address and port.
     pub pgxc: Option<PgxcSpec>,
@@ -156,6 +160,7 @@ const BUILTIN: &[(&str, &str)] = &[
     ("otb", include_str!("../topologies/otb.toml")),
     ("horizon", include_str!("../topologies/horizon.toml")),
     ("tungsten", include_str!("../topologies/tungsten.toml")),
+    ("xdb", include_str!("../topologies/xdb.toml")),
 ];
 
 impl Topology {
