@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::process::Command;
 
 /// Crates embedded in the binary, by package name.
-const BUNDLED: &[&str] = &["opsh-plugin-pg", "opsh-plugin-opentenbase", "opsh-plugin-horizon-slony", "opsh-plugin-tungsten"];
+const BUNDLED: &[&str] = &["opsh-plugin-pg", "opsh-plugin-opentenbase", "opsh-plugin-horizon-slony", "opsh-plugin-tungsten", "opsh-plugin-edb-xdb"];
 /// Built for the tests only.
 const FIXTURES: &[&str] = &["opsh-probe-plugin"];
 

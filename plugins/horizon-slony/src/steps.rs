@@ -248,11 +248,7 @@ pub fn apply(step: &Step) -> CommandResult<Text> {
             Ok(text(&said, &said))
         }
         "file" => {
-            let Some(Effect::File(file)) = step.effects.first() else {
-                return Err(CommandError::Failed("a file step without its file effect".into()));
-            };
-            let outcome = file_edit::write(&file.host, &file.path, &file.new_content, Some(&file.expected_sha256))?;
-            let backup = outcome.backup_path.unwrap_or_default();
+            let backup = opsh_plugin_sdk::files::apply(step)?;
             Ok(text(&format!("written; the previous content is kept in {backup}"), &format!("書き込みました。以前の内容は {backup} に保存")))
         }
         "av-setup" => {
@@ -353,15 +349,7 @@ pub fn check(step: &Step) -> CommandResult<CheckResult> {
             Ok(yes) => done(yes, "row counts of every table"),
             Err(e) => unknown(&e.message()),
         },
-        "file" => {
-            let Some(Effect::File(file)) = step.effects.first() else { return Err(CommandError::Failed("a file step without its file effect".into())) };
-            match file_edit::read(&file.host, &file.path) {
-                Ok(now) if now.content == file.new_content => done(true, "the file has the planned content"),
-                Ok(now) if now.sha256 == file.expected_sha256 => done(false, "the file still has the content the plan read"),
-                Ok(_) => CheckResult { state: CheckState::Stale, detail: text(&format!("{} changed since the plan read it", file.path), "") },
-                Err(e) => unknown(&e.message()),
-            }
-        }
+        "file" => opsh_plugin_sdk::files::check(step)?,
         "av-setup" => CheckResult { state: CheckState::Unknown, detail: text("av-setup leaves nothing opsh can read back; it is safe to run again", "av-setup の結果は確認できません (再実行は安全です)") },
         "capabilities" => {
             let query = "SELECT bool_and(CASE WHEN name = $1 THEN capabilities & 192 = 0 ELSE capabilities & 192 = 192 END) AS moved, count(*)::bigint AS n FROM appliance WHERE name IN ($1, $2)";

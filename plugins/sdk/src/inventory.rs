@@ -20,11 +20,30 @@ pub fn members(topology: &host::TargetInfo, role: &str) -> Vec<String> {
 
 /// The single topology whose `plugin` is `plugin`.
 pub fn managed_topology(plugin: &str) -> Result<host::TargetInfo, CommandError> {
-    let mut topologies: Vec<host::TargetInfo> =
-        host::list_targets("topology").iter().filter_map(|t| host::lookup(t).ok()).filter(|t| attr(t, "plugin") == Some(plugin)).collect();
+    let mut topologies = managed_topologies(plugin);
     match topologies.len() {
         1 => Ok(topologies.remove(0)),
         0 => Err(CommandError::Failed(format!("no topology in the inventory has plugin = \"{plugin}\""))),
         _ => Err(CommandError::Failed(format!("several topologies have plugin = \"{plugin}\"; the {plugin} plugin drives one per inventory"))),
+    }
+}
+
+/// Every topology whose `plugin` is `plugin`, in inventory order.
+pub fn managed_topologies(plugin: &str) -> Vec<host::TargetInfo> {
+    host::list_targets("topology").iter().filter_map(|t| host::lookup(t).ok()).filter(|t| attr(t, "plugin") == Some(plugin)).collect()
+}
+
+/// The topology the operator named (`--topology`), or the only one the plugin manages.
+pub fn chosen_topology(plugin: &str, named: Option<&str>) -> Result<host::TargetInfo, CommandError> {
+    let mut topologies = managed_topologies(plugin);
+    let names: Vec<String> = topologies.iter().map(|t| t.name.clone()).collect();
+    match named {
+        Some(name) => match topologies.iter().position(|t| t.name == name) {
+            Some(i) => Ok(topologies.remove(i)),
+            None => Err(CommandError::Usage(format!("no topology {name} with plugin = \"{plugin}\"; there are: {}", names.join(", ")))),
+        },
+        None if topologies.len() == 1 => Ok(topologies.remove(0)),
+        None if topologies.is_empty() => Err(CommandError::Failed(format!("no topology in the inventory has plugin = \"{plugin}\""))),
+        None => Err(CommandError::Usage(format!("several topologies have plugin = \"{plugin}\": name one with --topology ({})", names.join(", ")))),
     }
 }

@@ -22,7 +22,9 @@ wit_bindgen::generate!({
 pub mod args;
 pub mod data;
 pub mod build;
+pub mod files;
 pub mod inventory;
+pub mod pg_hba;
 pub mod properties;
 pub mod quote;
 pub mod rows;

@@ -1,0 +1,709 @@
+//! `xdb`: EDB xDB Replication Server 6.2 controlled switchover (seed 002, 16 steps) and
+//! switch-back, for a single-master replication system between two PostgreSQL databases.
+//!
+//! - `xdb status` — where the control schemas are, the connection information they record,
+//!   the method, capture triggers, pending shadow rows, slots, the configured controller and
+//!   whether the servers run.
+//! - `xdb switchover` — all 16 steps; running it again switches the roles back.
+//! - `xdb swap-control-schema` — steps 5–10 alone.
+#![cfg(target_arch = "wasm32")]
+
+mod system;
+
+use opsh_plugin_sdk::{
+    Args, ChangePlan, CheckResult, CheckState, CommandError, CommandKind, CommandResult, Completion, Effect, Guest, Invocation, PluginInfo,
+    RowsExt, Step, StepData, Table, Text, address_of, bad, command, data, file_edit, files, good, pg_hba, plain, properties, quote, service,
+    sql, ssh, step, table, text, wait, warn,
+};
+use system::{Node, PUB_SCHEMAS, SUB_SCHEMA, System};
+
+struct Xdb;
+
+impl Guest for Xdb {
+    fn describe() -> PluginInfo {
+        let topology = |c: opsh_plugin_sdk::build::CommandBuilder| c.option("topology", false, text("the replication system (a topology with plugin = \"xdb\"), when there are several", "レプリケーション システム (複数ある場合)"), Completion::Topology);
+        PluginInfo {
+            name: "xdb".into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            summary: text("EDB xDB Replication Server 6.2: controlled switchover of publication and subscription", "EDB xDB Replication Server 6.2: 公開・購読データベースの切り替え"),
+            capabilities: vec!["sql".into(), "ssh".into(), "file-edit".into(), "service".into()],
+            commands: vec![
+                topology(command("status", CommandKind::Read, text("Roles, control schemas, connection info, triggers, pending rows, slots, controller, servers", "ロール・制御スキーマ・接続情報・トリガー・未反映行・スロット・コントローラ・サーバー")))
+                    .example("xdb status --topology xdb-trigger", text("Show the trigger-based replication system", "トリガー方式のシステムを表示"))
+                    .build(),
+                topology(command("switchover", CommandKind::Change, text("Controlled switchover (16 steps); run again to switch back", "制御された切り替え (16 手順)。再実行で元に戻す")))
+                    .option("quiesce", false, text("connection-limit (default: CONNECTION LIMIT 0 and end non-superuser sessions) or confirmed (done by hand)", "connection-limit (既定) または confirmed"), Completion::Choices(vec!["connection-limit".into(), "confirmed".into()]))
+                    .option("server-host", false, text("move the publication/subscription server metadata to this host (step 11)", "サーバーのメタデータをこのホストへ移す (手順 11)"), Completion::Host)
+                    .flag("drop-old-slot", text("log-based: drop the replication slot on the old publication host (step 14)", "ログ方式: 旧公開ホストのスロットを削除"))
+                    .example("xdb switchover --topology xdb-trigger --dry-run", text("Preview every schema move, control-schema update and file diff", "全手順と差分を確認"))
+                    .build(),
+                topology(command("swap-control-schema", CommandKind::Change, text("Steps 5-10 alone: move the control schemas and triggers, swap the connection information", "手順 5〜10 のみ: 制御スキーマとトリガーの移動、接続情報の入れ替え")))
+                    .example("xdb swap-control-schema --topology xdb-trigger --dry-run", text("Preview the control-schema move", "制御スキーマの移動を確認"))
+                    .build(),
+            ],
+        }
+    }
+
+    fn read(call: Invocation) -> CommandResult<Vec<Table>> {
+        let system = System::load(Args(&call).get("topology"))?;
+        match call.command.as_str() {
+            "status" => status(&system),
+            other => Err(CommandError::Usage(format!("xdb has no read command {other}"))),
+        }
+    }
+
+    fn plan(call: Invocation) -> CommandResult<ChangePlan> {
+        let args = Args(&call);
+        let system = System::load(args.get("topology"))?;
+        match call.command.as_str() {
+            "switchover" => plan_switchover(&system, args.get("quiesce").unwrap_or("connection-limit"), args.get("server-host"), args.flag("drop-old-slot"), true),
+            "swap-control-schema" => plan_switchover(&system, "confirmed", None, false, false),
+            other => Err(CommandError::Usage(format!("xdb has no command {other}"))),
+        }
+    }
+
+    fn apply(_call: Invocation, step: Step) -> CommandResult<Text> {
+        apply_step(&step)
+    }
+
+    fn check(_call: Invocation, step: Step) -> CommandResult<CheckResult> {
+        check_step(&step)
+    }
+
+    fn verify(call: Invocation) -> CommandResult<Vec<Table>> {
+        let system = System::load(Args(&call).get("topology"))?;
+        let (publication, subscription, pub_live, sub_live) = system.roles()?;
+        if !sub_live.triggers.is_empty() {
+            return Err(CommandError::Failed(format!("{} still has capture triggers: {:?}", subscription.db, sub_live.triggers)));
+        }
+        if pub_live.triggers.is_empty() && system::method(&publication.db)? == "T" {
+            return Err(CommandError::Failed(format!("{} has no capture triggers: changes there would not replicate", publication.db)));
+        }
+        let recorded = sql::query(&publication.db, "SELECT (SELECT db_host FROM _edb_replicator_pub.xdb_pub_database ORDER BY pub_db_id LIMIT 1) AS pub, (SELECT db_host FROM _edb_replicator_sub.xdb_sub_database ORDER BY sub_db_id LIMIT 1) AS sub", &[])?;
+        if recorded.first_text("pub") != Some(address_of(&publication.host)) || recorded.first_text("sub") != Some(address_of(&subscription.host)) {
+            return Err(CommandError::Failed(format!("the control schema on {} does not name {} as publication and {} as subscription", publication.db, publication.host, subscription.host)));
+        }
+        if call.command == "switchover" {
+            let pending = system::pending(&publication.db)?;
+            if pending > 0 {
+                return Err(CommandError::Failed(format!("{pending} rows still wait in the shadow tables of {}", publication.db)));
+            }
+        }
+        status(&system)
+    }
+}
+
+fn status(system: &System) -> CommandResult<Vec<Table>> {
+    let mut nodes = table(text(&format!("Replication system {}", system.topology), &format!("レプリケーション システム {}", system.topology)), &["node", "host", "role", "method", "control schemas", "capture triggers", "pending rows", "slots"]);
+    let roles = system.roles();
+    for node in &system.nodes {
+        let live = match system::live(node) {
+            Ok(live) => live,
+            Err(e) => {
+                nodes.push(vec![plain(node.db.as_str()), plain(node.host.as_str()), bad(format!("{e:?}")), plain(""), plain(""), plain(""), plain(""), plain("")]);
+                continue;
+            }
+        };
+        let is_pub = live.schemas.iter().any(|s| s == "_edb_replicator_pub");
+        let method = if is_pub { system::method(&node.db).map(|m| if m == "W" { "log-based" } else { "trigger-based" }.to_string()).unwrap_or_default() } else { String::new() };
+        let pending = if is_pub { system::pending(&node.db).map(|n| n.to_string()).unwrap_or_else(|e| format!("{e:?}")) } else { "-".into() };
+        nodes.push(vec![
+            plain(node.db.as_str()),
+            plain(node.host.as_str()),
+            if is_pub { good("publication") } else { plain("subscription") },
+            plain(method),
+            plain(live.schemas.join(", ")),
+            plain(live.triggers.iter().map(|(t, g)| format!("{g} on {t}")).collect::<Vec<_>>().join(", ")),
+            if pending == "0" || pending == "-" { plain(pending) } else { warn(pending) },
+            plain(live.slots.iter().map(|(s, p)| format!("{s} ({p})")).collect::<Vec<_>>().join(", ")),
+        ]);
+    }
+    let mut control = table(text("Connection information in the control schema (passwords not shown)", "制御スキーマの接続情報 (パスワードは非表示)"), &["definition", "host", "port", "database", "user"]);
+    if let Ok((publication, _, _, _)) = &roles {
+        for (label, query) in [
+            ("publication database", "SELECT db_host AS h, db_port::text AS p, db_name AS d, db_user AS u FROM _edb_replicator_pub.xdb_pub_database ORDER BY pub_db_id"),
+            ("subscription database", "SELECT db_host AS h, db_port::text AS p, db_name AS d, db_user AS u FROM _edb_replicator_sub.xdb_sub_database ORDER BY sub_db_id"),
+            ("subscription server", "SELECT sub_server_ip AS h, sub_server_port::text AS p, '' AS d, '' AS u FROM _edb_replicator_pub.xdb_sub_servers"),
+            ("publication server", "SELECT pub_server_ip AS h, pub_server_port::text AS p, sub_name AS d, '' AS u FROM _edb_replicator_sub.xdb_subscriptions"),
+        ] {
+            if let Ok(rows) = sql::query(&publication.db, query, &[]) {
+                for row in &rows.rows {
+                    let cell = |i: usize| plain(row.get(i).map(opsh_plugin_sdk::display).unwrap_or_default());
+                    control.push(vec![plain(label), cell(0), cell(1), cell(2), cell(3)]);
+                }
+            }
+        }
+    }
+    let mut servers = table(text("Servers and controller", "サーバーとコントローラ"), &["host", "what", "state"]);
+    for name in &system.services {
+        let state = match service::status(&system.server_host, name) {
+            Ok(service::ServiceState::Running) => good("running"),
+            Ok(service::ServiceState::Stopped) => warn("stopped"),
+            Ok(service::ServiceState::Unknown) => warn("unknown"),
+            Err(e) => bad(e.brief()),
+        };
+        servers.push(vec![plain(system.server_host.as_str()), plain(name.as_str()), state]);
+    }
+    match file_edit::read(&system.server_host, &system.config_file) {
+        Ok(conf) => {
+            let value = |k: &str| properties::get(&conf.content, k).unwrap_or("?").to_string();
+            servers.push(vec![plain(system.server_host.as_str()), plain(format!("controller in {}", system.config_file)), plain(format!("{}:{} database {} user {}", value("host"), value("port"), value("database"), value("user")))]);
+        }
+        Err(e) => servers.push(vec![plain(system.server_host.as_str()), plain(system.config_file.as_str()), bad(e.brief())]),
+    }
+    roles?;
+    Ok(vec![nodes.build(), control.build(), servers.build()])
+}
+
+fn titled(seed: &str, en: &str) -> Text {
+    text(&format!("[{seed}] {en}"), "")
+}
+
+fn refused(en: String) -> CommandError {
+    CommandError::Refused(text(&en, ""))
+}
+
+fn enc(pairs: &[(&str, &str)]) -> String {
+    data::encode(pairs)
+}
+
+/// pg_dump of schemas, proven readable (`pg_restore --list` lists every schema) before it takes
+/// its final name: a file under that name is always a verified backup.
+const DUMP: &str = r#"set -eu
+addr=$1 port=$2 user=$3 db=$4 file=$5; shift 5
+mkdir -p "$(dirname "$file")"
+schemas=""; for s in "$@"; do schemas="$schemas -n $s"; done
+PGPASSWORD="$DB_PASSWORD" pg_dump -h "$addr" -p "$port" -U "$user" -d "$db" -Fc $schemas -f "$file.tmp"
+for s in "$@"; do
+  pg_restore --list "$file.tmp" | grep -q " SCHEMA - $s " || { echo "the backup $file.tmp does not hold schema $s" >&2; exit 1; }
+done
+mv "$file.tmp" "$file"
+echo "backed up to $file"
+"#;
+
+/// Is the backup readable and does it hold every schema?
+const VERIFY_DUMP: &str = r#"file=$1; shift
+[ -f "$file" ] || { echo "no backup at $file" >&2; exit 1; }
+for s in "$@"; do pg_restore --list "$file" | grep -q " SCHEMA - $s " || { echo "$file does not hold schema $s" >&2; exit 1; }; done
+"#;
+
+const RESTORE: &str = r#"set -eu
+addr=$1 port=$2 user=$3 db=$4 file=$5
+PGPASSWORD="$DB_PASSWORD" pg_restore -h "$addr" -p "$port" -U "$user" -d "$db" --no-owner --clean --if-exists --exit-on-error "$file"
+echo "restored $file"
+"#;
+
+fn node_args(node: &Node) -> Vec<String> {
+    vec![address_of(&node.host), node.port.clone(), node.user.clone(), node.dbname.clone()]
+}
+
+fn plan_switchover(system: &System, quiesce: &str, server_host: Option<&str>, drop_old_slot: bool, whole: bool) -> CommandResult<ChangePlan> {
+    if !["connection-limit", "confirmed"].contains(&quiesce) {
+        return Err(CommandError::Usage(format!("--quiesce {quiesce}: use connection-limit or confirmed")));
+    }
+    let (a, b, a_live, b_live) = system.roles()?;
+    let method = system::method(&a.db)?;
+    let log_based = method == "W";
+    let mut warnings = Vec::new();
+    // Step 4: can each node take its new role?
+    for (node, live, role) in [(&b, &b_live, "publication"), (&a, &a_live, "subscription")] {
+        if !live.superuser {
+            return Err(refused(format!("{}'s user {} is not a superuser: it cannot act as the {role} database user (seed step 4)", node.db, node.user)));
+        }
+    }
+    if log_based && (b_live.wal_level != "logical" || b_live.free_slots < 1) {
+        return Err(refused(format!(
+            "{} does not meet the log-based criteria (wal_level = {}, {} free replication slots): set wal_level = logical and max_replication_slots, or switch to the trigger-based method first",
+            b.db, b_live.wal_level, b_live.free_slots
+        )));
+    }
+    let counts = sql::query(&a.db, "SELECT (SELECT count(*) FROM _edb_replicator_pub.xdb_pub_database)::bigint AS p, (SELECT count(*) FROM _edb_replicator_sub.xdb_sub_database)::bigint AS s, \
+        (SELECT bool_and(p.db_password = s.db_password) FROM _edb_replicator_pub.xdb_pub_database p, _edb_replicator_sub.xdb_sub_database s) AS same_password", &[])?;
+    if counts.first_int("p") != Some(1) || counts.first_int("s") != Some(1) {
+        return Err(refused(format!("{}'s control schema defines {} publication and {} subscription databases: opsh switches a system of exactly one of each", a.db, counts.first_int("p").unwrap_or(0), counts.first_int("s").unwrap_or(0))));
+    }
+    let servers_running = system.services.iter().all(|s| matches!(service::status(&system.server_host, s), Ok(service::ServiceState::Running)));
+    let pending = system::pending(&a.db)?;
+    if whole && pending > 0 && !servers_running {
+        return Err(refused(format!("{pending} rows wait in {}'s shadow tables and the xDB servers on {} do not run: they cannot be synchronized, and opsh never drops them; start the servers first", a.db, system.server_host)));
+    }
+    if !whole && (servers_running || pending > 0) {
+        return Err(refused(format!(
+            "swap-control-schema needs the servers stopped and no pending rows (servers {}, {pending} pending rows): run seed steps 1-3 first, or `xdb switchover`",
+            if servers_running { "running" } else { "stopped" }
+        )));
+    }
+    if pending > 0 {
+        warnings.push(text(&format!("{pending} rows wait in {}'s shadow tables: step 2 synchronizes them and waits until none remain", a.db), ""));
+    }
+
+    let mut steps = Vec::new();
+    let limit = sql::query(&a.db, "SELECT datconnlimit::bigint AS l FROM pg_database WHERE datname = current_database()", &[])?.first_int("l").unwrap_or(-1).to_string();
+    if whole {
+        if quiesce == "connection-limit" {
+            steps.push(
+                step("quiesce", titled("1", &format!("Stop transaction processing on {}: CONNECTION LIMIT 0, end non-superuser sessions", a.db)), &a.db)
+                    .sql(&a.db, &[&format!("ALTER DATABASE {} CONNECTION LIMIT 0", quote::ident(&a.dbname)), "SELECT pg_terminate_backend(pid) FROM pg_stat_activity JOIN pg_roles ON rolname = usename WHERE datname = current_database() AND pid <> pg_backend_pid() AND NOT rolsuper"])
+                    .idempotent()
+                    .data(enc(&[("action", "limit"), ("db", &a.db), ("dbname", &a.dbname), ("limit", "0"), ("terminate", "yes")]))
+                    .build(),
+            );
+        } else {
+            warnings.push(text(&format!("step 1 (no more transactions on {}) was done by hand, as --quiesce confirmed says", a.db), ""));
+        }
+        if servers_running {
+            steps.push(repcli_step("2", "synchronize", "-dosynchronize", system, &a, "Synchronize pending updates and wait until the shadow tables are empty"));
+        } else {
+            warnings.push(text(&format!("the xDB servers on {} do not run and no rows are pending: step 2 has nothing to synchronize", system.server_host), ""));
+        }
+        steps.push(services_step("3", "stop-servers", system, "stop"));
+    }
+    // Steps 5 and 6. The triggers are saved and dropped before the schemas: a log-based rrpt_
+    // trigger depends on _edb_replicator_pub.capturetruncateevent and would vanish with it.
+    let pub_dump = system.backup(&a, "control-schemas.dump");
+    let mut dump_argv: Vec<String> = vec!["sh".into(), "-c".into(), DUMP.into(), "dump".into()];
+    dump_argv.extend(node_args(&a));
+    dump_argv.push(pub_dump.clone());
+    dump_argv.extend(PUB_SCHEMAS.iter().map(|s| s.to_string()));
+    steps.push(exec_step("5", "backup-publication-schemas", &format!("Back up {} from {} to {pub_dump} (verified readable)", PUB_SCHEMAS.join(", "), a.db), &a.host, dump_argv, &[("action", "dump"), ("host", &a.host), ("db", &a.db), ("file", &pub_dump), ("schemas", &PUB_SCHEMAS.join(","))]));
+    let trigger_file = system.backup(&a, "triggers.sql");
+    steps.push(
+        step("backup-triggers", titled("6", &format!("Back up {} capture triggers and their functions from {} to {trigger_file}", a_live.triggers.len(), a.db)), &a.host)
+            .effect(Effect::Opaque(text(&format!("pg_get_functiondef / pg_get_triggerdef of {} written to {}:{trigger_file}", a_live.triggers.iter().map(|(t, g)| format!("{g} on {t}")).collect::<Vec<_>>().join(", "), a.host), "")))
+            .idempotent()
+            .data(enc(&[("action", "backup-triggers"), ("host", &a.host), ("db", &a.db), ("file", &trigger_file), ("triggers", &trigger_list(&a_live.triggers))]))
+            .build(),
+    );
+    let drops: Vec<String> = a_live.triggers.iter().map(|(t, g)| format!("DROP TRIGGER IF EXISTS {} ON {t}", quote::ident(g))).collect();
+    steps.push(
+        step("drop-triggers", titled("6", &format!("Drop the capture triggers and functions on {} (their backup checked first)", a.db)), &a.db)
+            .sql(&a.db, &drops.iter().map(String::as_str).collect::<Vec<_>>())
+            .idempotent()
+            .data(enc(&[("action", "drop-triggers"), ("host", &a.host), ("db", &a.db), ("file", &trigger_file), ("triggers", &trigger_list(&a_live.triggers))]))
+            .build(),
+    );
+    steps.push(drop_schemas_step("5", "drop-publication-schemas", &a, &PUB_SCHEMAS, &pub_dump));
+    // Step 7.
+    let sub_dump = system.backup(&b, "subscription-schema.dump");
+    let mut sub_argv: Vec<String> = vec!["sh".into(), "-c".into(), DUMP.into(), "dump".into()];
+    sub_argv.extend(node_args(&b));
+    sub_argv.push(sub_dump.clone());
+    sub_argv.push(SUB_SCHEMA.into());
+    steps.push(exec_step("7", "backup-subscription-schema", &format!("Back up {SUB_SCHEMA} from {} to {sub_dump} (verified readable)", b.db), &b.host, sub_argv, &[("action", "dump"), ("host", &b.host), ("db", &b.db), ("file", &sub_dump), ("schemas", SUB_SCHEMA)]));
+    steps.push(drop_schemas_step("7", "drop-subscription-schema", &b, &[SUB_SCHEMA], &sub_dump));
+    // Steps 8 and 9: each backup is restored from the host that holds it.
+    steps.push(restore_step("8", "restore-publication-schemas", &pub_dump, &a, &b, &PUB_SCHEMAS));
+    steps.push(
+        step("restore-triggers", titled("8", &format!("Restore the capture triggers and functions from {trigger_file} on {}", b.db)), &b.db)
+            .effect(Effect::Opaque(text(&format!("the SQL in {}:{trigger_file} runs in {}", a.host, b.db), "")))
+            .idempotent()
+            .data(enc(&[("action", "restore-triggers"), ("host", &a.host), ("db", &b.db), ("file", &trigger_file), ("triggers", &trigger_list(&a_live.triggers))]))
+            .build(),
+    );
+    steps.push(restore_step("9", "restore-subscription-schema", &sub_dump, &b, &a, &[SUB_SCHEMA]));
+    // Step 10: connection information swapped inside SQL: no password crosses into opsh.
+    steps.push(
+        step("swap-connection-info", titled("10", &format!("In {}'s control schema: the publication database is now {} and the subscription database {} (host, port, user, password swapped)", b.db, b.host, a.host)), &b.db)
+            .sql(&b.db, &[SWAP])
+            .data(enc(&[("action", "swap"), ("db", &b.db), ("new-pub", &b.host)]))
+            .build(),
+    );
+    if whole {
+        if let Some(server) = server_host {
+            let address = address_of(server);
+            steps.push(
+                step("move-server-metadata", titled("11", &format!("Publication and subscription server metadata → {server}")), &b.db)
+                    .sql(&b.db, &[&format!("UPDATE _edb_replicator_sub.xdb_subscriptions SET pub_server_ip = '{address}'"), &format!("UPDATE _edb_replicator_pub.xdb_sub_servers SET sub_server_ip = '{address}'")])
+                    .idempotent()
+                    .data(enc(&[("action", "server-ip"), ("db", &b.db), ("address", &address)]))
+                    .build(),
+            );
+            warnings.push(text(&format!("step 11: the servers' metadata moves to {server}; installing and starting xDB there, and its configuration file, remain yours"), ""));
+        }
+        // Step 12.
+        let conf = file_edit::read(&system.server_host, &system.config_file)?;
+        if !conf.exists {
+            return Err(refused(format!("{} does not exist on {}: set config-file in the topology to the xDB Replication Configuration file", system.config_file, system.server_host)));
+        }
+        if properties::get(&conf.content, "host") == Some(address_of(&a.host).as_str()) {
+            if counts.first_bool("same_password") != Some(true) {
+                return Err(refused(format!(
+                    "the new controller {}'s encrypted password differs from the old one's: opsh does not handle passwords; give both databases the same user password as the seed assumes, or edit password= in {} by hand and use `xdb swap-control-schema`",
+                    b.db, system.config_file
+                )));
+            }
+            let mut content = conf.content.clone();
+            for (key, value) in [("host", address_of(&b.host)), ("port", b.port.clone()), ("database", b.dbname.clone()), ("user", b.user.clone())] {
+                content = properties::set(&content, key, &value).map_err(|e| refused(format!("{}:{}: {e}", system.server_host, system.config_file)))?;
+            }
+            steps.push(file_step("12", "edit-replication-config", &format!("Name {} as the controller database in {}", b.db, system.config_file), &system.server_host, &system.config_file, &conf, &content, &[]));
+        } else {
+            warnings.push(text(&format!("{} on {} does not name {} as the controller: left as it is (step 12 applies only to the controller)", system.config_file, system.server_host, a.db), ""));
+        }
+        // Step 13: pg_hba.conf admits the xDB servers as the new roles' users.
+        for (node, role) in [(&b, "publication"), (&a, "subscription")] {
+            let path = sql::query(&node.db, "SELECT setting AS f FROM pg_settings WHERE name = 'hba_file'", &[])?.first_text("f").unwrap_or_default();
+            let hba = file_edit::read(&node.host, &path)?;
+            let rule = format!("host {} {} {}/32 scram-sha-256", node.dbname, node.user, address_of(&system.server_host));
+            if let Some(content) = pg_hba::ensure(&hba.content, &rule, &format!("opsh xdb switchover: the xDB servers on {} reach the {role} database", system.server_host)) {
+                steps.push(file_step("13", &format!("pg-hba-{}", node.host), &format!("Admit the xDB servers to {} as the {role} database in pg_hba.conf, then reload", node.db), &node.host, &path, &hba, &content, &[("reload", &node.db)]));
+            }
+        }
+        // Step 14.
+        if log_based {
+            for (slot, plugin) in a_live.slots.iter().filter(|(_, p)| p == "test_decoding") {
+                steps.push(
+                    step(&format!("create-slot-{slot}"), titled("14", &format!("Create replication slot {slot} ({plugin}) on {}", b.db)), &b.db)
+                        .sql(&b.db, &[&format!("SELECT pg_create_logical_replication_slot({}, {})", quote::literal(slot), quote::literal(plugin))])
+                        .idempotent()
+                        .data(enc(&[("action", "create-slot"), ("db", &b.db), ("slot", slot), ("plugin", plugin)]))
+                        .build(),
+                );
+                if drop_old_slot {
+                    steps.push(
+                        step(&format!("drop-slot-{slot}"), titled("14", &format!("Drop replication slot {slot} on {}", a.db)), &a.db)
+                            .sql(&a.db, &[&format!("SELECT pg_drop_replication_slot({})", quote::literal(slot))])
+                            .idempotent()
+                            .data(enc(&[("action", "drop-slot"), ("db", &a.db), ("slot", slot)]))
+                            .build(),
+                    );
+                } else {
+                    warnings.push(text(&format!("slot {slot} stays on {} (inactive until a switch-back); add --drop-old-slot to drop it", a.db), ""));
+                }
+            }
+        }
+        steps.push(services_step("15", "start-servers", system, "start"));
+        steps.push(repcli_step("16", "snapshot", "-dosnapshot", system, &b, "The first replication is a snapshot"));
+        steps.push(repcli_step("16", "synchronize-after", "-dosynchronize", system, &b, "Then synchronization replication"));
+        if quiesce == "connection-limit" {
+            steps.push(
+                step("reopen", titled("16", &format!("Give {} its connection limit back ({limit}); applications now use {}", a.db, b.db)), &a.db)
+                    .sql(&a.db, &[&format!("ALTER DATABASE {} CONNECTION LIMIT {limit}", quote::ident(&a.dbname))])
+                    .idempotent()
+                    .data(enc(&[("action", "limit"), ("db", &a.db), ("dbname", &a.dbname), ("limit", &limit), ("terminate", "no")]))
+                    .build(),
+            );
+        }
+    }
+    let back = if a.db == system.nodes[0].db { "" } else { " (back to the original roles)" };
+    Ok(ChangePlan {
+        summary: text(
+            &format!(
+                "{}: {} ({}) becomes the publication and {} the subscription{back}; running it again switches back",
+                if whole { "Controlled switchover" } else { "Control schema swap" },
+                b.db,
+                if log_based { "log-based" } else { "trigger-based" },
+                a.db
+            ),
+            "",
+        ),
+        steps,
+        warnings,
+    })
+}
+
+/// Swap the publication and subscription database definitions in one statement (both sides read
+/// the values from before the statement).
+const SWAP: &str = "WITH p AS (SELECT db_host, db_port, db_name, db_user, db_password FROM _edb_replicator_pub.xdb_pub_database), \
+    s AS (SELECT db_host, db_port, db_name, db_user, db_password FROM _edb_replicator_sub.xdb_sub_database), \
+    up AS (UPDATE _edb_replicator_pub.xdb_pub_database d SET db_host = s.db_host, db_port = s.db_port, db_name = s.db_name, db_user = s.db_user, db_password = s.db_password FROM s RETURNING d.pub_db_id) \
+    UPDATE _edb_replicator_sub.xdb_sub_database d SET db_host = p.db_host, db_port = p.db_port, db_name = p.db_name, db_user = p.db_user, db_password = p.db_password FROM p";
+
+fn trigger_list(triggers: &[(String, String)]) -> String {
+    triggers.iter().map(|(t, g)| format!("{t}:{g}")).collect::<Vec<_>>().join(",")
+}
+
+fn exec_step(seed: &str, id: &str, title: &str, host: &str, argv: Vec<String>, pairs: &[(&str, &str)]) -> Step {
+    let mut all: Vec<(&str, &str)> = pairs.to_vec();
+    let args = argv[4..].join("\u{1f}");
+    all.push(("args", &args));
+    let shown: Vec<&str> = argv.iter().map(String::as_str).collect();
+    step(id, titled(seed, title), host).exec(host, &shown).idempotent().data(enc(&all)).build()
+}
+
+fn drop_schemas_step(seed: &str, id: &str, node: &Node, schemas: &[&str], backup: &str) -> Step {
+    let statements: Vec<String> = schemas.iter().map(|s| format!("DROP SCHEMA IF EXISTS {s} CASCADE")).collect();
+    step(id, titled(seed, &format!("Drop {} on {} (its backup {backup} is checked readable first)", schemas.join(", "), node.db)), &node.db)
+        .sql(&node.db, &statements.iter().map(String::as_str).collect::<Vec<_>>())
+        .idempotent()
+        .data(enc(&[("action", "drop-schemas"), ("host", &node.host), ("db", &node.db), ("file", backup), ("schemas", &schemas.join(","))]))
+        .build()
+}
+
+fn restore_step(seed: &str, id: &str, file: &str, from: &Node, to: &Node, schemas: &[&str]) -> Step {
+    let mut argv: Vec<String> = vec!["sh".into(), "-c".into(), RESTORE.into(), "restore".into()];
+    argv.extend(node_args(to));
+    argv.push(file.to_string());
+    let shown: Vec<&str> = argv.iter().map(String::as_str).collect();
+    let args = argv[4..].join("\u{1f}");
+    step(id, titled(seed, &format!("Restore {} into {} from {file} (on {})", schemas.join(", "), to.db, from.host)), &to.db)
+        .exec(&from.host, &shown)
+        .idempotent()
+        .data(enc(&[("action", "restore"), ("host", &from.host), ("db", &to.db), ("file", file), ("schemas", &schemas.join(",")), ("args", &args)]))
+        .build()
+}
+
+fn services_step(seed: &str, id: &str, system: &System, action: &str) -> Step {
+    let mut builder = step(id, titled(seed, &format!("{} the publication and subscription servers on {}", if action == "stop" { "Stop" } else { "Start" }, system.server_host)), &system.server_host);
+    for name in &system.services {
+        builder = builder.service(&system.server_host, name, action);
+    }
+    builder.idempotent().data(enc(&[("action", "services"), ("host", &system.server_host), ("services", &system.services.join(",")), ("want", action)])).build()
+}
+
+fn repcli_step(seed: &str, id: &str, op: &str, system: &System, publication: &Node, what: &str) -> Step {
+    let argv = [system.repcli.as_str(), op, system.subscription.as_str(), "-repsvrfile", system.repsvrfile.as_str()];
+    step(id, titled(seed, &format!("{what} ({} {op} {})", system.repcli, system.subscription)), &system.server_host)
+        .exec(&system.server_host, &argv)
+        .idempotent()
+        .data(enc(&[("action", "repcli"), ("host", &system.server_host), ("repcli", &system.repcli), ("op", op), ("subscription", &system.subscription), ("repsvrfile", &system.repsvrfile), ("db", &publication.db)]))
+        .build()
+}
+
+#[allow(clippy::too_many_arguments)]
+fn file_step(seed: &str, id: &str, title: &str, host: &str, path: &str, snapshot: &file_edit::FileSnapshot, content: &str, extra: &[(&str, &str)]) -> Step {
+    let mut pairs: Vec<(&str, &str)> = vec![("action", "file"), ("host", host), ("path", path)];
+    pairs.extend_from_slice(extra);
+    step(id, titled(seed, title), host).file(host, path, &snapshot.sha256, content).idempotent().data(enc(&pairs)).build()
+}
+
+fn run(host: &str, argv: Vec<String>, env: Vec<(String, ssh::EnvValue)>, timeout_ms: u32) -> Result<String, CommandError> {
+    let request = ssh::ExecRequest { argv, env, stdin: None, timeout_ms: Some(timeout_ms), privileged: false, read_only: false };
+    let out = ssh::exec(host, &request)?;
+    let stdout = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    if out.status != Some(0) {
+        return Err(CommandError::Failed(format!("on {host}: {}", String::from_utf8_lossy(&out.stderr).trim())));
+    }
+    Ok(stdout)
+}
+
+fn script_argv(script: &str, data: &StepData) -> Result<Vec<String>, CommandError> {
+    let mut argv = vec!["sh".to_string(), "-c".to_string(), script.to_string(), "xdb".to_string()];
+    argv.extend(data.get("args")?.split('\u{1f}').map(str::to_string));
+    Ok(argv)
+}
+
+fn backup_readable(host: &str, file: &str, schemas: &str) -> Result<(), String> {
+    let mut argv = vec!["sh".to_string(), "-c".to_string(), VERIFY_DUMP.to_string(), "verify".to_string(), file.to_string()];
+    argv.extend(schemas.split(',').map(str::to_string));
+    let request = ssh::ExecRequest { argv, env: Vec::new(), stdin: None, timeout_ms: Some(60_000), privileged: false, read_only: true };
+    match ssh::exec(host, &request) {
+        Ok(out) if out.status == Some(0) => Ok(()),
+        Ok(out) => Err(String::from_utf8_lossy(&out.stderr).trim().to_string()),
+        Err(e) => Err(e.brief()),
+    }
+}
+
+fn schemas_present(db: &str, schemas: &str) -> Result<usize, CommandError> {
+    let wanted: Vec<&str> = schemas.split(',').collect();
+    let live = system::live(&Node { db: db.into(), host: String::new(), port: String::new(), dbname: String::new(), user: String::new() })?;
+    Ok(wanted.iter().filter(|s| live.schemas.iter().any(|l| l == *s)).count())
+}
+
+fn apply_step(step: &Step) -> CommandResult<Text> {
+    let data = StepData::parse(&step.data);
+    let done = |en: String| Ok(text(&en, ""));
+    match data.get("action")? {
+        "limit" => {
+            let db = data.get("db")?;
+            sql::query(db, &format!("ALTER DATABASE {} CONNECTION LIMIT {}", quote::ident(data.get("dbname")?), data.get("limit")?.parse::<i64>().unwrap_or(-1)), &[])?;
+            let mut ended = 0;
+            if data.get("terminate")? == "yes" {
+                let rows = sql::query(db, "SELECT count(pg_terminate_backend(pid))::bigint AS n FROM pg_stat_activity JOIN pg_roles ON rolname = usename WHERE datname = current_database() AND pid <> pg_backend_pid() AND NOT rolsuper", &[])?;
+                ended = rows.first_int("n").unwrap_or(0);
+            }
+            done(format!("connection limit {}; {ended} sessions ended", data.get("limit")?))
+        }
+        "repcli" => {
+            let host = data.get("host")?;
+            let said = run(host, vec![data.get("repcli")?.into(), data.get("op")?.into(), data.get("subscription")?.into(), "-repsvrfile".into(), data.get("repsvrfile")?.into()], Vec::new(), 3_600_000)?;
+            if data.get("op")? == "-dosynchronize" {
+                let db = data.get("db")?;
+                wait::until(120_000, 500, &format!("the shadow tables of {db} to empty"), || system::pending(db).map(|n| n == 0).map_err(|e| format!("{e:?}")))?;
+            }
+            done(said)
+        }
+        "services" => {
+            let host = data.get("host")?;
+            let start = data.get("want")? == "start";
+            for name in data.get("services")?.split(',') {
+                service::control(host, name, if start { service::ServiceAction::Start } else { service::ServiceAction::Stop })?;
+            }
+            let want = if start { service::ServiceState::Running } else { service::ServiceState::Stopped };
+            let services = data.get("services")?;
+            wait::until(60_000, 500, &format!("{services} on {host}"), || Ok(services.split(',').all(|s| service::status(host, s).is_ok_and(|st| st == want))))?;
+            done(format!("{services} {}", if start { "running" } else { "stopped" }))
+        }
+        "dump" => {
+            let argv = script_argv(DUMP, &data)?;
+            done(run(data.get("host")?, argv, vec![("DB_PASSWORD".into(), ssh::EnvValue::DatabasePassword(data.get("db")?.into()))], 3_600_000)?)
+        }
+        "drop-schemas" => {
+            // Never drop what has no readable backup, also when resuming.
+            backup_readable(data.get("host")?, data.get("file")?, data.get("schemas")?)
+                .map_err(|e| CommandError::Failed(format!("the backup is not readable ({e}); nothing was dropped")))?;
+            let drops: Vec<String> = data.get("schemas")?.split(',').map(|s| format!("DROP SCHEMA IF EXISTS {s} CASCADE;")).collect();
+            sql::batch(data.get("db")?, &format!("SET client_min_messages = warning; {}", drops.join(" ")))?;
+            done(format!("dropped {}", data.get("schemas")?))
+        }
+        "backup-triggers" => {
+            let db = data.get("db")?;
+            let functions = sql::query(
+                db,
+                "SELECT coalesce(string_agg(pg_get_functiondef(p.oid) || ';', E'\\n' ORDER BY p.proname), '') AS ddl FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace \
+                 WHERE p.proname ~ '^rrp[iud]_.*_tgfunc$' OR (p.proname = 'capturetruncateevent' AND n.nspname = '_edb_replicator_pub')",
+                &[],
+            )?
+            .first_text("ddl")
+            .unwrap_or_default();
+            let triggers = sql::query(db, "SELECT coalesce(string_agg(pg_get_triggerdef(t.oid) || ';', E'\\n' ORDER BY t.tgname), '') AS ddl FROM pg_trigger t WHERE NOT t.tgisinternal AND t.tgname ~ '^rrp[iudt]_'", &[])?
+                .first_text("ddl")
+                .unwrap_or_default();
+            let content = format!("-- xDB capture triggers and functions of {db}, saved by opsh xdb before they were dropped\n{functions}\n{triggers}\n");
+            let host = data.get("host")?;
+            let file = data.get("file")?;
+            let current = file_edit::read(host, file)?;
+            file_edit::write(host, file, &content, Some(&current.sha256))?;
+            done(format!("saved to {file}"))
+        }
+        "drop-triggers" => {
+            let content = file_edit::read(data.get("host")?, data.get("file")?)?.content;
+            let list = data.get("triggers")?;
+            for pair in list.split(',').filter(|p| !p.is_empty()) {
+                let (_, trigger) = pair.split_once(':').unwrap_or(("", pair));
+                if !content.contains(&format!("CREATE TRIGGER {trigger} ")) {
+                    return Err(CommandError::Failed(format!("the trigger backup {} lacks {trigger}; nothing was dropped", data.get("file")?)));
+                }
+            }
+            let mut statements: Vec<String> = list
+                .split(',')
+                .filter(|p| !p.is_empty())
+                .map(|pair| {
+                    let (table, trigger) = pair.split_once(':').unwrap_or(("", pair));
+                    format!("DROP TRIGGER IF EXISTS {} ON {table};", quote::ident(trigger))
+                })
+                .collect();
+            let functions = sql::query(data.get("db")?, "SELECT coalesce(string_agg(format('DROP FUNCTION IF EXISTS %I.%I();', n.nspname, p.proname), ' '), '') AS d FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace WHERE p.proname ~ '^rrp[iud]_.*_tgfunc$'", &[])?;
+            statements.push(functions.first_text("d").unwrap_or_default());
+            sql::batch(data.get("db")?, &format!("BEGIN; {} COMMIT;", statements.join(" ")))?;
+            done("capture triggers and functions dropped".into())
+        }
+        "restore" => {
+            let argv = script_argv(RESTORE, &data)?;
+            done(run(data.get("host")?, argv, vec![("DB_PASSWORD".into(), ssh::EnvValue::DatabasePassword(data.get("db")?.into()))], 3_600_000)?)
+        }
+        "restore-triggers" => {
+            let content = file_edit::read(data.get("host")?, data.get("file")?)?.content;
+            let statements = content.replace("CREATE FUNCTION", "CREATE OR REPLACE FUNCTION");
+            let existing: Vec<String> = system::triggers(data.get("db")?)?.into_iter().map(|(_, g)| g).collect();
+            let kept: Vec<&str> = statements.lines().filter(|l| !existing.iter().any(|g| l.starts_with(&format!("CREATE TRIGGER {g} ")))).collect();
+            sql::batch(data.get("db")?, &format!("BEGIN;\n{}\nCOMMIT;", kept.join("\n")))?;
+            done(format!("capture triggers restored on {}", data.get("db")?))
+        }
+        "swap" => {
+            sql::transaction(data.get("db")?, &[sql::Statement { sql: SWAP.into(), params: Vec::new() }])?;
+            done("publication and subscription database definitions swapped".into())
+        }
+        "server-ip" => {
+            let address = data.get("address")?;
+            sql::transaction(data.get("db")?, &[
+                sql::Statement { sql: "UPDATE _edb_replicator_sub.xdb_subscriptions SET pub_server_ip = $1".into(), params: vec![sql::Value::Text(address.into())] },
+                sql::Statement { sql: "UPDATE _edb_replicator_pub.xdb_sub_servers SET sub_server_ip = $1".into(), params: vec![sql::Value::Text(address.into())] },
+            ])?;
+            done("server metadata moved".into())
+        }
+        "file" => {
+            let backup = files::apply(step)?;
+            if let Ok(db) = data.get("reload") {
+                sql::query(db, "SELECT pg_reload_conf()", &[])?;
+            }
+            done(format!("written (previous content kept in {backup})"))
+        }
+        "create-slot" => {
+            let db = data.get("db")?;
+            let exists = sql::query(db, "SELECT count(*)::bigint AS n FROM pg_replication_slots WHERE slot_name = $1", &[sql::Value::Text(data.get("slot")?.into())])?;
+            if exists.first_int("n") == Some(0) {
+                sql::query(db, "SELECT (pg_create_logical_replication_slot($1, $2)).slot_name::text AS slot", &[sql::Value::Text(data.get("slot")?.into()), sql::Value::Text(data.get("plugin")?.into())])?;
+            }
+            done(format!("slot {} exists on {db}", data.get("slot")?))
+        }
+        "drop-slot" => {
+            let db = data.get("db")?;
+            sql::query(db, "SELECT count(pg_drop_replication_slot(slot_name)::text)::bigint AS n FROM pg_replication_slots WHERE slot_name = $1", &[sql::Value::Text(data.get("slot")?.into())])?;
+            done(format!("slot {} dropped on {db}", data.get("slot")?))
+        }
+        other => Err(CommandError::Failed(format!("unknown action {other}"))),
+    }
+}
+
+fn check_step(step: &Step) -> CommandResult<CheckResult> {
+    let data = StepData::parse(&step.data);
+    let result = |yes: bool, detail: String| CheckResult { state: if yes { CheckState::Done } else { CheckState::NotDone }, detail: text(&detail, "") };
+    let unknown = |detail: String| CheckResult { state: CheckState::Unknown, detail: text(&detail, "") };
+    let outcome: Result<CheckResult, CommandError> = (|| {
+        Ok(match data.get("action")? {
+            "limit" => {
+                let rows = sql::query(data.get("db")?, "SELECT datconnlimit::bigint AS l FROM pg_database WHERE datname = current_database()", &[])?;
+                let now = rows.first_int("l").unwrap_or(-2);
+                result(now.to_string() == data.get("limit")?, format!("connection limit {now}"))
+            }
+            "repcli" if data.get("op")? == "-dosynchronize" => {
+                let pending = system::pending(data.get("db")?)?;
+                result(pending == 0, format!("{pending} pending rows"))
+            }
+            "repcli" => unknown("a snapshot leaves nothing to check; taking it again is harmless".into()),
+            "services" => {
+                let want = if data.get("want")? == "start" { service::ServiceState::Running } else { service::ServiceState::Stopped };
+                let host = data.get("host")?;
+                result(data.get("services")?.split(',').all(|s| service::status(host, s).is_ok_and(|st| st == want)), "service status".into())
+            }
+            "dump" => result(backup_readable(data.get("host")?, data.get("file")?, data.get("schemas")?).is_ok(), "pg_restore --list".into()),
+            "drop-schemas" => {
+                let n = schemas_present(data.get("db")?, data.get("schemas")?)?;
+                result(n == 0, format!("{n} of the schemas remain"))
+            }
+            "restore" => {
+                let wanted = data.get("schemas")?.split(',').count();
+                let n = schemas_present(data.get("db")?, data.get("schemas")?)?;
+                result(n == wanted, format!("{n} of {wanted} schemas present"))
+            }
+            "backup-triggers" => {
+                let file = file_edit::read(data.get("host")?, data.get("file")?)?;
+                let all = data.get("triggers")?.split(',').filter(|p| !p.is_empty()).all(|p| file.content.contains(&format!("CREATE TRIGGER {} ", p.split_once(':').map_or(p, |(_, g)| g))));
+                result(file.exists && all, "the backup file names every trigger".into())
+            }
+            "drop-triggers" => {
+                let left = system::triggers(data.get("db")?)?;
+                result(left.is_empty(), format!("{} capture triggers left", left.len()))
+            }
+            "restore-triggers" => {
+                let have: Vec<String> = system::triggers(data.get("db")?)?.into_iter().map(|(_, g)| g).collect();
+                let all = data.get("triggers")?.split(',').filter(|p| !p.is_empty()).all(|p| have.iter().any(|g| p.ends_with(&format!(":{g}"))));
+                result(all, format!("{} capture triggers present", have.len()))
+            }
+            "swap" => {
+                let rows = sql::query(data.get("db")?, "SELECT db_host AS h FROM _edb_replicator_pub.xdb_pub_database ORDER BY pub_db_id LIMIT 1", &[])?;
+                let host = rows.first_text("h").unwrap_or_default();
+                result(host == address_of(data.get("new-pub")?), format!("the publication database definition names {host}"))
+            }
+            "server-ip" => {
+                let rows = sql::query(data.get("db")?, "SELECT bool_and(pub_server_ip = $1) AS ok FROM _edb_replicator_sub.xdb_subscriptions", &[sql::Value::Text(data.get("address")?.into())])?;
+                result(rows.first_bool("ok") == Some(true), "xdb_subscriptions.pub_server_ip".into())
+            }
+            "file" => files::check(step)?,
+            "create-slot" | "drop-slot" => {
+                let rows = sql::query(data.get("db")?, "SELECT count(*)::bigint AS n FROM pg_replication_slots WHERE slot_name = $1", &[sql::Value::Text(data.get("slot")?.into())])?;
+                let exists = rows.first_int("n") == Some(1);
+                result(exists == (data.get("action")? == "create-slot"), format!("slot {}", if exists { "exists" } else { "absent" }))
+            }
+            other => return Err(CommandError::Failed(format!("unknown action {other}"))),
+        })
+    })();
+    match outcome {
+        Ok(r) => Ok(r),
+        Err(CommandError::Capability(e)) => Ok(unknown(e.brief())),
+        Err(e) => Err(e),
+    }
+}
+
+opsh_plugin_sdk::export!(Xdb);
