@@ -13,3 +13,4 @@ mod otb_lab;
 mod sandbox;
 mod shell;
 mod tungsten;
+mod xdb;
