@@ -201,6 +201,10 @@ impl World {
     /// Drive the interactive shell through a real terminal (script(1) gives it a pty): write each
     /// input, wait its pause, and return everything the terminal showed.
     pub fn repl(&self, inputs: &[(&[u8], u64)]) -> String {
+        // Compile the plugins into the component cache first: a cold start under load can take
+        // longer than the first pause, and keys typed before the shell listens are not its test.
+        let warm = self.opsh(&["plugins"]);
+        assert_eq!(warm.code, 0, "{warm:?}");
         let command = format!("{} --inventory {}", opsh_bin().display(), self.inventory.display());
         let output = Command::new("script")
             .args(["-q", "-e", "-c", &command, "/dev/null"])
