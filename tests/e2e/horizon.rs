@@ -176,3 +176,23 @@ fn kill_9_between_drop_schema_and_the_properties_edit_then_resume_completes() {
     let checked_drop = records.iter().any(|r| r["record"] == "check" && r["step"] == "drop-slony-ta2-fdb");
     assert!(!checked_drop, "steps finished before the kill are not asked again");
 }
+
+#[test]
+fn enable_writes_with_the_primary_still_answering_copies_its_latest_data_first() {
+    let world = World::with_topology("horizon");
+    // The primary's slon stops, so a write it takes never reaches the secondary by Slony.
+    assert_eq!(world.lab.host_exec("ta1", &["killall", "slon"]).expect("killall").status.code(), Some(0));
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    world.sql("ta1", "edb", "INSERT INTO event (message) VALUES ('only on the primary')");
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    assert_eq!(world.sql("ta2", "edb", "SELECT count(*) FROM event WHERE message = 'only on the primary'"), "0", "not replicated");
+
+    let run = world.opsh(&["--yes", "horizon", "enable-writes", "ta2"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(run.all().contains("restored edb; the backup is kept in /usr/local/var/backups/opsh-horizon-edb-"), "the restore says where its dump is: {run:?}");
+    assert_eq!(world.sql("ta2", "edb", "SELECT count(*) FROM event WHERE message = 'only on the primary'"), "1", "the primary's latest data was copied");
+    assert_eq!(world.sql("ta2", "fdb", "SELECT string_agg(name, ',' ORDER BY id) FROM desktop_pool"), world.sql("ta1", "fdb", "SELECT string_agg(name, ',' ORDER BY id) FROM desktop_pool"));
+    assert!(!service_running(&world, "ta1", "dtService"), "the primary's services were stopped");
+    assert_secondary_enabled(&world);
+    assert!(!run.all().contains(&world.password()), "the restore's passwords are never shown");
+}
