@@ -6,6 +6,7 @@ mod support;
 mod capabilities;
 mod engine;
 mod errors;
+mod examples;
 mod horizon;
 mod lab_drills;
 mod otb;
