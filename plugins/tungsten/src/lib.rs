@@ -316,6 +316,18 @@ fn not_back(deployment: &Deployment, failed: &str) -> Result<Vec<String>, Comman
     Ok(problems)
 }
 
+/// Refuse `what` unless every replicator concerned is back online, naming those that are not.
+fn require_back(service: &str, what: &str, what_ja: &str) -> Result<(), CommandError> {
+    let problems = not_back(&Deployment::load()?, service)?;
+    if problems.is_empty() {
+        return Ok(());
+    }
+    Err(CommandError::Refused(text(
+        &format!("opsh does not {what} ({})", problems.join("; ")),
+        &format!("レプリケータがオンラインでないため {what_ja} ({})", problems.join("; ")),
+    )))
+}
+
 fn apply_step(data: &StepData) -> CommandResult<Text> {
     let host = data.get("host")?;
     let service = data.get("service")?;
@@ -323,13 +335,7 @@ fn apply_step(data: &StepData) -> CommandResult<Text> {
         "policy" => {
             let mode = data.get("mode")?;
             if mode == "automatic" {
-                let problems = not_back(&Deployment::load()?, service)?;
-                if !problems.is_empty() {
-                    return Err(CommandError::Refused(text(
-                        &format!("opsh does not set {service} back to AUTOMATIC with replicators not online ({})", problems.join("; ")),
-                        &format!("レプリケータがオンラインでないため {service} を AUTOMATIC に戻しません ({})", problems.join("; ")),
-                    )));
-                }
+                require_back(service, &format!("set {service} back to AUTOMATIC with replicators not online"), &format!("{service} を AUTOMATIC に戻しません"))?;
             }
             cctrl_command(host, data.get("cctrl")?, &format!("set policy {mode}"))?;
             Ok(text(&format!("policy mode is now {}", mode.to_uppercase()), &format!("ポリシーは {} になりました", mode.to_uppercase())))
@@ -337,13 +343,7 @@ fn apply_step(data: &StepData) -> CommandResult<Text> {
         "routers" => {
             let want = data.get("want")?;
             if want == "online" {
-                let problems = not_back(&Deployment::load()?, service)?;
-                if !problems.is_empty() {
-                    return Err(CommandError::Refused(text(
-                        &format!("opsh does not put {service}'s connectors online while its replicators are not ({})", problems.join("; ")),
-                        &format!("レプリケータがオンラインでないため {service} のコネクタをオンラインにしません ({})", problems.join("; ")),
-                    )));
-                }
+                require_back(service, &format!("put {service}'s connectors online while its replicators are not"), &format!("{service} のコネクタをオンラインにしません"))?;
             }
             cctrl_command(host, data.get("cctrl")?, &format!("router * {want}"))?;
             Ok(text(&format!("connectors {}", want.to_uppercase()), &format!("コネクタ {}", want.to_uppercase())))
