@@ -415,7 +415,7 @@ fn trigger_list(triggers: &[(String, String)]) -> String {
 
 fn exec_step(seed: &str, id: &str, title: &str, host: &str, argv: Vec<String>, pairs: &[(&str, &str)]) -> Step {
     let mut all: Vec<(&str, &str)> = pairs.to_vec();
-    let args = argv[4..].join("\u{1f}");
+    let args = data::encode_list(&argv[4..]);
     all.push(("args", &args));
     let shown: Vec<&str> = argv.iter().map(String::as_str).collect();
     step(id, titled(seed, title), host).exec(host, &shown).idempotent().data(enc(&all)).build()
@@ -435,7 +435,7 @@ fn restore_step(seed: &str, id: &str, file: &str, from: &Node, to: &Node, schema
     argv.extend(node_args(to));
     argv.push(file.to_string());
     let shown: Vec<&str> = argv.iter().map(String::as_str).collect();
-    let args = argv[4..].join("\u{1f}");
+    let args = data::encode_list(&argv[4..]);
     step(id, titled(seed, &format!("Restore {} into {} from {file} (on {})", schemas.join(", "), to.db, from.host)), &to.db)
         .exec(&from.host, &shown)
         .idempotent()
@@ -479,7 +479,7 @@ fn run(host: &str, argv: Vec<String>, env: Vec<(String, ssh::EnvValue)>, timeout
 
 fn script_argv(script: &str, data: &StepData) -> Result<Vec<String>, CommandError> {
     let mut argv = vec!["sh".to_string(), "-c".to_string(), script.to_string(), "xdb".to_string()];
-    argv.extend(data.get("args")?.split('\u{1f}').map(str::to_string));
+    argv.extend(data.list("args")?);
     Ok(argv)
 }
 

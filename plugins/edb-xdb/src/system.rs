@@ -61,7 +61,7 @@ impl System {
         if nodes.len() != 2 {
             return Err(CommandError::Failed(format!("topology {}: `node` must list the two databases of the replication system (see {DOCS})", topology.name)));
         }
-        let get = |key: &str, default: &str| inventory::attr(&topology, key).unwrap_or(default).to_string();
+        let get = |key: &str, default: &str| inventory::attr_or(&topology, key, default);
         Ok(Self {
             server_host: inventory::need(&topology, "server-host", DOCS)?.to_string(),
             config_file: get("config-file", "/etc/edb-repl.conf"),

@@ -111,7 +111,7 @@ impl Horizon {
                 name,
             });
         }
-        let get = |key: &str, default: &str| inventory::attr(&topology, key).unwrap_or(default).to_string();
+        let get = |key: &str, default: &str| inventory::attr_or(&topology, key, default);
         let layout = Layout {
             conf_dir: get("conf-dir", "/usr/local/desktone/release/active/conf"),
             scripts_dir: get("scripts-dir", "/usr/local/desktone/scripts"),

@@ -87,7 +87,7 @@ pub fn restore(seed: &str, from: &Database, to: &Database, backup_dir: &str) -> 
     )
     .exec(&to.appliance, &argv)
     .idempotent()
-    .data(data::encode(&[("action", "restore"), ("host", &to.appliance), ("from", &from.name), ("to", &to.name), ("args", &args.join(" "))]))
+    .data(data::encode(&[("action", "restore"), ("host", &to.appliance), ("from", &from.name), ("to", &to.name), ("args", &data::encode_list(&args))]))
     .build()
 }
 
@@ -226,7 +226,7 @@ pub fn apply(step: &Step) -> CommandResult<Text> {
             Ok(text("_slony dropped; its tables take writes", "_slony を削除しました。書き込み可能です"))
         }
         "restore" => {
-            let args: Vec<String> = data.get("args")?.split(' ').map(str::to_string).collect();
+            let args = data.list("args")?;
             let mut argv: Vec<String> = vec!["sh".into(), "-c".into(), RESTORE.into(), "restore".into()];
             argv.extend(args);
             let request = ssh::ExecRequest {

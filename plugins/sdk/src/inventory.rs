@@ -8,6 +8,11 @@ pub fn attr<'a>(info: &'a host::TargetInfo, key: &str) -> Option<&'a str> {
     info.attributes.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
 }
 
+/// An attribute, or `default` when the inventory does not set it.
+pub fn attr_or(info: &host::TargetInfo, key: &str, default: &str) -> String {
+    attr(info, key).unwrap_or(default).to_string()
+}
+
 /// An attribute the plugin cannot work without; the error says where to add it.
 pub fn need<'a>(info: &'a host::TargetInfo, key: &str, docs: &str) -> Result<&'a str, CommandError> {
     attr(info, key).ok_or_else(|| CommandError::Failed(format!("{} {} has no attribute {key:?} in the inventory (see {docs})", info.kind, info.name)))
