@@ -1,8 +1,13 @@
-//! Plugins never see raw addresses. The address book replaces every inventory host's address by
-//! the token `{{addr:HOST}}` in what flows into the sandbox (`conceal`) and turns tokens back into
-//! addresses in what flows out of it (`reveal`). `reveal(conceal(x)) == x` for any text that does
-//! not already contain a token, so a plugin can read a config file, edit a line and write it back
-//! without ever learning where the host is — and still write "the new master's address" into SQL.
+//! Plugins never see raw addresses. The address book replaces every name of an inventory host —
+//! its address and each of its aliases — by a token in what flows into the sandbox (`conceal`):
+//! `{{addr:HOST}}` for the address, `{{addr:HOST:KIND}}` for the alias of that kind (`dns`,
+//! `fqdn`, …). It turns tokens back into those names in what flows out of it (`reveal`).
+//! `reveal(conceal(x)) == x` for any text that does not already contain a token, so a plugin can
+//! read a config file, edit a line and write it back without ever learning where the host is —
+//! and still write "the new master's address, in the form this file uses" into SQL and files.
+//!
+//! Names match as whole words and exactly (case included): re-spelling a name would change
+//! lines an edit never meant to touch.
 
 use std::collections::BTreeMap;
 
@@ -10,9 +15,11 @@ use crate::inventory::Inventory;
 
 #[derive(Debug, Clone, Default)]
 pub struct AddressBook {
-    /// Longest address first, so that `10.0.0.12` is replaced before `10.0.0.1`.
-    by_address: Vec<(String, String)>,
-    by_host: BTreeMap<String, String>,
+    /// (name, token), longest name first, so that `10.0.0.12` is replaced before `10.0.0.1`
+    /// and `db1.example.com` before `db1`.
+    by_name: Vec<(String, String)>,
+    /// Token body (`HOST` or `HOST:KIND`) → the name it stands for.
+    by_token: BTreeMap<String, String>,
 }
 
 const OPEN: &str = "{{addr:";
@@ -20,35 +27,39 @@ const CLOSE: &str = "}}";
 
 impl AddressBook {
     pub fn new(inventory: &Inventory) -> Self {
-        let mut by_address: Vec<(String, String)> = Vec::new();
-        let mut by_host = BTreeMap::new();
-        for (name, host) in &inventory.hosts {
-            by_host.insert(name.clone(), host.address.clone());
-            if !by_address.iter().any(|(address, _)| address == &host.address) {
-                by_address.push((host.address.clone(), name.clone()));
+        let mut by_name: Vec<(String, String)> = Vec::new();
+        let mut by_token = BTreeMap::new();
+        for (host_name, host) in &inventory.hosts {
+            let names = std::iter::once((host_name.clone(), &host.address)).chain(host.aliases.iter().map(|(kind, value)| (format!("{host_name}:{kind}"), value)));
+            for (body, name) in names {
+                by_token.insert(body.clone(), name.clone());
+                if !by_name.iter().any(|(known, _)| known == name) {
+                    by_name.push((name.clone(), format!("{OPEN}{body}{CLOSE}")));
+                }
             }
         }
-        by_address.sort_by(|a, b| b.0.len().cmp(&a.0.len()).then(a.0.cmp(&b.0)));
-        Self { by_address, by_host }
+        by_name.sort_by(|a, b| b.0.len().cmp(&a.0.len()).then(a.0.cmp(&b.0)));
+        Self { by_name, by_token }
     }
 
     pub fn token(host: &str) -> String {
         format!("{OPEN}{host}{CLOSE}")
     }
 
-    /// Replace every address (as a whole word: not part of a longer name or number) by its token.
+    /// Replace every name of a host (as a whole word: not part of a longer name or number) by
+    /// its token.
     pub fn conceal(&self, text: &str) -> String {
-        if self.by_address.is_empty() {
+        if self.by_name.is_empty() {
             return text.to_string();
         }
         let mut out = String::with_capacity(text.len());
         let bytes = text.as_bytes();
         let mut i = 0;
         'scan: while i < text.len() {
-            for (address, host) in &self.by_address {
-                if text[i..].starts_with(address.as_str()) && is_boundary_before(bytes, i) && is_boundary_after(bytes, i + address.len()) {
-                    out.push_str(&Self::token(host));
-                    i += address.len();
+            for (name, token) in &self.by_name {
+                if text[i..].starts_with(name.as_str()) && is_boundary_before(bytes, i) && is_boundary_after(bytes, i + name.len()) {
+                    out.push_str(token);
+                    i += name.len();
                     continue 'scan;
                 }
             }
@@ -59,8 +70,9 @@ impl AddressBook {
         out
     }
 
-    /// Replace every `{{addr:HOST}}` token by the host's address. An unknown host is an error: a
-    /// plugin must not make the host send a token somewhere as if it were an address.
+    /// Replace every `{{addr:HOST}}` / `{{addr:HOST:KIND}}` token by the name it stands for. An
+    /// unknown host or alias is an error: a plugin must not make the host send a token somewhere
+    /// as if it were an address.
     pub fn reveal(&self, text: &str) -> Result<String, String> {
         if !text.contains(OPEN) {
             return Ok(text.to_string());
@@ -74,10 +86,17 @@ impl AddressBook {
                 out.push_str(&rest[start..]);
                 return Ok(out);
             };
-            let host = &after[..end];
-            match self.by_host.get(host) {
-                Some(address) => out.push_str(address),
-                None => return Err(format!("address token {OPEN}{host}{CLOSE} names no inventory host")),
+            let body = &after[..end];
+            match self.by_token.get(body) {
+                Some(name) => out.push_str(name),
+                None => {
+                    return Err(match body.split_once(':') {
+                        Some((host, kind)) if self.by_token.contains_key(host) => {
+                            format!("address token {OPEN}{body}{CLOSE}: host {host} has no alias of kind {kind:?} in the inventory")
+                        }
+                        _ => format!("address token {OPEN}{body}{CLOSE} names no inventory host"),
+                    });
+                }
             }
             rest = &after[end + CLOSE.len()..];
         }
@@ -102,7 +121,7 @@ fn is_boundary_before(bytes: &[u8], i: usize) -> bool {
 fn is_boundary_after(bytes: &[u8], end: usize) -> bool {
     match bytes.get(end) {
         None => true,
-        // "10.0.0.1." ends a sentence; "10.0.0.1.5" is another address.
+        // "10.0.0.1." ends a sentence; "10.0.0.1.5" is another address, "db1.example" a longer name.
         Some(b'.') => !bytes.get(end + 1).is_some_and(|b| is_word_byte(*b)),
         Some(b) => !is_word_byte(*b),
     }
@@ -114,7 +133,7 @@ mod tests {
 
     fn book() -> AddressBook {
         let inventory = Inventory::parse(
-            "[hosts.a]\naddress = '10.0.0.1'\n[hosts.b]\naddress = '10.0.0.12'\n",
+            "[hosts.a]\naddress = '10.0.0.1'\naliases = { dns = 'db-a', fqdn = 'db-a.corp.example', repl = '192.168.7.1' }\n[hosts.b]\naddress = '10.0.0.12'\n",
         )
         .expect("inventory");
         AddressBook::new(&inventory)
@@ -133,7 +152,30 @@ mod tests {
     }
 
     #[test]
+    fn every_alias_of_a_host_gets_its_own_token_and_comes_back_as_written() {
+        let book = book();
+        let text = "fdb.hosts=db-a.corp.example,10.0.0.12\nrepl 192.168.7.1:5432 dns db-a; not db-a2, db-a.other or DB-A";
+        let concealed = book.conceal(text);
+        assert_eq!(
+            concealed,
+            "fdb.hosts={{addr:a:fqdn}},{{addr:b}}\nrepl {{addr:a:repl}}:5432 dns {{addr:a:dns}}; not db-a2, db-a.other or DB-A"
+        );
+        assert_eq!(book.reveal(&concealed).expect("reveal"), text);
+        assert_eq!(book.reveal("{{addr:a:fqdn}}").expect("alias"), "db-a.corp.example");
+    }
+
+    #[test]
     fn unknown_token_is_refused() {
         assert!(book().reveal("x {{addr:zz}}").is_err());
+        let err = book().reveal("{{addr:b:fqdn}}").unwrap_err();
+        assert!(err.contains("host b has no alias of kind \"fqdn\""), "{err}");
+    }
+
+    #[test]
+    fn a_name_given_to_two_hosts_is_refused() {
+        let err = Inventory::parse("[hosts.a]\naddress='10.0.0.1'\naliases={dns='x'}\n[hosts.b]\naddress='10.0.0.2'\naliases={dns='x'}\n").unwrap_err();
+        assert!(err.to_string().contains("\"x\" is given twice"), "{err}");
+        let err = Inventory::parse("[hosts.a]\naddress='10.0.0.1'\naliases={'Bad Kind'='x'}\n").unwrap_err();
+        assert!(err.to_string().contains("alias kind"), "{err}");
     }
 }

@@ -66,6 +66,12 @@ pub struct SshDefaults {
 pub struct Host {
     /// The host's network address (IP or DNS name). Plugins see it only as `{{addr:NAME}}`.
     pub address: String,
+    /// Other names of the same host, by kind (`dns = "db1"`, `fqdn = "db1.example.com"`,
+    /// `repl = "192.168.5.11"`): files and catalogs often name a host by one of these. Plugins
+    /// see each only as `{{addr:NAME:KIND}}`, so "does this file name host X" knows every name,
+    /// and a value written back keeps the form the file uses.
+    #[serde(default)]
+    pub aliases: BTreeMap<String, String>,
     /// The ssh destination (`user@host` or an ssh_config alias); defaults to `address`.
     pub ssh: Option<String>,
     pub ssh_port: Option<u16>,
@@ -242,9 +248,24 @@ impl Inventory {
         if self.hosts.contains_key(LOCAL_HOST) {
             bail!("host name {LOCAL_HOST:?} is built in (this machine); pick another name");
         }
+        let mut names_of_hosts: BTreeMap<&str, String> = BTreeMap::new();
         for (name, host) in &self.hosts {
             if host.address.trim().is_empty() {
                 bail!("host {name}: address is empty");
+            }
+            for (kind, value) in &host.aliases {
+                if kind.is_empty() || !kind.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-') {
+                    bail!("host {name}: alias kind {kind:?}: use lower-case letters, digits and '-' (e.g. dns, fqdn, repl)");
+                }
+                if value.trim().is_empty() || value.trim() != value || value.contains(char::is_whitespace) {
+                    bail!("host {name}: alias {kind} = {value:?} is empty or has spaces");
+                }
+            }
+            for (label, value) in std::iter::once(("address".to_string(), &host.address)).chain(host.aliases.iter().map(|(k, v)| (format!("alias {k}"), v))) {
+                let owner = format!("host {name} ({label})");
+                if let Some(earlier) = names_of_hosts.insert(value.as_str(), owner.clone()) {
+                    bail!("{value:?} is given twice, as {earlier} and as {owner}: each address or alias must name exactly one host");
+                }
             }
         }
         let mut seen = BTreeMap::new();

@@ -29,6 +29,9 @@ pub enum Exit {
     Unknown = 4,
     /// Refused: not confirmed, not granted, or locked.
     Refused = 5,
+    /// `--check` of a read command: something is shown as a problem (an invariant is violated,
+    /// a member does not answer).
+    CheckFailed = 6,
 }
 
 impl Exit {

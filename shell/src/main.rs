@@ -33,7 +33,7 @@ pub enum OutputFormat {
     name = "opsh",
     version,
     about = "An ops shell for database failover runbooks",
-    after_help = "Without a command, opsh opens its shell. `opsh run FILE` runs a script.\nExit codes: 0 ok, 1 failed (nothing changed), 2 usage, 3 failed after changing something, 4 outcome unknown, 5 refused."
+    after_help = "Without a command, opsh opens its shell. `opsh run FILE` runs a script.\nExit codes: 0 ok, 1 failed (nothing changed), 2 usage, 3 failed after changing something, 4 outcome unknown, 5 refused, 6 --check found a problem."
 )]
 struct Cli {
     /// The inventory (TOML); default: inventory.toml in the config directory.
@@ -45,6 +45,10 @@ struct Cli {
     /// Show the plan of a change and change nothing.
     #[arg(long)]
     dry_run: bool,
+    /// For a read command (e.g. `otb status`): exit 6 if anything is shown as a problem, for
+    /// monitoring and cron.
+    #[arg(long)]
+    check: bool,
     /// Output format.
     #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
     output: OutputFormat,
@@ -80,7 +84,7 @@ fn main() -> ExitCode {
 
 async fn run(cli: Cli) -> Exit {
     let lang = cli.lang.clone().unwrap_or_else(locale_from_env);
-    let defaults = session::LineOptions { yes: cli.yes, dry_run: cli.dry_run, output: cli.output, lang };
+    let defaults = session::LineOptions { yes: cli.yes, dry_run: cli.dry_run, check: cli.check, output: cli.output, lang };
     let session = match session::Session::start(cli.inventory.as_deref(), bundled::BUNDLED, defaults).await {
         Ok(session) => session,
         Err(e) => {

@@ -114,9 +114,33 @@ pub fn grids(console: &Console, options: &LineOptions, grids: &[Grid], extra: Va
 /// Version of every JSON document opsh prints (see the README).
 pub const JSON_SCHEMA: u32 = 1;
 
-pub fn outcome(console: &Console, options: &LineOptions, outcome: &Outcome) {
+/// `--check`: every cell a read command shows as a problem (style bad), with its row's first
+/// cell for context.
+pub fn problems(outcome: &Outcome, lang: &str) -> Vec<String> {
+    let Outcome::Tables { tables } = outcome else { return Vec::new() };
+    let mut found = Vec::new();
+    for table in tables {
+        let title = pick(&table.title, lang);
+        for row in &table.rows {
+            let first = row.first().map(cell_text).unwrap_or_default();
+            for (i, cell) in row.iter().enumerate() {
+                if let Cell::Bad(text) = cell {
+                    found.push(if i == 0 { format!("{title}: {text}") } else { format!("{title}: {first}: {text}") });
+                }
+            }
+        }
+    }
+    found
+}
+
+fn cell_text(cell: &Cell) -> String {
+    match cell {
+        Cell::Plain(t) | Cell::Good(t) | Cell::Warn(t) | Cell::Bad(t) => t.clone(),
+    }
+}
+
+pub fn outcome(console: &Console, options: &LineOptions, outcome: &Outcome, exit: Exit) {
     let lang = options.lang.as_str();
-    let exit = outcome.exit();
     if options.output == OutputFormat::Json {
         let mut doc = serde_json::to_value(outcome).unwrap_or(Value::Null);
         if let Value::Object(map) = &mut doc {

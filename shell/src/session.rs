@@ -34,6 +34,8 @@ pub const BUILTINS: &[(&str, &str)] = &[
 pub struct LineOptions {
     pub yes: bool,
     pub dry_run: bool,
+    /// A read command fails (exit 6) when anything it shows is a problem.
+    pub check: bool,
     pub output: OutputFormat,
     pub lang: String,
 }
@@ -160,6 +162,7 @@ impl Session {
             match word.as_str() {
                 "--yes" | "-y" => options.yes = true,
                 "--dry-run" => options.dry_run = true,
+                "--check" => options.check = true,
                 "--output" | "--lang" => {
                     let value = iter.next().ok_or_else(|| format!("{word} needs a value"))?;
                     set_option(&mut options, &word, &value)?;
@@ -198,10 +201,21 @@ impl Session {
             Prepared::Builtin(name, args) if name == "resume" => self.engine().resume(&self.registry, &args[0], &run_options).await,
             Prepared::Builtin(name, args) if name == "retry" => self.engine().retry(&self.registry, &args[0], &args[1], &run_options).await,
             Prepared::Builtin(name, args) => return self.builtin(&name, &args, options),
-            Prepared::Plugin { plugin, command, call, line } => self.engine().run(&plugin, &command, &call, &line, &run_options).await,
+            Prepared::Plugin { plugin, command, call, line } => {
+                if options.check && command.kind != opsh_host::sandbox::bindings::runbook::CommandKind::Read {
+                    self.console.error(&format!("--check applies to read commands (e.g. `{} status --check`); {line} changes things", plugin.name()));
+                    return Exit::Usage;
+                }
+                self.engine().run(&plugin, &command, &call, &line, &run_options).await
+            }
         };
-        render::outcome(&self.console, options, &outcome);
-        outcome.exit()
+        let problems = if options.check { render::problems(&outcome, &options.lang) } else { Vec::new() };
+        let exit = if problems.is_empty() { outcome.exit() } else { Exit::CheckFailed };
+        render::outcome(&self.console, options, &outcome, exit);
+        if !problems.is_empty() && options.output == OutputFormat::Text {
+            self.console.error(&format!("check failed: {} problem(s): {}", problems.len(), problems.join("; ")));
+        }
+        exit
     }
 
     fn builtin(&self, name: &str, args: &[String], options: &LineOptions) -> Exit {

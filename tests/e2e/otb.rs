@@ -60,8 +60,11 @@ fn promote_gtm_after_its_master_stops() {
     assert!(stopped.status.success());
     let run = world.opsh(&["--yes", "otb", "promote", "gtm"]);
     assert_eq!(run.code, 0, "{run:?}");
-    let status = world.lab.host_exec("otb2", &["gtm_ctl", "-Z", "gtm", "-D", gtm, "status"]).expect("status");
-    assert!(String::from_utf8_lossy(&status.stdout).contains("role: master"), "{status:?}");
+    let status = world.lab.host_exec("otb2", &["gtm_ctl", "-Z", "gtm", "-D", gtm, "-P", "21000", "status"]).expect("status");
+    assert!(String::from_utf8_lossy(&status.stdout).contains("current node [primary]"), "{status:?}");
+    // The stopped old GTM was fenced: started again, it comes up as a standby, not a second primary.
+    let restarted = world.lab.host_exec("otb1", &["sh", "-c", &format!("gtm_ctl -Z gtm -D {gtm} start && sleep 0.3 && gtm_ctl -Z gtm -D {gtm} -P 21000 status")]).expect("restart");
+    assert!(String::from_utf8_lossy(&restarted.stdout).contains("current node [standby]"), "{restarted:?}");
     let address = world.lab.host("otb2").expect("otb2").address.clone();
     for master in ["cn01-otb1", "cn02-otb2", "dn01-otb1", "dn02-otb2"] {
         assert_eq!(route(&world, master, "gtm_1"), format!("{address}:21000"), "{master} routes the GTM to otb2");

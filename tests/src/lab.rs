@@ -28,6 +28,10 @@ const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
 const LABSVC: &str = include_str!("../assets/labsvc");
 const OTB_PG_CTL: &str = include_str!("../assets/otb-pg_ctl");
 const OTB_GTM_CTL: &str = include_str!("../assets/otb-gtm_ctl");
+const OTB_GTM: &str = include_str!("../assets/otb-gtm");
+const OTB_PG_REWIND: &str = include_str!("../assets/otb-pg_rewind");
+/// The domain of the lab's DNS names (RFC 2606: never resolves outside this machine).
+pub const DNS_DOMAIN: &str = "opsh-lab.test";
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct HostState {
@@ -41,6 +45,17 @@ pub struct HostState {
     pub init_pid: u32,
     pub namespace: String,
     pub services: Vec<String>,
+    /// The host's DNS name when the topology reaches it by name (an entry of the lab's block in
+    /// /etc/hosts).
+    #[serde(default)]
+    pub dns: Option<String>,
+}
+
+impl HostState {
+    /// How the inventory and clients reach the host: its DNS name if it has one, else its address.
+    pub fn reach(&self) -> &str {
+        self.dns.as_deref().unwrap_or(&self.address)
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -59,6 +74,9 @@ pub struct ClusterState {
     /// OpenTenBase node name and type when the cluster is a coordinator or datanode.
     #[serde(default)]
     pub pgxc: Option<(String, String)>,
+    /// Where its OpenTenBase tools are on the host (none: on the PATH).
+    #[serde(default)]
+    pub bin_dir: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -138,8 +156,17 @@ impl Lab {
         fs::copy(dir.join("ssh/id_ed25519.pub"), dir.join("ssh/authorized_keys"))?;
         make_ca(&dir.join("tls"))?;
         let mut known_hosts = String::new();
+        let names: Vec<(String, String)> = topology
+            .hosts
+            .iter()
+            .enumerate()
+            .filter(|(_, h)| h.dns)
+            .map(|(i, h)| (format!("127.42.{}.{}", self.state.block, 10 + i), dns_name(&h.name, self.state.block)))
+            .collect();
+        hosts_file::set_block(self.state.block, &dir, &names).context("adding the lab's names to /etc/hosts")?;
         for (i, spec) in topology.hosts.iter().enumerate() {
             let address = format!("127.42.{}.{}", self.state.block, 10 + i);
+            let dns = spec.dns.then(|| dns_name(&spec.name, self.state.block));
             let host_dir = dir.join("hosts").join(&spec.name);
             let local = host_dir.join("usr-local");
             for sub in ["bin", "etc/labsvc", "var/run/labsvc", "var/log", "var/lib"] {
@@ -150,15 +177,18 @@ impl Lab {
             for service in &spec.services {
                 fs::write(local.join("etc/labsvc").join(service), format!("# lab service {service}\nexec sleep 2147483647\n"))?;
             }
-            if topology.clusters.iter().any(|c| c.pgxc.is_some()) || !topology.gtms.is_empty() {
-                // OpenTenBase's tools, as stand-ins, first on the host's PATH.
-                for (name, script) in [("pg_ctl", OTB_PG_CTL), ("gtm_ctl", OTB_GTM_CTL)] {
-                    fs::write(local.join("bin").join(name), script)?;
-                    fs::set_permissions(local.join("bin").join(name), fs::Permissions::from_mode(0o755))?;
+            for bin_dir in otb_bin_dirs(topology, &spec.name) {
+                // OpenTenBase's tools as stand-ins (pg_ctl, pg_rewind, gtm_ctl, gtm) and the
+                // PostgreSQL tools it ships, in each bin dir its members name (/usr/local/bin,
+                // on the PATH, for members that name none).
+                let bin = local.join(bin_dir.trim_start_matches("/usr/local/"));
+                fs::create_dir_all(&bin)?;
+                for (name, script) in [("pg_ctl", OTB_PG_CTL), ("gtm_ctl", OTB_GTM_CTL), ("gtm", OTB_GTM), ("pg_rewind", OTB_PG_REWIND)] {
+                    fs::write(bin.join(name), script)?;
+                    fs::set_permissions(bin.join(name), fs::Permissions::from_mode(0o755))?;
                 }
-                // OpenTenBase's bin/ is on its servers' PATH: so are the PostgreSQL tools here.
-                for tool in ["pg_rewind", "pg_basebackup", "pg_controldata", "psql"] {
-                    std::os::unix::fs::symlink(format!("{PG_BIN}/{tool}"), local.join("bin").join(tool))?;
+                for tool in ["pg_basebackup", "pg_controldata", "psql"] {
+                    std::os::unix::fs::symlink(format!("{PG_BIN}/{tool}"), bin.join(tool))?;
                 }
             }
             let shared = topology.files.iter().filter(|set| set.hosts.contains(&spec.name)).flat_map(|set| set.files.iter());
@@ -177,7 +207,7 @@ impl Lab {
             }
             chown_tree(&host_dir, uid, gid)?;
             fs::set_permissions(host_dir.join("run"), fs::Permissions::from_mode(0o700))?;
-            make_server_cert(&dir.join("tls"), &spec.name, &address)?;
+            make_server_cert(&dir.join("tls"), &spec.name, &address, dns.as_deref())?;
 
             let sshd_dir = host_dir.join("sshd");
             fs::create_dir_all(&sshd_dir)?;
@@ -232,12 +262,11 @@ impl Lab {
             }
             let host_key = fs::read_to_string(sshd_dir.join("host_ed25519.pub"))?;
             let mut key_fields = host_key.split_whitespace();
-            known_hosts.push_str(&format!(
-                "[{address}]:{SSH_PORT} {} {}\n",
-                key_fields.next().unwrap_or_default(),
-                key_fields.next().unwrap_or_default()
-            ));
-            self.state.hosts.push(HostState { name: spec.name.clone(), address, sshd_pid: pid, sshd_started: started, init_pid, namespace, services: spec.services.clone() });
+            let (kind, key) = (key_fields.next().unwrap_or_default(), key_fields.next().unwrap_or_default());
+            for name in std::iter::once(&address).chain(dns.as_ref()) {
+                known_hosts.push_str(&format!("[{name}]:{SSH_PORT} {kind} {key}\n"));
+            }
+            self.state.hosts.push(HostState { name: spec.name.clone(), address, sshd_pid: pid, sshd_started: started, init_pid, namespace, services: spec.services.clone(), dns });
             self.save()?;
         }
         fs::write(dir.join("ssh/known_hosts"), known_hosts)?;
@@ -254,9 +283,9 @@ impl Lab {
             ),
         )?;
 
-        // Primaries first, then their standbys.
-        let mut ordered: Vec<_> = topology.clusters.iter().filter(|c| c.standby_of.is_none()).collect();
-        ordered.extend(topology.clusters.iter().filter(|c| c.standby_of.is_some()));
+        // Primaries first, then their standbys, then standbys of standbys (cascading).
+        let mut ordered: Vec<_> = topology.clusters.iter().collect();
+        ordered.sort_by_key(|c| topology.upstream_chain(c).len());
         for spec in ordered {
             self.start_cluster(spec, uid, gid, password)?;
             self.save()?;
@@ -271,12 +300,23 @@ impl Lab {
         self.install_pgxc_catalog(topology)?;
         self.write_server_pgpass(password, uid, gid)?;
         crate::slony::replicate(self, &topology.slony).context("setting up Slony-I replication")?;
+        let gtm_master = topology.gtms.iter().find(|g| g.role == "master");
         for gtm in &topology.gtms {
             let dir = self.host_file(&gtm.host, &gtm.data_dir);
             fs::create_dir_all(&dir)?;
-            fs::write(dir.join("gtm.control"), format!("role={}\nport={}\nnode={}\n", gtm.role, gtm.port, gtm.node))?;
+            // gtm.conf as OpenTenBase's gtm reads it (src/gtm/main/gtm.conf.sample).
+            let mut conf = format!("nodename = '{}'\nlisten_addresses = '*'\nport = {}\n", gtm.node, gtm.port);
+            match (gtm.role.as_str(), gtm_master) {
+                ("standby", Some(master)) => {
+                    let host = self.host(&master.host)?;
+                    conf.push_str(&format!("startup = STANDBY\nactive_host = '{}'\nactive_port = {}\n", host.reach(), master.port));
+                }
+                _ => conf.push_str("startup = ACT\n"),
+            }
+            fs::write(dir.join("gtm.conf"), conf)?;
             chown_tree(&self.state.dir.join("hosts").join(&gtm.host).join("usr-local"), uid, gid)?;
-            let output = self.host_exec(&gtm.host, &["gtm_ctl", "-Z", "gtm", "-D", &gtm.data_dir, "start"])?;
+            let gtm_ctl = format!("{}/gtm_ctl", gtm.bin_dir.as_deref().unwrap_or("/usr/local/bin"));
+            let output = self.host_exec(&gtm.host, &[&gtm_ctl, "-Z", "gtm", "-D", &gtm.data_dir, "-w", "start"])?;
             check(&output, &format!("starting the GTM on {}", gtm.host))?;
         }
         for host in &self.state.hosts {
@@ -389,6 +429,7 @@ impl Lab {
             standby_of: spec.standby_of.clone(),
             host_data_dir,
             pgxc: spec.pgxc.as_ref().map(|p| (p.node.clone(), p.node_type.clone())),
+            bin_dir: spec.bin_dir.clone(),
         };
         if spec.standby_of.is_none() {
             let mut sql = format!("CREATE ROLE opsh LOGIN SUPERUSER REPLICATION PASSWORD '{password}';\n");
@@ -437,15 +478,19 @@ impl Lab {
         if primaries.is_empty() {
             return Ok(());
         }
+        let by_dns = topology.pgxc_host_form.as_deref() == Some("dns");
+        let host_of = |name: &str| -> Result<String> {
+            let host = self.host(name)?;
+            Ok(if by_dns { host.reach().to_string() } else { host.address.clone() })
+        };
         let mut rows = Vec::new();
         for (id, cluster) in primaries.iter().enumerate() {
             let (node, node_type) = cluster.pgxc.clone().unwrap_or_default();
             let kind = if node_type == "coordinator" { "C" } else { "D" };
-            rows.push(format!("('{node}', '{kind}', {}, '{}', false, false, {})", cluster.port, cluster.address, id + 1));
+            rows.push(format!("('{node}', '{kind}', {}, 0, '{}', false, false, {}, 'local', 0)", cluster.port, host_of(&cluster.host)?, id + 1));
         }
         for gtm in topology.gtms.iter().filter(|g| g.role == "master") {
-            let address = &self.host(&gtm.host)?.address;
-            rows.push(format!("('{}', 'G', {}, '{address}', false, false, {})", gtm.node, gtm.port, rows.len() + 1));
+            rows.push(format!("('{}', 'G', {}, 0, '{}', true, false, {}, 'local', 0)", gtm.node, gtm.port, host_of(&gtm.host)?, rows.len() + 1));
         }
         let sql = format!("{}\nINSERT INTO public.pgxc_node VALUES {};\n", crate::otb_proxy::CATALOG_SQL, rows.join(", "));
         for cluster in primaries {
@@ -603,8 +648,13 @@ impl Lab {
         let mut hosts = toml::Table::new();
         for host in &self.state.hosts {
             let mut entry = toml::Table::new();
-            entry.insert("address".into(), host.address.clone().into());
-            entry.insert("ssh".into(), format!("{LAB_USER}@{}", host.address).into());
+            entry.insert("address".into(), host.reach().into());
+            if host.dns.is_some() {
+                let mut aliases = toml::Table::new();
+                aliases.insert("ip".into(), host.address.clone().into());
+                entry.insert("aliases".into(), aliases.into());
+            }
+            entry.insert("ssh".into(), format!("{LAB_USER}@{}", host.reach()).into());
             entry.insert("ssh-port".into(), i64::from(SSH_PORT).into());
             let mut manager = toml::Table::new();
             manager.insert("command".into(), "/usr/local/bin/labsvc {action} {service}".into());
@@ -635,6 +685,9 @@ impl Lab {
                 let mut attributes = toml::Table::new();
                 attributes.insert("cluster".into(), cluster.name.clone().into());
                 attributes.insert("data-dir".into(), cluster.host_data_dir.clone().into());
+                if let Some(bin_dir) = &cluster.bin_dir {
+                    attributes.insert("bin-dir".into(), bin_dir.clone().into());
+                }
                 match &cluster.pgxc {
                     Some((node, node_type)) => {
                         // The node proxy does not do TLS (as OpenTenBase setups often do not).
@@ -703,6 +756,9 @@ impl Lab {
                     procs::stop_all(&[(host.sshd_pid, host.sshd_started)], Duration::from_secs(2));
                 }
             }
+        }
+        if let Some(state) = &state {
+            hosts_file::remove_block(state.block, &state.dir).context("removing the lab's names from /etc/hosts")?;
         }
         if dir.exists() {
             if state.is_none() && dir.join("hosts").exists() {
@@ -812,12 +868,16 @@ pub fn helper_binary() -> Result<PathBuf> {
 }
 
 /// A lab file's content for `host`: `{{self}}` is the host's name, `{{addr:NAME}}` a lab host's
-/// address, `{{addr:self}}` its own
+/// address and `{{dns:NAME}}` its DNS name (see [`dns_name`]), `{{addr:self}}` / `{{dns:self}}` its own
 /// address (hosts get `127.42.BLOCK.10`, `.11`, … in topology order).
 fn render(content: &str, host: &str, topology: &Topology, block: u8) -> String {
-    let mut out = content.replace("{{addr:self}}", &format!("{{{{addr:{host}}}}}")).replace("{{self}}", host);
+    let mut out = content
+        .replace("{{addr:self}}", &format!("{{{{addr:{host}}}}}"))
+        .replace("{{dns:self}}", &format!("{{{{dns:{host}}}}}"))
+        .replace("{{self}}", host);
     for (i, spec) in topology.hosts.iter().enumerate() {
         out = out.replace(&format!("{{{{addr:{}}}}}", spec.name), &format!("127.42.{block}.{}", 10 + i));
+        out = out.replace(&format!("{{{{dns:{}}}}}", spec.name), &dns_name(&spec.name, block));
     }
     out
 }
@@ -916,9 +976,10 @@ fn make_ca(dir: &Path) -> Result<()> {
     Ok(())
 }
 
-fn make_server_cert(dir: &Path, name: &str, address: &str) -> Result<()> {
+fn make_server_cert(dir: &Path, name: &str, address: &str, dns: Option<&str>) -> Result<()> {
     let ext = dir.join(format!("{name}.ext"));
-    fs::write(&ext, format!("subjectAltName=IP:{address}\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\nkeyUsage=digitalSignature\n"))?;
+    let dns = dns.map(|d| format!(",DNS:{d}")).unwrap_or_default();
+    fs::write(&ext, format!("subjectAltName=IP:{address}{dns}\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\nkeyUsage=digitalSignature\n"))?;
     run(Command::new("openssl")
         .args(["req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-subj", &format!("/CN={address}"), "-keyout"])
         .arg(dir.join(format!("{name}.key")))
@@ -952,4 +1013,111 @@ fn wait_for_ssh(address: &str, port: u16, log: &Path) -> Result<()> {
         std::thread::sleep(Duration::from_millis(20));
     }
     bail!("sshd on {address}:{port} did not start: {}", fs::read_to_string(log).unwrap_or_default().trim())
+}
+
+/// A lab host's DNS name: unique per address block, in a domain that never resolves elsewhere.
+pub fn dns_name(host: &str, block: u8) -> String {
+    format!("{host}.b{block}.{DNS_DOMAIN}")
+}
+
+/// The bin dirs of a host's OpenTenBase members (`/usr/local/bin` for those that name none).
+fn otb_bin_dirs(topology: &Topology, host: &str) -> Vec<String> {
+    let otb = topology.clusters.iter().any(|c| c.pgxc.is_some()) || !topology.gtms.is_empty();
+    if !otb {
+        return Vec::new();
+    }
+    let mut dirs: Vec<String> = topology
+        .clusters
+        .iter()
+        .filter(|c| c.host == host && c.pgxc.is_some())
+        .map(|c| c.bin_dir.clone())
+        .chain(topology.gtms.iter().filter(|g| g.host == host).map(|g| g.bin_dir.clone()))
+        .map(|d| d.unwrap_or_else(|| "/usr/local/bin".into()))
+        .collect();
+    if dirs.is_empty() {
+        // A server of the cluster with no member of its own still has the tools on its PATH.
+        dirs.push("/usr/local/bin".into());
+    }
+    dirs.sort();
+    dirs.dedup();
+    dirs
+}
+
+/// The lab's names in /etc/hosts: one marked block per address block, written and removed under
+/// a lock (several labs may start at once), every other line left as it is.
+pub mod hosts_file {
+    use std::fs;
+    use std::path::Path;
+
+    use anyhow::{Context, Result};
+
+    const PATH: &str = "/etc/hosts";
+    const LOCK: &str = "/run/opsh-lab-hosts.lock";
+
+    fn begin(block: u8) -> String {
+        format!("# BEGIN opsh-lab block {block}")
+    }
+
+    fn end(block: u8) -> String {
+        format!("# END opsh-lab block {block}")
+    }
+
+    fn without_block(text: &str, block: u8) -> String {
+        let mut out = String::new();
+        let mut inside = false;
+        for line in text.lines() {
+            if line.starts_with(&begin(block)) {
+                inside = true;
+            } else if line == end(block) {
+                inside = false;
+            } else if !inside {
+                out.push_str(line);
+                out.push('\n');
+            }
+        }
+        out
+    }
+
+    fn edit(change: impl FnOnce(&str) -> String) -> Result<()> {
+        let lock = fs::OpenOptions::new().create(true).truncate(false).write(true).open(LOCK).with_context(|| format!("opening {LOCK}"))?;
+        lock.lock()?;
+        let text = fs::read_to_string(PATH).with_context(|| format!("reading {PATH}"))?;
+        let new = change(&text);
+        if new != text {
+            // In place: /etc/hosts is often a bind mount that a rename cannot replace.
+            fs::write(PATH, new).with_context(|| format!("writing {PATH}"))?;
+        }
+        Ok(())
+    }
+
+    /// (address, name) entries of the lab in `dir` on block `block`; none removes the block.
+    pub fn set_block(block: u8, dir: &Path, entries: &[(String, String)]) -> Result<()> {
+        edit(|text| {
+            let mut out = without_block(text, block);
+            if !entries.is_empty() {
+                out.push_str(&format!("{} ({})\n", begin(block), dir.display()));
+                for (address, name) in entries {
+                    out.push_str(&format!("{address} {name}\n"));
+                }
+                out.push_str(&end(block));
+                out.push('\n');
+            }
+            out
+        })
+    }
+
+    pub fn remove_block(block: u8, dir: &Path) -> Result<()> {
+        set_block(block, dir, &[])
+    }
+
+    #[cfg(test)]
+    mod tests {
+        #[test]
+        fn a_block_is_replaced_and_removed_and_nothing_else_changes() {
+            let base = "127.0.0.1 localhost\n";
+            let with = format!("{base}# BEGIN opsh-lab block 7 (/tmp/x)\n127.42.7.10 a.b7.opsh-lab.test\n# END opsh-lab block 7\n# BEGIN opsh-lab block 8 (/tmp/y)\n127.42.8.10 a.b8.opsh-lab.test\n# END opsh-lab block 8\n");
+            assert_eq!(super::without_block(&with, 7), format!("{base}# BEGIN opsh-lab block 8 (/tmp/y)\n127.42.8.10 a.b8.opsh-lab.test\n# END opsh-lab block 8\n"));
+            assert_eq!(super::without_block(&super::without_block(&with, 7), 8), base);
+        }
+    }
 }

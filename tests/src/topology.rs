@@ -28,6 +28,10 @@ pub struct Topology {
     /// dataservice.
     #[serde(default)]
     pub tungsten: Option<TungstenSpec>,
+    /// How the lab writes hosts into OpenTenBase's pgxc_node: `address` (default) or `dns` (each
+    /// host's DNS name; such hosts need `dns = true`).
+    #[serde(default)]
+    pub pgxc_host_form: Option<String>,
     /// Merged into the generated inventory (e.g. `[inventory.topologies.x]`, `[inventory.grants.y]`).
     #[serde(default)]
     pub inventory: Option<toml::Table>,
@@ -45,6 +49,10 @@ pub struct HostSpec {
     /// Extra files on the host (path → content), e.g. config files a runbook edits.
     #[serde(default)]
     pub files: std::collections::BTreeMap<String, String>,
+    /// Reach the host by a DNS name (`NAME.bBLOCK.opsh-lab.test`, in the lab's own marked block of
+    /// /etc/hosts): the inventory's `address` is that name and its IP an alias (`ip`).
+    #[serde(default)]
+    pub dns: bool,
 }
 
 /// The Tungsten lab: dataservice → its hosts; `drifted` is the service whose data has drifted.
@@ -122,6 +130,9 @@ pub struct ClusterSpec {
     /// An OpenTenBase coordinator or datanode: fronted by the lab's node proxy (ALTER NODE,
     /// pgxc_node, pgxc_pool_reload) on its address and port.
     pub pgxc: Option<PgxcSpec>,
+    /// Where this member's OpenTenBase tools (pg_ctl, pg_rewind, …) are installed on its host
+    /// (under /usr/local); they are then not on the host's PATH unless another member needs that.
+    pub bin_dir: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -145,6 +156,8 @@ pub struct GtmSpec {
     pub role: String,
     /// As the host sees it, under /usr/local.
     pub data_dir: String,
+    /// Where gtm_ctl is installed (under /usr/local); default: on the host's PATH.
+    pub bin_dir: Option<String>,
 }
 
 fn default_port() -> u16 {
@@ -217,8 +230,8 @@ impl Topology {
                 let Some(p) = self.clusters.iter().find(|c| &c.name == primary) else {
                     bail!("cluster {}: standby_of {primary:?} is not a cluster", cluster.name);
                 };
-                if p.standby_of.is_some() {
-                    bail!("cluster {}: cascading standbys are not supported by the lab", cluster.name);
+                if p.name == cluster.name || self.upstream_chain(p).iter().any(|c| *c == cluster.name) {
+                    bail!("cluster {}: standby_of makes a cycle", cluster.name);
                 }
                 if !cluster.databases.is_empty() {
                     bail!("cluster {}: a standby gets its databases from its primary; remove `databases`", cluster.name);
@@ -229,9 +242,9 @@ impl Topology {
                     bail!("cluster {}: pgxc type must be coordinator or datanode", cluster.name);
                 }
             }
-            if let Some(dir) = &cluster.data_dir {
+            for dir in [&cluster.data_dir, &cluster.bin_dir].into_iter().flatten() {
                 if !dir.starts_with("/usr/local/") || dir.contains("..") {
-                    bail!("cluster {}: data_dir must be under /usr/local (the host's own)", cluster.name);
+                    bail!("cluster {}: data_dir and bin_dir must be under /usr/local (the host's own)", cluster.name);
                 }
             }
             if self.clusters.iter().filter(|c| c.host == cluster.host && c.port == cluster.port).count() > 1 {
@@ -278,10 +291,44 @@ impl Topology {
             }
         }
         for gtm in &self.gtms {
-            if !self.hosts.iter().any(|h| h.name == gtm.host) || !["master", "standby"].contains(&gtm.role.as_str()) || !gtm.data_dir.starts_with("/usr/local/") {
-                bail!("gtm on {}: needs a topology host, role master or standby, and a data_dir under /usr/local", gtm.host);
+            let under_local = |d: &str| d.starts_with("/usr/local/") && !d.contains("..");
+            if !self.hosts.iter().any(|h| h.name == gtm.host)
+                || !["master", "standby"].contains(&gtm.role.as_str())
+                || !under_local(&gtm.data_dir)
+                || !gtm.bin_dir.as_deref().is_none_or(under_local)
+            {
+                bail!("gtm on {}: needs a topology host, role master or standby, and data_dir / bin_dir under /usr/local", gtm.host);
             }
         }
+        if self.gtms.iter().filter(|g| g.role == "master").count() > 1 {
+            bail!("gtms: at most one master");
+        }
+        match self.pgxc_host_form.as_deref() {
+            None | Some("address") => {}
+            Some("dns") => {
+                if let Some(host) = self.hosts.iter().find(|h| !h.dns) {
+                    bail!("pgxc_host_form = \"dns\" needs every host to have dns = true ({} has not)", host.name);
+                }
+            }
+            Some(other) => bail!("pgxc_host_form: address or dns, not {other:?}"),
+        }
         Ok(())
+    }
+
+    /// The clusters `cluster` streams from, nearest first.
+    pub fn upstream_chain<'a>(&'a self, cluster: &'a ClusterSpec) -> Vec<&'a str> {
+        let mut chain = Vec::new();
+        let mut at = cluster;
+        while let Some(up) = &at.standby_of {
+            if chain.contains(&up.as_str()) || chain.len() > self.clusters.len() {
+                break;
+            }
+            chain.push(up.as_str());
+            match self.clusters.iter().find(|c| &c.name == up) {
+                Some(next) => at = next,
+                None => break,
+            }
+        }
+        chain
     }
 }

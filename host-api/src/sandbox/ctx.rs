@@ -371,6 +371,8 @@ impl CallCtx {
         if let Some(h) = inventory.host(name) {
             kind = "host";
             attributes.push(("address".into(), token(name)));
+            // The kinds of the host's other names; each is `{{addr:NAME:KIND}}` inside.
+            attributes.push(("aliases".into(), h.aliases.keys().cloned().collect::<Vec<_>>().join(",")));
             attributes.push(("service-manager".into(), match &h.service_manager {
                 crate::inventory::ServiceManager::Named(crate::inventory::ServiceManagerName::Systemd) => "systemd".into(),
                 crate::inventory::ServiceManager::Named(crate::inventory::ServiceManagerName::Sysv) => "sysv".into(),

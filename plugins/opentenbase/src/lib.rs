@@ -1,53 +1,61 @@
 //! `otb`: OpenTenBase failover, as seed 003 does it by hand — and safer than pgxc_ctl, which
-//! changes routes one node at a time and silently skips nodes it cannot reach.
+//! neither fences the old master nor re-points other standbys, and silently skips nodes it cannot
+//! reach.
 //!
-//! - `otb status` — every node's members with their live role, the GTM, and every route each
-//!   master holds (pgxc_node), mismatches highlighted.
-//! - `otb promote NODE` — fence the old master if it answers, promote the standby (`pg_ctl -Z
-//!   datanode|coordinator promote`), wait until it takes writes, then `ALTER NODE` + pool reload
-//!   on every coordinator and datanode master (the new one included) as one parallel group.
-//! - `otb promote gtm` — fence, `gtm_ctl -Z gtm promote`, `ALTER GTM NODE` everywhere.
+//! - `otb status` — every node's members with their live role, upstream and WAL position, the GTM
+//!   servers, every route each master holds (pgxc_node), and the invariants (one writable master
+//!   per node, every route at its node's live master) — violations in red, `--check` for cron.
+//! - `otb promote NODE [--to MEMBER]` — fence every other member that takes writes or could come
+//!   back as a master, promote the most advanced standby (`pg_ctl -Z datanode|coordinator
+//!   promote`), point the other standbys at it, then `ALTER NODE` + pool reload on every
+//!   coordinator and datanode master (the new one included) as one parallel group.
+//! - `otb promote gtm [--to HOST]` — fence, `gtm_ctl -Z gtm promote` (asynchronous: polled), `ALTER
+//!   GTM NODE` everywhere with the new GTM's own port.
+//! - `otb rebuild NODE [--member DB]` — make fenced or broken members streaming standbys again,
+//!   with the recovery configuration of the server's major (recovery.conf up to 11).
 //! - `otb reconcile` — fix every route that does not point at its node's live master.
 //!
-//! Roles come from live state (`pg_is_in_recovery()`, `gtm_ctl status`), never from names in
-//! the inventory, which stop being true after the first failover.
-#![cfg(target_arch = "wasm32")]
+//! Roles come from live state (`pg_is_in_recovery()`, `pg_stat_wal_receiver`, `gtm_ctl status`),
+//! never from names or the order of the inventory, which stop being true after the first failover.
+#![cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
 
 mod cluster;
+mod decide;
 
-use cluster::{Cluster, Kind, Live, Member};
+use cluster::{Cluster, GtmMember, GtmRole, Kind, Live, Member};
+use decide::Refusal;
+use opsh_plugin_sdk::invariants::{Invariants, Seen, one_writable_master};
+use opsh_plugin_sdk::pg::{self, Conninfo, Lsn};
 use opsh_plugin_sdk::{
-    Args, ChangePlan, CheckResult, CheckState, CommandError, CommandKind, CommandResult, Completion, Guest, Invocation,
-    PluginInfo, RowsExt, Step, StepData, Table, Text, address_of, bad, command, data, good, host, plain, quote, sql, step, table,
-    text, wait, warn,
+    Args, ChangePlan, CheckResult, CheckState, CommandError, CommandKind, CommandResult, Completion, Guest, Invocation, PluginInfo, RowsExt,
+    Step, StepData, Table, Text, bad, command, data, good, names, plain, quote, sql, ssh, step, table, text, wait, warn,
 };
 
 struct Otb;
 
-/// A standby further behind than this is not promoted without `--force`.
-const MAX_LAG_BYTES: i64 = 16 << 20;
-
 impl Guest for Otb {
     fn describe() -> PluginInfo {
-        let node = || Completion::Choices(vec!["cn01".into(), "cn02".into(), "dn01".into(), "dn02".into(), "gtm".into()]);
         PluginInfo {
             name: "otb".into(),
             version: env!("CARGO_PKG_VERSION").into(),
             summary: text("OpenTenBase: DN, CN and GTM failover with routes fixed on every node", "OpenTenBase: DN・CN・GTM のフェイルオーバーと全ノードのルート変更"),
             capabilities: vec!["sql".into(), "ssh".into()],
             commands: vec![
-                command("status", CommandKind::Read, text("Nodes, roles, GTM and every route; mismatches highlighted", "ノード・ロール・GTM・全ルート (不一致を強調)"))
+                command("status", CommandKind::Read, text("Nodes, live roles, GTM, every route and the invariants; problems in red", "ノード・ロール・GTM・全ルート・不変条件 (問題は赤)"))
                     .example("otb status", text("Show the cluster", "クラスタを表示"))
+                    .example("otb status --check", text("Exit 6 if anything is wrong (for cron and monitoring)", "問題があれば終了コード 6 (cron・監視用)"))
                     .build(),
-                command("promote", CommandKind::Change, text("Fail a node (or the GTM) over to its standby and re-point every route", "ノード (または GTM) をスタンバイへフェイルオーバーし全ルートを変更"))
-                    .positional("node", text("cn01, dn01, … or gtm", "cn01, dn01, … または gtm"), node())
-                    .flag("force", text("promote even if the standby is not replicating or far behind", "スタンバイが複製していない/遅れていても昇格"))
+                command("promote", CommandKind::Change, text("Fail a node (or the GTM) over to its most advanced standby and re-point every route", "ノード (または GTM) を最も進んだスタンバイへフェイルオーバーし全ルートを変更"))
+                    .positional("node", text("a node (cn01, dn01, …) or gtm", "ノード (cn01, dn01, …) または gtm"), Completion::None)
+                    .option("to", false, text("promote this member (a database of the node, or the GTM's host) rather than the most advanced standby", "最も進んだスタンバイの代わりにこのメンバーを昇格"), Completion::None)
+                    .flag("force", text("go on although a standby is behind or not replicating, or a member cannot be asked (it must stay down)", "スタンバイの遅延・複製停止、または問い合わせできないメンバーがあっても続行 (停止を確認済みのこと)"))
                     .example("otb promote dn01 --dry-run", text("Preview the failover of dn01", "dn01 のフェイルオーバーを確認"))
                     .example("otb promote gtm", text("Promote the GTM standby", "GTM スタンバイを昇格"))
                     .build(),
-                command("rebuild", CommandKind::Change, text("Make the fenced old master a streaming standby of the new one (pg_rewind, else a base backup)", "隔離された旧マスターを新マスターのスタンバイとして再構築 (pg_rewind、失敗時はベースバックアップ)"))
-                    .positional("node", text("cn01, dn01, …", "cn01, dn01, …"), node())
-                    .example("otb rebuild dn01", text("Give dn01 a standby again after a failover", "フェイルオーバー後に dn01 のスタンバイを再作成"))
+                command("rebuild", CommandKind::Change, text("Make fenced or broken members of a node streaming standbys of its master again (pg_rewind, else a base backup)", "隔離・故障したメンバーをマスターのスタンバイとして再構築 (pg_rewind、失敗時はベースバックアップ)"))
+                    .positional("node", text("cn01, dn01, …", "cn01, dn01, …"), Completion::None)
+                    .option("member", false, text("only this member (a database of the node)", "このメンバーのみ"), Completion::Database)
+                    .example("otb rebuild dn01", text("Give dn01 its standbys back after a failover", "フェイルオーバー後に dn01 のスタンバイを再作成"))
                     .build(),
                 command("reconcile", CommandKind::Change, text("Point every route at its node's live master", "全ルートを各ノードの現在のマスターに向ける"))
                     .example("otb reconcile --dry-run", text("Show the routes that are wrong", "誤ったルートを表示"))
@@ -67,237 +75,267 @@ impl Guest for Otb {
         let args = Args(&call);
         let cluster = Cluster::load()?;
         match call.command.as_str() {
-            "promote" if args.required("node")? == "gtm" => plan_promote_gtm(&cluster),
-            "promote" => plan_promote(&cluster, args.required("node")?, args.flag("force")),
-            "rebuild" => plan_rebuild(&cluster, args.required("node")?),
+            "promote" if args.required("node")? == "gtm" => plan_promote_gtm(&cluster, args.flag("force"), args.get("to")),
+            "promote" => plan_promote(&cluster, args.required("node")?, args.flag("force"), args.get("to")),
+            "rebuild" => plan_rebuild(&cluster, args.required("node")?, args.get("member")),
             "reconcile" => plan_reconcile(&cluster),
             other => Err(CommandError::Usage(format!("otb has no command {other}"))),
         }
     }
 
     fn apply(_call: Invocation, step: Step) -> CommandResult<Text> {
-        let data = StepData::parse(&step.data);
-        match data.get("action")? {
-            "fence" => {
-                let out = opsh_plugin_sdk::run(data.get("host")?, &["pg_ctl", "-Z", data.get("type")?, "-D", data.get("dir")?, "stop", "-m", "fast"], Some(120_000))?;
-                let stderr = String::from_utf8_lossy(&out.stderr).to_string();
-                match out.status {
-                    Some(0) => Ok(text("stopped", "停止しました")),
-                    _ if stderr.contains("Is server running?") || stderr.contains("no server running") => Ok(text("was not running", "起動していませんでした")),
-                    _ => Err(CommandError::Failed(format!("pg_ctl stop on {}: {}", data.get("host")?, stderr.trim()))),
-                }
-            }
-            "promote" => {
-                let db = data.get("db")?;
-                let out = opsh_plugin_sdk::run(data.get("host")?, &["pg_ctl", "-Z", data.get("type")?, "-D", data.get("dir")?, "promote"], Some(120_000))?;
-                if out.status != Some(0) && !String::from_utf8_lossy(&out.stderr).contains("not in standby mode") {
-                    return Err(CommandError::Failed(format!("pg_ctl promote on {}: {}", data.get("host")?, String::from_utf8_lossy(&out.stderr).trim())));
-                }
-                wait_for_writes(db)?;
-                Ok(text("promoted; it takes writes", "昇格しました。書き込み可能です"))
-            }
-            "resync" => {
-                let request = opsh_plugin_sdk::ssh::ExecRequest {
-                    argv: ["sh", "-c", RESYNC, "resync", data.get("dir")?, data.get("address")?, data.get("port")?, data.get("user")?].iter().map(|a| a.to_string()).collect(),
-                    env: vec![("PGPASSWORD".into(), opsh_plugin_sdk::ssh::EnvValue::DatabasePassword(data.get("source")?.into()))],
-                    stdin: None,
-                    timeout_ms: Some(600_000),
-                    privileged: false,
-                    read_only: false,
-                };
-                let out = opsh_plugin_sdk::ssh::exec(data.get("host")?, &request)?;
-                let stdout = String::from_utf8_lossy(&out.stdout).to_string();
-                match out.status {
-                    Some(0) => Ok(text(stdout.lines().last().unwrap_or("copied"), "")),
-                    _ => Err(CommandError::Failed(format!("re-synchronising {}: {}", data.get("dir")?, String::from_utf8_lossy(&out.stderr).trim()))),
-                }
-            }
-            "start-standby" => {
-                let dir = data.get("dir")?;
-                let out = opsh_plugin_sdk::run(data.get("host")?, &["pg_ctl", "-Z", data.get("type")?, "-D", dir, "-l", &format!("{dir}.log"), "-w", "-t", "120", "start"], Some(180_000))?;
-                if out.status != Some(0) {
-                    return Err(CommandError::Failed(format!("pg_ctl start: {}", String::from_utf8_lossy(&out.stderr).trim())));
-                }
-                wait_for_streaming(data.get("db")?)?;
-                Ok(text("streaming from the master", "マスターからストリーミング中"))
-            }
-            "fence-gtm" => {
-                let out = opsh_plugin_sdk::run(data.get("host")?, &["gtm_ctl", "-Z", "gtm", "-D", data.get("dir")?, "stop"], Some(60_000))?;
-                let stderr = String::from_utf8_lossy(&out.stderr).to_string();
-                match out.status {
-                    Some(0) => Ok(text("stopped", "停止しました")),
-                    _ if stderr.contains("Is server running?") => Ok(text("was not running", "起動していませんでした")),
-                    _ => Err(CommandError::Failed(format!("gtm_ctl stop: {}", stderr.trim()))),
-                }
-            }
-            "promote-gtm" => {
-                let out = opsh_plugin_sdk::run(data.get("host")?, &["gtm_ctl", "-Z", "gtm", "-D", data.get("dir")?, "promote"], Some(60_000))?;
-                match out.status {
-                    Some(0) => Ok(text("promoted", "昇格しました")),
-                    _ => Err(CommandError::Failed(format!("gtm_ctl promote: {}", String::from_utf8_lossy(&out.stderr).trim()))),
-                }
-            }
-            "route" => {
-                let db = data.get("db")?;
-                sql::query(db, &route_statement(&data)?, &[])?;
-                sql::query(db, "SELECT pgxc_pool_reload()", &[])?;
-                Ok(text("route changed, pool reloaded", "ルート変更・プール再読み込み済み"))
-            }
-            other => Err(CommandError::Failed(format!("unknown action {other}"))),
-        }
+        apply_step(&StepData::parse(&step.data))
     }
 
     fn check(_call: Invocation, step: Step) -> CommandResult<CheckResult> {
         let data = StepData::parse(&step.data);
-        let done = |yes: bool, detail: &str| CheckResult { state: if yes { CheckState::Done } else { CheckState::NotDone }, detail: text(detail, "") };
-        Ok(match data.get("action")? {
-            "fence" => match opsh_plugin_sdk::probe(data.get("host")?, &["pg_ctl", "-D", data.get("dir")?, "status"], Some(10_000)) {
-                Ok(out) => done(out.status == Some(3), "pg_ctl status"),
-                Err(e) => CheckResult { state: CheckState::Unknown, detail: text(e.message(), "") },
-            },
-            "resync" => match opsh_plugin_sdk::probe(data.get("host")?, &["test", "-f", &format!("{}/standby.signal", data.get("dir")?)], Some(10_000)) {
-                Ok(out) => done(out.status == Some(0), "standby.signal"),
-                Err(e) => CheckResult { state: CheckState::Unknown, detail: text(e.message(), "") },
-            },
-            "start-standby" => match sql::query(data.get("db")?, "SELECT pg_is_in_recovery() AND EXISTS (SELECT 1 FROM pg_stat_wal_receiver WHERE status = 'streaming' AND last_msg_receipt_time IS NOT NULL) AS streaming", &[]) {
-                Ok(rows) => done(rows.first_bool("streaming") == Some(true), "pg_stat_wal_receiver"),
-                Err(e) => CheckResult { state: CheckState::Unknown, detail: text(e.message(), "") },
-            },
-            "promote" => match sql::query(data.get("db")?, "SELECT NOT pg_is_in_recovery() AS promoted", &[]) {
-                Ok(rows) => done(rows.first_bool("promoted") == Some(true), "pg_is_in_recovery()"),
-                Err(e) => CheckResult { state: CheckState::Unknown, detail: text(e.message(), "") },
-            },
-            "fence-gtm" | "promote-gtm" => {
-                let want = if data.get("action")? == "fence-gtm" { "stopped" } else { "master" };
-                match opsh_plugin_sdk::probe(data.get("host")?, &["gtm_ctl", "-Z", "gtm", "-D", data.get("dir")?, "status"], Some(10_000)) {
-                    Ok(out) => {
-                        let stdout = String::from_utf8_lossy(&out.stdout).to_string();
-                        let role = if out.status == Some(3) { "stopped".to_string() } else { stdout.lines().find_map(|l| l.strip_prefix("role: ")).unwrap_or("").trim().to_string() };
-                        done(role == want, &format!("gtm_ctl status: {role}"))
-                    }
-                    Err(e) => CheckResult { state: CheckState::Unknown, detail: text(e.message(), "") },
-                }
-            }
-            "route" => match cluster::routes(data.get("db")?) {
-                Ok(routes) => {
-                    let node = data.get("node")?;
-                    let want = (data.get("address")?.to_string(), data.get("port")?.parse::<i64>().unwrap_or(0));
-                    match routes.get(node) {
-                        Some(have) => done(*have == want, &format!("pgxc_node {node} → {}:{}", have.0, have.1)),
-                        None => CheckResult { state: CheckState::Stale, detail: text(&format!("{node} is not in pgxc_node on {}", data.get("db")?), "") },
-                    }
-                }
-                Err(e) => CheckResult { state: CheckState::Unknown, detail: text(e.message(), "") },
-            },
-            other => return Err(CommandError::Failed(format!("unknown action {other}"))),
-        })
+        match check_step(&data) {
+            Ok(result) => Ok(result),
+            Err(CommandError::Capability(e)) => Ok(CheckResult { state: CheckState::Unknown, detail: text(&e.brief(), "") }),
+            Err(e) => Err(e),
+        }
     }
 
-    fn verify(call: Invocation) -> CommandResult<Vec<Table>> {
+    fn verify(_call: Invocation) -> CommandResult<Vec<Table>> {
         let cluster = Cluster::load()?;
-        let mut tables = status(&cluster)?;
-        if call.command == "promote" {
-            let node = Args(&call).required("node")?;
-            if node != "gtm" {
-                let master = cluster.master(node).ok_or_else(|| CommandError::Failed(format!("after the promotion {node} has no master")))?;
-                sql::query(&master.db, "SELECT txid_current()", &[])?;
-            }
-        }
-        if let Some(wrong) = mismatches(&cluster).first() {
-            return Err(CommandError::Failed(format!("a route is still wrong after the change: {wrong}; see `otb status`")));
-        }
-        tables.truncate(3);
+        let facts = route_facts(&cluster);
+        let mut tables = vec![invariants(&cluster, &facts).verified()?];
+        tables.extend(status_tables(&cluster, &facts));
         Ok(tables)
     }
 }
 
-/// Where every node should be routed: its live master (and the GTM master).
-fn expected(cluster: &Cluster) -> Vec<(String, String, i64, bool)> {
-    let mut out: Vec<(String, String, i64, bool)> =
-        cluster.nodes().into_iter().filter_map(|n| cluster.master(&n).map(|m| (n.clone(), address_of(&m.host), i64::from(m.port), false))).collect();
-    if let Some(gtm) = cluster.gtm_master() {
-        out.push((cluster.gtm.name.clone(), address_of(&gtm.host), i64::from(cluster.gtm.port), true));
+fn refusal(r: Refusal) -> CommandError {
+    match r {
+        Refusal::Usage(m) => CommandError::Usage(m),
+        Refusal::Refused(t) => CommandError::Refused(t),
     }
-    out
 }
 
-fn mismatches(cluster: &Cluster) -> Vec<String> {
-    let mut wrong = Vec::new();
-    for master in cluster.masters() {
-        let Ok(routes) = cluster::routes(&master.db) else { continue };
-        for (node, address, port, _) in expected(cluster) {
-            if routes.get(&node) != Some(&(address.clone(), port)) {
-                wrong.push(format!("{} routes {node} to {}", master.db, routes.get(&node).map_or("nothing".into(), |(h, p)| format!("{h}:{p}"))));
-            }
-        }
-    }
-    wrong
-}
+// ----- status and invariants ------------------------------------------------------------------
 
 fn status(cluster: &Cluster) -> CommandResult<Vec<Table>> {
-    let mut nodes = table(text(&format!("Nodes of {}", cluster.topology), &format!("{} のノード", cluster.topology)), &["node", "type", "member", "host", "port", "role", "replication"]);
-    for member in &cluster.members {
-        let kind = if member.kind == Kind::Coordinator { "coordinator" } else { "datanode" };
-        let (role, replication) = match &member.live {
-            Live::Master { lsn } => (good("master"), plain(format!("at {lsn}"))),
-            Live::Standby { receiving: true, replay_lag, .. } => (plain("standby"), good(format!("streaming, replay lag {replay_lag} B"))),
-            Live::Standby { receiving: false, received, .. } => (warn("standby"), warn(format!("not streaming (received up to {})", received.clone().unwrap_or_else(|| "nothing".into())))),
-            Live::Down(why) => (bad("down"), bad(why.clone())),
-        };
-        nodes.push(vec![plain(&member.node), plain(kind), plain(&member.db), plain(address_of(&member.host)), plain(member.port.to_string()), role, replication]);
+    let facts = route_facts(cluster);
+    let mut tables = vec![invariants(cluster, &facts).table()];
+    tables.extend(status_tables(cluster, &facts));
+    Ok(tables)
+}
+
+type RouteFact = (String, String, Result<Option<String>, String>, Option<String>);
+
+fn role_cell(live: &Live) -> opsh_plugin_sdk::Cell {
+    match live {
+        Live::Master { .. } => good("master"),
+        Live::Standby(s) if s.streaming => plain("standby, streaming"),
+        Live::Standby(_) => warn("standby, not streaming"),
+        Live::Stopped { fenced: true, .. } => warn("stopped, fenced"),
+        Live::Stopped { fenced: false, .. } => warn("stopped"),
+        Live::Unknown(why) => bad(format!("cannot tell: {why}")),
     }
-    let mut gtm = table(text("GTM", "GTM"), &["name", "host", "port", "role"]);
-    for h in &cluster.gtm.hosts {
-        let role = match h.role.as_str() {
-            "master" => good("master"),
-            "standby" => plain("standby"),
-            other => bad(other),
-        };
-        gtm.push(vec![plain(&cluster.gtm.name), plain(address_of(&h.host)), plain(cluster.gtm.port.to_string()), role]);
-    }
-    let mut routes = table(text("Routes (pgxc_node on every master)", "ルート (各マスターの pgxc_node)"), &["on", "node", "routes to", "live master", "state"]);
-    let want = expected(cluster);
-    for master in cluster.masters() {
-        match cluster::routes(&master.db) {
-            Ok(have) => {
-                for (node, address, port, _) in &want {
-                    let actual = have.get(node).map_or("(missing)".to_string(), |(h, p)| format!("{h}:{p}"));
-                    let ok = have.get(node) == Some(&(address.clone(), *port));
-                    routes.push(vec![plain(&master.db), plain(node), plain(actual), plain(format!("{address}:{port}")), if ok { good("ok") } else { bad("MISMATCH") }]);
+}
+
+fn status_tables(cluster: &Cluster, facts: &[RouteFact]) -> Vec<Table> {
+    let mut members = table(text(&format!("Cluster {}", cluster.topology), &format!("クラスタ {}", cluster.topology)), &["node", "member", "host", "port", "role", "upstream", "WAL"]);
+    for node in cluster.nodes() {
+        for m in cluster.of_node(&node) {
+            let (upstream, wal) = match &m.live {
+                Live::Master { lsn, .. } => (String::new(), lsn.to_string()),
+                Live::Standby(s) => {
+                    let up = s.upstream.as_ref().map(|u| cluster.members.iter().find(|o| o.host == u.host && o.port == u.port).map(|o| o.db.clone()).unwrap_or_else(|| format!("{}:{}", u.host, u.port)));
+                    (up.unwrap_or_else(|| "?".into()), s.position().map(|p| p.to_string()).unwrap_or_default())
                 }
-            }
-            Err(e) => routes.push(vec![plain(&master.db), plain("*"), bad(e.message()), plain(""), bad("unreadable")]),
+                _ => (String::new(), String::new()),
+            };
+            members.push(vec![plain(node.as_str()), plain(m.db.as_str()), plain(m.host.as_str()), plain(m.port.to_string()), role_cell(&m.live), plain(upstream), plain(wal)]);
         }
     }
-    Ok(vec![nodes.build(), gtm.build(), routes.build()])
+    let mut gtm = table(text(&format!("GTM {}", cluster.gtm_name), &format!("GTM {}", cluster.gtm_name)), &["host", "port", "role"]);
+    for g in &cluster.gtms {
+        let role = match &g.role {
+            GtmRole::Primary(_) => good("primary"),
+            GtmRole::Standby(_) => plain("standby"),
+            GtmRole::Stopped => warn("stopped"),
+            GtmRole::Unknown(why) => bad(format!("cannot tell: {why}")),
+        };
+        gtm.push(vec![plain(g.host.as_str()), plain(g.port.to_string()), role]);
+    }
+    let mut routes = table(text("Routes (pgxc_node on every master)", "ルート (各マスターの pgxc_node)"), &["on", "node", "route", "should be", "state"]);
+    for (on, node, have, want) in facts {
+        let state = match (&have, &want) {
+            (Err(e), _) => bad(format!("cannot read: {e}")),
+            (Ok(_), None) => warn("no live master to point at"),
+            (Ok(Some(h)), Some(w)) if h == w => good("ok"),
+            (Ok(_), Some(_)) => bad("MISMATCH"),
+        };
+        let shown = |r: &Result<Option<String>, String>| match r {
+            Ok(Some(text)) => text.clone(),
+            Ok(None) => "(missing)".into(),
+            Err(_) => "?".into(),
+        };
+        routes.push(vec![plain(on.as_str()), plain(node.as_str()), plain(shown(have)), plain(want.clone().unwrap_or_else(|| "?".into())), state]);
+    }
+    vec![members.build(), gtm.build(), routes.build()]
 }
 
-fn route_statement(data: &StepData) -> Result<String, CommandError> {
-    let gtm = if data.get("gtm")? == "true" { "GTM " } else { "" };
-    Ok(format!("ALTER {gtm}NODE {} WITH (host={}, port={})", data.get("node")?, quote::literal(data.get("address")?), data.get("port")?))
+/// For every master and every node (and the GTM): (on, node, the route as `host:port` by
+/// inventory host, the route it should be).
+fn route_facts(cluster: &Cluster) -> Vec<RouteFact> {
+    let mut facts = Vec::new();
+    let want: Vec<(String, Option<String>)> = cluster
+        .nodes()
+        .into_iter()
+        .map(|n| {
+            let to = cluster.master(&n).map(|m| format!("{}:{}", m.host, m.port));
+            (n, to)
+        })
+        .chain(std::iter::once((cluster.gtm_name.clone(), match cluster.gtm_primaries().as_slice() {
+            [one] => Some(format!("{}:{}", one.host, one.port)),
+            _ => None,
+        })))
+        .collect();
+    for on in cluster.masters() {
+        let have = cluster::routes(&on.db).map_err(|e| e.brief());
+        for (node, should) in &want {
+            let route = have.as_ref().map(|routes| {
+                routes.iter().find(|r| &r.node == node).map(|r| match r.host() {
+                    Some(m) => format!("{}:{}", m.host, r.port),
+                    None => format!("{} (no inventory host):{}", r.host_text, r.port),
+                })
+            });
+            facts.push((on.db.clone(), node.clone(), route.map_err(Clone::clone), should.clone()));
+        }
+    }
+    facts
 }
 
-/// One route step: on `on`, point `node` at `host:port`; all route steps form one parallel group.
-fn route_step(on: &Member, node: &str, host_name: &str, port: u16, gtm: bool, group: &str) -> Step {
-    let address = address_of(host_name);
-    let port = port.to_string();
-    let data = data::encode(&[("action", "route"), ("db", &on.db), ("node", node), ("address", &address), ("port", &port), ("gtm", if gtm { "true" } else { "false" })]);
-    let statement = route_statement(&StepData::parse(&data)).unwrap_or_default();
+fn invariants(cluster: &Cluster, facts: &[RouteFact]) -> Invariants {
+    let mut report = Invariants::new();
+    for node in cluster.nodes() {
+        let seen: Vec<(String, Seen)> = cluster
+            .of_node(&node)
+            .iter()
+            .map(|m| {
+                let s = match &m.live {
+                    Live::Master { .. } => Seen::Yes,
+                    Live::Unknown(why) => Seen::Unknown(why.clone()),
+                    _ => Seen::No,
+                };
+                (m.db.clone(), s)
+            })
+            .collect();
+        report.at_most_one(one_writable_master(), &node, &seen);
+    }
+    let gtm: Vec<(String, Seen)> = cluster
+        .gtms
+        .iter()
+        .map(|g| {
+            let s = match &g.role {
+                GtmRole::Primary(_) => Seen::Yes,
+                GtmRole::Unknown(why) => Seen::Unknown(why.clone()),
+                _ => Seen::No,
+            };
+            (g.host.clone(), s)
+        })
+        .collect();
+    report.at_most_one(text("at most one primary GTM", "プライマリ GTM は最大 1 つ"), &cluster.gtm_name, &gtm);
+    let mut targets: Vec<String> = facts.iter().map(|(_, n, _, _)| n.clone()).collect();
+    targets.sort();
+    targets.dedup();
+    for node in targets {
+        let items: Vec<(String, Seen)> = facts
+            .iter()
+            .filter(|(_, n, _, _)| *n == node)
+            .map(|(on, _, have, want)| {
+                let s = match (have, want) {
+                    (Err(e), _) => Seen::Unknown(e.clone()),
+                    (Ok(_), None) => Seen::Unknown("no live master".into()),
+                    (Ok(h), Some(w)) if h.as_deref() == Some(w.as_str()) => Seen::Yes,
+                    (Ok(h), Some(_)) => return (format!("{on} ({})", h.clone().unwrap_or_else(|| "missing".into())), Seen::No),
+                };
+                (on.clone(), s)
+            })
+            .collect();
+        report.all(text("every route points at the live master", "全ルートが稼働中のマスターを指す"), &node, &items);
+    }
+    report
+}
+
+// ----- promote --------------------------------------------------------------------------------
+
+fn fence_effect_argv(member: &Member, major: Option<u32>) -> Result<Vec<String>, CommandError> {
+    let major = major.ok_or_else(|| CommandError::Refused(text(&format!("the server version of {} cannot be read (PG_VERSION in {}): opsh cannot fence it", member.db, member.data_dir), "")))?;
+    let (file, content) = pg::fence_file(major);
+    let path = format!("{}/{file}", member.data_dir);
+    Ok(if content.is_empty() {
+        vec!["touch".into(), path]
+    } else {
+        vec!["sh".into(), "-c".into(), "[ -e \"$1\" ] || printf '%s' \"$2\" > \"$1\"".into(), "fence".into(), path, content.into()]
+    })
+}
+
+fn fence_step(member: &Member, running: bool) -> CommandResult<Step> {
+    let kind = member.kind.pg_ctl_type();
+    let pg_ctl = member.tool("pg_ctl");
+    let mark = fence_effect_argv(member, member.major())?;
+    let title = if running {
+        text(&format!("Fence {} (stop, fast; a restart comes back read-only)", member.db), &format!("{} を隔離 (fast 停止。再起動しても読み取り専用)", member.db))
+    } else {
+        text(&format!("Fence the stopped {} so that a restart cannot make it a second master", member.db), &format!("停止中の {} を隔離 (再起動で 2 つ目のマスターにならないように)", member.db))
+    };
+    // Stopped members are stopped again too (harmless when they are): one may have been started
+    // since the plan read it.
+    let builder = step(&format!("fence-{}", member.db), title, &member.host).exec(&member.host, &[&pg_ctl, "-Z", kind, "-D", &member.data_dir, "stop", "-m", "fast"]);
+    let mark_refs: Vec<&str> = mark.iter().map(String::as_str).collect();
+    Ok(builder
+        .exec(&member.host, &mark_refs)
+        .group("fence")
+        .idempotent()
+        .data(data::encode(&[
+            ("action", "fence"),
+            ("host", &member.host),
+            ("db", &member.db),
+            ("dir", &member.data_dir),
+            ("pg-ctl", &pg_ctl),
+            ("type", kind),
+            ("mark", &data::encode_list(&mark)),
+        ]))
+        .build())
+}
+
+fn alter_node(node: &str) -> String {
+    if node.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_') && !node.starts_with(|c: char| c.is_ascii_digit()) {
+        node.to_string()
+    } else {
+        quote::ident(node)
+    }
+}
+
+/// `ALTER NODE` (or `ALTER GTM NODE`) on one master, then the pool reload — each on its own: the
+/// reload refuses to run inside a transaction block.
+fn route_step(on: &Member, node: &str, host_value: &str, host_name: &str, port: u16, gtm: bool, group: &str) -> Step {
+    let statement = format!("ALTER {}NODE {} WITH (host={}, port={port})", if gtm { "GTM " } else { "" }, alter_node(node), quote::literal(host_value));
     step(
         &format!("route-{}-{node}", on.db),
-        text(&format!("Point {node} at {host_name}:{port} on {}", on.node), &format!("{} で {node} を {host_name}:{port} に向ける", on.node)),
+        text(&format!("On {}: route {node} to {host_name}:{port}", on.db), &format!("{} で {node} のルートを {host_name}:{port} に変更", on.db)),
         &on.db,
     )
     .sql(&on.db, &[&statement, "SELECT pgxc_pool_reload()"])
     .group(group)
     .idempotent()
-    .data(data)
+    .data(data::encode(&[("action", "route"), ("db", &on.db), ("node", node), ("host", host_name), ("value", host_value), ("port", &port.to_string()), ("gtm", if gtm { "yes" } else { "no" })]))
     .build()
 }
 
+/// The host as `on`'s catalog should name it: in the form its current route to `node` uses (a
+/// DNS name if it names hosts by DNS name).
+fn route_value(on: &Member, node: &str, host_name: &str) -> CommandResult<String> {
+    let form = cluster::routes(&on.db).ok().and_then(|routes| routes.into_iter().find(|r| r.node == node)).and_then(|r| r.host()).and_then(|m| m.form);
+    names::in_form(host_name, form.as_deref())
+}
+
 /// Masters that must get a route change: every node's live master; a node without one is asked
-/// on every member that is down (the one that comes back gets the change, or the group reports it
-/// unreachable and `resume` finishes it).
+/// on every member that might come back (the one that does gets the change, or the group reports
+/// it unreachable and `resume` finishes it).
 fn route_targets<'c>(cluster: &'c Cluster, except_node: Option<&str>, warnings: &mut Vec<Text>) -> Vec<&'c Member> {
     let mut targets = Vec::new();
     for node in cluster.nodes() {
@@ -307,7 +345,7 @@ fn route_targets<'c>(cluster: &'c Cluster, except_node: Option<&str>, warnings: 
         match cluster.master(&node) {
             Some(master) => targets.push(master),
             None => {
-                let down: Vec<&Member> = cluster.of_node(&node).into_iter().filter(|m| matches!(m.live, Live::Down(_))).collect();
+                let down: Vec<&Member> = cluster.of_node(&node).into_iter().filter(|m| !m.is_master() && m.standby().is_none()).collect();
                 warnings.push(text(
                     &format!("{node} has no live master: its route change is asked of {} and reported if it cannot be made", down.iter().map(|m| m.db.as_str()).collect::<Vec<_>>().join(", ")),
                     &format!("{node} に稼働中のマスターがありません"),
@@ -319,158 +357,614 @@ fn route_targets<'c>(cluster: &'c Cluster, except_node: Option<&str>, warnings: 
     targets
 }
 
-fn plan_promote(cluster: &Cluster, node: &str, force: bool) -> CommandResult<ChangePlan> {
+fn repoint_steps(candidate: &Member, standby: &Member, steps: &mut Vec<Step>) -> CommandResult<()> {
+    let Some(state) = standby.standby() else { return Ok(()) };
+    let major = pg::major(state.version);
+    let conninfo = Conninfo::parse(state.conninfo.as_deref().unwrap_or(""))
+        .map_err(|e| CommandError::Refused(text(&format!("{}'s primary_conninfo cannot be read ({e}): point it at {} by hand, or rebuild it", standby.db, candidate.db), "")))?;
+    let host_value = match conninfo.get("host").and_then(names::host_of) {
+        Some(m) => names::in_form(&candidate.host, m.form.as_deref())?,
+        None => names::token(&candidate.host, None),
+    };
+    let next = conninfo.pointed_at(&host_value, candidate.port);
+    if let Some(slot) = &state.slot {
+        steps.push(
+            step(&format!("slot-{}-on-{}", slot, candidate.db), text(&format!("Keep WAL for {} on the new master {} (replication slot {slot})", standby.db, candidate.db), &format!("新マスター {} にスロット {slot} を作成", candidate.db)), &candidate.db)
+                .sql(&candidate.db, &[&format!("SELECT pg_create_physical_replication_slot({}, true)", quote::literal(slot))])
+                .group("repoint")
+                .idempotent()
+                .data(data::encode(&[("action", "slot"), ("db", &candidate.db), ("slot", slot)]))
+                .build(),
+        );
+    }
+    let title = text(&format!("Point the standby {} at the new master {}", standby.db, candidate.db), &format!("スタンバイ {} を新マスター {} に向ける", standby.db, candidate.db));
+    let base = |mut pairs: Vec<(&str, String)>| {
+        pairs.extend([("db", standby.db.clone()), ("host", standby.host.clone()), ("master-host", candidate.host.clone()), ("master-port", candidate.port.to_string())]);
+        let refs: Vec<(&str, &str)> = pairs.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        data::encode(&refs)
+    };
+    let builder = step(&format!("repoint-{}", standby.db), title, &standby.db).group("repoint").idempotent();
+    let s = if major >= 12 {
+        let mut statements = vec![format!("ALTER SYSTEM SET primary_conninfo = {}", quote::literal(&next.to_string()))];
+        if let Some(slot) = &state.slot {
+            statements.push(format!("ALTER SYSTEM SET primary_slot_name = {}", quote::literal(slot)));
+        }
+        statements.push("SELECT pg_reload_conf()".into());
+        let refs: Vec<&str> = statements.iter().map(String::as_str).collect();
+        let mut builder = builder.sql(&standby.db, &refs);
+        let restart = major < 13; // primary_conninfo is reloadable from 13
+        if restart {
+            builder = builder.exec(&standby.host, &[&standby.tool("pg_ctl"), "-Z", standby.kind.pg_ctl_type(), "-D", &standby.data_dir, "restart", "-m", "fast", "-w"]);
+        }
+        builder.data(base(vec![
+            ("action", "repoint".into()),
+            ("statements", data::encode_list(&statements)),
+            ("restart", if restart { "yes".into() } else { "no".into() }),
+            ("pg-ctl", standby.tool("pg_ctl")),
+            ("type", standby.kind.pg_ctl_type().into()),
+            ("dir", standby.data_dir.clone()),
+        ]))
+    } else {
+        // Up to 11 the settings live in recovery.conf; OpenTenBase re-reads it on reload.
+        let config = pg::standby_config(major, &next, state.slot.as_deref());
+        let (file, content) = config.files.first().cloned().unwrap_or_default();
+        let path = format!("{}/{file}", standby.data_dir);
+        let argv = vec!["sh".to_string(), "-c".into(), "printf '%s' \"$2\" > \"$1.opsh-new\" && mv \"$1.opsh-new\" \"$1\" && \"$3\" reload -D \"$4\"".into(), "repoint".into(), path, content, standby.tool("pg_ctl"), standby.data_dir.clone()];
+        let refs: Vec<&str> = argv.iter().map(String::as_str).collect();
+        builder.exec(&standby.host, &refs).data(base(vec![("action", "repoint-file".into()), ("argv", data::encode_list(&argv))]))
+    };
+    steps.push(s.build());
+    Ok(())
+}
+
+fn plan_promote(cluster: &Cluster, node: &str, force: bool, to: Option<&str>) -> CommandResult<ChangePlan> {
     let members = cluster.of_node(node);
     if members.is_empty() {
         return Err(CommandError::Usage(format!("{node} is not a node of cluster {}: its nodes are {}, and gtm", cluster.topology, cluster.nodes().join(", "))));
     }
-    let Some(standby) = members.iter().find(|m| matches!(m.live, Live::Standby { .. })).copied() else {
-        let roles: Vec<String> = members.iter().map(|m| format!("{} is {}", m.db, describe(&m.live))).collect();
-        return Err(CommandError::Refused(text(
-            &format!("{node} has no standby to promote ({}); give it one with `otb rebuild {node}` first", roles.join(", ")),
-            &format!("{node} には昇格できるスタンバイがありません ({})", roles.join(", ")),
-        )));
-    };
-    let old = members.iter().find(|m| m.db != standby.db).copied();
-    let mut warnings = Vec::new();
-    if let (Some(old), Live::Standby { receiving, received, .. }) = (old, &standby.live) {
-        if let Live::Master { lsn } = &old.live {
-            if !receiving && !force {
-                return Err(CommandError::Refused(text(
-                    &format!("{} is not replicating from {} although the master answers: promoting it would lose writes; fix replication, or add --force", standby.db, old.db),
-                    &format!("{} はマスター {} から複製していません (--force で強行)", standby.db, old.db),
-                )));
-            }
-            let lag = lag_bytes(&standby.db, lsn, received.as_deref());
-            if lag > MAX_LAG_BYTES && !force {
-                return Err(CommandError::Refused(text(
-                    &format!("{} is {lag} bytes behind {}: promoting it now loses them; wait, or add --force", standby.db, old.db),
-                    &format!("{} は {} より {lag} バイト遅れています (--force で強行)", standby.db, old.db),
-                )));
-            }
-        } else if received.is_none() && !force {
-            return Err(CommandError::Refused(text(
-                &format!("{} has never received WAL from its master; it is not a usable standby (add --force to promote it anyway)", standby.db),
-                &format!("{} はマスターから WAL を受信したことがありません", standby.db),
-            )));
-        }
-    }
-    let kind = standby.kind.pg_ctl_type();
+    let plan = decide::failover(node, &members, force, to).map_err(refusal)?;
+    let candidate = plan.candidate;
+    let mut warnings = plan.notes.clone();
     let mut steps = Vec::new();
-    if let Some(old) = old {
-        match opsh_plugin_sdk::probe(&old.host, &["true"], Some(10_000)) {
-            Ok(_) => steps.push(
-                step("fence-old-master", text(&format!("Fence the old master {} (stop, fast)", old.db), &format!("旧マスター {} を停止 (fast) して隔離", old.db)), &old.host)
-                    .exec(&old.host, &["pg_ctl", "-Z", kind, "-D", &old.data_dir, "stop", "-m", "fast"])
-                    .idempotent()
-                    .data(data::encode(&[("action", "fence"), ("host", &old.host), ("dir", &old.data_dir), ("type", kind)]))
-                    .build(),
-            ),
-            Err(e) => warnings.push(text(
-                &format!("cannot fence the old master {}: host {} does not answer ({}); make sure it stays down", old.db, old.host, e.message()),
-                &format!("旧マスター {} を隔離できません: ホスト {} が応答しません。停止したままにしてください", old.db, old.host),
-            )),
-        }
+    for m in &plan.fence_running {
+        steps.push(fence_step(m, true)?);
     }
-    steps.push(
-        step("promote-standby", text(&format!("Promote {} and wait until it takes writes", standby.db), &format!("{} を昇格し書き込み可能になるまで待つ", standby.db)), &standby.db)
-            .exec(&standby.host, &["pg_ctl", "-Z", kind, "-D", &standby.data_dir, "promote"])
-            .data(data::encode(&[("action", "promote"), ("db", &standby.db), ("host", &standby.host), ("dir", &standby.data_dir), ("type", kind)]))
-            .build(),
-    );
+    for m in &plan.fence_stopped {
+        steps.push(fence_step(m, false)?);
+    }
+    let kind = candidate.kind.pg_ctl_type();
+    let pg_ctl = candidate.tool("pg_ctl");
+    let mut promote_data = vec![("action", "promote".to_string()), ("db", candidate.db.clone()), ("host", candidate.host.clone()), ("dir", candidate.data_dir.clone()), ("type", kind.into()), ("pg-ctl", pg_ctl.clone())];
+    let title = match plan.old_master {
+        Some(old) if force => {
+            warnings.push(text(
+                &format!("--force: {} is promoted without waiting for the rest of {}'s WAL; writes it has not received are lost", candidate.db, old.db),
+                &format!("--force: {} の残りの WAL を待たずに {} を昇格します。未受信の書き込みは失われます", old.db, candidate.db),
+            ));
+            text(&format!("Promote {} and wait until it takes writes", candidate.db), &format!("{} を昇格し書き込み可能になるまで待つ", candidate.db))
+        }
+        Some(old) => {
+            promote_data.extend([("after-host", old.host.clone()), ("after-dir", old.data_dir.clone()), ("after-controldata", old.tool("pg_controldata"))]);
+            text(&format!("Promote {} once it has received all of {}'s WAL, and wait until it takes writes", candidate.db, old.db), &format!("{} が {} の全 WAL を受信したら昇格し、書き込み可能になるまで待つ", candidate.db, old.db))
+        }
+        None => text(&format!("Promote {} and wait until it takes writes", candidate.db), &format!("{} を昇格し書き込み可能になるまで待つ", candidate.db)),
+    };
+    let refs: Vec<(&str, &str)> = promote_data.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    steps.push(step("promote-standby", title, &candidate.db).exec(&candidate.host, &[&pg_ctl, "-Z", kind, "-D", &candidate.data_dir, "promote"]).data(data::encode(&refs)).build());
+    for standby in &plan.repoint {
+        repoint_steps(candidate, standby, &mut steps)?;
+    }
     let mut targets = route_targets(cluster, Some(node), &mut warnings);
-    targets.push(standby); // "connect to the new route" for the failed node itself
+    targets.push(candidate); // "connect to the new route" for the failed node itself
     for on in targets {
-        steps.push(route_step(on, node, &standby.host, standby.port, false, "routes"));
+        let value = route_value(on, node, &candidate.host)?;
+        steps.push(route_step(on, node, &value, &candidate.host, candidate.port, false, "routes"));
     }
     Ok(ChangePlan {
         summary: text(
-            &format!("Fail {node} over to {} and point every coordinator and datanode at it", standby.db),
-            &format!("{node} を {} にフェイルオーバーし、全コーディネータ・データノードのルートを変更", standby.db),
+            &format!("Fail {node} over to {} and point every coordinator and datanode at it", candidate.db),
+            &format!("{node} を {} にフェイルオーバーし、全コーディネータ・データノードのルートを変更", candidate.db),
         ),
         steps,
         warnings,
     })
 }
 
-/// Run on the node being rebuilt, with PGPASSWORD in its environment: keep the node's own
+/// The GTM's fence: stopped, and told to start as a standby of the new GTM should anyone start it.
+const GTM_FENCE: &str = r#"set -eu
+gtm_ctl=$1 dir=$2 host=$3 port=$4
+if [ -f "$dir/gtm.pid" ]; then "$gtm_ctl" -Z gtm -D "$dir" stop -m fast || true; fi
+pid=$(sed -n 1p "$dir/gtm.pid" 2>/dev/null || true)
+if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then echo "the GTM in $dir (PID $pid) is still running" >&2; exit 1; fi
+if tail -n 6 "$dir/gtm.conf" | grep -q "fenced after the GTM failed over to $host:$port"; then echo "fenced already"; exit 0; fi
+printf '#===========================================\n# Updated by opsh: fenced after the GTM failed over to %s:%s\nstartup = STANDBY\nactive_host = '"'"'%s'"'"'\nactive_port = %s\n#===========================================\n' "$host" "$port" "$host" "$port" >> "$dir/gtm.conf"
+echo "fenced"
+"#;
+
+fn gtm_fence_step(old: &GtmMember, new_host_value: &str, new: &GtmMember) -> Step {
+    let gtm_ctl = old.tool("gtm_ctl");
+    let port = new.port.to_string();
+    step(&format!("fence-gtm-{}", old.host), text(&format!("Fence the GTM on {} (stop; it would start as a standby of {})", old.host, new.host), &format!("{} の GTM を隔離 (停止し、{} のスタンバイとして起動する設定)", old.host, new.host)), &old.host)
+        .exec(&old.host, &["sh", "-c", GTM_FENCE, "fence-gtm", &gtm_ctl, &old.data_dir, new_host_value, &port])
+        .group("fence")
+        .idempotent()
+        .data(data::encode(&[("action", "fence-gtm"), ("host", &old.host), ("dir", &old.data_dir), ("gtm-ctl", &gtm_ctl), ("gtm-port", &old.port.to_string()), ("value", new_host_value), ("port", &port)]))
+        .build()
+}
+
+/// The `startup` a GTM's configuration ends with (the last setting wins).
+fn gtm_startup(gtm: &GtmMember) -> CommandResult<String> {
+    let out = opsh_plugin_sdk::probe(&gtm.host, &["cat", &format!("{}/gtm.conf", gtm.data_dir)], Some(15_000))?;
+    if out.status != Some(0) {
+        return Err(CommandError::Refused(text(&format!("{}/gtm.conf on {} cannot be read ({}): opsh cannot tell how that GTM would start", gtm.data_dir, gtm.host, String::from_utf8_lossy(&out.stderr).trim()), "")));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split('#').next())
+        .filter_map(|l| l.split_once('='))
+        .filter(|(k, _)| k.trim() == "startup")
+        .map(|(_, v)| v.trim().trim_matches('\'').to_ascii_uppercase())
+        .last()
+        .unwrap_or_else(|| "ACT".into()))
+}
+
+fn plan_promote_gtm(cluster: &Cluster, force: bool, to: Option<&str>) -> CommandResult<ChangePlan> {
+    let plan = decide::gtm_failover(&cluster.gtms, force, to).map_err(refusal)?;
+    let new = plan.candidate;
+    let mut warnings = plan.notes.clone();
+    let mut steps = Vec::new();
+    for old in &plan.fence_running {
+        steps.push(gtm_fence_step(old, &names::token(&new.host, None), new));
+    }
+    for old in &plan.check_stopped {
+        if gtm_startup(old)? != "STANDBY" {
+            steps.push(gtm_fence_step(old, &names::token(&new.host, None), new));
+        }
+    }
+    let gtm_ctl = new.tool("gtm_ctl");
+    let port = new.port.to_string();
+    steps.push(
+        step("promote-gtm", text(&format!("Promote the GTM standby on {} and wait until it is primary", new.host), &format!("{} の GTM スタンバイを昇格しプライマリになるまで待つ", new.host)), &new.host)
+            .exec(&new.host, &[&gtm_ctl, "-Z", "gtm", "-D", &new.data_dir, "promote"])
+            .idempotent()
+            .data(data::encode(&[("action", "promote-gtm"), ("host", &new.host), ("dir", &new.data_dir), ("gtm-ctl", &gtm_ctl), ("port", &port)]))
+            .build(),
+    );
+    for on in route_targets(cluster, None, &mut warnings) {
+        let value = route_value(on, &cluster.gtm_name, &new.host)?;
+        steps.push(route_step(on, &cluster.gtm_name, &value, &new.host, new.port, true, "gtm-routes"));
+    }
+    Ok(ChangePlan {
+        summary: text(&format!("Fail the GTM over to {} (port {}) and point every node at it", new.host, new.port), &format!("GTM を {} (ポート {}) にフェイルオーバーし全ノードのルートを変更", new.host, new.port)),
+        steps,
+        warnings,
+    })
+}
+
+// ----- rebuild ----------------------------------------------------------------------------------
+
+/// Run on the member being rebuilt, with PGPASSWORD in its environment: keep the member's own
 /// configuration (both tools copy the source's, which names the source's port and socket), try
-/// pg_rewind, else take a fresh base backup; both write standby.signal and primary_conninfo (-R),
-/// from which the password is removed — the standby authenticates with the server user's
-/// ~/.pgpass: opsh writes no secret to disk.
+/// pg_rewind (OpenTenBase's needs the node's name, and writes no recovery settings), else take a
+/// fresh base backup; then write the standby configuration of the server's major (given as
+/// arguments: a file and its content, and lines for postgresql.auto.conf) — without a password:
+/// the standby authenticates with the server user's ~/.pgpass, and opsh writes no secret to disk.
 const RESYNC: &str = r#"set -eu
-dir=$1 address=$2 port=$3 user=$4
+rewind=$1 basebackup=$2 dir=$3 address=$4 port=$5 user=$6 node=$7 file=$8 content=$9
+shift 9
 keep=$(mktemp -d)
 cp -p "$dir/postgresql.conf" "$dir/pg_hba.conf" "$keep/"
-if pg_rewind -D "$dir" --source-server="host=$address port=$port user=$user dbname=postgres" -R >"$keep/rewind.log" 2>&1; then
+if "$rewind" -D "$dir" --node-name="$node" --source-server="host=$address port=$port user=$user dbname=postgres" >"$keep/rewind.log" 2>&1; then
   how="pg_rewind"
 else
   rm -rf "$dir.rebuild"
-  pg_basebackup -D "$dir.rebuild" -h "$address" -p "$port" -U "$user" -X stream -c fast -R
+  "$basebackup" -D "$dir.rebuild" -h "$address" -p "$port" -U "$user" -X stream -c fast
   rm -rf "$dir"
   mv "$dir.rebuild" "$dir"
   how="a fresh base backup (pg_rewind: $(tail -n 1 "$keep/rewind.log"))"
 fi
 cp -p "$keep/postgresql.conf" "$keep/pg_hba.conf" "$dir/"
-# The copy brings the source's own recovery settings (its slot, its upstream): keep only the
-# primary_conninfo just written, without a password, and no slot of someone else's.
-awk '/^primary_slot_name/ {next} /^primary_conninfo/ {last=$0; next} {print} END {if (last != "") print last}' \
-  "$dir/postgresql.auto.conf" | sed "s/ password=[^ ']*//" > "$keep/auto.conf"
-cat "$keep/auto.conf" > "$dir/postgresql.auto.conf"
+# The copy brings the source's own state: no recovery settings of anyone else's.
+rm -f "$dir/recovery.conf" "$dir/recovery.done" "$dir/standby.signal" "$dir/recovery.signal"
+if [ -f "$dir/postgresql.auto.conf" ]; then
+  grep -v -E '^[[:space:]]*(primary_conninfo|primary_slot_name|recovery_target_timeline)[[:space:]]*=' "$dir/postgresql.auto.conf" > "$keep/auto.conf" || true
+  cat "$keep/auto.conf" > "$dir/postgresql.auto.conf"
+fi
+for line in "$@"; do printf '%s\n' "$line" >> "$dir/postgresql.auto.conf"; done
+printf '%s' "$content" > "$dir/$file"
 chmod 700 "$dir"
 rm -rf "$keep"
 echo "re-synchronised with $how"
 "#;
 
-fn plan_rebuild(cluster: &Cluster, node: &str) -> CommandResult<ChangePlan> {
+/// The remote command that re-synchronises `target` from `master` and configures it as its
+/// standby, for the server major `major` (pure: unit-tested for both eras).
+pub fn resync_argv(target: &Member, master: &Member, major: u32, master_host_value: &str) -> Vec<String> {
+    let conninfo = Conninfo(vec![
+        ("host".into(), master_host_value.to_string()),
+        ("port".into(), master.port.to_string()),
+        ("user".into(), master.user.clone()),
+        ("application_name".into(), target.db.clone()),
+    ]);
+    let config = pg::standby_config(major, &conninfo, None);
+    let (file, content) = config.files.first().cloned().unwrap_or_default();
+    let mut argv = vec![
+        "sh".to_string(),
+        "-c".into(),
+        RESYNC.into(),
+        "resync".into(),
+        target.tool("pg_rewind"),
+        target.tool("pg_basebackup"),
+        target.data_dir.clone(),
+        names::token(&master.host, None),
+        master.port.to_string(),
+        master.user.clone(),
+        target.node.clone(),
+        file,
+        content,
+    ];
+    argv.extend(config.auto_conf);
+    argv
+}
+
+fn plan_rebuild(cluster: &Cluster, node: &str, only: Option<&str>) -> CommandResult<ChangePlan> {
     let members = cluster.of_node(node);
     if members.is_empty() {
         return Err(CommandError::Usage(format!("{node} is not a node of cluster {}: its nodes are {}", cluster.topology, cluster.nodes().join(", "))));
     }
-    let Some(master) = cluster.master(node) else {
-        return Err(CommandError::Refused(text(&format!("{node} has no live master to copy from"), &format!("{node} にコピー元の稼働中マスターがありません"))));
+    let masters = cluster.masters_of(node);
+    let master = match masters.as_slice() {
+        [one] => *one,
+        [] => return Err(CommandError::Refused(text(&format!("{node} has no live master to copy from"), &format!("{node} にコピー元の稼働中マスターがありません")))),
+        many => {
+            return Err(CommandError::Refused(text(
+                &format!("{node} has {} writable masters ({}): a split brain — fence the one to give up first (`otb promote {node}` refuses too), then rebuild", many.len(), many.iter().map(|m| m.db.as_str()).collect::<Vec<_>>().join(", ")),
+                &format!("{node} に書き込み可能なマスターが複数あります"),
+            )));
+        }
     };
-    let Some(target) = members.iter().find(|m| m.db != master.db).copied() else {
-        return Err(CommandError::Refused(text(&format!("{node} has no second member in the inventory to make a standby of"), "")));
+    let Live::Master { version, .. } = master.live else { return Err(CommandError::Failed(format!("{} is not a master", master.db))) };
+    let major = pg::major(version);
+    let targets: Vec<&Member> = match only {
+        Some(db) => match members.iter().copied().find(|m| m.db == db) {
+            Some(m) if m.db == master.db => return Err(CommandError::Usage(format!("--member {db} is the master of {node}"))),
+            Some(m) => vec![m],
+            None => return Err(CommandError::Usage(format!("--member {db} is not a member of {node}: its members are {}", members.iter().map(|m| m.db.as_str()).collect::<Vec<_>>().join(", ")))),
+        },
+        None => members.iter().copied().filter(|m| m.db != master.db && !m.standby().is_some_and(|s| s.streaming)).collect(),
     };
-    if let Live::Standby { receiving: true, .. } = target.live {
-        return Err(CommandError::Refused(text(&format!("{} is already a streaming standby of {}", target.db, master.db), &format!("{} は既に {} のスタンバイです", target.db, master.db))));
-    }
-    if let Live::Master { .. } = target.live {
+    if targets.is_empty() {
         return Err(CommandError::Refused(text(
-            &format!("{} still takes writes as a master next to {}: two masters — fence it first (`otb promote` fences), then rebuild", target.db, master.db),
-            &format!("{} と {} の両方がマスターです。先に隔離してください", target.db, master.db),
+            &format!("every member of {node} other than the master {} is already a streaming standby", master.db),
+            &format!("{node} のマスター {} 以外は既にストリーミング中のスタンバイです", master.db),
         )));
     }
-    opsh_plugin_sdk::probe(&target.host, &["true"], Some(10_000))?;
-    let kind = target.kind.pg_ctl_type();
-    let user = host::lookup(&master.db)?.attributes.into_iter().find(|(k, _)| k == "user").map(|(_, v)| v).unwrap_or_else(|| "postgres".into());
-    let address = address_of(&master.host);
-    let port = master.port.to_string();
-    let steps = vec![
-        step("stop-old-master", text(&format!("Make sure {} is stopped", target.db), &format!("{} の停止を確認", target.db)), &target.host)
-            .exec(&target.host, &["pg_ctl", "-Z", kind, "-D", &target.data_dir, "stop", "-m", "fast"])
-            .idempotent()
-            .data(data::encode(&[("action", "fence"), ("host", &target.host), ("dir", &target.data_dir), ("type", kind)]))
-            .build(),
-        step("resync", text(&format!("Re-synchronise {} from {} (pg_rewind, else a base backup)", target.db, master.db), &format!("{} を {} から再同期", target.db, master.db)), &target.host)
-            .exec(&target.host, &["sh", "-c", RESYNC, "resync", &target.data_dir, &address, &port, &user])
-            .data(data::encode(&[("action", "resync"), ("host", &target.host), ("dir", &target.data_dir), ("address", &address), ("port", &port), ("user", &user), ("source", &master.db)]))
-            .build(),
-        step("start-standby", text(&format!("Start {} as a standby and wait until it streams", target.db), &format!("{} をスタンバイとして起動しストリーミングを待つ", target.db)), &target.db)
-            .exec(&target.host, &["pg_ctl", "-Z", kind, "-D", &target.data_dir, "-l", &format!("{}.log", target.data_dir), "-w", "start"])
-            .idempotent()
-            .data(data::encode(&[("action", "start-standby"), ("host", &target.host), ("dir", &target.data_dir), ("type", kind), ("db", &target.db)]))
-            .build(),
-    ];
+    let mut steps = Vec::new();
+    for target in &targets {
+        if let Live::Unknown(why) = &target.live {
+            return Err(CommandError::Refused(text(&format!("{} cannot be asked ({why}): opsh rebuilds only a member whose server answers", target.db), "")));
+        }
+        opsh_plugin_sdk::probe(&target.host, &["true"], Some(10_000))?;
+        let kind = target.kind.pg_ctl_type();
+        let pg_ctl = target.tool("pg_ctl");
+        let argv = resync_argv(target, master, major, &names::token(&master.host, None));
+        let refs: Vec<&str> = argv.iter().map(String::as_str).collect();
+        steps.push(
+            step(&format!("stop-{}", target.db), text(&format!("Make sure {} is stopped", target.db), &format!("{} の停止を確認", target.db)), &target.host)
+                .exec(&target.host, &[&pg_ctl, "-Z", kind, "-D", &target.data_dir, "stop", "-m", "fast"])
+                .idempotent()
+                .data(data::encode(&[("action", "fence"), ("host", &target.host), ("db", &target.db), ("dir", &target.data_dir), ("pg-ctl", &pg_ctl), ("type", kind), ("mark", "")]))
+                .build(),
+        );
+        steps.push(
+            step(&format!("resync-{}", target.db), text(&format!("Re-synchronise {} from {} (pg_rewind, else a base backup) and make it its standby", target.db, master.db), &format!("{} を {} から再同期しスタンバイにする", target.db, master.db)), &target.host)
+                .exec(&target.host, &refs)
+                .data(data::encode(&[("action", "resync"), ("host", &target.host), ("dir", &target.data_dir), ("source", &master.db), ("argv", &data::encode_list(&argv)), ("major", &major.to_string())]))
+                .build(),
+        );
+        steps.push(
+            step(&format!("start-{}", target.db), text(&format!("Start {} as a standby and wait until it streams", target.db), &format!("{} をスタンバイとして起動しストリーミングを待つ", target.db)), &target.db)
+                .exec(&target.host, &[&pg_ctl, "-Z", kind, "-D", &target.data_dir, "-l", &format!("{}.log", target.data_dir), "-w", "start"])
+                .idempotent()
+                .data(data::encode(&[("action", "start-standby"), ("host", &target.host), ("dir", &target.data_dir), ("type", kind), ("db", &target.db), ("pg-ctl", &pg_ctl)]))
+                .build(),
+        );
+    }
     Ok(ChangePlan {
-        summary: text(&format!("Make {} a streaming standby of {}", target.db, master.db), &format!("{} を {} のストリーミングスタンバイにする", target.db, master.db)),
+        summary: text(
+            &format!("Make {} streaming standby(s) of {}", targets.iter().map(|t| t.db.as_str()).collect::<Vec<_>>().join(", "), master.db),
+            &format!("{} を {} のストリーミングスタンバイにする", targets.iter().map(|t| t.db.as_str()).collect::<Vec<_>>().join(", "), master.db),
+        ),
         steps,
         warnings: vec![text(
-            "the standby authenticates to its master with the server user's ~/.pgpass on its host (opsh writes no password to disk)",
+            "a standby authenticates to its master with the server user's ~/.pgpass on its host (opsh writes no password to disk)",
             "スタンバイはホスト上のサーバーユーザーの ~/.pgpass で認証します (opsh はパスワードをディスクに書きません)",
         )],
     })
+}
+
+// ----- reconcile ----------------------------------------------------------------------------------
+
+fn plan_reconcile(cluster: &Cluster) -> CommandResult<ChangePlan> {
+    let mut steps = Vec::new();
+    let mut warnings = Vec::new();
+    for node in cluster.nodes() {
+        match cluster.masters_of(&node).len() {
+            0 => warnings.push(text(&format!("{node} has no live master: routes to it are left as they are"), &format!("{node} に稼働中のマスターがありません"))),
+            1 => {}
+            n => warnings.push(text(&format!("{node} has {n} writable masters (a split brain): routes to it are left as they are — resolve it with `otb promote {node}`"), &format!("{node} に複数のマスターがあります"))),
+        }
+    }
+    let gtm = match cluster.gtm_primaries().as_slice() {
+        [one] => Some((one.host.clone(), one.port)),
+        _ => {
+            warnings.push(text("the GTM has no single primary: GTM routes are left as they are", "GTM のプライマリが 1 つではありません"));
+            None
+        }
+    };
+    let mut want: Vec<(String, String, u16, bool)> = cluster.nodes().iter().filter_map(|n| cluster.master(n).map(|m| (n.clone(), m.host.clone(), m.port, false))).collect();
+    if let Some((host, port)) = gtm {
+        want.push((cluster.gtm_name.clone(), host, port, true));
+    }
+    for master in cluster.masters() {
+        let have = cluster::routes(&master.db)?;
+        for (node, host_name, port, is_gtm) in &want {
+            let current = have.iter().find(|r| &r.node == node);
+            if current.is_some_and(|r| r.points_at(host_name, *port)) {
+                continue;
+            }
+            let form = current.and_then(|r| r.host()).and_then(|m| m.form);
+            let value = names::in_form(host_name, form.as_deref())?;
+            steps.push(route_step(master, node, &value, host_name, *port, *is_gtm, "reconcile"));
+        }
+    }
+    Ok(ChangePlan { summary: text(&format!("{} route(s) to fix", steps.len()), &format!("修正するルート: {} 件", steps.len())), steps, warnings })
+}
+
+// ----- apply and check --------------------------------------------------------------------------
+
+fn run(host: &str, argv: &[String], timeout_ms: u32) -> CommandResult<ssh::ExecOutput> {
+    let refs: Vec<&str> = argv.iter().map(String::as_str).collect();
+    Ok(opsh_plugin_sdk::run(host, &refs, Some(timeout_ms))?)
+}
+
+fn stderr(out: &ssh::ExecOutput) -> String {
+    String::from_utf8_lossy(&out.stderr).trim().to_string()
+}
+
+/// `pg_ctl stop` of a server that does not run says so on stderr; that is not a failure.
+fn not_running(out: &ssh::ExecOutput) -> bool {
+    let e = stderr(out);
+    e.contains("Is server running?") || e.contains("no server running") || e.contains("does not exist")
+}
+
+/// The WAL a stopped master last wrote (`pg_controldata`'s latest checkpoint).
+fn final_lsn(host: &str, controldata: &str, dir: &str) -> CommandResult<Lsn> {
+    let out = opsh_plugin_sdk::run(host, &[controldata, "-D", dir], Some(60_000))?;
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("Latest checkpoint location:"))
+        .and_then(|v| Lsn::parse(v.trim()))
+        .ok_or_else(|| CommandError::Failed(format!("pg_controldata on {host} did not give the latest checkpoint of {dir}: {}", stderr(&out))))
+}
+
+fn received(db: &str) -> Result<Option<Lsn>, String> {
+    sql::query(db, "SELECT pg_last_wal_receive_lsn()::text AS lsn", &[]).map(|rows| rows.first_text("lsn").and_then(|l| Lsn::parse(&l))).map_err(|e| e.brief())
+}
+
+fn apply_step(data: &StepData) -> CommandResult<Text> {
+    match data.get("action")? {
+        "fence" => {
+            let host = data.get("host")?;
+            let dir = data.get("dir")?;
+            let out = opsh_plugin_sdk::run(host, &[data.get("pg-ctl")?, "-Z", data.get("type")?, "-D", dir, "stop", "-m", "fast"], Some(120_000))?;
+            let stopped = match out.status {
+                Some(0) => "stopped",
+                _ if not_running(&out) => "was not running",
+                _ => return Err(CommandError::Failed(format!("pg_ctl stop on {host}: {}", stderr(&out)))),
+            };
+            let mark = data.get("mark")?;
+            if mark.is_empty() {
+                return Ok(text(stopped, ""));
+            }
+            let out = run(host, &data.list("mark")?, 60_000)?;
+            if out.status != Some(0) {
+                return Err(CommandError::Failed(format!("marking {dir} on {host} read-only: {}", stderr(&out))));
+            }
+            Ok(text(&format!("{stopped}; a restart comes back read-only"), &format!("{stopped}。再起動しても読み取り専用")))
+        }
+        "promote" => {
+            let db = data.get("db")?;
+            let host = data.get("host")?;
+            if let Ok(after_host) = data.get("after-host") {
+                // A switchover: the old master is stopped; the standby must have everything it wrote.
+                let last = final_lsn(after_host, data.get("after-controldata")?, data.get("after-dir")?)?;
+                wait::until(60_000, 200, &format!("{db} to receive the old master's WAL up to {last}"), || received(db).map(|r| r.is_some_and(|r| r >= last)))
+                    .map_err(|e| CommandError::Failed(format!("{}; nothing was promoted — the old master is stopped and fenced: start it again (remove its standby.signal / recovery.conf) or promote with --force", error_text(&e))))?;
+            }
+            let out = opsh_plugin_sdk::run(host, &[data.get("pg-ctl")?, "-Z", data.get("type")?, "-D", data.get("dir")?, "promote"], Some(120_000))?;
+            if out.status != Some(0) && !stderr(&out).contains("not in standby mode") {
+                return Err(CommandError::Failed(format!("pg_ctl promote on {host}: {}", stderr(&out))));
+            }
+            wait_for_writes(db)?;
+            Ok(text("promoted; it takes writes", "昇格しました。書き込み可能です"))
+        }
+        "slot" => {
+            let db = data.get("db")?;
+            let slot = data.get("slot")?;
+            let exists = sql::query(db, "SELECT count(*)::bigint AS n FROM pg_replication_slots WHERE slot_name = $1", &[sql::Value::Text(slot.into())])?;
+            if exists.first_int("n") != Some(1) {
+                sql::query(db, "SELECT pg_create_physical_replication_slot($1, true)", &[sql::Value::Text(slot.into())])?;
+            }
+            Ok(text(&format!("slot {slot} kept on {db}"), ""))
+        }
+        "repoint" => {
+            let db = data.get("db")?;
+            for statement in data.list("statements")? {
+                sql::query(db, &statement, &[])?;
+            }
+            if data.get("restart")? == "yes" {
+                let out = opsh_plugin_sdk::run(data.get("host")?, &[data.get("pg-ctl")?, "-Z", data.get("type")?, "-D", data.get("dir")?, "restart", "-m", "fast", "-w"], Some(180_000))?;
+                if out.status != Some(0) {
+                    return Err(CommandError::Failed(format!("pg_ctl restart of {db}: {}", stderr(&out))));
+                }
+            }
+            wait_for_upstream(data)?;
+            Ok(text("streams from the new master", "新マスターからストリーミング中"))
+        }
+        "repoint-file" => {
+            let out = run(data.get("host")?, &data.list("argv")?, 120_000)?;
+            if out.status != Some(0) {
+                return Err(CommandError::Failed(format!("pointing {} at the new master: {}", data.get("db")?, stderr(&out))));
+            }
+            wait_for_upstream(data)?;
+            Ok(text("streams from the new master", "新マスターからストリーミング中"))
+        }
+        "resync" => {
+            let argv = data.list("argv")?;
+            let request = ssh::ExecRequest {
+                argv,
+                env: vec![("PGPASSWORD".into(), ssh::EnvValue::DatabasePassword(data.get("source")?.into()))],
+                stdin: None,
+                timeout_ms: Some(1_800_000),
+                privileged: false,
+                read_only: false,
+            };
+            let out = ssh::exec(data.get("host")?, &request)?;
+            match out.status {
+                Some(0) => Ok(text(String::from_utf8_lossy(&out.stdout).lines().last().unwrap_or("copied"), "")),
+                _ => Err(CommandError::Failed(format!("re-synchronising {}: {}", data.get("dir")?, stderr(&out)))),
+            }
+        }
+        "start-standby" => {
+            let dir = data.get("dir")?;
+            let out = opsh_plugin_sdk::run(data.get("host")?, &[data.get("pg-ctl")?, "-Z", data.get("type")?, "-D", dir, "-l", &format!("{dir}.log"), "-w", "-t", "120", "start"], Some(180_000))?;
+            if out.status != Some(0) {
+                return Err(CommandError::Failed(format!("pg_ctl start: {}", stderr(&out))));
+            }
+            wait_for_streaming(data.get("db")?)?;
+            Ok(text("streaming from the master", "マスターからストリーミング中"))
+        }
+        "fence-gtm" => {
+            let argv = vec!["sh".to_string(), "-c".into(), GTM_FENCE.into(), "fence-gtm".into(), data.get("gtm-ctl")?.into(), data.get("dir")?.into(), data.get("value")?.into(), data.get("port")?.into()];
+            let out = run(data.get("host")?, &argv, 120_000)?;
+            match out.status {
+                Some(0) => Ok(text("stopped; it would start as a standby", "停止しました (スタンバイとして起動する設定)")),
+                _ => Err(CommandError::Failed(format!("fencing the GTM on {}: {}", data.get("host")?, stderr(&out)))),
+            }
+        }
+        "promote-gtm" => {
+            let host = data.get("host")?;
+            let out = opsh_plugin_sdk::run(host, &[data.get("gtm-ctl")?, "-Z", "gtm", "-D", data.get("dir")?, "promote"], Some(60_000))?;
+            if out.status != Some(0) {
+                return Err(CommandError::Failed(format!("gtm_ctl promote on {host}: {}", stderr(&out))));
+            }
+            // gtm_ctl only signals the server: poll until it says it is primary.
+            wait::until(30_000, 200, &format!("the GTM on {host} to become primary"), || match gtm_role_now(data) {
+                Ok(GtmRole::Primary(_)) => Ok(true),
+                Ok(_) => Ok(false),
+                Err(e) => Err(error_text(&e)),
+            })?;
+            Ok(text("promoted; primary", "昇格しました (プライマリ)"))
+        }
+        "route" => {
+            let db = data.get("db")?;
+            let gtm = data.get("gtm")? == "yes";
+            let statement = format!("ALTER {}NODE {} WITH (host={}, port={})", if gtm { "GTM " } else { "" }, alter_node(data.get("node")?), quote::literal(data.get("value")?), data.get("port")?.parse::<u16>().map_err(|_| CommandError::Failed("bad port in the plan".into()))?);
+            sql::query(db, &statement, &[])?;
+            sql::query(db, "SELECT pgxc_pool_reload()", &[])?;
+            Ok(text("route changed, pool reloaded", "ルートを変更しプールを再読込しました"))
+        }
+        other => Err(CommandError::Failed(format!("unknown action {other}"))),
+    }
+}
+
+fn error_text(e: &CommandError) -> String {
+    match e {
+        CommandError::Usage(m) | CommandError::Failed(m) => m.clone(),
+        CommandError::Refused(t) => t.en.clone(),
+        CommandError::Capability(c) => c.brief(),
+    }
+}
+
+fn gtm_role_now(data: &StepData) -> CommandResult<GtmRole> {
+    let out = opsh_plugin_sdk::probe(data.get("host")?, &[data.get("gtm-ctl")?, "-Z", "gtm", "-D", data.get("dir")?, "-P", data.get("port")?, "status"], Some(15_000))?;
+    Ok(cluster::gtm_role(out.status, &String::from_utf8_lossy(&out.stdout), &String::from_utf8_lossy(&out.stderr)))
+}
+
+fn upstream_now(db: &str) -> Result<Option<(cluster::Upstream, bool)>, String> {
+    let rows = sql::query(db, "SELECT status, conninfo FROM pg_stat_wal_receiver", &[]).map_err(|e| e.brief())?;
+    Ok(rows.first_text("conninfo").and_then(|c| cluster::upstream_of(&c)).map(|u| (u, rows.first_text("status").as_deref() == Some("streaming"))))
+}
+
+fn wait_for_upstream(data: &StepData) -> CommandResult<()> {
+    let db = data.get("db")?;
+    let host = data.get("master-host")?.to_string();
+    let port: u16 = data.get("master-port")?.parse().map_err(|_| CommandError::Failed("bad port in the plan".into()))?;
+    wait::until(60_000, 200, &format!("{db} to stream from {host}:{port}"), || Ok(upstream_now(db)?.is_some_and(|(u, streaming)| streaming && u.host == host && u.port == port)))
+}
+
+fn check_step(data: &StepData) -> CommandResult<CheckResult> {
+    let result = |yes: bool, detail: String| CheckResult { state: if yes { CheckState::Done } else { CheckState::NotDone }, detail: text(&detail, "") };
+    Ok(match data.get("action")? {
+        "fence" => {
+            let host = data.get("host")?;
+            let dir = data.get("dir")?;
+            let status = opsh_plugin_sdk::probe(host, &[data.get("pg-ctl")?, "status", "-D", dir], Some(15_000))?;
+            let mark = data.list("mark")?;
+            let marked = match mark.iter().rev().find(|a| a.starts_with(dir)) {
+                Some(path) if !data.get("mark")?.is_empty() => opsh_plugin_sdk::probe(host, &["test", "-e", path], Some(15_000))?.status == Some(0),
+                _ => true,
+            };
+            result(status.status == Some(3) && marked, format!("{dir}: {}{}", if status.status == Some(3) { "not running" } else { "running" }, if marked { "" } else { ", not marked read-only" }))
+        }
+        "promote" => {
+            let rows = sql::query(data.get("db")?, "SELECT NOT pg_is_in_recovery() AS master", &[])?;
+            result(rows.first_bool("master") == Some(true), "pg_is_in_recovery()".into())
+        }
+        "slot" => {
+            let rows = sql::query(data.get("db")?, "SELECT count(*)::bigint AS n FROM pg_replication_slots WHERE slot_name = $1", &[sql::Value::Text(data.get("slot")?.into())])?;
+            result(rows.first_int("n") == Some(1), format!("slot {}", data.get("slot")?))
+        }
+        "repoint" | "repoint-file" => {
+            let host = data.get("master-host")?;
+            let port = data.get("master-port")?;
+            let now = upstream_now(data.get("db")?).map_err(CommandError::Failed)?;
+            let yes = now.as_ref().is_some_and(|(u, s)| *s && u.host == host && u.port.to_string() == port);
+            result(yes, format!("streams from {}", now.map(|(u, s)| format!("{}:{}{}", u.host, u.port, if s { "" } else { " (not streaming)" })).unwrap_or_else(|| "nothing".into())))
+        }
+        "resync" => {
+            let major: u32 = data.get("major")?.parse().map_err(|_| CommandError::Failed("bad major in the plan".into()))?;
+            let (file, _) = pg::fence_file(major);
+            let out = opsh_plugin_sdk::probe(data.get("host")?, &["test", "-e", &format!("{}/{file}", data.get("dir")?)], Some(15_000))?;
+            result(out.status == Some(0), format!("{file} in {}", data.get("dir")?))
+        }
+        "start-standby" => {
+            let streaming = sql::query(data.get("db")?, "SELECT EXISTS (SELECT 1 FROM pg_stat_wal_receiver WHERE status = 'streaming') AS s", &[])?;
+            result(streaming.first_bool("s") == Some(true), "pg_stat_wal_receiver".into())
+        }
+        "fence-gtm" => {
+            let role = gtm_role_now_at(data, "gtm-port")?;
+            result(role == GtmRole::Stopped, format!("GTM on {}: {role:?}", data.get("host")?))
+        }
+        "promote-gtm" => {
+            let role = gtm_role_now(data)?;
+            result(matches!(role, GtmRole::Primary(_)), format!("GTM on {}: {role:?}", data.get("host")?))
+        }
+        "route" => {
+            let routes = cluster::routes(data.get("db")?)?;
+            let port: u16 = data.get("port")?.parse().map_err(|_| CommandError::Failed("bad port in the plan".into()))?;
+            let route = routes.iter().find(|r| r.node == data.get("node").unwrap_or_default());
+            result(route.is_some_and(|r| r.points_at(data.get("host").unwrap_or_default(), port)), format!("pgxc_node says {}", route.map(|r| format!("{}:{}", r.host_text, r.port)).unwrap_or_else(|| "nothing".into())))
+        }
+        other => return Err(CommandError::Failed(format!("unknown action {other}"))),
+    })
+}
+
+fn gtm_role_now_at(data: &StepData, port_key: &str) -> CommandResult<GtmRole> {
+    let out = opsh_plugin_sdk::probe(data.get("host")?, &[data.get("gtm-ctl")?, "-Z", "gtm", "-D", data.get("dir")?, "-P", data.get(port_key)?, "status"], Some(15_000))?;
+    Ok(cluster::gtm_role(out.status, &String::from_utf8_lossy(&out.stdout), &String::from_utf8_lossy(&out.stderr)))
 }
 
 fn wait_for_streaming(db: &str) -> Result<(), CommandError> {
@@ -479,88 +973,48 @@ fn wait_for_streaming(db: &str) -> Result<(), CommandError> {
             .map(|rows| rows.first_bool("streaming") == Some(true))
             .map_err(|e| e.brief())
     };
-    wait::until(30_000, 100, &format!("{db} to stream from its master (see its log)"), streaming)
-}
-
-fn plan_promote_gtm(cluster: &Cluster) -> CommandResult<ChangePlan> {
-    let gtm = &cluster.gtm;
-    let Some(standby) = gtm.hosts.iter().find(|h| h.role == "standby") else {
-        let roles: Vec<String> = gtm.hosts.iter().map(|h| format!("{}: {}", h.host, h.role)).collect();
-        return Err(CommandError::Refused(text(&format!("the GTM has no running standby ({})", roles.join(", ")), &format!("GTM に稼働中のスタンバイがありません ({})", roles.join(", ")))));
-    };
-    let mut warnings = Vec::new();
-    let mut steps = Vec::new();
-    for old in gtm.hosts.iter().filter(|h| h.host != standby.host) {
-        if old.role.starts_with("unreachable") {
-            warnings.push(text(&format!("cannot fence the old GTM on {}: {}", old.host, old.role), &format!("{} の旧 GTM を隔離できません", old.host)));
-            continue;
-        }
-        steps.push(
-            step("fence-old-gtm", text(&format!("Stop the old GTM on {}", old.host), &format!("{} の旧 GTM を停止", old.host)), &old.host)
-                .exec(&old.host, &["gtm_ctl", "-Z", "gtm", "-D", &gtm.data_dir, "stop"])
-                .idempotent()
-                .data(data::encode(&[("action", "fence-gtm"), ("host", &old.host), ("dir", &gtm.data_dir)]))
-                .build(),
-        );
-    }
-    steps.push(
-        step("promote-gtm", text(&format!("Promote the GTM standby on {}", standby.host), &format!("{} の GTM スタンバイを昇格", standby.host)), &standby.host)
-            .exec(&standby.host, &["gtm_ctl", "-Z", "gtm", "-D", &gtm.data_dir, "promote"])
-            .idempotent()
-            .data(data::encode(&[("action", "promote-gtm"), ("host", &standby.host), ("dir", &gtm.data_dir)]))
-            .build(),
-    );
-    for on in route_targets(cluster, None, &mut warnings) {
-        steps.push(route_step(on, &gtm.name, &standby.host, gtm.port, true, "gtm-routes"));
-    }
-    Ok(ChangePlan {
-        summary: text(&format!("Fail the GTM over to {} and point every node at it", standby.host), &format!("GTM を {} にフェイルオーバーし全ノードのルートを変更", standby.host)),
-        steps,
-        warnings,
-    })
-}
-
-fn plan_reconcile(cluster: &Cluster) -> CommandResult<ChangePlan> {
-    let mut steps = Vec::new();
-    let mut warnings = Vec::new();
-    let want = expected(cluster);
-    for node in cluster.nodes() {
-        if cluster.master(&node).is_none() {
-            warnings.push(text(&format!("{node} has no live master: routes to it are left as they are"), &format!("{node} に稼働中のマスターがありません")));
-        }
-    }
-    for master in cluster.masters() {
-        let have = cluster::routes(&master.db)?;
-        for (node, address, port, gtm) in &want {
-            if have.get(node) != Some(&(address.clone(), *port)) {
-                let host_name = address.trim_start_matches("{{addr:").trim_end_matches("}}");
-                steps.push(route_step(master, node, host_name, *port as u16, *gtm, "reconcile"));
-            }
-        }
-    }
-    Ok(ChangePlan { summary: text(&format!("{} route(s) to fix", steps.len()), &format!("修正するルート: {} 件", steps.len())), steps, warnings })
-}
-
-fn describe(live: &Live) -> String {
-    match live {
-        Live::Master { .. } => "master".into(),
-        Live::Standby { .. } => "standby".into(),
-        Live::Down(why) => format!("down ({why})"),
-    }
-}
-
-fn lag_bytes(db: &str, master_lsn: &str, received: Option<&str>) -> i64 {
-    let Some(received) = received else { return i64::MAX };
-    sql::query(db, "SELECT pg_wal_lsn_diff($1::pg_lsn, $2::pg_lsn)::bigint AS lag", &[sql::Value::Text(master_lsn.into()), sql::Value::Text(received.into())])
-        .ok()
-        .and_then(|rows| rows.first_int("lag"))
-        .unwrap_or(0)
-        .max(0)
+    wait::until(60_000, 100, &format!("{db} to stream from its master (see its log)"), streaming)
 }
 
 /// After `pg_ctl promote`: until the node assigns a transaction id it does not take writes.
 fn wait_for_writes(db: &str) -> Result<(), CommandError> {
-    wait::until(30_000, 100, &format!("{db} to take writes after its promotion"), || sql::query(db, "SELECT txid_current()", &[]).map(|_| true).map_err(|e| e.brief()))
+    wait::until(30_000, 100, &format!("{db} to take writes after its promotion"), || {
+        sql::query(db, "SELECT NOT pg_is_in_recovery() AS master, txid_current() > 0 AS xid", &[]).map(|r| r.first_bool("master") == Some(true)).map_err(|e| e.brief())
+    })
 }
 
+#[cfg(target_arch = "wasm32")]
 opsh_plugin_sdk::export!(Otb);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn member(db: &str, host: &str, port: u16, bin: Option<&str>) -> Member {
+        Member { db: db.into(), node: "dn01".into(), kind: Kind::Datanode, host: host.into(), port, data_dir: format!("/data/{db}"), bin_dir: bin.map(str::to_string), user: "otb".into(), live: Live::Unknown(String::new()) }
+    }
+
+    #[test]
+    fn rebuild_writes_recovery_conf_on_opentenbase_10_and_standby_signal_from_12() {
+        let target = member("dn01-b", "b", 23002, Some("/opt/otb/bin"));
+        let master = member("dn01-a", "a", 23001, None);
+        let old = resync_argv(&target, &master, 10, "{{addr:a}}");
+        assert_eq!(&old[4..7], &["/opt/otb/bin/pg_rewind".to_string(), "/opt/otb/bin/pg_basebackup".into(), "/data/dn01-b".into()]);
+        assert_eq!(old[10], "dn01", "OpenTenBase's pg_rewind needs the node's name");
+        assert_eq!(old[11], "recovery.conf");
+        assert!(old[12].contains("standby_mode = 'on'") && old[12].contains("primary_conninfo = 'host={{addr:a}} port=23001 user=otb application_name=dn01-b'") && old[12].contains("recovery_target_timeline = 'latest'"), "{}", old[12]);
+        assert_eq!(old.len(), 13, "nothing for postgresql.auto.conf: PostgreSQL 10 refuses to start with primary_conninfo there");
+        let new = resync_argv(&target, &master, 15, "{{addr:a}}");
+        assert_eq!(new[11], "standby.signal");
+        assert_eq!(new[12], "");
+        assert_eq!(&new[13..], &["primary_conninfo = 'host={{addr:a}} port=23001 user=otb application_name=dn01-b'".to_string(), "recovery_target_timeline = 'latest'".into()]);
+        assert!(!RESYNC.contains(" -R"), "neither tool's -R: OpenTenBase's pg_rewind has none, and pg_basebackup -R would write the password");
+    }
+
+    #[test]
+    fn a_node_name_is_quoted_only_when_opentenbase_would_fold_it() {
+        assert_eq!(alter_node("dn01"), "dn01");
+        assert_eq!(alter_node("DN01"), "\"DN01\"");
+        assert_eq!(alter_node("gtm_1"), "gtm_1");
+    }
+}
