@@ -21,10 +21,7 @@ fn main() {
 
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut command = Command::new(cargo);
-    command
-        .current_dir(&root)
-        .args(["build", "--quiet", "--target", "wasm32-wasip2", "--profile", "plugin", "--target-dir"])
-        .arg(&target_dir);
+    command.current_dir(&root).args(["build", "--quiet", "--target", "wasm32-wasip2", "--profile", "plugin", "--target-dir"]).arg(&target_dir);
     for package in BUNDLED.iter().chain(FIXTURES) {
         command.args(["-p", package]);
     }
@@ -32,7 +29,8 @@ fn main() {
         let key = key.to_string_lossy().to_string();
         if key.starts_with("CARGO_PROFILE_")
             || key.starts_with("CARGO_CFG_")
-            || ["CARGO_ENCODED_RUSTFLAGS", "RUSTFLAGS", "CARGO_TARGET_DIR", "CARGO_BUILD_TARGET", "RUSTC_WORKSPACE_WRAPPER", "CARGO_LLVM_COV"].contains(&key.as_str())
+            || ["CARGO_ENCODED_RUSTFLAGS", "RUSTFLAGS", "CARGO_TARGET_DIR", "CARGO_BUILD_TARGET", "RUSTC_WORKSPACE_WRAPPER", "CARGO_LLVM_COV"]
+                .contains(&key.as_str())
         {
             command.env_remove(&key);
         }

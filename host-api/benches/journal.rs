@@ -35,7 +35,14 @@ fn main() -> anyhow::Result<()> {
     for i in 0..steps {
         for record in [
             Record::Intent { at: opsh_host::timefmt::now(), index: i, step: "promote-standby".into(), by: "run".into(), pid: std::process::id() },
-            Record::Result { at: opsh_host::timefmt::now(), index: i, step: "promote-standby".into(), status: StepStatus::Done, message: "promoted; accepts writes".into(), duration_ms: 12 },
+            Record::Result {
+                at: opsh_host::timefmt::now(),
+                index: i,
+                step: "promote-standby".into(),
+                status: StepStatus::Done,
+                message: "promoted; accepts writes".into(),
+                duration_ms: 12,
+            },
         ] {
             plain.write_all(serde_json::to_string(&record)?.as_bytes())?;
             plain.write_all(b"\n")?;

@@ -30,7 +30,8 @@ impl AddressBook {
         let mut by_name: Vec<(String, String)> = Vec::new();
         let mut by_token = BTreeMap::new();
         for (host_name, host) in &inventory.hosts {
-            let names = std::iter::once((host_name.clone(), &host.address)).chain(host.aliases.iter().map(|(kind, value)| (format!("{host_name}:{kind}"), value)));
+            let names =
+                std::iter::once((host_name.clone(), &host.address)).chain(host.aliases.iter().map(|(kind, value)| (format!("{host_name}:{kind}"), value)));
             for (body, name) in names {
                 by_token.insert(body.clone(), name.clone());
                 if !by_name.iter().any(|(known, _)| known == name) {
@@ -144,10 +145,7 @@ mod tests {
         let book = book();
         let text = "host=10.0.0.1 port=5432, standby 10.0.0.12:5432, not 110.0.0.1 nor 10.0.0.123. end 10.0.0.1.";
         let concealed = book.conceal(text);
-        assert_eq!(
-            concealed,
-            "host={{addr:a}} port=5432, standby {{addr:b}}:5432, not 110.0.0.1 nor 10.0.0.123. end {{addr:a}}."
-        );
+        assert_eq!(concealed, "host={{addr:a}} port=5432, standby {{addr:b}}:5432, not 110.0.0.1 nor 10.0.0.123. end {{addr:a}}.");
         assert_eq!(book.reveal(&concealed).expect("reveal"), text);
     }
 
@@ -156,10 +154,7 @@ mod tests {
         let book = book();
         let text = "fdb.hosts=db-a.corp.example,10.0.0.12\nrepl 192.168.7.1:5432 dns db-a; not db-a2, db-a.other or DB-A";
         let concealed = book.conceal(text);
-        assert_eq!(
-            concealed,
-            "fdb.hosts={{addr:a:fqdn}},{{addr:b}}\nrepl {{addr:a:repl}}:5432 dns {{addr:a:dns}}; not db-a2, db-a.other or DB-A"
-        );
+        assert_eq!(concealed, "fdb.hosts={{addr:a:fqdn}},{{addr:b}}\nrepl {{addr:a:repl}}:5432 dns {{addr:a:dns}}; not db-a2, db-a.other or DB-A");
         assert_eq!(book.reveal(&concealed).expect("reveal"), text);
         assert_eq!(book.reveal("{{addr:a:fqdn}}").expect("alias"), "db-a.corp.example");
     }

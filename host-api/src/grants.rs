@@ -88,11 +88,7 @@ impl Grants {
                 Some(detail) => format!("{target}:{detail}"),
                 None => target.to_string(),
             };
-            if grants
-                .patterns
-                .get(&capability)
-                .is_some_and(|patterns| patterns.iter().any(|p| glob_match(p, &subject)))
-            {
+            if grants.patterns.get(&capability).is_some_and(|patterns| patterns.iter().any(|p| glob_match(p, &subject))) {
                 return Ok(());
             }
         }
@@ -129,8 +125,7 @@ impl Grants {
 
     /// Topologies managed by this plugin are visible to it as a whole.
     pub fn manages_topology(&self, plugin: &str, inventory: &Inventory, topology: &str) -> bool {
-        inventory.topologies.get(topology).and_then(|t| t.plugin.as_deref()) == Some(plugin)
-            || self.may_see(plugin, topology)
+        inventory.topologies.get(topology).and_then(|t| t.plugin.as_deref()) == Some(plugin) || self.may_see(plugin, topology)
     }
 }
 

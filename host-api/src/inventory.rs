@@ -105,7 +105,9 @@ pub enum ServiceManager {
     Named(ServiceManagerName),
     /// A command template with `{action}` and `{service}`; it follows the LSB exit codes for
     /// `status` (0 running, 3 stopped, 4 unknown service).
-    Command { command: String },
+    Command {
+        command: String,
+    },
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
@@ -217,12 +219,8 @@ impl fmt::Debug for Secret {
 
 impl Inventory {
     pub fn load(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).with_context(|| {
-            format!(
-                "cannot read the inventory {}: give one with --inventory PATH (see README: Inventory)",
-                path.display()
-            )
-        })?;
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read the inventory {}: give one with --inventory PATH (see README: Inventory)", path.display()))?;
         let mut inventory = Self::parse(&text).with_context(|| format!("inventory {} is malformed", path.display()))?;
         inventory.source = path.to_path_buf();
         Ok(inventory)
@@ -312,19 +310,14 @@ impl Inventory {
                 Err(_) => bail!("database {name}: its password comes from ${env}, which is not set; export it and try again"),
             },
             Some(PasswordSource::File { file }) => {
-                let text = std::fs::read_to_string(file).with_context(|| {
-                    format!("database {name}: cannot read its password file {}", file.display())
-                })?;
+                let text = std::fs::read_to_string(file).with_context(|| format!("database {name}: cannot read its password file {}", file.display()))?;
                 Ok(Some(Secret(text.trim_end_matches(['\n', '\r']).to_string())))
             }
             Some(PasswordSource::Pgpass { pgpass: false }) => Ok(None),
             Some(PasswordSource::Pgpass { pgpass: true }) | None => {
                 let found = pgpass_lookup(&host.address, db.port, &db.dbname, &db.user)?;
                 if found.is_none() && db.password.is_some() {
-                    bail!(
-                        "database {name}: no matching line in the .pgpass file for {}:{}:{}:{}",
-                        db.host, db.port, db.dbname, db.user
-                    );
+                    bail!("database {name}: no matching line in the .pgpass file for {}:{}:{}:{}", db.host, db.port, db.dbname, db.user);
                 }
                 Ok(found)
             }
@@ -333,11 +326,7 @@ impl Inventory {
 
     /// Every value that must never appear in output: the passwords the inventory can resolve.
     pub fn known_secrets(&self) -> Vec<Secret> {
-        self.databases
-            .keys()
-            .filter_map(|name| self.database_password(name).ok().flatten())
-            .filter(|secret| !secret.expose().is_empty())
-            .collect()
+        self.databases.keys().filter_map(|name| self.database_password(name).ok().flatten()).filter(|secret| !secret.expose().is_empty()).collect()
     }
 }
 
@@ -399,10 +388,7 @@ mod tests {
 
     #[test]
     fn unknown_database_host_is_refused_with_its_name() {
-        let err = Inventory::parse(
-            "[hosts.a]\naddress='127.0.0.2'\n[databases.d]\nhost='b'\ndbname='x'\nuser='u'\n",
-        )
-        .unwrap_err();
+        let err = Inventory::parse("[hosts.a]\naddress='127.0.0.2'\n[databases.d]\nhost='b'\ndbname='x'\nuser='u'\n").unwrap_err();
         assert!(err.to_string().contains("database d: host \"b\""), "{err}");
     }
 

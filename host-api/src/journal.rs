@@ -334,7 +334,15 @@ mod tests {
             summary: text(),
             warnings: vec![],
             steps: (0..n)
-                .map(|i| Step { id: format!("s{i}"), title: text(), target: "x".into(), effects: vec![], group: String::new(), idempotent: false, data: String::new() })
+                .map(|i| Step {
+                    id: format!("s{i}"),
+                    title: text(),
+                    target: "x".into(),
+                    effects: vec![],
+                    group: String::new(),
+                    idempotent: false,
+                    data: String::new(),
+                })
                 .collect(),
         }
     }

@@ -19,9 +19,7 @@ impl Paths {
         let pick = |var: &str, fallback: Option<PathBuf>| -> Result<PathBuf> {
             match std::env::var_os(var) {
                 Some(dir) if !dir.is_empty() => Ok(PathBuf::from(dir)),
-                _ => fallback.with_context(|| {
-                    format!("cannot tell where opsh keeps its files (no home directory); set {var}")
-                }),
+                _ => fallback.with_context(|| format!("cannot tell where opsh keeps its files (no home directory); set {var}")),
             }
         };
         Ok(Self {

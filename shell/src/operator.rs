@@ -109,7 +109,12 @@ impl Console {
         }
         for (i, step) in steps.iter().enumerate() {
             let group = if step.group.is_empty() { String::new() } else { format!(" [group {}]", step.group) };
-            lines.push(format!("  {}. {} {}{group}", i + 1, paint(Style::new().bold(), &step.title), paint(Color::DarkGray.normal(), &format!("({}, on {})", step.id, step.target))));
+            lines.push(format!(
+                "  {}. {} {}{group}",
+                i + 1,
+                paint(Style::new().bold(), &step.title),
+                paint(Color::DarkGray.normal(), &format!("({}, on {})", step.id, step.target))
+            ));
             for effect in &step.effects {
                 match effect {
                     Preview::Sql { database, statements } => {

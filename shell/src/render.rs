@@ -64,9 +64,7 @@ impl Grid {
 
     fn print(&self, console: &Console) {
         let widths: Vec<usize> = (0..self.columns.len())
-            .map(|i| {
-                self.rows.iter().filter_map(|r| r.get(i)).map(|(t, _)| t.width()).chain([self.columns[i].width()]).max().unwrap_or(0)
-            })
+            .map(|i| self.rows.iter().filter_map(|r| r.get(i)).map(|(t, _)| t.width()).chain([self.columns[i].width()]).max().unwrap_or(0))
             .collect();
         if !self.title.is_empty() {
             console.out(&console.paint_out(Style::new().bold(), &self.title));
@@ -288,7 +286,14 @@ pub fn journal(console: &Console, dir: &std::path::Path, args: &[String], option
                     (previews.get(i).map(|p| p.title.clone()).unwrap_or_default(), None),
                     (step.target.clone(), None),
                     (state.to_string(), color),
-                    (match details[i].1 { 0 => String::new(), ms if ms < 1000 => format!("{ms} ms"), ms => format!("{:.1} s", ms as f64 / 1000.0) }, None),
+                    (
+                        match details[i].1 {
+                            0 => String::new(),
+                            ms if ms < 1000 => format!("{ms} ms"),
+                            ms => format!("{:.1} s", ms as f64 / 1000.0),
+                        },
+                        None,
+                    ),
                     (details[i].0.clone(), None),
                 ]);
             }

@@ -95,13 +95,8 @@ impl OpshHelper {
             }
         }
         let positionals_given = args.iter().filter(|w| !w.starts_with("--")).count();
-        let mut out: Vec<String> = command
-            .args
-            .iter()
-            .filter(|a| a.kind == ArgKind::Positional)
-            .nth(positionals_given)
-            .map(|a| self.complete_kind(&a.completion))
-            .unwrap_or_default();
+        let mut out: Vec<String> =
+            command.args.iter().filter(|a| a.kind == ArgKind::Positional).nth(positionals_given).map(|a| self.complete_kind(&a.completion)).unwrap_or_default();
         out.extend(command.args.iter().filter(|a| a.kind != ArgKind::Positional).map(|a| format!("--{}", a.name)));
         out.extend(LINE_FLAGS.iter().map(|f| f.to_string()));
         out

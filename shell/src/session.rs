@@ -5,18 +5,18 @@ use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
+use opsh_host::Exit;
 use opsh_host::capability::Capabilities;
 use opsh_host::inventory::Inventory;
+use opsh_host::journal::Redactor;
 use opsh_host::paths::Paths;
 use opsh_host::plugins::Registry;
-use opsh_host::journal::Redactor;
 use opsh_host::runbook::{self, Engine, Interrupt, Outcome, RunOptions};
-use opsh_host::sandbox::{Events, LoadedPlugin, Limits, Sandbox};
-use opsh_host::Exit;
+use opsh_host::sandbox::{Events, Limits, LoadedPlugin, Sandbox};
 
+use crate::OutputFormat;
 use crate::operator::Console;
 use crate::render;
-use crate::OutputFormat;
 
 pub const BUILTINS: &[(&str, &str)] = &[
     ("help", "help [PLUGIN [COMMAND]] — commands, their arguments and examples"),

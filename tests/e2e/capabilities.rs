@@ -161,7 +161,13 @@ fn a_transaction_is_all_or_nothing_and_scripts_run_only_when_applying() {
     let run = world.opsh(&["--yes", "probe", "write-in-plan", "alpha-app", "--batch"]);
     assert_eq!(run.code, 1, "{run:?}");
     assert!(run.stderr.contains("a SQL script cannot run while planning"), "{run:?}");
-    let run = world.opsh(&["--yes", "probe", "batch", "alpha-app", "INSERT INTO probe_log VALUES ('a'); INSERT INTO probe_log VALUES ('b'); SELECT count(*) FROM probe_log"]);
+    let run = world.opsh(&[
+        "--yes",
+        "probe",
+        "batch",
+        "alpha-app",
+        "INSERT INTO probe_log VALUES ('a'); INSERT INTO probe_log VALUES ('b'); SELECT count(*) FROM probe_log",
+    ]);
     assert_eq!(run.code, 0, "{run:?}");
     assert_eq!(world.sql("alpha", "app", "SELECT count(*) FROM probe_log"), "3");
 }

@@ -128,7 +128,12 @@ fn a_dry_run_changes_nothing_and_writes_no_journal() {
     let beta = world.lab.host_exec("beta", &["/usr/local/bin/labsvc", "status", "app"]).expect("status").status.code();
     let run = runbook(&world, &["--dry-run"]);
     assert_eq!(run.code, 0, "{run:?}");
-    for shown in ["INSERT INTO probe_log(value) VALUES ('step-1')", "service alpha: stop app", "+runbook=1", "run on alpha: sh -c 'echo once >> /usr/local/var/lib/runbook.log'"] {
+    for shown in [
+        "INSERT INTO probe_log(value) VALUES ('step-1')",
+        "service alpha: stop app",
+        "+runbook=1",
+        "run on alpha: sh -c 'echo once >> /usr/local/var/lib/runbook.log'",
+    ] {
         assert!(run.stdout.contains(shown), "the plan shows {shown:?}: {run:?}");
     }
     assert_eq!(end_state(&world), state, "database, file and service unchanged");
@@ -169,7 +174,11 @@ fn a_second_opsh_is_refused_while_the_first_changes_the_topology() {
         second.stderr.contains("topology basic is being changed by another opsh") && second.stderr.contains(&format!("run {id}, pid {}", first.id())),
         "{second:?}"
     );
-    assert_eq!(world.lab.host_exec("alpha", &["/usr/local/bin/labsvc", "status", "app"]).expect("status").status.code(), Some(0), "the refused run changed nothing");
+    assert_eq!(
+        world.lab.host_exec("alpha", &["/usr/local/bin/labsvc", "status", "app"]).expect("status").status.code(),
+        Some(0),
+        "the refused run changed nothing"
+    );
     signal(&first, libc::SIGKILL);
     finish(first);
     let third = world.opsh(&["--yes", "resume", &id]);
@@ -244,7 +253,11 @@ fn ctrl_c_stops_after_the_current_step_and_the_run_resumes() {
     signal(&child, libc::SIGINT);
     let run = finish(child);
     assert_eq!(run.code, 3, "{run:?}");
-    assert!(run.stderr.contains("stopping after the current step") && run.stderr.contains(&format!("stopped by Ctrl-C before the next step; resume with: opsh resume {id}")), "{run:?}");
+    assert!(
+        run.stderr.contains("stopping after the current step")
+            && run.stderr.contains(&format!("stopped by Ctrl-C before the next step; resume with: opsh resume {id}")),
+        "{run:?}"
+    );
     let records = world.records(&id);
     assert!(records.iter().any(|r| r["record"] == "result" && r["index"] == 1 && r["status"] == "done"), "the current step finished");
     assert!(!records.iter().any(|r| r["record"] == "intent" && r["index"] == 2), "the next step did not start");
@@ -273,7 +286,10 @@ fn plans_results_and_the_journal_follow_the_documented_json_schema() {
 
     let runs: serde_json::Value = serde_json::from_str(world.opsh(&["--output", "json", "journal"]).stdout.trim()).expect("journal JSON");
     assert_eq!(runs["runs"][0]["run"], run.as_str());
-    assert_eq!((runs["runs"][0]["status"].as_str(), runs["runs"][0]["steps_done"].as_u64(), runs["runs"][0]["steps"].as_u64()), (Some("done"), Some(6), Some(6)));
+    assert_eq!(
+        (runs["runs"][0]["status"].as_str(), runs["runs"][0]["steps_done"].as_u64(), runs["runs"][0]["steps"].as_u64()),
+        (Some("done"), Some(6), Some(6))
+    );
     let detail: serde_json::Value = serde_json::from_str(world.opsh(&["--output", "json", "journal", &run]).stdout.trim()).expect("run JSON");
     assert!(detail["steps"].as_array().expect("steps").iter().all(|s| s["state"] == "done"));
     let records: Vec<&str> = detail["records"].as_array().expect("records").iter().map(|r| r["record"].as_str().unwrap_or("")).collect();

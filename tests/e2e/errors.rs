@@ -106,10 +106,8 @@ fn a_host_whose_key_does_not_match_known_hosts_is_refused() {
     let alpha = world.lab.host("alpha").expect("alpha").address.clone();
     let beta_key = text.lines().find(|l| !l.contains(&format!("[{alpha}]"))).expect("beta line").split_once(' ').expect("key").1.to_string();
     // alpha now "presents" beta's key as far as known_hosts is concerned: a man in the middle.
-    let forged: String = text
-        .lines()
-        .map(|l| if l.contains(&format!("[{alpha}]")) { format!("[{alpha}]:2222 {beta_key}\n") } else { format!("{l}\n") })
-        .collect();
+    let forged: String =
+        text.lines().map(|l| if l.contains(&format!("[{alpha}]")) { format!("[{alpha}]:2222 {beta_key}\n") } else { format!("{l}\n") }).collect();
     std::fs::write(&known_hosts, forged).expect("write");
     let run = world.opsh(&["probe", "exec", "alpha", "true"]);
     assert_eq!(run.code, 1, "{run:?}");

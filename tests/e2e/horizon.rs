@@ -61,7 +61,10 @@ fn enable_writes_with_the_primary_crashed_then_reinit_slony_when_it_is_back() {
     let world = World::with_topology("horizon");
     world.lab.crash("ta1").expect("the primary's database crashes");
     let refused = write(&world, "ta2", "edb", DBS[1].1);
-    assert!(refused.as_ref().is_err_and(|e| e.contains("is replicated and cannot be modified on a subscriber node")), "before: Slony's trigger refuses: {refused:?}");
+    assert!(
+        refused.as_ref().is_err_and(|e| e.contains("is replicated and cannot be modified on a subscriber node")),
+        "before: Slony's trigger refuses: {refused:?}"
+    );
 
     let early = world.opsh(&["--yes", "horizon", "promote", "tenant", "ta2", "--old", "ta1", "--org", "1001"]);
     assert_eq!(early.code, 5, "a permanent promotion needs the old primary's databases: {early:?}");
@@ -69,7 +72,10 @@ fn enable_writes_with_the_primary_crashed_then_reinit_slony_when_it_is_back() {
 
     let run = world.opsh(&["--yes", "horizon", "enable-writes", "ta2"]);
     assert_eq!(run.code, 0, "{run:?}");
-    assert!(run.stdout.contains("ta1-fdb does not answer") || run.stderr.contains("ta1-fdb does not answer"), "the plan said the primary's data cannot be copied: {run:?}");
+    assert!(
+        run.stdout.contains("ta1-fdb does not answer") || run.stderr.contains("ta1-fdb does not answer"),
+        "the plan said the primary's data cannot be copied: {run:?}"
+    );
     assert_secondary_enabled(&world);
     assert!(!service_running(&world, "ta1", "dtService"), "the primary's sshd answered: its services were stopped too");
     let password = world.password();
@@ -111,8 +117,14 @@ fn promote_service_provider_moves_the_primary_bits_and_slony_replicates_back() {
     assert!(stranger.code == 2 && stranger.stderr.contains("sp1, sp2, ta1, ta2"), "{stranger:?}");
     let dry = world.opsh(&["--dry-run", "--lang", "ja", "horizon", "promote", "service-provider", "sp2", "--old", "sp1"]);
     assert_eq!(dry.code, 0, "{dry:?}");
-    assert!(dry.stdout.contains("[5] sp1-fdb で _slony スキーマを削除") && dry.stdout.contains("[6] sp2-fdb でプライマリ ビットを sp1 から sp2 へ移す"), "Japanese step titles with the seed's numbers: {dry:?}");
-    assert!(dry.stdout.contains("set add table (set id = 1, origin = 1, id = 1, fully qualified name = 'public.appliance')"), "the slonik script is shown: {dry:?}");
+    assert!(
+        dry.stdout.contains("[5] sp1-fdb で _slony スキーマを削除") && dry.stdout.contains("[6] sp2-fdb でプライマリ ビットを sp1 から sp2 へ移す"),
+        "Japanese step titles with the seed's numbers: {dry:?}"
+    );
+    assert!(
+        dry.stdout.contains("set add table (set id = 1, origin = 1, id = 1, fully qualified name = 'public.appliance')"),
+        "the slonik script is shown: {dry:?}"
+    );
     assert_eq!(state(&world), before, "--dry-run changed nothing");
 
     let run = world.opsh(&["--yes", "horizon", "promote", "service-provider", "sp2", "--old", "sp1"]);
@@ -191,7 +203,10 @@ fn enable_writes_with_the_primary_still_answering_copies_its_latest_data_first()
     assert_eq!(run.code, 0, "{run:?}");
     assert!(run.all().contains("restored edb; the backup is kept in /usr/local/var/backups/opsh-horizon-edb-"), "the restore says where its dump is: {run:?}");
     assert_eq!(world.sql("ta2", "edb", "SELECT count(*) FROM event WHERE message = 'only on the primary'"), "1", "the primary's latest data was copied");
-    assert_eq!(world.sql("ta2", "fdb", "SELECT string_agg(name, ',' ORDER BY id) FROM desktop_pool"), world.sql("ta1", "fdb", "SELECT string_agg(name, ',' ORDER BY id) FROM desktop_pool"));
+    assert_eq!(
+        world.sql("ta2", "fdb", "SELECT string_agg(name, ',' ORDER BY id) FROM desktop_pool"),
+        world.sql("ta1", "fdb", "SELECT string_agg(name, ',' ORDER BY id) FROM desktop_pool")
+    );
     assert!(!service_running(&world, "ta1", "dtService"), "the primary's services were stopped");
     assert_secondary_enabled(&world);
     assert!(!run.all().contains(&world.password()), "the restore's passwords are never shown");

@@ -15,7 +15,8 @@ fn route(world: &World, on: &str, node: &str) -> String {
 }
 
 fn masters_after(failed: &str, new: &str) -> Vec<String> {
-    let mut masters: Vec<String> = ["cn01-otb1", "cn02-otb2", "dn01-otb1", "dn02-otb2"].iter().filter(|c| !c.starts_with(failed)).map(|c| c.to_string()).collect();
+    let mut masters: Vec<String> =
+        ["cn01-otb1", "cn02-otb2", "dn01-otb1", "dn02-otb2"].iter().filter(|c| !c.starts_with(failed)).map(|c| c.to_string()).collect();
     masters.push(new.to_string());
     masters
 }
@@ -63,7 +64,10 @@ fn promote_gtm_after_its_master_stops() {
     let status = world.lab.host_exec("otb2", &["gtm_ctl", "-Z", "gtm", "-D", gtm, "-P", "21000", "status"]).expect("status");
     assert!(String::from_utf8_lossy(&status.stdout).contains("current node [primary]"), "{status:?}");
     // The stopped old GTM was fenced: started again, it comes up as a standby, not a second primary.
-    let restarted = world.lab.host_exec("otb1", &["sh", "-c", &format!("gtm_ctl -Z gtm -D {gtm} start && sleep 0.3 && gtm_ctl -Z gtm -D {gtm} -P 21000 status")]).expect("restart");
+    let restarted = world
+        .lab
+        .host_exec("otb1", &["sh", "-c", &format!("gtm_ctl -Z gtm -D {gtm} start && sleep 0.3 && gtm_ctl -Z gtm -D {gtm} -P 21000 status")])
+        .expect("restart");
     assert!(String::from_utf8_lossy(&restarted.stdout).contains("current node [standby]"), "{restarted:?}");
     let address = world.lab.host("otb2").expect("otb2").address.clone();
     for master in ["cn01-otb1", "cn02-otb2", "dn01-otb1", "dn02-otb2"] {
@@ -80,7 +84,10 @@ fn a_dry_run_promotes_nothing_and_routes_nothing() {
     let before: Vec<String> = ["cn01-otb1", "cn02-otb2", "dn02-otb2"].iter().map(|m| route(&world, m, "dn01")).collect();
     let run = world.opsh(&["--dry-run", "otb", "promote", "dn01"]);
     assert_eq!(run.code, 0, "{run:?}");
-    assert!(run.stdout.contains("pg_ctl -Z datanode -D /usr/local/opentenbase/data/dn01 promote") && run.stdout.contains("ALTER NODE dn01 WITH (host="), "{run:?}");
+    assert!(
+        run.stdout.contains("pg_ctl -Z datanode -D /usr/local/opentenbase/data/dn01 promote") && run.stdout.contains("ALTER NODE dn01 WITH (host="),
+        "{run:?}"
+    );
     let after: Vec<String> = ["cn01-otb1", "cn02-otb2", "dn02-otb2"].iter().map(|m| route(&world, m, "dn01")).collect();
     assert_eq!(before, after);
     assert!(!takes_writes(&world, "dn01-otb2"), "the standby was not promoted");
@@ -153,7 +160,10 @@ fn reconcile_fixes_the_routes_that_do_not_point_at_live_masters() {
     let status = world.opsh(&["otb", "status"]);
     assert!(status.stdout.lines().any(|l| l.starts_with("cn01-otb1") && l.contains("dn02") && l.contains("MISMATCH")), "{status:?}");
     let plan = world.opsh(&["--dry-run", "otb", "reconcile"]);
-    assert!(plan.stdout.contains("1 route(s) to fix") && plan.stdout.contains(&format!("sql cn01-otb1: ALTER NODE dn02 WITH (host='{otb2}', port=23002)")), "{plan:?}");
+    assert!(
+        plan.stdout.contains("1 route(s) to fix") && plan.stdout.contains(&format!("sql cn01-otb1: ALTER NODE dn02 WITH (host='{otb2}', port=23002)")),
+        "{plan:?}"
+    );
     let run = world.opsh(&["--yes", "otb", "reconcile"]);
     assert_eq!(run.code, 0, "{run:?}");
     assert_eq!(route(&world, "cn01-otb1", "dn02"), format!("{otb2}:23002"));
@@ -169,7 +179,11 @@ fn a_standby_that_does_not_replicate_from_a_live_master_is_promoted_only_with_fo
     // Break replication: the standby now looks for its master on a port where nothing listens.
     world
         .lab
-        .psql_as_admin(&standby, "postgres", &format!("ALTER SYSTEM SET primary_conninfo = 'host={} port=1 user=opsh'; SELECT pg_reload_conf();", master.address))
+        .psql_as_admin(
+            &standby,
+            "postgres",
+            &format!("ALTER SYSTEM SET primary_conninfo = 'host={} port=1 user=opsh'; SELECT pg_reload_conf();", master.address),
+        )
         .expect("break replication");
     crate::support::wait_for(20, "the walreceiver to stop streaming", || {
         let streaming = world.lab.psql_as_admin(&standby, "postgres", "SELECT count(*) FROM pg_stat_wal_receiver WHERE status = 'streaming'").ok()?;
@@ -177,7 +191,10 @@ fn a_standby_that_does_not_replicate_from_a_live_master_is_promoted_only_with_fo
     });
     let refused = world.opsh(&["--yes", "otb", "promote", "dn01"]);
     assert_eq!(refused.code, 5, "{refused:?}");
-    assert!(refused.stderr.contains("dn01-otb2 is not replicating from dn01-otb1 although the master answers") && refused.stderr.contains("--force"), "{refused:?}");
+    assert!(
+        refused.stderr.contains("dn01-otb2 is not replicating from dn01-otb1 although the master answers") && refused.stderr.contains("--force"),
+        "{refused:?}"
+    );
     assert!(takes_writes(&world, "dn01-otb1"), "nothing was changed");
     let forced = world.opsh(&["--yes", "otb", "promote", "dn01", "--force"]);
     assert_eq!(forced.code, 0, "{forced:?}");

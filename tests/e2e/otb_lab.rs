@@ -26,7 +26,12 @@ fn coordinators_and_datanodes_answer_alter_node_and_refuse_what_opentenbase_refu
     let password = world.password();
     let otb1 = world.lab.host("otb1").expect("otb1").address.clone();
     let otb2 = world.lab.host("otb2").expect("otb2").address.clone();
-    let routes = psql(&world, "cn01-otb1", "SELECT node_name || ' ' || node_type::text || ' ' || node_host || ':' || node_port FROM pgxc_node ORDER BY node_name", &password);
+    let routes = psql(
+        &world,
+        "cn01-otb1",
+        "SELECT node_name || ' ' || node_type::text || ' ' || node_host || ':' || node_port FROM pgxc_node ORDER BY node_name",
+        &password,
+    );
     assert_eq!(
         routes.stdout.trim(),
         format!("cn01 C {otb1}:15432\ncn02 C {otb2}:15432\ndn01 D {otb1}:23001\ndn02 D {otb2}:23002\ngtm_1 G {otb1}:21000"),
@@ -59,7 +64,12 @@ fn coordinators_and_datanodes_answer_alter_node_and_refuse_what_opentenbase_refu
     let on_master = psql(&world, "dn01-otb1", &format!("alter node cn01 with (host='{otb2}', port=15433)"), &password);
     assert_eq!(on_master.code, 0, "{on_master:?}");
     let replicated = crate::support::wait_for(10, "the route change on dn01's standby", || {
-        let run = psql(&world, "dn01-otb2", "SELECT pg_is_in_recovery()::text || ' ' || node_host || ':' || node_port FROM pgxc_node WHERE node_name = 'cn01'", &password);
+        let run = psql(
+            &world,
+            "dn01-otb2",
+            "SELECT pg_is_in_recovery()::text || ' ' || node_host || ':' || node_port FROM pgxc_node WHERE node_name = 'cn01'",
+            &password,
+        );
         (run.stdout.trim() == format!("true {otb2}:15433")).then_some(run)
     });
     assert_eq!(replicated.code, 0);
@@ -104,9 +114,16 @@ fn pg_ctl_and_gtm_ctl_take_options_and_refuse_like_the_real_tools() {
         run.stdout.contains("current node [primary]").then_some(run)
     });
     assert_eq!(primary.code, 0);
-    assert!(std::fs::read_to_string(world.lab.host_file("otb2", &format!("{gtm}/gtm.conf"))).expect("gtm.conf").ends_with("startup = ACT\n#===========================================\n"));
+    assert!(
+        std::fs::read_to_string(world.lab.host_file("otb2", &format!("{gtm}/gtm.conf")))
+            .expect("gtm.conf")
+            .ends_with("startup = ACT\n#===========================================\n")
+    );
     let stopped = on_host(&world, "otb1", &format!("gtm_ctl -Z gtm -D {gtm} stop; gtm_ctl -Z gtm -D {gtm} -P 21000 status"));
-    assert!(stopped.code == 1 && stopped.stdout.contains("server stopped") && stopped.stderr.contains("could not open PID file"), "status never exits 3: {stopped:?}");
+    assert!(
+        stopped.code == 1 && stopped.stdout.contains("server stopped") && stopped.stderr.contains("could not open PID file"),
+        "status never exits 3: {stopped:?}"
+    );
     let again = on_host(&world, "otb1", &format!("gtm_ctl -Z gtm -D {gtm} stop"));
     assert!(again.code == 1 && again.stderr.contains("Is server running?"), "{again:?}");
     // The same path on the two servers is two different GTMs: each server has its own.

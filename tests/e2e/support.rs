@@ -170,14 +170,7 @@ impl World {
 
     /// Start opsh without waiting for it.
     pub fn spawn(&self, args: &[&str]) -> std::process::Child {
-        self.command()
-            .arg("--inventory")
-            .arg(&self.inventory)
-            .args(args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn opsh")
+        self.command().arg("--inventory").arg(&self.inventory).args(args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn opsh")
     }
 }
 
@@ -246,4 +239,3 @@ pub fn new_run(world: &World, before: &[String]) -> String {
 pub fn has(world: &World, run: &str, record: &str, index: usize) -> bool {
     world.records(run).iter().any(|r| r["record"] == record && r["index"] == index)
 }
-

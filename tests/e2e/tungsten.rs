@@ -46,14 +46,27 @@ fn assert_back_in_service(world: &World) {
 fn reprovision_copies_the_definitive_data_and_ends_in_automatic_policy() {
     let world = World::with_topology("tungsten");
     assert_ne!(data(&world, "east2"), data(&world, "west1"), "east has drifted");
-    let state = |world: &World| (std::fs::read_to_string(world.lab.state.dir.join("tungsten/state.json")).expect("state"), data(world, "east1"), data(world, "east2"));
+    let state =
+        |world: &World| (std::fs::read_to_string(world.lab.state.dir.join("tungsten/state.json")).expect("state"), data(world, "east1"), data(world, "east2"));
     let before = state(&world);
     let dry = world.opsh(&["--dry-run", "tungsten", "reprovision", "east", "--from", "west1"]);
     assert_eq!(dry.code, 0, "{dry:?}");
-    let order: Vec<usize> = ["set policy maintenance", "router * offline", "trepctl -service east offline", "reset -all -y", "replicator stop", "tpm reset east", "replicator start", "--source=west1", "trepctl -service east online", "router * online", "set policy automatic"]
-        .iter()
-        .map(|needle| dry.stdout.find(needle).unwrap_or_else(|| panic!("the plan shows {needle}: {dry:?}")))
-        .collect();
+    let order: Vec<usize> = [
+        "set policy maintenance",
+        "router * offline",
+        "trepctl -service east offline",
+        "reset -all -y",
+        "replicator stop",
+        "tpm reset east",
+        "replicator start",
+        "--source=west1",
+        "trepctl -service east online",
+        "router * online",
+        "set policy automatic",
+    ]
+    .iter()
+    .map(|needle| dry.stdout.find(needle).unwrap_or_else(|| panic!("the plan shows {needle}: {dry:?}")))
+    .collect();
     assert!(order.windows(2).all(|w| w[0] < w[1]), "the seed's order, maintenance first and automatic last: {order:?}");
     assert_eq!(state(&world), before, "--dry-run changed nothing");
 
@@ -70,7 +83,10 @@ fn a_failed_provision_leaves_maintenance_and_resume_finishes_only_when_every_rep
     std::fs::write(&fault, "").expect("inject a provisioning failure on east2");
     let run = world.opsh(&["--yes", "tungsten", "reprovision", "east", "--from", "west1"]);
     assert_eq!(run.code, 3, "changed, resumable: {run:?}");
-    assert!(run.stderr.contains("east stays in MAINTENANCE policy") && run.stderr.contains("opsh resume"), "says it stays in maintenance and how to resume: {run:?}");
+    assert!(
+        run.stderr.contains("east stays in MAINTENANCE policy") && run.stderr.contains("opsh resume"),
+        "says it stays in maintenance and how to resume: {run:?}"
+    );
     let id = world.runs().pop().expect("run id");
     assert!(cctrl_ls(&world, "east1").contains("COORDINATOR[east1:MAINTENANCE:ONLINE]"), "never back to automatic half-reset");
 
@@ -110,7 +126,10 @@ fn the_stand_ins_refuse_the_wrong_order_and_the_plugin_refuses_first() {
     let refused = on(&world, "east2", &format!("{CLUSTER_TREPCTL} -service east status"));
     assert!(refused.code == 1 && refused.stdout.contains("Connection failed"), "{refused:?}");
     let routers = on(&world, "east1", &format!("printf 'router * offline\\nrouter * online\\n' | {CCTRL}"));
-    assert!(routers.code == 1 && routers.stdout.contains("ERROR: cannot put the connectors of east online: datasources not ONLINE: east2 (replicator STOPPED)"), "{routers:?}");
+    assert!(
+        routers.code == 1 && routers.stdout.contains("ERROR: cannot put the connectors of east online: datasources not ONLINE: east2 (replicator STOPPED)"),
+        "{routers:?}"
+    );
     assert_eq!(data(&world, "east2"), data(&world, "east1").replace("east1", "east2"), "nothing was copied");
 
     // The plugin's pre-checks, before anything changes.

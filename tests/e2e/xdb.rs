@@ -9,7 +9,12 @@ fn address(world: &World, host: &str) -> String {
 }
 
 fn sync(world: &World, server: &str) -> Run {
-    run_of(world.lab.host_exec(server, &["/usr/local/xdb/bin/edb-repcli", "-dosynchronize", "emp_sub", "-repsvrfile", "/usr/local/xdb/etc/xdb_subsvrfile.conf"]).expect("repcli"))
+    run_of(
+        world
+            .lab
+            .host_exec(server, &["/usr/local/xdb/bin/edb-repcli", "-dosynchronize", "emp_sub", "-repsvrfile", "/usr/local/xdb/etc/xdb_subsvrfile.conf"])
+            .expect("repcli"),
+    )
 }
 
 fn schemas(world: &World, node: &str) -> String {
@@ -34,9 +39,16 @@ fn assert_roles(world: &World, publication: &str, subscription: &str) {
     assert_eq!(schemas(world, subscription), "_edb_replicator_sub", "{subscription} holds only the subscription schema");
     assert_eq!(triggers(world, publication), "6", "capture triggers on the publication tables");
     assert_eq!(triggers(world, subscription), "0", "no capture triggers on the subscription");
-    let recorded = world.sql(publication, "edb", "SELECT (SELECT db_host FROM _edb_replicator_pub.xdb_pub_database) || ' ' || (SELECT db_host FROM _edb_replicator_sub.xdb_sub_database)");
+    let recorded = world.sql(
+        publication,
+        "edb",
+        "SELECT (SELECT db_host FROM _edb_replicator_pub.xdb_pub_database) || ' ' || (SELECT db_host FROM _edb_replicator_sub.xdb_sub_database)",
+    );
     assert_eq!(recorded, format!("{} {}", address(world, publication), address(world, subscription)), "connection info in the control schema");
-    assert!(file(world, "node1", "/usr/local/etc/edb-repl.conf").contains(&format!("\nhost={}\n", address(world, publication))), "the controller is the publication database");
+    assert!(
+        file(world, "node1", "/usr/local/etc/edb-repl.conf").contains(&format!("\nhost={}\n", address(world, publication))),
+        "the controller is the publication database"
+    );
 }
 
 /// A row written on the publication reaches the subscription through the servers.
@@ -44,13 +56,26 @@ fn assert_flows(world: &World, publication: &str, subscription: &str, deptno: i3
     world.sql(publication, "edb", &format!("INSERT INTO dept VALUES ({deptno}, 'WRITTEN ON {publication}', 'x')"));
     let synced = sync(world, "node1");
     assert_eq!(synced.code, 0, "{synced:?}");
-    assert_eq!(world.sql(subscription, "edb", &format!("SELECT dname FROM dept WHERE deptno = {deptno}")), format!("WRITTEN ON {publication}"), "replication flows {publication} -> {subscription}");
+    assert_eq!(
+        world.sql(subscription, "edb", &format!("SELECT dname FROM dept WHERE deptno = {deptno}")),
+        format!("WRITTEN ON {publication}"),
+        "replication flows {publication} -> {subscription}"
+    );
 }
 
 #[test]
 fn switchover_moves_everything_and_running_it_again_switches_back() {
     let world = World::with_topology("xdb");
-    let state = |world: &World| (schemas(world, "node1"), schemas(world, "node2"), triggers(world, "node1"), file(world, "node1", "/usr/local/etc/edb-repl.conf"), hba(world, "node1"), hba(world, "node2"));
+    let state = |world: &World| {
+        (
+            schemas(world, "node1"),
+            schemas(world, "node2"),
+            triggers(world, "node1"),
+            file(world, "node1", "/usr/local/etc/edb-repl.conf"),
+            hba(world, "node1"),
+            hba(world, "node2"),
+        )
+    };
     let before = state(&world);
     let dry = world.opsh(&["--dry-run", "xdb", "switchover", "--topology", "xdb-trigger"]);
     assert_eq!(dry.code, 0, "{dry:?}");
@@ -80,9 +105,16 @@ fn a_log_based_switchover_creates_the_slot_on_the_new_publication_host() {
     let world = World::with_topology("xdb");
     let run = world.opsh(&["--yes", "xdb", "switchover", "--topology", "xdb-log", "--drop-old-slot"]);
     assert_eq!(run.code, 0, "{run:?}");
-    assert_eq!(world.sql("node4", "edb", "SELECT slot_name || ' ' || plugin FROM pg_replication_slots"), "xdb_47919_5 test_decoding", "the old slot's name on the new publication");
+    assert_eq!(
+        world.sql("node4", "edb", "SELECT slot_name || ' ' || plugin FROM pg_replication_slots"),
+        "xdb_47919_5 test_decoding",
+        "the old slot's name on the new publication"
+    );
     assert_eq!(world.sql("node3", "edb", "SELECT count(*) FROM pg_replication_slots"), "0", "--drop-old-slot");
-    assert_eq!(world.sql("node4", "edb", "SELECT string_agg(tgname, ',' ORDER BY tgname) FROM pg_trigger WHERE tgname LIKE 'rrpt\\_%'"), "rrpt_public_dept,rrpt_public_emp");
+    assert_eq!(
+        world.sql("node4", "edb", "SELECT string_agg(tgname, ',' ORDER BY tgname) FROM pg_trigger WHERE tgname LIKE 'rrpt\\_%'"),
+        "rrpt_public_dept,rrpt_public_emp"
+    );
     assert_eq!(schemas(&world, "node3"), "_edb_replicator_sub");
 }
 
@@ -102,8 +134,16 @@ fn pending_shadow_rows_are_synchronized_first_or_the_switchover_is_refused() {
     let run = world.opsh(&["--yes", "xdb", "switchover", "--topology", "xdb-trigger"]);
     assert_eq!(run.code, 0, "{run:?}");
     assert!(run.stdout.contains("2 rows wait in node1-edb's shadow tables: step 2 synchronizes them"), "{run:?}");
-    assert_eq!(world.sql("node2", "edb", "SELECT (SELECT dname FROM dept WHERE deptno = 80) || ' ' || (SELECT ename FROM emp WHERE empno = 7369)"), "PENDING SMITH JR", "the pending rows reached node2 before the switch");
-    assert_eq!(world.sql("node1", "edb", "SELECT (SELECT dname FROM dept WHERE deptno = 80) || ' ' || (SELECT ename FROM emp WHERE empno = 7369)"), "PENDING SMITH JR", "and the snapshot kept them on node1");
+    assert_eq!(
+        world.sql("node2", "edb", "SELECT (SELECT dname FROM dept WHERE deptno = 80) || ' ' || (SELECT ename FROM emp WHERE empno = 7369)"),
+        "PENDING SMITH JR",
+        "the pending rows reached node2 before the switch"
+    );
+    assert_eq!(
+        world.sql("node1", "edb", "SELECT (SELECT dname FROM dept WHERE deptno = 80) || ' ' || (SELECT ename FROM emp WHERE empno = 7369)"),
+        "PENDING SMITH JR",
+        "and the snapshot kept them on node1"
+    );
 }
 
 #[test]
@@ -115,10 +155,15 @@ fn kill_9_after_step_7_then_resume_ends_as_an_uninterrupted_switchover() {
     wait_for(60, "step 7 (drop-subscription-schema)", || result_of(&world, "drop-subscription-schema"));
     signal(&child, libc::SIGKILL);
     assert_eq!(finish(child).code, -1);
-    for (backup, drop) in [("backup-publication-schemas", "drop-publication-schemas"), ("backup-subscription-schema", "drop-subscription-schema"), ("backup-triggers", "drop-triggers")] {
+    for (backup, drop) in [
+        ("backup-publication-schemas", "drop-publication-schemas"),
+        ("backup-subscription-schema", "drop-subscription-schema"),
+        ("backup-triggers", "drop-triggers"),
+    ] {
         assert!(result_of(&world, backup) < result_of(&world, drop), "{backup} finished before {drop}");
     }
-    let listed = run_of(world.lab.host_exec("node1", &["pg_restore", "--list", "/usr/local/var/backups/xdb-edb-node1-control-schemas.dump"]).expect("pg_restore"));
+    let listed =
+        run_of(world.lab.host_exec("node1", &["pg_restore", "--list", "/usr/local/var/backups/xdb-edb-node1-control-schemas.dump"]).expect("pg_restore"));
     assert!(listed.code == 0 && listed.stdout.contains("SCHEMA - _edb_replicator_pub"), "the backup is readable: {listed:?}");
 
     let resumed = world.opsh(&["--yes", "resume", &id]);

@@ -266,7 +266,16 @@ impl Lab {
             for name in std::iter::once(&address).chain(dns.as_ref()) {
                 known_hosts.push_str(&format!("[{name}]:{SSH_PORT} {kind} {key}\n"));
             }
-            self.state.hosts.push(HostState { name: spec.name.clone(), address, sshd_pid: pid, sshd_started: started, init_pid, namespace, services: spec.services.clone(), dns });
+            self.state.hosts.push(HostState {
+                name: spec.name.clone(),
+                address,
+                sshd_pid: pid,
+                sshd_started: started,
+                init_pid,
+                namespace,
+                services: spec.services.clone(),
+                dns,
+            });
             self.save()?;
         }
         fs::write(dir.join("ssh/known_hosts"), known_hosts)?;
@@ -381,10 +390,23 @@ impl Lab {
         );
         match &spec.standby_of {
             None => {
-                let output = as_lab_user(None, &format!("{PG_BIN}/initdb"), &[
-                    "-D", &data_dir.display().to_string(), "-U", LAB_USER, "--auth-local=trust", "--auth-host=scram-sha-256",
-                    "-E", "UTF8", "--locale=C", "--no-sync", "--no-instructions",
-                ])?;
+                let output = as_lab_user(
+                    None,
+                    &format!("{PG_BIN}/initdb"),
+                    &[
+                        "-D",
+                        &data_dir.display().to_string(),
+                        "-U",
+                        LAB_USER,
+                        "--auth-local=trust",
+                        "--auth-host=scram-sha-256",
+                        "-E",
+                        "UTF8",
+                        "--locale=C",
+                        "--no-sync",
+                        "--no-instructions",
+                    ],
+                )?;
                 check(&output, &format!("initdb of cluster {}", spec.name))?;
                 let mut conf = fs::OpenOptions::new().append(true).open(data_dir.join("postgresql.conf"))?;
                 write!(
@@ -400,10 +422,29 @@ impl Lab {
             Some(primary_name) => {
                 let primary = self.cluster(primary_name)?.clone();
                 let slot = format!("standby_{}", spec.name.replace('-', "_"));
-                let output = as_lab_user(Some(&passfile), &format!("{PG_BIN}/pg_basebackup"), &[
-                    "-h", &primary.address, "-p", &primary.port.to_string(), "-U", "opsh", "-D", &data_dir.display().to_string(),
-                    "-R", "-X", "stream", "-c", "fast", "-C", "-S", &slot, "--no-sync",
-                ])?;
+                let output = as_lab_user(
+                    Some(&passfile),
+                    &format!("{PG_BIN}/pg_basebackup"),
+                    &[
+                        "-h",
+                        &primary.address,
+                        "-p",
+                        &primary.port.to_string(),
+                        "-U",
+                        "opsh",
+                        "-D",
+                        &data_dir.display().to_string(),
+                        "-R",
+                        "-X",
+                        "stream",
+                        "-c",
+                        "fast",
+                        "-C",
+                        "-S",
+                        &slot,
+                        "--no-sync",
+                    ],
+                )?;
                 check(&output, &format!("pg_basebackup of standby {} from {}", spec.name, primary.name))?;
                 let mut conf = fs::OpenOptions::new().append(true).open(data_dir.join("postgresql.conf"))?;
                 write!(conf, "{own_settings}")?;
@@ -411,9 +452,8 @@ impl Lab {
         }
         fs::set_permissions(&data_dir, fs::Permissions::from_mode(0o700))?;
         let log = host_dir.join("log").join(format!("{}.log", spec.name));
-        let output = self.host_exec(&host.name, &[
-            &format!("{PG_BIN}/pg_ctl"), "-D", &host_data_dir, "-l", &log.display().to_string(), "-w", "-t", "60", "start",
-        ])?;
+        let output =
+            self.host_exec(&host.name, &[&format!("{PG_BIN}/pg_ctl"), "-D", &host_data_dir, "-l", &log.display().to_string(), "-w", "-t", "60", "start"])?;
         check(&output, &format!("starting cluster {} on host {}", spec.name, host.name))?;
         if spec.pgxc.is_some() {
             self.start_node_proxy(&host, spec.port, &socket_dir.join(format!(".s.PGSQL.{}", spec.port)))?;
@@ -521,7 +561,10 @@ impl Lab {
     pub fn start(&self, target: &str) -> Result<String> {
         let cluster = self.cluster(target)?;
         let log = self.state.dir.join("hosts").join(&cluster.host).join("log").join(format!("{}.log", cluster.name));
-        let output = self.host_exec(&cluster.host, &[&format!("{PG_BIN}/pg_ctl"), "-D", &cluster.host_data_dir, "-l", &log.display().to_string(), "-w", "-t", "60", "start"])?;
+        let output = self.host_exec(
+            &cluster.host,
+            &[&format!("{PG_BIN}/pg_ctl"), "-D", &cluster.host_data_dir, "-l", &log.display().to_string(), "-w", "-t", "60", "start"],
+        )?;
         check(&output, &format!("starting cluster {}", cluster.name))?;
         Ok(format!("cluster {} on {} started", cluster.name, cluster.host))
     }
@@ -592,12 +635,7 @@ impl Lab {
 
     /// Every live process of the lab's hosts, as (PID, start time): what `down` must stop.
     pub fn processes(&self) -> Vec<(u32, u64)> {
-        self.state
-            .hosts
-            .iter()
-            .flat_map(|h| procs::in_namespace(&h.namespace))
-            .filter_map(|pid| procs::start_time(pid).map(|s| (pid, s)))
-            .collect()
+        self.state.hosts.iter().flat_map(|h| procs::in_namespace(&h.namespace)).filter_map(|pid| procs::start_time(pid).map(|s| (pid, s))).collect()
     }
 
     /// Where `/usr/local/…` of a lab host lives on this machine.
@@ -748,10 +786,8 @@ impl Lab {
             }
             for host in &state.hosts {
                 if procs::alive(host.sshd_pid, host.sshd_started) {
-                    let pids: Vec<(u32, u64)> = procs::in_namespace(&host.namespace)
-                        .into_iter()
-                        .filter_map(|pid| procs::start_time(pid).map(|s| (pid, s)))
-                        .collect();
+                    let pids: Vec<(u32, u64)> =
+                        procs::in_namespace(&host.namespace).into_iter().filter_map(|pid| procs::start_time(pid).map(|s| (pid, s))).collect();
                     procs::stop_all(&pids, Duration::from_secs(3));
                     procs::stop_all(&[(host.sshd_pid, host.sshd_started)], Duration::from_secs(2));
                 }
@@ -838,7 +874,11 @@ impl Lab {
             ));
             for service in &host.services {
                 let pidfile = self.host_file(&host.name, &format!("/usr/local/var/run/labsvc/{service}.pid"));
-                let running = fs::read_to_string(pidfile).ok().and_then(|p| p.trim().parse::<u32>().ok()).and_then(|pid| procs::from_host(&host.namespace, pid)).is_some();
+                let running = fs::read_to_string(pidfile)
+                    .ok()
+                    .and_then(|p| p.trim().parse::<u32>().ok())
+                    .and_then(|pid| procs::from_host(&host.namespace, pid))
+                    .is_some();
                 lines.push(format!("  service {service}: {}", if running { "running" } else { "stopped" }));
             }
             for cluster in self.state.clusters.iter().filter(|c| c.host == host.name) {
@@ -871,10 +911,8 @@ pub fn helper_binary() -> Result<PathBuf> {
 /// address and `{{dns:NAME}}` its DNS name (see [`dns_name`]), `{{addr:self}}` / `{{dns:self}}` its own
 /// address (hosts get `127.42.BLOCK.10`, `.11`, … in topology order).
 fn render(content: &str, host: &str, topology: &Topology, block: u8) -> String {
-    let mut out = content
-        .replace("{{addr:self}}", &format!("{{{{addr:{host}}}}}"))
-        .replace("{{dns:self}}", &format!("{{{{dns:{host}}}}}"))
-        .replace("{{self}}", host);
+    let mut out =
+        content.replace("{{addr:self}}", &format!("{{{{addr:{host}}}}}")).replace("{{dns:self}}", &format!("{{{{dns:{host}}}}}")).replace("{{self}}", host);
     for (i, spec) in topology.hosts.iter().enumerate() {
         out = out.replace(&format!("{{{{addr:{}}}}}", spec.name), &format!("127.42.{block}.{}", 10 + i));
         out = out.replace(&format!("{{{{dns:{}}}}}", spec.name), &dns_name(&spec.name, block));
@@ -1115,8 +1153,13 @@ pub mod hosts_file {
         #[test]
         fn a_block_is_replaced_and_removed_and_nothing_else_changes() {
             let base = "127.0.0.1 localhost\n";
-            let with = format!("{base}# BEGIN opsh-lab block 7 (/tmp/x)\n127.42.7.10 a.b7.opsh-lab.test\n# END opsh-lab block 7\n# BEGIN opsh-lab block 8 (/tmp/y)\n127.42.8.10 a.b8.opsh-lab.test\n# END opsh-lab block 8\n");
-            assert_eq!(super::without_block(&with, 7), format!("{base}# BEGIN opsh-lab block 8 (/tmp/y)\n127.42.8.10 a.b8.opsh-lab.test\n# END opsh-lab block 8\n"));
+            let with = format!(
+                "{base}# BEGIN opsh-lab block 7 (/tmp/x)\n127.42.7.10 a.b7.opsh-lab.test\n# END opsh-lab block 7\n# BEGIN opsh-lab block 8 (/tmp/y)\n127.42.8.10 a.b8.opsh-lab.test\n# END opsh-lab block 8\n"
+            );
+            assert_eq!(
+                super::without_block(&with, 7),
+                format!("{base}# BEGIN opsh-lab block 8 (/tmp/y)\n127.42.8.10 a.b8.opsh-lab.test\n# END opsh-lab block 8\n")
+            );
             assert_eq!(super::without_block(&super::without_block(&with, 7), 8), base);
         }
     }

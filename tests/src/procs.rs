@@ -23,11 +23,8 @@ pub fn alive(pid: u32, started: u64) -> bool {
 /// The children of a process (waits a moment for a child that is still being forked).
 pub fn children(pid: u32) -> Vec<u32> {
     for _ in 0..100 {
-        let found: Vec<u32> = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
-            .unwrap_or_default()
-            .split_whitespace()
-            .filter_map(|p| p.parse().ok())
-            .collect();
+        let found: Vec<u32> =
+            std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default().split_whitespace().filter_map(|p| p.parse().ok()).collect();
         if !found.is_empty() {
             return found;
         }

@@ -117,7 +117,12 @@ fn wait_for_copies(lab: &Lab, mut pending: Vec<Copy>) -> Result<()> {
                 copy.restarted = true;
             }
             if started.elapsed() > Duration::from_secs(45) {
-                bail!("{} did not receive {} from {} within 45 s (see the slon logs under the host's /usr/local/var/log)", copy.subscriber, copy.db, copy.spec.origin);
+                bail!(
+                    "{} did not receive {} from {} within 45 s (see the slon logs under the host's /usr/local/var/log)",
+                    copy.subscriber,
+                    copy.db,
+                    copy.spec.origin
+                );
             }
             still.push(copy);
         }
@@ -129,9 +134,7 @@ fn wait_for_copies(lab: &Lab, mut pending: Vec<Copy>) -> Result<()> {
 
 /// One line that changes whenever any row of `tables` (space-separated, qualified) does.
 pub fn digest_query(tables: &str) -> String {
-    let parts: Vec<String> = tables
-        .split_whitespace()
-        .map(|t| format!("(SELECT coalesce(md5(string_agg(t::text, ',' ORDER BY t::text)), '-') FROM {t} t)"))
-        .collect();
+    let parts: Vec<String> =
+        tables.split_whitespace().map(|t| format!("(SELECT coalesce(md5(string_agg(t::text, ',' ORDER BY t::text)), '-') FROM {t} t)")).collect();
     format!("SELECT {}", if parts.is_empty() { "''".to_string() } else { parts.join(" || ' ' || ") })
 }

@@ -84,11 +84,19 @@ impl World {
             );
             let other = services.keys().find(|s| *s != name).cloned().unwrap_or_default();
             for (i, host) in hosts.iter().enumerate() {
-                let replicator = |service: &str, role: &str| Replicator { service: service.into(), state: "ONLINE".into(), role: role.into(), seqno: 1042, needs_provision: false };
+                let replicator = |service: &str, role: &str| Replicator {
+                    service: service.into(),
+                    state: "ONLINE".into(),
+                    role: role.into(),
+                    seqno: 1042,
+                    needs_provision: false,
+                };
                 let mut installs = BTreeMap::new();
                 installs.insert(CLUSTER.to_string(), replicator(name, if i == 0 { "master" } else { "slave" }));
                 installs.insert(CROSS_SITE.to_string(), replicator(&other, "slave"));
-                state.hosts.insert(host.clone(), Host { site: name.clone(), running: [(CLUSTER.into(), true), (CROSS_SITE.into(), true)].into(), services: installs });
+                state
+                    .hosts
+                    .insert(host.clone(), Host { site: name.clone(), running: [(CLUSTER.into(), true), (CROSS_SITE.into(), true)].into(), services: installs });
                 let mut data = String::from("1\talice\n2\tbob\n3\tcarol\n");
                 if name == drifted {
                     data = format!("1\talice\n2\tbob (edited on {host} while the sites were apart)\n4\tdave-{host}\n");
@@ -181,7 +189,9 @@ fn trepctl(state: &mut State, host: &str, install: &str, args: &[String], out: &
     };
     if !entry.running.get(install).copied().unwrap_or(false) {
         // The replicator's RMI port does not answer.
-        out.line(&format!("Connection failed: Connection refused to host: {host}; nested exception is: \n\tjava.net.ConnectException: Connection refused (Connection refused)"));
+        out.line(&format!(
+            "Connection failed: Connection refused to host: {host}; nested exception is: \n\tjava.net.ConnectException: Connection refused (Connection refused)"
+        ));
         return 1;
     }
     let site = entry.site.clone();
@@ -225,7 +235,9 @@ fn trepctl(state: &mut State, host: &str, install: &str, args: &[String], out: &
         }
         "online" => {
             if replicator.needs_provision {
-                out.line(&format!("Operation failed: Replication service {name} has no data to serve since `tpm reset`: provision it first (tungsten_provision_slave)"));
+                out.line(&format!(
+                    "Operation failed: Replication service {name} has no data to serve since `tpm reset`: provision it first (tungsten_provision_slave)"
+                ));
                 return 1;
             }
             replicator.state = "ONLINE".into();
@@ -245,7 +257,9 @@ fn trepctl(state: &mut State, host: &str, install: &str, args: &[String], out: &
                 return 0; // no answer on stdin: nothing is deleted
             }
             if !replicator.state.starts_with("OFFLINE") {
-                out.line(&format!("Operation failed: Replication service {name} must be offline before resetting.\n(Use 'trepctl -service {name} offline' first)"));
+                out.line(&format!(
+                    "Operation failed: Replication service {name} must be offline before resetting.\n(Use 'trepctl -service {name} offline' first)"
+                ));
                 return 1;
             }
             replicator.seqno = -1;
@@ -407,7 +421,9 @@ fn cctrl(state: &mut State, host: &str, input: &str, out: &mut Output) -> i32 {
                     // The manager recovers replicators it finds offline and able to go online.
                     let hosts = state.services.get(&service).map(|s| s.hosts.clone()).unwrap_or_default();
                     for h in hosts {
-                        if let Some(r) = state.hosts.get_mut(&h).filter(|e| e.running.get(CLUSTER).copied().unwrap_or(false)).and_then(|e| e.services.get_mut(CLUSTER)) {
+                        if let Some(r) =
+                            state.hosts.get_mut(&h).filter(|e| e.running.get(CLUSTER).copied().unwrap_or(false)).and_then(|e| e.services.get_mut(CLUSTER))
+                        {
                             if !r.needs_provision {
                                 r.state = "ONLINE".into();
                             }
@@ -471,7 +487,10 @@ fn ls(state: &State, service: &str, out: &mut Output) {
         let running = entry.running.get(CLUSTER).copied().unwrap_or(false);
         let rstate = if running { r.state.clone() } else { "STOPPED".into() };
         out.line(&bar);
-        out.line(&format!("|{:<76}|", format!("{h}({}:{}, progress={}, latency=0.614)", r.role, if rstate == "ONLINE" { "ONLINE" } else { "OFFLINE" }, r.seqno)));
+        out.line(&format!(
+            "|{:<76}|",
+            format!("{h}({}:{}, progress={}, latency=0.614)", r.role, if rstate == "ONLINE" { "ONLINE" } else { "OFFLINE" }, r.seqno)
+        ));
         out.line(&format!("|{:<76}|", "STATUS [OK] [2026/11/23 09:11:10 PM UTC]"));
         out.line(&bar);
         out.line(&format!("|{:<76}|", "  MANAGER(state=ONLINE)"));

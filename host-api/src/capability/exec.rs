@@ -89,13 +89,7 @@ impl Remote {
         let timeout = request.timeout.unwrap_or(Duration::from_millis(self.inventory.defaults.command_timeout_ms));
         let (argv, stdin) = wrap_command(&request, escalation)?;
         let max = request.max_output;
-        let run = async {
-            if host == LOCAL_HOST {
-                run_local(&argv, stdin, max).await
-            } else {
-                self.run_remote(host, &argv, stdin, max).await
-            }
-        };
+        let run = async { if host == LOCAL_HOST { run_local(&argv, stdin, max).await } else { self.run_remote(host, &argv, stdin, max).await } };
         match tokio::time::timeout(timeout, run).await {
             Ok(result) => result,
             Err(_) => Err(CapabilityError::Timeout(format!(
@@ -163,9 +157,8 @@ impl Remote {
             .inventory
             .host(host)
             .ok_or_else(|| CapabilityError::NotFound(format!("host {host} is not in the inventory ({})", self.inventory.source.display())))?;
-        std::fs::create_dir_all(&self.control_dir).map_err(|e| {
-            CapabilityError::Failed(format!("cannot create the ssh control directory {}: {e}", self.control_dir.display()))
-        })?;
+        std::fs::create_dir_all(&self.control_dir)
+            .map_err(|e| CapabilityError::Failed(format!("cannot create the ssh control directory {}: {e}", self.control_dir.display())))?;
         let connect_timeout = Duration::from_millis(self.inventory.defaults.connect_timeout_ms);
         let mut builder = SessionBuilder::default();
         builder
@@ -223,8 +216,7 @@ fn wrap_command(request: &ExecRequest, escalation: Become) -> CapResult<(Vec<Str
     if !request.env.is_empty() {
         let mut script = String::new();
         for (name, value) in &request.env {
-            let valid = name.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-                && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+            let valid = name.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_') && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
             if !valid {
                 return Err(CapabilityError::Invalid(format!("environment variable name {name:?} is not valid")));
             }
@@ -232,9 +224,7 @@ fn wrap_command(request: &ExecRequest, escalation: Become) -> CapResult<(Vec<Str
                 EnvValue::Plain(text) => script.push_str(&format!("{name}={}; export {name}; ", shell_words::quote(text))),
                 EnvValue::Secret(secret) => {
                     if secret.expose().contains('\n') {
-                        return Err(CapabilityError::Invalid(format!(
-                            "the secret for {name} contains a line break and cannot be passed safely"
-                        )));
+                        return Err(CapabilityError::Invalid(format!("the secret for {name} contains a line break and cannot be passed safely")));
                     }
                     script.push_str(&format!("IFS= read -r {name}; export {name}; "));
                     stdin.extend_from_slice(secret.expose().as_bytes());
@@ -269,10 +259,7 @@ async fn run_local(argv: &[String], stdin: Vec<u8>, max: usize) -> CapResult<Exe
             _ => CapabilityError::Failed(format!("cannot start `{}` on host local: {e}", argv[0])),
         })?;
     let (_, out, err) = tokio::join!(feed(child.stdin.take(), stdin), collect(child.stdout.take(), max), collect(child.stderr.take(), max));
-    let status = child
-        .wait()
-        .await
-        .map_err(|e| CapabilityError::Failed(format!("waiting for `{}` on host local: {e}", argv[0])))?;
+    let status = child.wait().await.map_err(|e| CapabilityError::Failed(format!("waiting for `{}` on host local: {e}", argv[0])))?;
     let (stdout, t1) = out.map_err(|e| CapabilityError::Failed(format!("reading output of `{}`: {e}", argv[0])))?;
     let (stderr, t2) = err.map_err(|e| CapabilityError::Failed(format!("reading errors of `{}`: {e}", argv[0])))?;
     Ok(ExecOutput { status: status.code(), stdout, stderr, truncated: t1 || t2 })
@@ -314,13 +301,9 @@ fn classify_ssh_error(host: &str, e: openssh::Error) -> CapabilityError {
     };
     let text = text.trim().to_string();
     if text.contains("Permission denied") {
-        CapabilityError::Auth(format!(
-            "host {host}: ssh refused the login ({text}); check the user and key in the inventory and the host's authorized_keys"
-        ))
+        CapabilityError::Auth(format!("host {host}: ssh refused the login ({text}); check the user and key in the inventory and the host's authorized_keys"))
     } else if text.contains("Host key verification failed") || text.contains("REMOTE HOST IDENTIFICATION HAS CHANGED") {
-        CapabilityError::Auth(format!(
-            "host {host}: its host key is not in known_hosts or has changed ({text}); verify the key and add it to known_hosts"
-        ))
+        CapabilityError::Auth(format!("host {host}: its host key is not in known_hosts or has changed ({text}); verify the key and add it to known_hosts"))
     } else {
         CapabilityError::Unreachable(format!("host {host}: ssh failed ({text}); check that the host is up and reachable"))
     }

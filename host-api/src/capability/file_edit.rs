@@ -83,19 +83,12 @@ pub async fn read(remote: &Remote, host: &str, path: &str, privileged: bool, bou
         .ok_or_else(|| CapabilityError::Failed(format!("reading {path} on host {host}: unexpected answer {header:?}")))?;
     let bytes = output.stdout.get(newline + 1..).unwrap_or_default().to_vec();
     let sha256 = hex::encode(Sha256::digest(&bytes));
-    let content = String::from_utf8(bytes)
-        .map_err(|_| CapabilityError::Invalid(format!("file {path} on host {host} is not UTF-8 text; opsh edits text files only")))?;
+    let content =
+        String::from_utf8(bytes).map_err(|_| CapabilityError::Invalid(format!("file {path} on host {host} is not UTF-8 text; opsh edits text files only")))?;
     Ok(FileSnapshot { exists: true, content, sha256, mode })
 }
 
-pub async fn write(
-    remote: &Remote,
-    host: &str,
-    path: &str,
-    content: &str,
-    expected_sha256: Option<&str>,
-    privileged: bool,
-) -> CapResult<WriteOutcome> {
+pub async fn write(remote: &Remote, host: &str, path: &str, content: &str, expected_sha256: Option<&str>, privileged: bool) -> CapResult<WriteOutcome> {
     check_path(host, path)?;
     let stamp = backup_stamp();
     let (check, expected) = match expected_sha256 {

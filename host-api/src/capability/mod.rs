@@ -34,7 +34,15 @@ pub enum CapabilityError {
 impl CapabilityError {
     pub fn message(&self) -> &str {
         match self {
-            Self::Denied(m) | Self::NotFound(m) | Self::Unreachable(m) | Self::Auth(m) | Self::Timeout(m) | Self::ReadOnly(m) | Self::Conflict(m) | Self::Failed(m) | Self::Invalid(m) => m,
+            Self::Denied(m)
+            | Self::NotFound(m)
+            | Self::Unreachable(m)
+            | Self::Auth(m)
+            | Self::Timeout(m)
+            | Self::ReadOnly(m)
+            | Self::Conflict(m)
+            | Self::Failed(m)
+            | Self::Invalid(m) => m,
         }
     }
 

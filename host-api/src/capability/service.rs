@@ -40,11 +40,7 @@ fn command(inventory: &Inventory, host: &str, service: &str, action: Action) -> 
     let manager = if host == LOCAL_HOST {
         ServiceManager::Named(ServiceManagerName::Sysv)
     } else {
-        inventory
-            .host(host)
-            .ok_or_else(|| CapabilityError::NotFound(format!("host {host} is not in the inventory")))?
-            .service_manager
-            .clone()
+        inventory.host(host).ok_or_else(|| CapabilityError::NotFound(format!("host {host} is not in the inventory")))?.service_manager.clone()
     };
     Ok(match manager {
         ServiceManager::Named(ServiceManagerName::Systemd) => {
@@ -54,9 +50,7 @@ fn command(inventory: &Inventory, host: &str, service: &str, action: Action) -> 
         ServiceManager::Named(ServiceManagerName::Sysv) => vec!["service".into(), service.into(), action.name().into()],
         ServiceManager::Command { command } => {
             let line = command.replace("{action}", action.name()).replace("{service}", service);
-            shell_words::split(&line).map_err(|e| {
-                CapabilityError::Invalid(format!("host {host}: its service-manager command template does not parse: {e}"))
-            })?
+            shell_words::split(&line).map_err(|e| CapabilityError::Invalid(format!("host {host}: its service-manager command template does not parse: {e}")))?
         }
         ServiceManager::Unset => {
             return Err(CapabilityError::Invalid(format!(

@@ -46,11 +46,30 @@ pub struct Statement {
 /// Functions that change a server although PostgreSQL permits them inside a READ ONLY
 /// transaction. The plan phase refuses statements that call them; READ ONLY does the rest.
 const SIDE_EFFECT_FUNCTIONS: &[&str] = &[
-    "pg_promote", "pg_reload_conf", "pg_terminate_backend", "pg_cancel_backend", "pg_create_physical_replication_slot",
-    "pg_create_logical_replication_slot", "pg_drop_replication_slot", "pg_copy_physical_replication_slot",
-    "pg_copy_logical_replication_slot", "pg_replication_slot_advance", "pg_switch_wal", "pg_rotate_logfile",
-    "pg_wal_replay_pause", "pg_wal_replay_resume", "pg_backup_start", "pg_backup_stop", "pg_advisory_lock",
-    "pg_advisory_xact_lock", "pg_notify", "set_config", "dblink_exec", "pgxc_pool_reload", "lo_import", "lo_export",
+    "pg_promote",
+    "pg_reload_conf",
+    "pg_terminate_backend",
+    "pg_cancel_backend",
+    "pg_create_physical_replication_slot",
+    "pg_create_logical_replication_slot",
+    "pg_drop_replication_slot",
+    "pg_copy_physical_replication_slot",
+    "pg_copy_logical_replication_slot",
+    "pg_replication_slot_advance",
+    "pg_switch_wal",
+    "pg_rotate_logfile",
+    "pg_wal_replay_pause",
+    "pg_wal_replay_resume",
+    "pg_backup_start",
+    "pg_backup_stop",
+    "pg_advisory_lock",
+    "pg_advisory_xact_lock",
+    "pg_notify",
+    "set_config",
+    "dblink_exec",
+    "pgxc_pool_reload",
+    "lo_import",
+    "lo_export",
 ];
 
 type Slot = Arc<Mutex<Option<Client>>>;
@@ -145,20 +164,12 @@ impl SqlPool {
             .inventory
             .database(name)
             .ok_or_else(|| CapabilityError::NotFound(format!("database {name} is not in the inventory ({})", self.inventory.source.display())))?;
-        let host = self
-            .inventory
-            .host(&db.host)
-            .ok_or_else(|| CapabilityError::NotFound(format!("database {name}: host {} is not in the inventory", db.host)))?;
+        let host =
+            self.inventory.host(&db.host).ok_or_else(|| CapabilityError::NotFound(format!("database {name}: host {} is not in the inventory", db.host)))?;
         let password = self.inventory.database_password(name).map_err(|e| CapabilityError::Auth(format!("{e:#}")))?;
         let connect_timeout = Duration::from_millis(self.inventory.defaults.connect_timeout_ms);
         let mut config = tokio_postgres::Config::new();
-        config
-            .host(&host.address)
-            .port(db.port)
-            .dbname(&db.dbname)
-            .user(&db.user)
-            .application_name("opsh")
-            .connect_timeout(connect_timeout);
+        config.host(&host.address).port(db.port).dbname(&db.dbname).user(&db.user).application_name("opsh").connect_timeout(connect_timeout);
         if let Some(password) = &password {
             config.password(password.expose());
         }
@@ -256,11 +267,7 @@ fn refuse_side_effects(database: &str, sql: &str) -> CapResult<()> {
 async fn run_statement(client: &Client, statement: &Statement, bounds: &Bounds) -> Result<Rows, tokio_postgres::Error> {
     let prepared = client.prepare(&statement.sql).await?;
     let params: Vec<TextParam> = statement.params.iter().map(TextParam::from).collect();
-    let columns: Vec<Column> = prepared
-        .columns()
-        .iter()
-        .map(|c| Column { name: c.name().to_string(), type_name: c.type_().name().to_string() })
-        .collect();
+    let columns: Vec<Column> = prepared.columns().iter().map(|c| Column { name: c.name().to_string(), type_name: c.type_().name().to_string() }).collect();
     let stream = client.query_raw(&prepared, params.iter()).await?;
     let mut stream = std::pin::pin!(stream);
     let mut rows = Vec::new();
@@ -329,10 +336,7 @@ fn classify_connect_error(where_: &str, e: tokio_postgres::Error) -> CapabilityE
     if let Some(db) = e.as_db_error() {
         let code = db.code().code();
         return match code {
-            "28P01" | "28000" => CapabilityError::Auth(format!(
-                "{where_}: {} — check the password source of this database in the inventory",
-                db.message()
-            )),
+            "28P01" | "28000" => CapabilityError::Auth(format!("{where_}: {} — check the password source of this database in the inventory", db.message())),
             "3D000" => CapabilityError::NotFound(format!("{where_}: {}", db.message())),
             "57P03" => CapabilityError::Unreachable(format!("{where_}: {} (the server is starting, stopping or in recovery)", db.message())),
             _ => CapabilityError::Failed(format!("{where_}: {} (SQLSTATE {code})", db.message())),
@@ -343,7 +347,9 @@ fn classify_connect_error(where_: &str, e: tokio_postgres::Error) -> CapabilityE
         text = format!("{text}: {source}");
     }
     if text.contains("password") && text.contains("missing") {
-        return CapabilityError::Auth(format!("{where_}: the server asks for a password and the inventory gives none; add `password = {{ env = \"…\" }}` or a .pgpass line"));
+        return CapabilityError::Auth(format!(
+            "{where_}: the server asks for a password and the inventory gives none; add `password = {{ env = \"…\" }}` or a .pgpass line"
+        ));
     }
     CapabilityError::Unreachable(format!("{where_}: cannot connect ({text}); check that the server is up and reachable"))
 }
@@ -489,9 +495,7 @@ fn numeric_text(raw: &[u8]) -> Result<String, Box<dyn StdError + Sync + Send>> {
         0xF000 => return Ok("-Infinity".into()),
         _ => {}
     }
-    let digit = |k: i32| -> Result<i16, Box<dyn StdError + Sync + Send>> {
-        if k < 0 || k as usize >= ndigits { Ok(0) } else { word(4 + k as usize) }
-    };
+    let digit = |k: i32| -> Result<i16, Box<dyn StdError + Sync + Send>> { if k < 0 || k as usize >= ndigits { Ok(0) } else { word(4 + k as usize) } };
     let mut out = String::new();
     if sign == 0x4000 {
         out.push('-');

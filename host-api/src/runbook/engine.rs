@@ -156,10 +156,19 @@ struct Reopened {
 
 /// Why applying stopped early.
 enum Stop {
-    Failed { message: String, step: Option<String> },
-    Unknown { message: String, step: Option<String> },
+    Failed {
+        message: String,
+        step: Option<String>,
+    },
+    Unknown {
+        message: String,
+        step: Option<String>,
+    },
     /// A step no longer fits the live state.
-    Stale { message: String, step: String },
+    Stale {
+        message: String,
+        step: String,
+    },
     Interrupted,
 }
 
@@ -192,7 +201,9 @@ impl Engine<'_> {
         }
         let journal = match Journal::create(&self.journal_dir, self.redact.clone()) {
             Ok(journal) => journal,
-            Err(e) => return Outcome::Failed { message: format!("{who}: {e:#}; nothing was changed"), changed: false, step: None, run: None, results: Vec::new() },
+            Err(e) => {
+                return Outcome::Failed { message: format!("{who}: {e:#}; nothing was changed"), changed: false, step: None, run: None, results: Vec::new() };
+            }
         };
         let record = Record::Run {
             schema: SCHEMA,
@@ -209,7 +220,13 @@ impl Engine<'_> {
             previews: previews.clone(),
         };
         if let Err(e) = journal.append(&record) {
-            return Outcome::Failed { message: format!("{who}: {e:#}; nothing was changed"), changed: false, step: None, run: Some(journal.run.clone()), results: Vec::new() };
+            return Outcome::Failed {
+                message: format!("{who}: {e:#}; nothing was changed"),
+                changed: false,
+                step: None,
+                run: Some(journal.run.clone()),
+                results: Vec::new(),
+            };
         }
         let _locks = match self.lock(&plan, &journal.run) {
             Ok(locks) => locks,
@@ -234,7 +251,13 @@ impl Engine<'_> {
         let who = format!("resume {run} ({line})");
         let mut states = log.states();
         if states.iter().all(|s| *s == StepState::Done) && log.status() == "done" {
-            return Outcome::Done { run: Some(run.clone()), steps: previews, results: Vec::new(), verification: Vec::new(), message: format!("run {run} finished already; nothing to resume") };
+            return Outcome::Done {
+                run: Some(run.clone()),
+                steps: previews,
+                results: Vec::new(),
+                verification: Vec::new(),
+                message: format!("run {run} finished already; nothing to resume"),
+            };
         }
         let done = states.iter().filter(|s| **s == StepState::Done).count();
         let remaining: Vec<StepPreview> = previews.iter().zip(&states).filter(|(_, s)| **s != StepState::Done).map(|(p, _)| p.clone()).collect();
@@ -324,14 +347,16 @@ impl Engine<'_> {
             .cloned()
             .ok_or_else(|| Outcome::refused(format!("run {run}: plugin {plugin_name} is not loaded here; install it and try again")))?;
         if log.status() == "running" {
-            return Err(Outcome::Refused { message: format!("run {run} is still being applied by another opsh; wait for it or stop it first"), run: Some(run) });
+            return Err(Outcome::Refused {
+                message: format!("run {run} is still being applied by another opsh; wait for it or stop it first"),
+                run: Some(run),
+            });
         }
         let (call, plan, previews, line) = (call.clone(), plan.clone(), previews.to_vec(), line.to_string());
         let who = format!("{verb} {run} ({line})");
         let journal = Journal::reopen(&self.journal_dir, &run, self.redact.clone()).map_err(|e| Outcome::refused(format!("{who}: {e:#}")))?;
-        let locks = self
-            .lock(&plan, &run)
-            .map_err(|message| Outcome::Refused { message: format!("{who}: {message}; nothing was changed"), run: Some(run.clone()) })?;
+        let locks =
+            self.lock(&plan, &run).map_err(|message| Outcome::Refused { message: format!("{who}: {message}; nothing was changed"), run: Some(run.clone()) })?;
         Ok(Reopened { log, plugin, call, plan, previews, line, run, journal, locks })
     }
 
@@ -393,7 +418,11 @@ impl Engine<'_> {
                         continue;
                     }
                 }
-                let result = if pending.len() == 1 { self.apply_step(ctx, pending[0], total, &mut reports).await } else { self.apply_group(ctx, group, &pending, total, &mut reports).await };
+                let result = if pending.len() == 1 {
+                    self.apply_step(ctx, pending[0], total, &mut reports).await
+                } else {
+                    self.apply_group(ctx, group, &pending, total, &mut reports).await
+                };
                 for report in &reports {
                     if matches!(report.status, StepStatus::Done | StepStatus::Skipped) {
                         states[report.index] = StepState::Done;
@@ -456,7 +485,10 @@ impl Engine<'_> {
             }
             CheckState::NotDone => Ok(false),
             CheckState::Stale => Err(Stop::Stale {
-                message: format!("step {} ({title}) no longer fits the live state: {detail}. The plan is outdated and was not applied blindly; plan again by running the command anew", step.id),
+                message: format!(
+                    "step {} ({title}) no longer fits the live state: {detail}. The plan is outdated and was not applied blindly; plan again by running the command anew",
+                    step.id
+                ),
                 step: step.id.clone(),
             }),
             CheckState::Unknown => {
@@ -541,16 +573,22 @@ impl Engine<'_> {
                 message.push_str(&format!("; {label}: {}", list.join(", ")));
             }
         }
-        if failed.is_empty() && unreachable.is_empty() {
-            Err(Stop::Unknown { message, step: None })
-        } else {
-            Err(Stop::Failed { message, step: None })
-        }
+        if failed.is_empty() && unreachable.is_empty() { Err(Stop::Unknown { message, step: None }) } else { Err(Stop::Failed { message, step: None }) }
     }
 
     /// Journal and report one step's outcome.
     #[allow(clippy::too_many_arguments)]
-    fn record(&self, ctx: &RunCtx<'_>, index: usize, total: usize, step: &Step, preview: &StepPreview, outcome: StepOutcome, started: Instant, reports: &mut Vec<StepReport>) -> Result<(), Stop> {
+    fn record(
+        &self,
+        ctx: &RunCtx<'_>,
+        index: usize,
+        total: usize,
+        step: &Step,
+        preview: &StepPreview,
+        outcome: StepOutcome,
+        started: Instant,
+        reports: &mut Vec<StepReport>,
+    ) -> Result<(), Stop> {
         let duration_ms = started.elapsed().as_millis() as u64;
         let (status, message) = match &outcome {
             StepOutcome::Done(note) => (StepStatus::Done, note.clone()),
@@ -558,7 +596,15 @@ impl Engine<'_> {
             StepOutcome::Unknown(m) => (StepStatus::Unknown, m.clone()),
         };
         let journaled = ctx.journal.result(index, &step.id, status, &message, duration_ms);
-        reports.push(StepReport { index, id: step.id.clone(), title: preview.title.clone(), target: step.target.clone(), status, message: message.clone(), duration_ms });
+        reports.push(StepReport {
+            index,
+            id: step.id.clone(),
+            title: preview.title.clone(),
+            target: step.target.clone(),
+            status,
+            message: message.clone(),
+            duration_ms,
+        });
         let shown = if status == StepStatus::Done { Ok(message.clone()) } else { Err(message.clone()) };
         self.operator.step_finished(index, total, preview, &shown);
         if let Err(e) = journaled {
@@ -566,7 +612,9 @@ impl Engine<'_> {
         }
         match outcome {
             StepOutcome::Done(_) => Ok(()),
-            StepOutcome::Failed(m) | StepOutcome::Unreachable(m) => Err(Stop::Failed { message: format!("step {} ({}) failed: {m}", step.id, preview.title), step: Some(step.id.clone()) }),
+            StepOutcome::Failed(m) | StepOutcome::Unreachable(m) => {
+                Err(Stop::Failed { message: format!("step {} ({}) failed: {m}", step.id, preview.title), step: Some(step.id.clone()) })
+            }
             StepOutcome::Unknown(m) => Err(Stop::Unknown { message: format!("step {} ({}): {m}", step.id, preview.title), step: Some(step.id.clone()) }),
         }
     }
@@ -633,14 +681,22 @@ impl Engine<'_> {
         let resume = format!("resume with: opsh resume {run}");
         let outcome = match stop {
             Stop::Interrupted => Outcome::Failed {
-                message: format!("{}: stopped by Ctrl-C before the next step; {}", ctx.who, if changed { resume } else { format!("nothing was changed; {resume}") }),
+                message: format!(
+                    "{}: stopped by Ctrl-C before the next step; {}",
+                    ctx.who,
+                    if changed { resume } else { format!("nothing was changed; {resume}") }
+                ),
                 changed,
                 step: None,
                 run: Some(run),
                 results: reports,
             },
             Stop::Failed { message, step } => Outcome::Failed {
-                message: format!("{}: {message}{}", ctx.who, if changed { format!(". Earlier steps were applied; fix the cause, then {resume}") } else { ". Nothing was changed".into() }),
+                message: format!(
+                    "{}: {message}{}",
+                    ctx.who,
+                    if changed { format!(". Earlier steps were applied; fix the cause, then {resume}") } else { ". Nothing was changed".into() }
+                ),
                 changed,
                 step,
                 run: Some(run),
@@ -653,7 +709,9 @@ impl Engine<'_> {
                 results: reports,
             },
             Stop::Stale { message, .. } if !changed => Outcome::Refused { message: format!("{}: {message}; nothing was changed", ctx.who), run: Some(run) },
-            Stop::Stale { message, step } => Outcome::Failed { message: format!("{}: {message}", ctx.who), changed, step: Some(step), run: Some(run), results: reports },
+            Stop::Stale { message, step } => {
+                Outcome::Failed { message: format!("{}: {message}", ctx.who), changed, step: Some(step), run: Some(run), results: reports }
+            }
         };
         let status = match &outcome {
             Outcome::Unknown { .. } => "unknown",
@@ -665,11 +723,22 @@ impl Engine<'_> {
         outcome
     }
 
-    fn call_failure(&self, who: &str, error: CallError, changed: bool, step: Option<String>, run: Option<String>, lang: &str, results: Vec<StepReport>) -> Outcome {
+    fn call_failure(
+        &self,
+        who: &str,
+        error: CallError,
+        changed: bool,
+        step: Option<String>,
+        run: Option<String>,
+        lang: &str,
+        results: Vec<StepReport>,
+    ) -> Outcome {
         let message = format!("{who}: {}", self.call_error_text(error.clone(), lang));
         match error {
             CallError::Command(CommandError::Usage(_)) => Outcome::Usage { message },
-            CallError::Command(CommandError::Refused(_)) | CallError::Command(CommandError::Capability(WitError::Denied(_))) => Outcome::Refused { message, run },
+            CallError::Command(CommandError::Refused(_)) | CallError::Command(CommandError::Capability(WitError::Denied(_))) => {
+                Outcome::Refused { message, run }
+            }
             CallError::Command(CommandError::Capability(WitError::Timeout(_))) => Outcome::Unknown { message, step, run, results },
             _ => Outcome::Failed { message, changed, step, run, results },
         }

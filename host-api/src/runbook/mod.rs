@@ -33,16 +33,15 @@ pub fn find_command<'a>(info: &'a PluginInfo, words: &[String]) -> Option<&'a Co
 
 /// Find the command the words name and parse its arguments.
 pub fn parse_invocation<'a>(info: &'a PluginInfo, words: &[String]) -> Result<(&'a CommandInfo, Invocation), UsageError> {
-    let command = find_command(info, words)
-        .ok_or_else(|| {
-            let known: Vec<String> = info.commands.iter().map(|c| format!("{} {}", info.name, c.name)).collect();
-            let typed = words.first().map(String::as_str).unwrap_or("");
-            UsageError(if typed.is_empty() {
-                format!("{} needs a command: {}", info.name, known.join(", "))
-            } else {
-                format!("{} has no command {typed:?}; it has: {} (try `help {}`)", info.name, known.join(", "), info.name)
-            })
-        })?;
+    let command = find_command(info, words).ok_or_else(|| {
+        let known: Vec<String> = info.commands.iter().map(|c| format!("{} {}", info.name, c.name)).collect();
+        let typed = words.first().map(String::as_str).unwrap_or("");
+        UsageError(if typed.is_empty() {
+            format!("{} needs a command: {}", info.name, known.join(", "))
+        } else {
+            format!("{} has no command {typed:?}; it has: {} (try `help {}`)", info.name, known.join(", "), info.name)
+        })
+    })?;
     let rest = &words[command.name.split_whitespace().count()..];
     let full = format!("{} {}", info.name, command.name);
     let mut args: Vec<(String, Vec<String>)> = Vec::new();
@@ -86,9 +85,7 @@ pub fn parse_invocation<'a>(info: &'a PluginInfo, words: &[String]) -> Result<(&
                 }
             }
         } else {
-            let arg = positionals.get(next_positional).ok_or_else(|| {
-                UsageError(format!("{full}: unexpected argument {word:?} (see `help {full}`)"))
-            })?;
+            let arg = positionals.get(next_positional).ok_or_else(|| UsageError(format!("{full}: unexpected argument {word:?} (see `help {full}`)")))?;
             push(&arg.name, word.clone());
             next_positional += 1;
         }
@@ -107,12 +104,29 @@ pub fn parse_invocation<'a>(info: &'a PluginInfo, words: &[String]) -> Result<(&
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case", tag = "kind")]
 pub enum Preview {
-    Sql { database: String, statements: Vec<String> },
-    File { host: String, path: String, diff: String, stale: bool },
-    Service { host: String, service: String, action: String },
-    Exec { host: String, argv: Vec<String> },
+    Sql {
+        database: String,
+        statements: Vec<String>,
+    },
+    File {
+        host: String,
+        path: String,
+        diff: String,
+        stale: bool,
+    },
+    Service {
+        host: String,
+        service: String,
+        action: String,
+    },
+    Exec {
+        host: String,
+        argv: Vec<String>,
+    },
     /// Cannot be previewed exactly; the text says what it does.
-    Opaque { text: String },
+    Opaque {
+        text: String,
+    },
 }
 
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
@@ -163,18 +177,44 @@ pub struct StepReport {
 #[serde(rename_all = "kebab-case", tag = "outcome")]
 pub enum Outcome {
     /// A read-only command's tables.
-    Tables { tables: Vec<Table> },
+    Tables {
+        tables: Vec<Table>,
+    },
     /// `--dry-run`: the plan, nothing changed.
-    Planned { steps: Vec<StepPreview> },
+    Planned {
+        steps: Vec<StepPreview>,
+    },
     /// Every step applied and verified (or, for `retry`, the one step).
-    Done { run: Option<String>, steps: Vec<StepPreview>, results: Vec<StepReport>, verification: Vec<Table>, message: String },
+    Done {
+        run: Option<String>,
+        steps: Vec<StepPreview>,
+        results: Vec<StepReport>,
+        verification: Vec<Table>,
+        message: String,
+    },
     /// Nothing was run: the operator's words were wrong.
-    Usage { message: String },
+    Usage {
+        message: String,
+    },
     /// Not done by decision: not confirmed, not granted, locked, a pre-check said no.
-    Refused { message: String, run: Option<String> },
-    Failed { message: String, changed: bool, step: Option<String>, run: Option<String>, results: Vec<StepReport> },
+    Refused {
+        message: String,
+        run: Option<String>,
+    },
+    Failed {
+        message: String,
+        changed: bool,
+        step: Option<String>,
+        run: Option<String>,
+        results: Vec<StepReport>,
+    },
     /// A timeout or an aborted step: it may or may not have taken effect.
-    Unknown { message: String, step: Option<String>, run: Option<String>, results: Vec<StepReport> },
+    Unknown {
+        message: String,
+        step: Option<String>,
+        run: Option<String>,
+        results: Vec<StepReport>,
+    },
 }
 
 impl Outcome {
@@ -195,7 +235,11 @@ impl Outcome {
 
     pub fn message(&self) -> &str {
         match self {
-            Self::Done { message, .. } | Self::Usage { message } | Self::Refused { message, .. } | Self::Failed { message, .. } | Self::Unknown { message, .. } => message,
+            Self::Done { message, .. }
+            | Self::Usage { message }
+            | Self::Refused { message, .. }
+            | Self::Failed { message, .. }
+            | Self::Unknown { message, .. } => message,
             Self::Tables { .. } | Self::Planned { .. } => "",
         }
     }
@@ -203,4 +247,3 @@ impl Outcome {
 
 pub mod engine;
 pub use engine::{Engine, Interrupt};
-

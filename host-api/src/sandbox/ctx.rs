@@ -5,8 +5,8 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use wasmtime::component::ResourceTable;
 use wasmtime::StoreLimits;
+use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use super::bindings::{file_edit, host, service, sql, ssh, types};
@@ -59,11 +59,7 @@ impl CallCtx {
         if self.phase.may_change() {
             Ok(())
         } else {
-            Err(CapabilityError::ReadOnly(format!(
-                "{what} refused: plugin {} is in its {} phase, where nothing may change",
-                self.plugin,
-                self.phase.name()
-            )))
+            Err(CapabilityError::ReadOnly(format!("{what} refused: plugin {} is in its {} phase, where nothing may change", self.plugin, self.phase.name())))
         }
     }
 
@@ -160,9 +156,9 @@ impl sql::Host for CallCtx {
 
     async fn transaction(&mut self, database: String, statements: Vec<sql::Statement>) -> Result<Vec<sql::Rows>, types::CapabilityError> {
         let started = Instant::now();
-        let prepared = self.grant(Capability::Sql, &database, None).and_then(|()| {
-            statements.into_iter().map(|s| self.sql_statement(&s.sql, s.params)).collect::<CapResult<Vec<_>>>()
-        });
+        let prepared = self
+            .grant(Capability::Sql, &database, None)
+            .and_then(|()| statements.into_iter().map(|s| self.sql_statement(&s.sql, s.params)).collect::<CapResult<Vec<_>>>());
         let (caps, read_only) = (self.caps.clone(), !self.phase.may_change());
         let result = match prepared {
             Ok(statements) => caps.sql.transaction(&database, &statements, read_only, &caps.bounds, false).await,
@@ -262,7 +258,13 @@ impl file_edit::Host for CallCtx {
         self.finish(started, result)
     }
 
-    async fn write(&mut self, host_name: String, path: String, content: String, expected_sha256: Option<String>) -> Result<file_edit::WriteOutcome, types::CapabilityError> {
+    async fn write(
+        &mut self,
+        host_name: String,
+        path: String,
+        content: String,
+        expected_sha256: Option<String>,
+    ) -> Result<file_edit::WriteOutcome, types::CapabilityError> {
         let started = Instant::now();
         let prepared = self
             .grant(Capability::FileEdit, &host_name, Some(&path))
@@ -350,10 +352,7 @@ impl host::Host for CallCtx {
             "topology" => inventory.topologies.keys().cloned().collect(),
             _ => Vec::new(),
         };
-        names
-            .into_iter()
-            .filter(|n| self.caps.grants.may_see(&self.plugin, n) || self.caps.grants.manages_topology(&self.plugin, inventory, n))
-            .collect()
+        names.into_iter().filter(|n| self.caps.grants.may_see(&self.plugin, n) || self.caps.grants.manages_topology(&self.plugin, inventory, n)).collect()
     }
 }
 
@@ -373,12 +372,15 @@ impl CallCtx {
             attributes.push(("address".into(), token(name)));
             // The kinds of the host's other names; each is `{{addr:NAME:KIND}}` inside.
             attributes.push(("aliases".into(), h.aliases.keys().cloned().collect::<Vec<_>>().join(",")));
-            attributes.push(("service-manager".into(), match &h.service_manager {
-                crate::inventory::ServiceManager::Named(crate::inventory::ServiceManagerName::Systemd) => "systemd".into(),
-                crate::inventory::ServiceManager::Named(crate::inventory::ServiceManagerName::Sysv) => "sysv".into(),
-                crate::inventory::ServiceManager::Command { .. } => "command".into(),
-                crate::inventory::ServiceManager::Unset => "none".into(),
-            }));
+            attributes.push((
+                "service-manager".into(),
+                match &h.service_manager {
+                    crate::inventory::ServiceManager::Named(crate::inventory::ServiceManagerName::Systemd) => "systemd".into(),
+                    crate::inventory::ServiceManager::Named(crate::inventory::ServiceManagerName::Sysv) => "sysv".into(),
+                    crate::inventory::ServiceManager::Command { .. } => "command".into(),
+                    crate::inventory::ServiceManager::Unset => "none".into(),
+                },
+            ));
             attributes.extend(h.attributes.iter().map(|(k, v)| (k.clone(), self.conceal(v))));
         } else if let Some(d) = inventory.database(name) {
             kind = "database";

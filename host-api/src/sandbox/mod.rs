@@ -140,10 +140,7 @@ impl Sandbox {
             .map_err(|e| anyhow::anyhow!("{where_} needs imports this opsh does not provide ({e}); it was built for another opsh:plugin version"))?;
         let pre = PluginPre::new(pre).map_err(|e| anyhow::anyhow!("{where_} does not export opsh:plugin/runbook@0.1.0: {e}"))?;
         let mut plugin = LoadedPlugin { info: placeholder_info(), origin, pre };
-        let info = self
-            .describe(&plugin, caps, events)
-            .await
-            .map_err(|crash| anyhow::anyhow!("{where_}: describe() failed: {}", crash.message))?;
+        let info = self.describe(&plugin, caps, events).await.map_err(|crash| anyhow::anyhow!("{where_}: describe() failed: {}", crash.message))?;
         if info.name.is_empty() || !info.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
             anyhow::bail!("{where_} calls itself {:?}; a plugin name is letters, digits and '-'", info.name);
         }
@@ -211,7 +208,14 @@ impl Sandbox {
     }
 
     /// A fresh store and instance for one call of a plugin export.
-    async fn instance(&self, plugin: &LoadedPlugin, phase: Phase, caps: &Arc<Capabilities>, events: &Arc<dyn Events>, locale: &str) -> Result<Call, PluginCrash> {
+    async fn instance(
+        &self,
+        plugin: &LoadedPlugin,
+        phase: Phase,
+        caps: &Arc<Capabilities>,
+        events: &Arc<dyn Events>,
+        locale: &str,
+    ) -> Result<Call, PluginCrash> {
         let name = if plugin.info.name.is_empty() { "(loading)" } else { plugin.info.name.as_str() };
         let stderr = MemoryOutputPipe::new(64 * 1024);
         let mut store = self.store(name, phase, caps, events, locale, stderr.clone());
@@ -231,31 +235,68 @@ impl Sandbox {
         result.map_err(|e| self.crash(&call, e))
     }
 
-    pub async fn read(&self, plugin: &LoadedPlugin, invocation: &Invocation, caps: &Arc<Capabilities>, events: &Arc<dyn Events>, locale: &str) -> Result<Vec<Table>, CallError> {
+    pub async fn read(
+        &self,
+        plugin: &LoadedPlugin,
+        invocation: &Invocation,
+        caps: &Arc<Capabilities>,
+        events: &Arc<dyn Events>,
+        locale: &str,
+    ) -> Result<Vec<Table>, CallError> {
         let mut call = self.instance(plugin, Phase::Read, caps, events, locale).await.map_err(CallError::Crash)?;
         let result = call.instance.opsh_plugin_runbook().call_read(&mut call.store, invocation).await;
         flatten(result.map_err(|e| self.crash(&call, e)))
     }
 
-    pub async fn plan(&self, plugin: &LoadedPlugin, invocation: &Invocation, caps: &Arc<Capabilities>, events: &Arc<dyn Events>, locale: &str) -> Result<ChangePlan, CallError> {
+    pub async fn plan(
+        &self,
+        plugin: &LoadedPlugin,
+        invocation: &Invocation,
+        caps: &Arc<Capabilities>,
+        events: &Arc<dyn Events>,
+        locale: &str,
+    ) -> Result<ChangePlan, CallError> {
         let mut call = self.instance(plugin, Phase::Plan, caps, events, locale).await.map_err(CallError::Crash)?;
         let result = call.instance.opsh_plugin_runbook().call_plan(&mut call.store, invocation).await;
         flatten(result.map_err(|e| self.crash(&call, e)))
     }
 
-    pub async fn apply(&self, plugin: &LoadedPlugin, invocation: &Invocation, step: &Step, caps: &Arc<Capabilities>, events: &Arc<dyn Events>, locale: &str) -> Result<Text, CallError> {
+    pub async fn apply(
+        &self,
+        plugin: &LoadedPlugin,
+        invocation: &Invocation,
+        step: &Step,
+        caps: &Arc<Capabilities>,
+        events: &Arc<dyn Events>,
+        locale: &str,
+    ) -> Result<Text, CallError> {
         let mut call = self.instance(plugin, Phase::Apply, caps, events, locale).await.map_err(CallError::Crash)?;
         let result = call.instance.opsh_plugin_runbook().call_apply(&mut call.store, invocation, step).await;
         flatten(result.map_err(|e| self.crash(&call, e)))
     }
 
-    pub async fn check(&self, plugin: &LoadedPlugin, invocation: &Invocation, step: &Step, caps: &Arc<Capabilities>, events: &Arc<dyn Events>, locale: &str) -> Result<CheckResult, CallError> {
+    pub async fn check(
+        &self,
+        plugin: &LoadedPlugin,
+        invocation: &Invocation,
+        step: &Step,
+        caps: &Arc<Capabilities>,
+        events: &Arc<dyn Events>,
+        locale: &str,
+    ) -> Result<CheckResult, CallError> {
         let mut call = self.instance(plugin, Phase::Verify, caps, events, locale).await.map_err(CallError::Crash)?;
         let result = call.instance.opsh_plugin_runbook().call_check(&mut call.store, invocation, step).await;
         flatten(result.map_err(|e| self.crash(&call, e)))
     }
 
-    pub async fn verify(&self, plugin: &LoadedPlugin, invocation: &Invocation, caps: &Arc<Capabilities>, events: &Arc<dyn Events>, locale: &str) -> Result<Vec<Table>, CallError> {
+    pub async fn verify(
+        &self,
+        plugin: &LoadedPlugin,
+        invocation: &Invocation,
+        caps: &Arc<Capabilities>,
+        events: &Arc<dyn Events>,
+        locale: &str,
+    ) -> Result<Vec<Table>, CallError> {
         let mut call = self.instance(plugin, Phase::Verify, caps, events, locale).await.map_err(CallError::Crash)?;
         let result = call.instance.opsh_plugin_runbook().call_verify(&mut call.store, invocation).await;
         flatten(result.map_err(|e| self.crash(&call, e)))
@@ -300,11 +341,7 @@ fn describe_crash(store: &Store<CallCtx>, error: &wasmtime::Error, stderr: &Memo
         }
     } else {
         let root = format!("{}", error.root_cause());
-        if root.contains("memory") || root.contains("grow") {
-            format!("it ran out of memory (limit {} MiB): {root}", limits.memory_bytes >> 20)
-        } else {
-            root
-        }
+        if root.contains("memory") || root.contains("grow") { format!("it ran out of memory (limit {} MiB): {root}", limits.memory_bytes >> 20) } else { root }
     };
     if !guest_output.is_empty() {
         let tail: Vec<&str> = guest_output.lines().rev().take(8).collect();

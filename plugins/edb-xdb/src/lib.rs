@@ -11,9 +11,9 @@
 mod system;
 
 use opsh_plugin_sdk::{
-    Args, ChangePlan, CheckResult, CheckState, CommandError, CommandKind, CommandResult, Completion, Effect, Guest, Invocation, PluginInfo,
-    RowsExt, Step, StepData, Table, Text, address_of, bad, command, data, file_edit, files, good, pg_hba, plain, properties, quote, service,
-    sql, ssh, step, table, text, wait, warn,
+    Args, ChangePlan, CheckResult, CheckState, CommandError, CommandKind, CommandResult, Completion, Effect, Guest, Invocation, PluginInfo, RowsExt, Step,
+    StepData, Table, Text, address_of, bad, command, data, file_edit, files, good, pg_hba, plain, properties, quote, service, sql, ssh, step, table, text,
+    wait, warn,
 };
 use system::{Node, PUB_SCHEMAS, SUB_SCHEMA, System};
 
@@ -21,25 +21,72 @@ struct Xdb;
 
 impl Guest for Xdb {
     fn describe() -> PluginInfo {
-        let topology = |c: opsh_plugin_sdk::build::CommandBuilder| c.option("topology", false, text("the replication system (a topology with plugin = \"xdb\"), when there are several", "レプリケーション システム (複数ある場合)"), Completion::Topology);
+        let topology = |c: opsh_plugin_sdk::build::CommandBuilder| {
+            c.option(
+                "topology",
+                false,
+                text("the replication system (a topology with plugin = \"xdb\"), when there are several", "レプリケーション システム (複数ある場合)"),
+                Completion::Topology,
+            )
+        };
         PluginInfo {
             name: "xdb".into(),
             version: env!("CARGO_PKG_VERSION").into(),
-            summary: text("EDB xDB Replication Server 6.2: controlled switchover of publication and subscription", "EDB xDB Replication Server 6.2: 公開・購読データベースの切り替え"),
+            summary: text(
+                "EDB xDB Replication Server 6.2: controlled switchover of publication and subscription",
+                "EDB xDB Replication Server 6.2: 公開・購読データベースの切り替え",
+            ),
             capabilities: vec!["sql".into(), "ssh".into(), "file-edit".into(), "service".into()],
             commands: vec![
-                topology(command("status", CommandKind::Read, text("Roles, control schemas, connection info, triggers, pending rows, slots, controller, servers", "ロール・制御スキーマ・接続情報・トリガー・未反映行・スロット・コントローラ・サーバー")))
-                    .example("xdb status --topology xdb-trigger", text("Show the trigger-based replication system", "トリガー方式のシステムを表示"))
-                    .build(),
-                topology(command("switchover", CommandKind::Change, text("Controlled switchover (16 steps); run again to switch back", "制御された切り替え (16 手順)。再実行で元に戻す")))
-                    .option("quiesce", false, text("connection-limit (default: CONNECTION LIMIT 0 and end non-superuser sessions) or confirmed (done by hand)", "connection-limit (既定) または confirmed"), Completion::Choices(vec!["connection-limit".into(), "confirmed".into()]))
-                    .option("server-host", false, text("move the publication/subscription server metadata to this host (step 11)", "サーバーのメタデータをこのホストへ移す (手順 11)"), Completion::Host)
-                    .flag("drop-old-slot", text("log-based: drop the replication slot on the old publication host (step 14)", "ログ方式: 旧公開ホストのスロットを削除"))
-                    .example("xdb switchover --topology xdb-trigger --dry-run", text("Preview every schema move, control-schema update and file diff", "全手順と差分を確認"))
-                    .build(),
-                topology(command("swap-control-schema", CommandKind::Change, text("Steps 5-10 alone: move the control schemas and triggers, swap the connection information", "手順 5〜10 のみ: 制御スキーマとトリガーの移動、接続情報の入れ替え")))
-                    .example("xdb swap-control-schema --topology xdb-trigger --dry-run", text("Preview the control-schema move", "制御スキーマの移動を確認"))
-                    .build(),
+                topology(command(
+                    "status",
+                    CommandKind::Read,
+                    text(
+                        "Roles, control schemas, connection info, triggers, pending rows, slots, controller, servers",
+                        "ロール・制御スキーマ・接続情報・トリガー・未反映行・スロット・コントローラ・サーバー",
+                    ),
+                ))
+                .example("xdb status --topology xdb-trigger", text("Show the trigger-based replication system", "トリガー方式のシステムを表示"))
+                .build(),
+                topology(command(
+                    "switchover",
+                    CommandKind::Change,
+                    text("Controlled switchover (16 steps); run again to switch back", "制御された切り替え (16 手順)。再実行で元に戻す"),
+                ))
+                .option(
+                    "quiesce",
+                    false,
+                    text(
+                        "connection-limit (default: CONNECTION LIMIT 0 and end non-superuser sessions) or confirmed (done by hand)",
+                        "connection-limit (既定) または confirmed",
+                    ),
+                    Completion::Choices(vec!["connection-limit".into(), "confirmed".into()]),
+                )
+                .option(
+                    "server-host",
+                    false,
+                    text("move the publication/subscription server metadata to this host (step 11)", "サーバーのメタデータをこのホストへ移す (手順 11)"),
+                    Completion::Host,
+                )
+                .flag(
+                    "drop-old-slot",
+                    text("log-based: drop the replication slot on the old publication host (step 14)", "ログ方式: 旧公開ホストのスロットを削除"),
+                )
+                .example(
+                    "xdb switchover --topology xdb-trigger --dry-run",
+                    text("Preview every schema move, control-schema update and file diff", "全手順と差分を確認"),
+                )
+                .build(),
+                topology(command(
+                    "swap-control-schema",
+                    CommandKind::Change,
+                    text(
+                        "Steps 5-10 alone: move the control schemas and triggers, swap the connection information",
+                        "手順 5〜10 のみ: 制御スキーマとトリガーの移動、接続情報の入れ替え",
+                    ),
+                ))
+                .example("xdb swap-control-schema --topology xdb-trigger --dry-run", text("Preview the control-schema move", "制御スキーマの移動を確認"))
+                .build(),
             ],
         }
     }
@@ -56,7 +103,9 @@ impl Guest for Xdb {
         let args = Args(&call);
         let system = System::load(args.get("topology"))?;
         match call.command.as_str() {
-            "switchover" => plan_switchover(&system, args.get("quiesce").unwrap_or("connection-limit"), args.get("server-host"), args.flag("drop-old-slot"), true),
+            "switchover" => {
+                plan_switchover(&system, args.get("quiesce").unwrap_or("connection-limit"), args.get("server-host"), args.flag("drop-old-slot"), true)
+            }
             "swap-control-schema" => plan_switchover(&system, "confirmed", None, false, false),
             other => Err(CommandError::Usage(format!("xdb has no command {other}"))),
         }
@@ -79,9 +128,16 @@ impl Guest for Xdb {
         if pub_live.triggers.is_empty() && system::method(&publication.db)? == "T" {
             return Err(CommandError::Failed(format!("{} has no capture triggers: changes there would not replicate", publication.db)));
         }
-        let recorded = sql::query(&publication.db, "SELECT (SELECT db_host FROM _edb_replicator_pub.xdb_pub_database ORDER BY pub_db_id LIMIT 1) AS pub, (SELECT db_host FROM _edb_replicator_sub.xdb_sub_database ORDER BY sub_db_id LIMIT 1) AS sub", &[])?;
+        let recorded = sql::query(
+            &publication.db,
+            "SELECT (SELECT db_host FROM _edb_replicator_pub.xdb_pub_database ORDER BY pub_db_id LIMIT 1) AS pub, (SELECT db_host FROM _edb_replicator_sub.xdb_sub_database ORDER BY sub_db_id LIMIT 1) AS sub",
+            &[],
+        )?;
         if recorded.first_text("pub") != Some(address_of(&publication.host)) || recorded.first_text("sub") != Some(address_of(&subscription.host)) {
-            return Err(CommandError::Failed(format!("the control schema on {} does not name {} as publication and {} as subscription", publication.db, publication.host, subscription.host)));
+            return Err(CommandError::Failed(format!(
+                "the control schema on {} does not name {} as publication and {} as subscription",
+                publication.db, publication.host, subscription.host
+            )));
         }
         if call.command == "switchover" {
             let pending = system::pending(&publication.db)?;
@@ -94,18 +150,34 @@ impl Guest for Xdb {
 }
 
 fn status(system: &System) -> CommandResult<Vec<Table>> {
-    let mut nodes = table(text(&format!("Replication system {}", system.topology), &format!("レプリケーション システム {}", system.topology)), &["node", "host", "role", "method", "control schemas", "capture triggers", "pending rows", "slots"]);
+    let mut nodes = table(
+        text(&format!("Replication system {}", system.topology), &format!("レプリケーション システム {}", system.topology)),
+        &["node", "host", "role", "method", "control schemas", "capture triggers", "pending rows", "slots"],
+    );
     let roles = system.roles();
     for node in &system.nodes {
         let live = match system::live(node) {
             Ok(live) => live,
             Err(e) => {
-                nodes.push(vec![plain(node.db.as_str()), plain(node.host.as_str()), bad(format!("{e:?}")), plain(""), plain(""), plain(""), plain(""), plain("")]);
+                nodes.push(vec![
+                    plain(node.db.as_str()),
+                    plain(node.host.as_str()),
+                    bad(format!("{e:?}")),
+                    plain(""),
+                    plain(""),
+                    plain(""),
+                    plain(""),
+                    plain(""),
+                ]);
                 continue;
             }
         };
         let is_pub = live.schemas.iter().any(|s| s == "_edb_replicator_pub");
-        let method = if is_pub { system::method(&node.db).map(|m| if m == "W" { "log-based" } else { "trigger-based" }.to_string()).unwrap_or_default() } else { String::new() };
+        let method = if is_pub {
+            system::method(&node.db).map(|m| if m == "W" { "log-based" } else { "trigger-based" }.to_string()).unwrap_or_default()
+        } else {
+            String::new()
+        };
         let pending = if is_pub { system::pending(&node.db).map(|n| n.to_string()).unwrap_or_else(|e| format!("{e:?}")) } else { "-".into() };
         nodes.push(vec![
             plain(node.db.as_str()),
@@ -118,11 +190,20 @@ fn status(system: &System) -> CommandResult<Vec<Table>> {
             plain(live.slots.iter().map(|(s, p)| format!("{s} ({p})")).collect::<Vec<_>>().join(", ")),
         ]);
     }
-    let mut control = table(text("Connection information in the control schema (passwords not shown)", "制御スキーマの接続情報 (パスワードは非表示)"), &["definition", "host", "port", "database", "user"]);
+    let mut control = table(
+        text("Connection information in the control schema (passwords not shown)", "制御スキーマの接続情報 (パスワードは非表示)"),
+        &["definition", "host", "port", "database", "user"],
+    );
     if let Ok((publication, _, _, _)) = &roles {
         for (label, query) in [
-            ("publication database", "SELECT db_host AS h, db_port::text AS p, db_name AS d, db_user AS u FROM _edb_replicator_pub.xdb_pub_database ORDER BY pub_db_id"),
-            ("subscription database", "SELECT db_host AS h, db_port::text AS p, db_name AS d, db_user AS u FROM _edb_replicator_sub.xdb_sub_database ORDER BY sub_db_id"),
+            (
+                "publication database",
+                "SELECT db_host AS h, db_port::text AS p, db_name AS d, db_user AS u FROM _edb_replicator_pub.xdb_pub_database ORDER BY pub_db_id",
+            ),
+            (
+                "subscription database",
+                "SELECT db_host AS h, db_port::text AS p, db_name AS d, db_user AS u FROM _edb_replicator_sub.xdb_sub_database ORDER BY sub_db_id",
+            ),
             ("subscription server", "SELECT sub_server_ip AS h, sub_server_port::text AS p, '' AS d, '' AS u FROM _edb_replicator_pub.xdb_sub_servers"),
             ("publication server", "SELECT pub_server_ip AS h, pub_server_port::text AS p, sub_name AS d, '' AS u FROM _edb_replicator_sub.xdb_subscriptions"),
         ] {
@@ -147,7 +228,11 @@ fn status(system: &System) -> CommandResult<Vec<Table>> {
     match file_edit::read(&system.server_host, &system.config_file) {
         Ok(conf) => {
             let value = |k: &str| properties::get(&conf.content, k).unwrap_or("?").to_string();
-            servers.push(vec![plain(system.server_host.as_str()), plain(format!("controller in {}", system.config_file)), plain(format!("{}:{} database {} user {}", value("host"), value("port"), value("database"), value("user")))]);
+            servers.push(vec![
+                plain(system.server_host.as_str()),
+                plain(format!("controller in {}", system.config_file)),
+                plain(format!("{}:{} database {} user {}", value("host"), value("port"), value("database"), value("user"))),
+            ]);
         }
         Err(e) => servers.push(vec![plain(system.server_host.as_str()), plain(system.config_file.as_str()), bad(e.brief())]),
     }
@@ -217,15 +302,27 @@ fn plan_switchover(system: &System, quiesce: &str, server_host: Option<&str>, dr
             b.db, b_live.wal_level, b_live.free_slots
         )));
     }
-    let counts = sql::query(&a.db, "SELECT (SELECT count(*) FROM _edb_replicator_pub.xdb_pub_database)::bigint AS p, (SELECT count(*) FROM _edb_replicator_sub.xdb_sub_database)::bigint AS s, \
-        (SELECT bool_and(p.db_password = s.db_password) FROM _edb_replicator_pub.xdb_pub_database p, _edb_replicator_sub.xdb_sub_database s) AS same_password", &[])?;
+    let counts = sql::query(
+        &a.db,
+        "SELECT (SELECT count(*) FROM _edb_replicator_pub.xdb_pub_database)::bigint AS p, (SELECT count(*) FROM _edb_replicator_sub.xdb_sub_database)::bigint AS s, \
+        (SELECT bool_and(p.db_password = s.db_password) FROM _edb_replicator_pub.xdb_pub_database p, _edb_replicator_sub.xdb_sub_database s) AS same_password",
+        &[],
+    )?;
     if counts.first_int("p") != Some(1) || counts.first_int("s") != Some(1) {
-        return Err(refused(format!("{}'s control schema defines {} publication and {} subscription databases: opsh switches a system of exactly one of each", a.db, counts.first_int("p").unwrap_or(0), counts.first_int("s").unwrap_or(0))));
+        return Err(refused(format!(
+            "{}'s control schema defines {} publication and {} subscription databases: opsh switches a system of exactly one of each",
+            a.db,
+            counts.first_int("p").unwrap_or(0),
+            counts.first_int("s").unwrap_or(0)
+        )));
     }
     let servers_running = system.services.iter().all(|s| matches!(service::status(&system.server_host, s), Ok(service::ServiceState::Running)));
     let pending = system::pending(&a.db)?;
     if whole && pending > 0 && !servers_running {
-        return Err(refused(format!("{pending} rows wait in {}'s shadow tables and the xDB servers on {} do not run: they cannot be synchronized, and opsh never drops them; start the servers first", a.db, system.server_host)));
+        return Err(refused(format!(
+            "{pending} rows wait in {}'s shadow tables and the xDB servers on {} do not run: they cannot be synchronized, and opsh never drops them; start the servers first",
+            a.db, system.server_host
+        )));
     }
     if !whole && (servers_running || pending > 0) {
         return Err(refused(format!(
@@ -238,7 +335,10 @@ fn plan_switchover(system: &System, quiesce: &str, server_host: Option<&str>, dr
     }
 
     let mut steps = Vec::new();
-    let limit = sql::query(&a.db, "SELECT datconnlimit::bigint AS l FROM pg_database WHERE datname = current_database()", &[])?.first_int("l").unwrap_or(-1).to_string();
+    let limit = sql::query(&a.db, "SELECT datconnlimit::bigint AS l FROM pg_database WHERE datname = current_database()", &[])?
+        .first_int("l")
+        .unwrap_or(-1)
+        .to_string();
     if whole {
         if quiesce == "connection-limit" {
             steps.push(
@@ -254,7 +354,8 @@ fn plan_switchover(system: &System, quiesce: &str, server_host: Option<&str>, dr
         if servers_running {
             steps.push(repcli_step("2", "synchronize", "-dosynchronize", system, &a, "Synchronize pending updates and wait until the shadow tables are empty"));
         } else {
-            warnings.push(text(&format!("the xDB servers on {} do not run and no rows are pending: step 2 has nothing to synchronize", system.server_host), ""));
+            warnings
+                .push(text(&format!("the xDB servers on {} do not run and no rows are pending: step 2 has nothing to synchronize", system.server_host), ""));
         }
         steps.push(services_step("3", "stop-servers", system, "stop"));
     }
@@ -265,14 +366,32 @@ fn plan_switchover(system: &System, quiesce: &str, server_host: Option<&str>, dr
     dump_argv.extend(node_args(&a));
     dump_argv.push(pub_dump.clone());
     dump_argv.extend(PUB_SCHEMAS.iter().map(|s| s.to_string()));
-    steps.push(exec_step("5", "backup-publication-schemas", &format!("Back up {} from {} to {pub_dump} (verified readable)", PUB_SCHEMAS.join(", "), a.db), &a.host, dump_argv, &[("action", "dump"), ("host", &a.host), ("db", &a.db), ("file", &pub_dump), ("schemas", &PUB_SCHEMAS.join(","))]));
+    steps.push(exec_step(
+        "5",
+        "backup-publication-schemas",
+        &format!("Back up {} from {} to {pub_dump} (verified readable)", PUB_SCHEMAS.join(", "), a.db),
+        &a.host,
+        dump_argv,
+        &[("action", "dump"), ("host", &a.host), ("db", &a.db), ("file", &pub_dump), ("schemas", &PUB_SCHEMAS.join(","))],
+    ));
     let trigger_file = system.backup(&a, "triggers.sql");
     steps.push(
-        step("backup-triggers", titled("6", &format!("Back up {} capture triggers and their functions from {} to {trigger_file}", a_live.triggers.len(), a.db)), &a.host)
-            .effect(Effect::Opaque(text(&format!("pg_get_functiondef / pg_get_triggerdef of {} written to {}:{trigger_file}", a_live.triggers.iter().map(|(t, g)| format!("{g} on {t}")).collect::<Vec<_>>().join(", "), a.host), "")))
-            .idempotent()
-            .data(enc(&[("action", "backup-triggers"), ("host", &a.host), ("db", &a.db), ("file", &trigger_file), ("triggers", &trigger_list(&a_live.triggers))]))
-            .build(),
+        step(
+            "backup-triggers",
+            titled("6", &format!("Back up {} capture triggers and their functions from {} to {trigger_file}", a_live.triggers.len(), a.db)),
+            &a.host,
+        )
+        .effect(Effect::Opaque(text(
+            &format!(
+                "pg_get_functiondef / pg_get_triggerdef of {} written to {}:{trigger_file}",
+                a_live.triggers.iter().map(|(t, g)| format!("{g} on {t}")).collect::<Vec<_>>().join(", "),
+                a.host
+            ),
+            "",
+        )))
+        .idempotent()
+        .data(enc(&[("action", "backup-triggers"), ("host", &a.host), ("db", &a.db), ("file", &trigger_file), ("triggers", &trigger_list(&a_live.triggers))]))
+        .build(),
     );
     let drops: Vec<String> = a_live.triggers.iter().map(|(t, g)| format!("DROP TRIGGER IF EXISTS {} ON {t}", quote::ident(g))).collect();
     steps.push(
@@ -289,7 +408,14 @@ fn plan_switchover(system: &System, quiesce: &str, server_host: Option<&str>, dr
     sub_argv.extend(node_args(&b));
     sub_argv.push(sub_dump.clone());
     sub_argv.push(SUB_SCHEMA.into());
-    steps.push(exec_step("7", "backup-subscription-schema", &format!("Back up {SUB_SCHEMA} from {} to {sub_dump} (verified readable)", b.db), &b.host, sub_argv, &[("action", "dump"), ("host", &b.host), ("db", &b.db), ("file", &sub_dump), ("schemas", SUB_SCHEMA)]));
+    steps.push(exec_step(
+        "7",
+        "backup-subscription-schema",
+        &format!("Back up {SUB_SCHEMA} from {} to {sub_dump} (verified readable)", b.db),
+        &b.host,
+        sub_argv,
+        &[("action", "dump"), ("host", &b.host), ("db", &b.db), ("file", &sub_dump), ("schemas", SUB_SCHEMA)],
+    ));
     steps.push(drop_schemas_step("7", "drop-subscription-schema", &b, &[SUB_SCHEMA], &sub_dump));
     // Steps 8 and 9: each backup is restored from the host that holds it.
     steps.push(restore_step("8", "restore-publication-schemas", &pub_dump, &a, &b, &PUB_SCHEMAS));
@@ -297,33 +423,61 @@ fn plan_switchover(system: &System, quiesce: &str, server_host: Option<&str>, dr
         step("restore-triggers", titled("8", &format!("Restore the capture triggers and functions from {trigger_file} on {}", b.db)), &b.db)
             .effect(Effect::Opaque(text(&format!("the SQL in {}:{trigger_file} runs in {}", a.host, b.db), "")))
             .idempotent()
-            .data(enc(&[("action", "restore-triggers"), ("host", &a.host), ("db", &b.db), ("file", &trigger_file), ("triggers", &trigger_list(&a_live.triggers))]))
+            .data(enc(&[
+                ("action", "restore-triggers"),
+                ("host", &a.host),
+                ("db", &b.db),
+                ("file", &trigger_file),
+                ("triggers", &trigger_list(&a_live.triggers)),
+            ]))
             .build(),
     );
     steps.push(restore_step("9", "restore-subscription-schema", &sub_dump, &b, &a, &[SUB_SCHEMA]));
     // Step 10: connection information swapped inside SQL: no password crosses into opsh.
     steps.push(
-        step("swap-connection-info", titled("10", &format!("In {}'s control schema: the publication database is now {} and the subscription database {} (host, port, user, password swapped)", b.db, b.host, a.host)), &b.db)
-            .sql(&b.db, &[SWAP])
-            .data(enc(&[("action", "swap"), ("db", &b.db), ("new-pub", &b.host)]))
-            .build(),
+        step(
+            "swap-connection-info",
+            titled(
+                "10",
+                &format!(
+                    "In {}'s control schema: the publication database is now {} and the subscription database {} (host, port, user, password swapped)",
+                    b.db, b.host, a.host
+                ),
+            ),
+            &b.db,
+        )
+        .sql(&b.db, &[SWAP])
+        .data(enc(&[("action", "swap"), ("db", &b.db), ("new-pub", &b.host)]))
+        .build(),
     );
     if whole {
         if let Some(server) = server_host {
             let address = address_of(server);
             steps.push(
                 step("move-server-metadata", titled("11", &format!("Publication and subscription server metadata → {server}")), &b.db)
-                    .sql(&b.db, &[&format!("UPDATE _edb_replicator_sub.xdb_subscriptions SET pub_server_ip = '{address}'"), &format!("UPDATE _edb_replicator_pub.xdb_sub_servers SET sub_server_ip = '{address}'")])
+                    .sql(
+                        &b.db,
+                        &[
+                            &format!("UPDATE _edb_replicator_sub.xdb_subscriptions SET pub_server_ip = '{address}'"),
+                            &format!("UPDATE _edb_replicator_pub.xdb_sub_servers SET sub_server_ip = '{address}'"),
+                        ],
+                    )
                     .idempotent()
                     .data(enc(&[("action", "server-ip"), ("db", &b.db), ("address", &address)]))
                     .build(),
             );
-            warnings.push(text(&format!("step 11: the servers' metadata moves to {server}; installing and starting xDB there, and its configuration file, remain yours"), ""));
+            warnings.push(text(
+                &format!("step 11: the servers' metadata moves to {server}; installing and starting xDB there, and its configuration file, remain yours"),
+                "",
+            ));
         }
         // Step 12.
         let conf = file_edit::read(&system.server_host, &system.config_file)?;
         if !conf.exists {
-            return Err(refused(format!("{} does not exist on {}: set config-file in the topology to the xDB Replication Configuration file", system.config_file, system.server_host)));
+            return Err(refused(format!(
+                "{} does not exist on {}: set config-file in the topology to the xDB Replication Configuration file",
+                system.config_file, system.server_host
+            )));
         }
         if properties::get(&conf.content, "host") == Some(address_of(&a.host).as_str()) {
             if counts.first_bool("same_password") != Some(true) {
@@ -336,17 +490,43 @@ fn plan_switchover(system: &System, quiesce: &str, server_host: Option<&str>, dr
             for (key, value) in [("host", address_of(&b.host)), ("port", b.port.clone()), ("database", b.dbname.clone()), ("user", b.user.clone())] {
                 content = properties::set(&content, key, &value).map_err(|e| refused(format!("{}:{}: {e}", system.server_host, system.config_file)))?;
             }
-            steps.push(file_step("12", "edit-replication-config", &format!("Name {} as the controller database in {}", b.db, system.config_file), &system.server_host, &system.config_file, &conf, &content, &[]));
+            steps.push(file_step(
+                "12",
+                "edit-replication-config",
+                &format!("Name {} as the controller database in {}", b.db, system.config_file),
+                &system.server_host,
+                &system.config_file,
+                &conf,
+                &content,
+                &[],
+            ));
         } else {
-            warnings.push(text(&format!("{} on {} does not name {} as the controller: left as it is (step 12 applies only to the controller)", system.config_file, system.server_host, a.db), ""));
+            warnings.push(text(
+                &format!(
+                    "{} on {} does not name {} as the controller: left as it is (step 12 applies only to the controller)",
+                    system.config_file, system.server_host, a.db
+                ),
+                "",
+            ));
         }
         // Step 13: pg_hba.conf admits the xDB servers as the new roles' users.
         for (node, role) in [(&b, "publication"), (&a, "subscription")] {
             let path = sql::query(&node.db, "SELECT setting AS f FROM pg_settings WHERE name = 'hba_file'", &[])?.first_text("f").unwrap_or_default();
             let hba = file_edit::read(&node.host, &path)?;
             let rule = format!("host {} {} {}/32 scram-sha-256", node.dbname, node.user, address_of(&system.server_host));
-            if let Some(content) = pg_hba::ensure(&hba.content, &rule, &format!("opsh xdb switchover: the xDB servers on {} reach the {role} database", system.server_host)) {
-                steps.push(file_step("13", &format!("pg-hba-{}", node.host), &format!("Admit the xDB servers to {} as the {role} database in pg_hba.conf, then reload", node.db), &node.host, &path, &hba, &content, &[("reload", &node.db)]));
+            if let Some(content) =
+                pg_hba::ensure(&hba.content, &rule, &format!("opsh xdb switchover: the xDB servers on {} reach the {role} database", system.server_host))
+            {
+                steps.push(file_step(
+                    "13",
+                    &format!("pg-hba-{}", node.host),
+                    &format!("Admit the xDB servers to {} as the {role} database in pg_hba.conf, then reload", node.db),
+                    &node.host,
+                    &path,
+                    &hba,
+                    &content,
+                    &[("reload", &node.db)],
+                ));
             }
         }
         // Step 14.
@@ -444,7 +624,11 @@ fn restore_step(seed: &str, id: &str, file: &str, from: &Node, to: &Node, schema
 }
 
 fn services_step(seed: &str, id: &str, system: &System, action: &str) -> Step {
-    let mut builder = step(id, titled(seed, &format!("{} the publication and subscription servers on {}", if action == "stop" { "Stop" } else { "Start" }, system.server_host)), &system.server_host);
+    let mut builder = step(
+        id,
+        titled(seed, &format!("{} the publication and subscription servers on {}", if action == "stop" { "Stop" } else { "Start" }, system.server_host)),
+        &system.server_host,
+    );
     for name in &system.services {
         builder = builder.service(&system.server_host, name, action);
     }
@@ -456,7 +640,15 @@ fn repcli_step(seed: &str, id: &str, op: &str, system: &System, publication: &No
     step(id, titled(seed, &format!("{what} ({} {op} {})", system.repcli, system.subscription)), &system.server_host)
         .exec(&system.server_host, &argv)
         .idempotent()
-        .data(enc(&[("action", "repcli"), ("host", &system.server_host), ("repcli", &system.repcli), ("op", op), ("subscription", &system.subscription), ("repsvrfile", &system.repsvrfile), ("db", &publication.db)]))
+        .data(enc(&[
+            ("action", "repcli"),
+            ("host", &system.server_host),
+            ("repcli", &system.repcli),
+            ("op", op),
+            ("subscription", &system.subscription),
+            ("repsvrfile", &system.repsvrfile),
+            ("db", &publication.db),
+        ]))
         .build()
 }
 
@@ -506,20 +698,41 @@ fn apply_step(step: &Step) -> CommandResult<Text> {
     match data.get("action")? {
         "limit" => {
             let db = data.get("db")?;
-            sql::query(db, &format!("ALTER DATABASE {} CONNECTION LIMIT {}", quote::ident(data.get("dbname")?), data.get("limit")?.parse::<i64>().unwrap_or(-1)), &[])?;
+            sql::query(
+                db,
+                &format!("ALTER DATABASE {} CONNECTION LIMIT {}", quote::ident(data.get("dbname")?), data.get("limit")?.parse::<i64>().unwrap_or(-1)),
+                &[],
+            )?;
             let mut ended = 0;
             if data.get("terminate")? == "yes" {
-                let rows = sql::query(db, "SELECT count(pg_terminate_backend(pid))::bigint AS n FROM pg_stat_activity JOIN pg_roles ON rolname = usename WHERE datname = current_database() AND pid <> pg_backend_pid() AND NOT rolsuper", &[])?;
+                let rows = sql::query(
+                    db,
+                    "SELECT count(pg_terminate_backend(pid))::bigint AS n FROM pg_stat_activity JOIN pg_roles ON rolname = usename WHERE datname = current_database() AND pid <> pg_backend_pid() AND NOT rolsuper",
+                    &[],
+                )?;
                 ended = rows.first_int("n").unwrap_or(0);
             }
             done(format!("connection limit {}; {ended} sessions ended", data.get("limit")?))
         }
         "repcli" => {
             let host = data.get("host")?;
-            let said = run(host, vec![data.get("repcli")?.into(), data.get("op")?.into(), data.get("subscription")?.into(), "-repsvrfile".into(), data.get("repsvrfile")?.into()], Vec::new(), 3_600_000)?;
+            let said = run(
+                host,
+                vec![
+                    data.get("repcli")?.into(),
+                    data.get("op")?.into(),
+                    data.get("subscription")?.into(),
+                    "-repsvrfile".into(),
+                    data.get("repsvrfile")?.into(),
+                ],
+                Vec::new(),
+                3_600_000,
+            )?;
             if data.get("op")? == "-dosynchronize" {
                 let db = data.get("db")?;
-                wait::until(120_000, 500, &format!("the shadow tables of {db} to empty"), || system::pending(db).map(|n| n == 0).map_err(|e| format!("{e:?}")))?;
+                wait::until(120_000, 500, &format!("the shadow tables of {db} to empty"), || {
+                    system::pending(db).map(|n| n == 0).map_err(|e| format!("{e:?}"))
+                })?;
             }
             done(said)
         }
@@ -531,7 +744,9 @@ fn apply_step(step: &Step) -> CommandResult<Text> {
             }
             let want = if start { service::ServiceState::Running } else { service::ServiceState::Stopped };
             let services = data.get("services")?;
-            wait::until(60_000, 500, &format!("{services} on {host}"), || Ok(services.split(',').all(|s| service::status(host, s).is_ok_and(|st| st == want))))?;
+            wait::until(60_000, 500, &format!("{services} on {host}"), || {
+                Ok(services.split(',').all(|s| service::status(host, s).is_ok_and(|st| st == want)))
+            })?;
             done(format!("{services} {}", if start { "running" } else { "stopped" }))
         }
         "dump" => {
@@ -583,7 +798,11 @@ fn apply_step(step: &Step) -> CommandResult<Text> {
                     format!("DROP TRIGGER IF EXISTS {} ON {table};", quote::ident(trigger))
                 })
                 .collect();
-            let functions = sql::query(data.get("db")?, "SELECT coalesce(string_agg(format('DROP FUNCTION IF EXISTS %I.%I();', n.nspname, p.proname), ' '), '') AS d FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace WHERE p.proname ~ '^rrp[iud]_.*_tgfunc$'", &[])?;
+            let functions = sql::query(
+                data.get("db")?,
+                "SELECT coalesce(string_agg(format('DROP FUNCTION IF EXISTS %I.%I();', n.nspname, p.proname), ' '), '') AS d FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace WHERE p.proname ~ '^rrp[iud]_.*_tgfunc$'",
+                &[],
+            )?;
             statements.push(functions.first_text("d").unwrap_or_default());
             sql::batch(data.get("db")?, &format!("BEGIN; {} COMMIT;", statements.join(" ")))?;
             done("capture triggers and functions dropped".into())
@@ -606,10 +825,19 @@ fn apply_step(step: &Step) -> CommandResult<Text> {
         }
         "server-ip" => {
             let address = data.get("address")?;
-            sql::transaction(data.get("db")?, &[
-                sql::Statement { sql: "UPDATE _edb_replicator_sub.xdb_subscriptions SET pub_server_ip = $1".into(), params: vec![sql::Value::Text(address.into())] },
-                sql::Statement { sql: "UPDATE _edb_replicator_pub.xdb_sub_servers SET sub_server_ip = $1".into(), params: vec![sql::Value::Text(address.into())] },
-            ])?;
+            sql::transaction(
+                data.get("db")?,
+                &[
+                    sql::Statement {
+                        sql: "UPDATE _edb_replicator_sub.xdb_subscriptions SET pub_server_ip = $1".into(),
+                        params: vec![sql::Value::Text(address.into())],
+                    },
+                    sql::Statement {
+                        sql: "UPDATE _edb_replicator_pub.xdb_sub_servers SET sub_server_ip = $1".into(),
+                        params: vec![sql::Value::Text(address.into())],
+                    },
+                ],
+            )?;
             done("server metadata moved".into())
         }
         "file" => {
@@ -621,15 +849,24 @@ fn apply_step(step: &Step) -> CommandResult<Text> {
         }
         "create-slot" => {
             let db = data.get("db")?;
-            let exists = sql::query(db, "SELECT count(*)::bigint AS n FROM pg_replication_slots WHERE slot_name = $1", &[sql::Value::Text(data.get("slot")?.into())])?;
+            let exists =
+                sql::query(db, "SELECT count(*)::bigint AS n FROM pg_replication_slots WHERE slot_name = $1", &[sql::Value::Text(data.get("slot")?.into())])?;
             if exists.first_int("n") == Some(0) {
-                sql::query(db, "SELECT (pg_create_logical_replication_slot($1, $2)).slot_name::text AS slot", &[sql::Value::Text(data.get("slot")?.into()), sql::Value::Text(data.get("plugin")?.into())])?;
+                sql::query(
+                    db,
+                    "SELECT (pg_create_logical_replication_slot($1, $2)).slot_name::text AS slot",
+                    &[sql::Value::Text(data.get("slot")?.into()), sql::Value::Text(data.get("plugin")?.into())],
+                )?;
             }
             done(format!("slot {} exists on {db}", data.get("slot")?))
         }
         "drop-slot" => {
             let db = data.get("db")?;
-            sql::query(db, "SELECT count(pg_drop_replication_slot(slot_name)::text)::bigint AS n FROM pg_replication_slots WHERE slot_name = $1", &[sql::Value::Text(data.get("slot")?.into())])?;
+            sql::query(
+                db,
+                "SELECT count(pg_drop_replication_slot(slot_name)::text)::bigint AS n FROM pg_replication_slots WHERE slot_name = $1",
+                &[sql::Value::Text(data.get("slot")?.into())],
+            )?;
             done(format!("slot {} dropped on {db}", data.get("slot")?))
         }
         other => Err(CommandError::Failed(format!("unknown action {other}"))),
@@ -669,7 +906,11 @@ fn check_step(step: &Step) -> CommandResult<CheckResult> {
             }
             "backup-triggers" => {
                 let file = file_edit::read(data.get("host")?, data.get("file")?)?;
-                let all = data.get("triggers")?.split(',').filter(|p| !p.is_empty()).all(|p| file.content.contains(&format!("CREATE TRIGGER {} ", p.split_once(':').map_or(p, |(_, g)| g))));
+                let all = data
+                    .get("triggers")?
+                    .split(',')
+                    .filter(|p| !p.is_empty())
+                    .all(|p| file.content.contains(&format!("CREATE TRIGGER {} ", p.split_once(':').map_or(p, |(_, g)| g))));
                 result(file.exists && all, "the backup file names every trigger".into())
             }
             "drop-triggers" => {
@@ -687,12 +928,20 @@ fn check_step(step: &Step) -> CommandResult<CheckResult> {
                 result(host == address_of(data.get("new-pub")?), format!("the publication database definition names {host}"))
             }
             "server-ip" => {
-                let rows = sql::query(data.get("db")?, "SELECT bool_and(pub_server_ip = $1) AS ok FROM _edb_replicator_sub.xdb_subscriptions", &[sql::Value::Text(data.get("address")?.into())])?;
+                let rows = sql::query(
+                    data.get("db")?,
+                    "SELECT bool_and(pub_server_ip = $1) AS ok FROM _edb_replicator_sub.xdb_subscriptions",
+                    &[sql::Value::Text(data.get("address")?.into())],
+                )?;
                 result(rows.first_bool("ok") == Some(true), "xdb_subscriptions.pub_server_ip".into())
             }
             "file" => files::check(step)?,
             "create-slot" | "drop-slot" => {
-                let rows = sql::query(data.get("db")?, "SELECT count(*)::bigint AS n FROM pg_replication_slots WHERE slot_name = $1", &[sql::Value::Text(data.get("slot")?.into())])?;
+                let rows = sql::query(
+                    data.get("db")?,
+                    "SELECT count(*)::bigint AS n FROM pg_replication_slots WHERE slot_name = $1",
+                    &[sql::Value::Text(data.get("slot")?.into())],
+                )?;
                 let exists = rows.first_int("n") == Some(1);
                 result(exists == (data.get("action")? == "create-slot"), format!("slot {}", if exists { "exists" } else { "absent" }))
             }

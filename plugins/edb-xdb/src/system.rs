@@ -87,7 +87,12 @@ impl System {
                 &format!(
                     "{} the publication control schema (_edb_replicator_pub): {} — an interrupted switchover? Resume its run (`opsh journal`), or restore from the backups in {} on the nodes",
                     if both { "both nodes hold" } else { "neither node holds" },
-                    self.nodes.iter().zip([&a, &b]).map(|(n, l)| format!("{}: {}", n.db, if l.schemas.is_empty() { "none".into() } else { l.schemas.join(", ") })).collect::<Vec<_>>().join("; "),
+                    self.nodes
+                        .iter()
+                        .zip([&a, &b])
+                        .map(|(n, l)| format!("{}: {}", n.db, if l.schemas.is_empty() { "none".into() } else { l.schemas.join(", ") }))
+                        .collect::<Vec<_>>()
+                        .join("; "),
                     self.backup_dir
                 ),
                 "公開側の制御スキーマ (_edb_replicator_pub) が一方のノードだけにありません。中断した切り替えを再開してください",
@@ -101,7 +106,11 @@ impl System {
 }
 
 pub fn live(node: &Node) -> Result<Live, CommandError> {
-    let schemas = sql::query(&node.db, "SELECT coalesce(string_agg(nspname, ',' ORDER BY nspname), '') AS s FROM pg_namespace WHERE nspname IN ('_edb_replicator_pub', '_edb_replicator_sub', '_edb_scheduler')", &[])?;
+    let schemas = sql::query(
+        &node.db,
+        "SELECT coalesce(string_agg(nspname, ',' ORDER BY nspname), '') AS s FROM pg_namespace WHERE nspname IN ('_edb_replicator_pub', '_edb_replicator_sub', '_edb_scheduler')",
+        &[],
+    )?;
     let triggers = triggers(&node.db)?;
     let facts = sql::query(
         &node.db,
@@ -116,7 +125,13 @@ pub fn live(node: &Node) -> Result<Live, CommandError> {
         superuser: facts.first_bool("superuser") == Some(true),
         wal_level: facts.first_text("wal_level").unwrap_or_default(),
         free_slots: facts.first_int("free_slots").unwrap_or(0),
-        slots: facts.first_text("slots").unwrap_or_default().split(',').filter_map(|s| s.split_once('=')).map(|(a, b)| (a.to_string(), b.to_string())).collect(),
+        slots: facts
+            .first_text("slots")
+            .unwrap_or_default()
+            .split(',')
+            .filter_map(|s| s.split_once('='))
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect(),
     })
 }
 
@@ -128,12 +143,20 @@ pub fn triggers(db: &str) -> Result<Vec<(String, String)>, CommandError> {
          JOIN pg_namespace n ON n.oid = c.relnamespace WHERE NOT t.tgisinternal AND t.tgname ~ '^rrp[iudt]_' ORDER BY 2",
         &[],
     )?;
-    Ok(rows.rows.iter().map(|r| (r.first().map(opsh_plugin_sdk::display).unwrap_or_default(), r.get(1).map(opsh_plugin_sdk::display).unwrap_or_default())).collect())
+    Ok(rows
+        .rows
+        .iter()
+        .map(|r| (r.first().map(opsh_plugin_sdk::display).unwrap_or_default(), r.get(1).map(opsh_plugin_sdk::display).unwrap_or_default()))
+        .collect())
 }
 
 /// Rows waiting in the shadow tables of the publication database.
 pub fn pending(db: &str) -> Result<i64, CommandError> {
-    let tables = sql::query(db, "SELECT format('_edb_replicator_pub.%I', shadow_table_name) AS t FROM _edb_replicator_pub.rrep_tables WHERE shadow_table_name IS NOT NULL", &[])?;
+    let tables = sql::query(
+        db,
+        "SELECT format('_edb_replicator_pub.%I', shadow_table_name) AS t FROM _edb_replicator_pub.rrep_tables WHERE shadow_table_name IS NOT NULL",
+        &[],
+    )?;
     let mut total = 0;
     for row in &tables.rows {
         let table = row.first().map(opsh_plugin_sdk::display).unwrap_or_default();

@@ -95,7 +95,12 @@ impl Horizon {
                 "database" => continue,
                 _ => match role.strip_prefix("tenant-") {
                     Some(org) if !org.is_empty() => PairKind::Tenant(org.to_string()),
-                    _ => return Err(CommandError::Failed(format!("topology {}: member role {role:?} is not service-provider, tenant-ORG or database (see {DOCS})", topology.name))),
+                    _ => {
+                        return Err(CommandError::Failed(format!(
+                            "topology {}: member role {role:?} is not service-provider, tenant-ORG or database (see {DOCS})",
+                            topology.name
+                        )));
+                    }
                 },
             };
             pairs.push(Pair { kind, appliances: inventory::members(&topology, role) });
@@ -149,7 +154,10 @@ impl Horizon {
     /// The inventory database holding `dbname` on `appliance`.
     pub fn database(&self, appliance: &str, dbname: &str) -> Result<&Database, CommandError> {
         self.databases.iter().find(|d| d.appliance == appliance && d.dbname == dbname).ok_or_else(|| {
-            CommandError::Failed(format!("appliance {appliance} has no database {dbname} among the `database` members of topology {} (see {DOCS})", self.topology))
+            CommandError::Failed(format!(
+                "appliance {appliance} has no database {dbname} among the `database` members of topology {} (see {DOCS})",
+                self.topology
+            ))
         })
     }
 
@@ -160,7 +168,11 @@ impl Horizon {
         let mut seen = Vec::new();
         for appliance in &pair.appliances {
             let db = self.database(appliance, "fdb")?;
-            let bits = sql::query(&db.name, "SELECT (capabilities & 192) = 192 AS primary_bits FROM appliance WHERE name = $1", &[sql::Value::Text(appliance.clone())]);
+            let bits = sql::query(
+                &db.name,
+                "SELECT (capabilities & 192) = 192 AS primary_bits FROM appliance WHERE name = $1",
+                &[sql::Value::Text(appliance.clone())],
+            );
             let role = slony::role(&db.name);
             match (bits, role) {
                 (Ok(rows), Ok(role)) if rows.first_bool("primary_bits") == Some(true) && role != Role::Subscriber => return Ok(appliance.clone()),

@@ -19,8 +19,7 @@ mod steps;
 
 use appliances::Horizon;
 use opsh_plugin_sdk::{
-    Args, ChangePlan, CheckResult, CommandError, CommandKind, CommandResult, Completion, Guest, Invocation, PluginInfo, Step, Table,
-    Text, command, text,
+    Args, ChangePlan, CheckResult, CommandError, CommandKind, CommandResult, Completion, Guest, Invocation, PluginInfo, Step, Table, Text, command, text,
 };
 
 struct HorizonPlugin;
@@ -31,33 +30,87 @@ impl Guest for HorizonPlugin {
         PluginInfo {
             name: "horizon".into(),
             version: env!("CARGO_PKG_VERSION").into(),
-            summary: text("Horizon DaaS database failover on Slony-I (appliances before 9.0.0)", "Horizon DaaS の Slony-I データベース フェイルオーバー (9.0.0 より前のアプライアンス)"),
+            summary: text(
+                "Horizon DaaS database failover on Slony-I (appliances before 9.0.0)",
+                "Horizon DaaS の Slony-I データベース フェイルオーバー (9.0.0 より前のアプライアンス)",
+            ),
             capabilities: vec!["sql".into(), "ssh".into(), "file-edit".into(), "service".into()],
             commands: vec![
-                command("status", CommandKind::Read, text("Appliances, primary bits, Slony per database, database hosts in the properties files", "アプライアンス、プライマリ ビット、データベースごとの Slony、properties ファイルの DB ホスト"))
-                    .example("horizon status", text("Show every appliance and its databases", "全アプライアンスとデータベースを表示"))
-                    .build(),
-                command("enable-writes", CommandKind::Change, text("Enable write operations on the secondary database (the primary appliance failed)", "セカンダリ データベースでの書き込み操作を有効化する (プライマリ アプライアンス障害時)"))
-                    .positional("secondary", text("the secondary appliance", "セカンダリ アプライアンス"), Completion::Host)
-                    .example("horizon enable-writes ta2 --dry-run", text("Preview making ta2's databases the primary datasource", "ta2 のデータベースをマスター データソースにする手順を確認"))
-                    .build(),
-                command("promote service-provider", CommandKind::Change, text("Permanently promote the secondary service-provider appliance to primary", "セカンダリ サービス プロバイダ アプライアンスを永続的にプライマリへ昇格"))
-                    .positional("new", text("the appliance to promote", "昇格するアプライアンス"), Completion::Host)
-                    .option("old", true, text("the failed primary appliance", "障害が発生したプライマリ アプライアンス"), Completion::Host)
-                    .example("horizon promote service-provider sp2 --old sp1 --dry-run", text("Preview promoting sp2", "sp2 の昇格を確認"))
-                    .build(),
-                command("promote tenant", CommandKind::Change, text("Permanently promote the secondary tenant appliance to primary", "セカンダリ テナント アプライアンスを永続的にプライマリへ昇格"))
-                    .positional("new", text("the appliance to promote", "昇格するアプライアンス"), Completion::Host)
-                    .option("old", true, text("the failed primary appliance", "障害が発生したプライマリ アプライアンス"), Completion::Host)
-                    .option("org", true, text("the tenant's organisation id", "テナントの組織 ID"), Completion::None)
-                    .example("horizon promote tenant ta2 --old ta1 --org 1001 --dry-run", text("Preview promoting ta2 for organisation 1001", "組織 1001 の ta2 の昇格を確認"))
-                    .build(),
-                command("reinit-slony", CommandKind::Change, text("Re-initialise Slony after the old primary appliance is restarted (it becomes a subscriber)", "旧プライマリ アプライアンス再起動後に Slony を再初期化 (サブスクライバーになる)"))
-                    .positional("appliance", text("the restarted appliance", "再起動したアプライアンス"), Completion::Host)
-                    .option("db", false, text("only this database (fdb, edb or avdb); default: all of the appliance's", "このデータベースのみ (既定: すべて)"), dbs())
-                    .option("origin", false, text("the appliance whose databases are copied (default: the other one of the pair)", "コピー元のアプライアンス (既定: ペアのもう一方)"), Completion::Host)
-                    .example("horizon reinit-slony ta1 --db edb", text("Make the restarted ta1 a subscriber of edb again", "再起動した ta1 を edb のサブスクライバーに戻す"))
-                    .build(),
+                command(
+                    "status",
+                    CommandKind::Read,
+                    text(
+                        "Appliances, primary bits, Slony per database, database hosts in the properties files",
+                        "アプライアンス、プライマリ ビット、データベースごとの Slony、properties ファイルの DB ホスト",
+                    ),
+                )
+                .example("horizon status", text("Show every appliance and its databases", "全アプライアンスとデータベースを表示"))
+                .build(),
+                command(
+                    "enable-writes",
+                    CommandKind::Change,
+                    text(
+                        "Enable write operations on the secondary database (the primary appliance failed)",
+                        "セカンダリ データベースでの書き込み操作を有効化する (プライマリ アプライアンス障害時)",
+                    ),
+                )
+                .positional("secondary", text("the secondary appliance", "セカンダリ アプライアンス"), Completion::Host)
+                .example(
+                    "horizon enable-writes ta2 --dry-run",
+                    text("Preview making ta2's databases the primary datasource", "ta2 のデータベースをマスター データソースにする手順を確認"),
+                )
+                .build(),
+                command(
+                    "promote service-provider",
+                    CommandKind::Change,
+                    text(
+                        "Permanently promote the secondary service-provider appliance to primary",
+                        "セカンダリ サービス プロバイダ アプライアンスを永続的にプライマリへ昇格",
+                    ),
+                )
+                .positional("new", text("the appliance to promote", "昇格するアプライアンス"), Completion::Host)
+                .option("old", true, text("the failed primary appliance", "障害が発生したプライマリ アプライアンス"), Completion::Host)
+                .example("horizon promote service-provider sp2 --old sp1 --dry-run", text("Preview promoting sp2", "sp2 の昇格を確認"))
+                .build(),
+                command(
+                    "promote tenant",
+                    CommandKind::Change,
+                    text("Permanently promote the secondary tenant appliance to primary", "セカンダリ テナント アプライアンスを永続的にプライマリへ昇格"),
+                )
+                .positional("new", text("the appliance to promote", "昇格するアプライアンス"), Completion::Host)
+                .option("old", true, text("the failed primary appliance", "障害が発生したプライマリ アプライアンス"), Completion::Host)
+                .option("org", true, text("the tenant's organisation id", "テナントの組織 ID"), Completion::None)
+                .example(
+                    "horizon promote tenant ta2 --old ta1 --org 1001 --dry-run",
+                    text("Preview promoting ta2 for organisation 1001", "組織 1001 の ta2 の昇格を確認"),
+                )
+                .build(),
+                command(
+                    "reinit-slony",
+                    CommandKind::Change,
+                    text(
+                        "Re-initialise Slony after the old primary appliance is restarted (it becomes a subscriber)",
+                        "旧プライマリ アプライアンス再起動後に Slony を再初期化 (サブスクライバーになる)",
+                    ),
+                )
+                .positional("appliance", text("the restarted appliance", "再起動したアプライアンス"), Completion::Host)
+                .option(
+                    "db",
+                    false,
+                    text("only this database (fdb, edb or avdb); default: all of the appliance's", "このデータベースのみ (既定: すべて)"),
+                    dbs(),
+                )
+                .option(
+                    "origin",
+                    false,
+                    text("the appliance whose databases are copied (default: the other one of the pair)", "コピー元のアプライアンス (既定: ペアのもう一方)"),
+                    Completion::Host,
+                )
+                .example(
+                    "horizon reinit-slony ta1 --db edb",
+                    text("Make the restarted ta1 a subscriber of edb again", "再起動した ta1 を edb のサブスクライバーに戻す"),
+                )
+                .build(),
             ],
         }
     }

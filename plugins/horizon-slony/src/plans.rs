@@ -1,8 +1,8 @@
 //! The four procedures of the seed as plans, the status view, and the verification of each goal.
 
 use opsh_plugin_sdk::{
-    Args, ChangePlan, CommandError, CommandResult, Invocation, RowsExt, Step, Table, address_of, bad, file_edit, good, plain, properties,
-    sql, table, text, warn,
+    Args, ChangePlan, CommandError, CommandResult, Invocation, RowsExt, Step, Table, address_of, bad, file_edit, good, plain, properties, sql, table, text,
+    warn,
 };
 
 use crate::appliances::{self, Database, Horizon, Pair, PairKind};
@@ -10,8 +10,10 @@ use crate::slony::{self, Role};
 use crate::steps::{self, titled};
 
 pub fn status(horizon: &Horizon) -> CommandResult<Vec<Table>> {
-    let mut appliances_table = table(text("Appliances", "アプライアンス"), &["appliance", "pair", "reachable", "services", "slon", "capabilities", "primary bits"]);
-    let mut slony_table = table(text("Slony per database", "データベースごとの Slony"), &["database", "appliance", "role", "local node", "subscribers (lag)", "seed query"]);
+    let mut appliances_table =
+        table(text("Appliances", "アプライアンス"), &["appliance", "pair", "reachable", "services", "slon", "capabilities", "primary bits"]);
+    let mut slony_table =
+        table(text("Slony per database", "データベースごとの Slony"), &["database", "appliance", "role", "local node", "subscribers (lag)", "seed query"]);
     let mut files_table = table(text("Database hosts named in the properties files", "properties ファイルが指す DB ホスト"), &["appliance", "file", "hosts"]);
     let capabilities = capabilities_rows(horizon);
     for pair in &horizon.pairs {
@@ -34,14 +36,27 @@ pub fn status(horizon: &Horizon) -> CommandResult<Vec<Table>> {
                 Some((_, caps)) => (plain(caps.to_string()), if caps & 192 == 192 { good("64+128 (primary)") } else { plain("-") }),
                 None => (plain("?"), plain("?")),
             };
-            appliances_table.push(vec![plain(appliance.as_str()), plain(pair.label()), match &reachable { Ok(()) => good("yes"), Err(e) => bad(e.as_str()) }, services, slon, caps, bits]);
+            appliances_table.push(vec![
+                plain(appliance.as_str()),
+                plain(pair.label()),
+                match &reachable {
+                    Ok(()) => good("yes"),
+                    Err(e) => bad(e.as_str()),
+                },
+                services,
+                slon,
+                caps,
+                bits,
+            ]);
             for dbname in pair.databases() {
                 let Ok(db) = horizon.database(appliance, dbname) else { continue };
                 slony_table.push(slony_row(db));
                 if reachable.is_ok() {
                     let path = horizon.layout.properties(dbname);
                     if let Ok(snapshot) = file_edit::read(appliance, &path) {
-                        let hosts = properties::get(&snapshot.content, &format!("{dbname}.hosts")).map(str::to_string).unwrap_or_else(|| if snapshot.exists { "(no hosts line)".into() } else { "(no file)".into() });
+                        let hosts = properties::get(&snapshot.content, &format!("{dbname}.hosts"))
+                            .map(str::to_string)
+                            .unwrap_or_else(|| if snapshot.exists { "(no hosts line)".into() } else { "(no file)".into() });
                         files_table.push(vec![plain(appliance.as_str()), plain(path), plain(hosts)]);
                     }
                 }
@@ -123,7 +138,12 @@ fn partner<'a>(pair: &'a Pair, appliance: &'a str) -> Result<&'a String, Command
     let others: Vec<&String> = pair.others(appliance).collect();
     match others.as_slice() {
         [one] => Ok(one),
-        _ => Err(CommandError::Usage(format!("the {} pair has {} other appliances ({}); name the one to use", pair.label(), others.len(), others.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")))),
+        _ => Err(CommandError::Usage(format!(
+            "the {} pair has {} other appliances ({}); name the one to use",
+            pair.label(),
+            others.len(),
+            others.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
+        ))),
     }
 }
 
@@ -136,13 +156,17 @@ fn refused(en: String, ja: String) -> CommandError {
 fn remove_address_step(seed: &str, appliance: &str, path: &str, old: &str) -> CommandResult<Option<Step>> {
     let snapshot = file_edit::read(appliance, path)?;
     if !snapshot.exists {
-        return Err(refused(format!("{path} does not exist on {appliance}: is this a Horizon appliance before 9.0.0?"), format!("{appliance} に {path} がありません")));
+        return Err(refused(
+            format!("{path} does not exist on {appliance}: is this a Horizon appliance before 9.0.0?"),
+            format!("{appliance} に {path} がありません"),
+        ));
     }
     let token = address_of(old);
     if !snapshot.content.contains(&token) {
         return Ok(None);
     }
-    let content = properties::remove_address(&snapshot.content, &token).map_err(|e| refused(format!("{appliance}:{path}: {e}; fix the file by hand"), format!("{appliance}:{path}: {e}")))?;
+    let content = properties::remove_address(&snapshot.content, &token)
+        .map_err(|e| refused(format!("{appliance}:{path}: {e}; fix the file by hand"), format!("{appliance}:{path}: {e}")))?;
     let file = path.rsplit('/').next().unwrap_or(path);
     Ok(Some(steps::edit_file(
         &format!("edit-{}-{appliance}", file.replace('.', "-")),
@@ -159,12 +183,14 @@ pub fn enable_writes(horizon: &Horizon, secondary: &str) -> CommandResult<Change
     let primary = partner(pair, secondary)?;
     let layout = &horizon.layout;
     let mut warnings = Vec::new();
-    appliances::reachable(secondary).map_err(|e| refused(format!("the secondary {secondary} does not answer: {e}"), format!("セカンダリ {secondary} が応答しません: {e}")))?;
+    appliances::reachable(secondary)
+        .map_err(|e| refused(format!("the secondary {secondary} does not answer: {e}"), format!("セカンダリ {secondary} が応答しません: {e}")))?;
     let mut secondary_dbs = Vec::new();
     let mut still_subscribed = Vec::new();
     for dbname in pair.databases() {
         let db = horizon.database(secondary, dbname)?;
-        let role = slony::role(&db.name).map_err(|e| refused(format!("{} does not answer: {}", db.name, e.message()), format!("{} が応答しません", db.name)))?;
+        let role =
+            slony::role(&db.name).map_err(|e| refused(format!("{} does not answer: {}", db.name, e.message()), format!("{} が応答しません", db.name)))?;
         match role {
             Role::Origin => {
                 return Err(refused(
@@ -172,14 +198,20 @@ pub fn enable_writes(horizon: &Horizon, secondary: &str) -> CommandResult<Change
                     format!("{} は既に Slony の origin です。{secondary} がプライマリです", db.name),
                 ));
             }
-            Role::Standalone => warnings.push(text(&format!("{} already takes writes (no _slony schema): it is not restored from {primary}", db.name), &format!("{} は既に書き込み可能です ({primary} からリストアしません)", db.name))),
+            Role::Standalone => warnings.push(text(
+                &format!("{} already takes writes (no _slony schema): it is not restored from {primary}", db.name),
+                &format!("{} は既に書き込み可能です ({primary} からリストアしません)", db.name),
+            )),
             Role::Subscriber | Role::Partial => still_subscribed.push(*dbname),
         }
         secondary_dbs.push(db);
     }
     let primary_reachable = appliances::reachable(primary);
     if let Err(e) = &primary_reachable {
-        warnings.push(text(&format!("the primary {primary} does not answer ({e}): its services and slon are not stopped; make sure it stays down"), &format!("プライマリ {primary} が応答しません。サービスと slon を停止できません。停止したままにしてください")));
+        warnings.push(text(
+            &format!("the primary {primary} does not answer ({e}): its services and slon are not stopped; make sure it stays down"),
+            &format!("プライマリ {primary} が応答しません。サービスと slon を停止できません。停止したままにしてください"),
+        ));
     }
     let mut plan: Vec<Step> = Vec::new();
     if primary_reachable.is_ok() {
@@ -214,7 +246,11 @@ pub fn enable_writes(horizon: &Horizon, secondary: &str) -> CommandResult<Change
     plan.push(steps::start_services("13", secondary, &layout.services, ""));
     Ok(ChangePlan {
         summary: text(
-            &format!("Make {secondary}'s databases ({}) the primary datasource of the {} (the primary {primary} failed)", pair.databases().join(", "), pair.label()),
+            &format!(
+                "Make {secondary}'s databases ({}) the primary datasource of the {} (the primary {primary} failed)",
+                pair.databases().join(", "),
+                pair.label()
+            ),
             &format!("{secondary} のデータベース ({}) をマスター データソースにする (プライマリ {primary} の障害)", pair.databases().join(", ")),
         ),
         steps: plan,
@@ -229,8 +265,9 @@ fn jdbc_step(seed: &str, horizon: &Horizon, appliance: &str) -> CommandResult<St
     let address = address_of(appliance);
     let mut content = snapshot.content.clone();
     for (key, db) in [("db.jdbc.url", "avdb"), ("db.fdb.jdbc.url", "fdb")] {
-        content = properties::set(&content, key, &format!("jdbc:postgresql://{address}:5432/{db}?ssl=true"))
-            .map_err(|e| refused(format!("{appliance}:{path}: {e}; is this the diagnose configuration the runbook expects?"), format!("{appliance}:{path}: {e}")))?;
+        content = properties::set(&content, key, &format!("jdbc:postgresql://{address}:5432/{db}?ssl=true")).map_err(|e| {
+            refused(format!("{appliance}:{path}: {e}; is this the diagnose configuration the runbook expects?"), format!("{appliance}:{path}: {e}"))
+        })?;
     }
     Ok(steps::edit_file(
         &format!("edit-application-properties-{appliance}"),
@@ -249,7 +286,11 @@ pub fn promote(horizon: &Horizon, new: &str, old: &str, org: Option<&str>) -> Co
     };
     for appliance in [new, old] {
         if !pair.appliances.iter().any(|a| a == appliance) {
-            return Err(CommandError::Usage(format!("{appliance} is not an appliance of the {}: its appliances are {}", pair.label(), pair.appliances.join(", "))));
+            return Err(CommandError::Usage(format!(
+                "{appliance} is not an appliance of the {}: its appliances are {}",
+                pair.label(),
+                pair.appliances.join(", ")
+            )));
         }
     }
     if new == old {
@@ -279,9 +320,16 @@ pub fn promote(horizon: &Horizon, new: &str, old: &str, org: Option<&str>) -> Co
         PairKind::ServiceProvider => horizon.database(new, "fdb")?.name.clone(),
         PairKind::Tenant(_) => horizon.database(&horizon.service_provider_primary()?, "fdb")?.name.clone(),
     };
-    let rows = sql::query(&capabilities_db, "SELECT count(*)::bigint AS n FROM appliance WHERE name IN ($1, $2)", &[sql::Value::Text(old.into()), sql::Value::Text(new.into())])?;
+    let rows = sql::query(
+        &capabilities_db,
+        "SELECT count(*)::bigint AS n FROM appliance WHERE name IN ($1, $2)",
+        &[sql::Value::Text(old.into()), sql::Value::Text(new.into())],
+    )?;
     if rows.first_int("n") != Some(2) {
-        return Err(refused(format!("{capabilities_db} has no appliance rows named {old} and {new}"), format!("{capabilities_db} に {old} と {new} の appliance 行がありません")));
+        return Err(refused(
+            format!("{capabilities_db} has no appliance rows named {old} and {new}"),
+            format!("{capabilities_db} に {old} と {new} の appliance 行がありません"),
+        ));
     }
     // Slony's set is rebuilt from NEW's tables: refuse now, before anything is dropped, if
     // Slony could not replicate them.
@@ -359,7 +407,11 @@ pub fn promote(horizon: &Horizon, new: &str, old: &str, org: Option<&str>) -> Co
     ));
     Ok(ChangePlan {
         summary: text(
-            &format!("Promote {new} to primary {} appliance in place of {old}; Slony re-initialised with {new} as origin ({})", pair.label(), dbnames.join(", ")),
+            &format!(
+                "Promote {new} to primary {} appliance in place of {old}; Slony re-initialised with {new} as origin ({})",
+                pair.label(),
+                dbnames.join(", ")
+            ),
             &format!("{new} を {old} に代わるプライマリ アプライアンスに昇格し、{new} を origin として Slony を再初期化 ({})", dbnames.join(", ")),
         ),
         steps: plan,
@@ -371,7 +423,9 @@ pub fn reinit(horizon: &Horizon, appliance: &str, only: Option<&str>, origin: Op
     let pair = horizon.pair_of(appliance)?;
     let origin = match origin {
         Some(origin) if pair.appliances.iter().any(|a| a == origin) && origin != appliance => origin.to_string(),
-        Some(origin) => return Err(CommandError::Usage(format!("--origin {origin} must be another appliance of the {} ({})", pair.label(), pair.appliances.join(", ")))),
+        Some(origin) => {
+            return Err(CommandError::Usage(format!("--origin {origin} must be another appliance of the {} ({})", pair.label(), pair.appliances.join(", "))));
+        }
         None => partner(pair, appliance)?.clone(),
     };
     let dbnames: Vec<&str> = match only {
@@ -396,7 +450,8 @@ pub fn reinit(horizon: &Horizon, appliance: &str, only: Option<&str>, origin: Op
         }
         objects.push(slony::replicated_objects(&source.name)?);
     }
-    let running: Vec<String> = appliances::service_states(appliance, &horizon.layout.services).into_iter().filter(|(_, s)| s == "running").map(|(n, _)| n).collect();
+    let running: Vec<String> =
+        appliances::service_states(appliance, &horizon.layout.services).into_iter().filter(|(_, s)| s == "running").map(|(n, _)| n).collect();
     if !running.is_empty() {
         warnings.push(text(
             &format!("{} run on {appliance}: whatever they write to its own databases is replaced by {origin}'s copy", running.join(", ")),
@@ -427,8 +482,14 @@ pub fn reinit(horizon: &Horizon, appliance: &str, only: Option<&str>, origin: Op
     }
     Ok(ChangePlan {
         summary: text(
-            &format!("Re-initialise Slony for {} with {origin} as origin and {appliance} as subscriber (Service Center: Appliances > Maintenance > Slony Operations)", dbnames.join(", ")),
-            &format!("{origin} を origin、{appliance} をサブスクライバーとして {} の Slony を再初期化 ([アプライアンス] > [メンテナンス] > [Slony Operations])", dbnames.join(", ")),
+            &format!(
+                "Re-initialise Slony for {} with {origin} as origin and {appliance} as subscriber (Service Center: Appliances > Maintenance > Slony Operations)",
+                dbnames.join(", ")
+            ),
+            &format!(
+                "{origin} を origin、{appliance} をサブスクライバーとして {} の Slony を再初期化 ([アプライアンス] > [メンテナンス] > [Slony Operations])",
+                dbnames.join(", ")
+            ),
         ),
         steps: plan,
         warnings,
@@ -449,7 +510,8 @@ pub fn verify(horizon: &Horizon, call: &Invocation) -> CommandResult<Vec<Table>>
                      (SELECT count(*) FROM pg_trigger WHERE tgname LIKE '\\_slony\\_%' OR tgname LIKE '\\_slony%') AS slony_triggers",
                     &[],
                 )?;
-                let writable = rows.first_bool("writable") == Some(true) && rows.first_int("slony_triggers") == Some(0) && slony::role(&db.name)? == Role::Standalone;
+                let writable =
+                    rows.first_bool("writable") == Some(true) && rows.first_int("slony_triggers") == Some(0) && slony::role(&db.name)? == Role::Standalone;
                 if !writable {
                     return Err(CommandError::Failed(format!("{} still refuses writes (Slony's triggers or schema remain, or it is read-only)", db.name)));
                 }
@@ -485,4 +547,3 @@ pub fn verify(horizon: &Horizon, call: &Invocation) -> CommandResult<Vec<Table>>
     tables.extend(status(horizon)?);
     Ok(tables)
 }
-

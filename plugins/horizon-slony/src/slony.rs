@@ -64,7 +64,11 @@ pub fn verification(db: &str) -> Result<Option<(i64, bool)>, CapabilityError> {
 
 /// The origin's view of its subscribers: (receiver node, events behind, seconds behind).
 pub fn lag(db: &str) -> Result<Vec<(i64, i64, f64)>, CapabilityError> {
-    let rows = sql::query(db, "SELECT st_received::bigint AS node, st_lag_num_events::bigint AS events, extract(epoch FROM st_lag_time)::float8 AS seconds FROM _slony.sl_status ORDER BY 1", &[])?;
+    let rows = sql::query(
+        db,
+        "SELECT st_received::bigint AS node, st_lag_num_events::bigint AS events, extract(epoch FROM st_lag_time)::float8 AS seconds FROM _slony.sl_status ORDER BY 1",
+        &[],
+    )?;
     Ok(rows
         .rows
         .iter()

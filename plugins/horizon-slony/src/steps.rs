@@ -1,9 +1,7 @@
 //! The kinds of step a Horizon runbook is made of: how each is planned (what the operator sees),
 //! applied, and checked (for resume, and to confirm an applied step took effect).
 
-use opsh_plugin_sdk::{
-    CheckResult, CheckState, CommandError, CommandResult, Effect, Step, StepData, Text, data, file_edit, service, ssh, step, text,
-};
+use opsh_plugin_sdk::{CheckResult, CheckState, CommandError, CommandResult, Effect, Step, StepData, Text, data, file_edit, service, ssh, step, text};
 
 use crate::appliances::Database;
 use crate::slony::{self, Role};
@@ -38,7 +36,11 @@ pub fn stop_services(seed: &str, appliance: &str, services: &[String], group: &s
 pub fn start_services(seed: &str, appliance: &str, services: &[String], id_suffix: &str) -> Step {
     services_step(
         &format!("start-{}-{appliance}{id_suffix}", if services.len() == 1 { services[0].to_lowercase() } else { "services".into() }),
-        titled(seed, &format!("Start {} on {appliance} and confirm it is up", services.join(", ")), &format!("{appliance} で {} を開始し、起動を確認", services.join("、"))),
+        titled(
+            seed,
+            &format!("Start {} on {appliance} and confirm it is up", services.join(", ")),
+            &format!("{appliance} で {} を開始し、起動を確認", services.join("、")),
+        ),
         appliance,
         services,
         "start",
@@ -46,21 +48,29 @@ pub fn start_services(seed: &str, appliance: &str, services: &[String], id_suffi
 }
 
 pub fn stop_slon(seed: &str, appliance: &str) -> Step {
-    step(&format!("stop-slon-{appliance}"), titled(seed, &format!("Stop all slon daemons on {appliance} (killall slon)"), &format!("{appliance} のすべての slony デーモンを停止 (killall slon)")), appliance)
-        .exec(appliance, &["killall", "slon"])
-        .group("stop-slon")
-        .idempotent()
-        .data(data::encode(&[("action", "slon-stop"), ("host", appliance)]))
-        .build()
+    step(
+        &format!("stop-slon-{appliance}"),
+        titled(seed, &format!("Stop all slon daemons on {appliance} (killall slon)"), &format!("{appliance} のすべての slony デーモンを停止 (killall slon)")),
+        appliance,
+    )
+    .exec(appliance, &["killall", "slon"])
+    .group("stop-slon")
+    .idempotent()
+    .data(data::encode(&[("action", "slon-stop"), ("host", appliance)]))
+    .build()
 }
 
 pub fn drop_slony(seed: &str, db: &Database) -> Step {
-    step(&format!("drop-slony-{}", db.name), titled(seed, &format!("Drop schema _slony on {}", db.name), &format!("{} で _slony スキーマを削除", db.name)), &db.name)
-        .sql(&db.name, &["DROP SCHEMA IF EXISTS _slony CASCADE"])
-        .group("drop-slony")
-        .idempotent()
-        .data(data::encode(&[("action", "drop-slony"), ("db", &db.name)]))
-        .build()
+    step(
+        &format!("drop-slony-{}", db.name),
+        titled(seed, &format!("Drop schema _slony on {}", db.name), &format!("{} で _slony スキーマを削除", db.name)),
+        &db.name,
+    )
+    .sql(&db.name, &["DROP SCHEMA IF EXISTS _slony CASCADE"])
+    .group("drop-slony")
+    .idempotent()
+    .data(data::encode(&[("action", "drop-slony"), ("db", &db.name)]))
+    .build()
 }
 
 /// pg_dump of the primary's data (not its Slony schema) and a restore into the secondary in one
@@ -82,7 +92,11 @@ pub fn restore(seed: &str, from: &Database, to: &Database, backup_dir: &str) -> 
     let argv: Vec<&str> = ["sh", "-c", RESTORE, "restore"].into_iter().chain(args.iter().map(String::as_str)).collect();
     step(
         &format!("restore-{}", to.name),
-        titled(seed, &format!("Back up {} and restore it into {} (data only, one transaction)", from.name, to.name), &format!("{} をバックアップし {} にリストア (データのみ、1 トランザクション)", from.name, to.name)),
+        titled(
+            seed,
+            &format!("Back up {} and restore it into {} (data only, one transaction)", from.name, to.name),
+            &format!("{} をバックアップし {} にリストア (データのみ、1 トランザクション)", from.name, to.name),
+        ),
         &to.name,
     )
     .exec(&to.appliance, &argv)
@@ -115,7 +129,11 @@ pub fn edit_file(id: &str, title: Text, appliance: &str, snapshot: &file_edit::F
 pub fn av_setup(seed: &str, appliance: &str, script: &str, password_of: &str) -> Step {
     step(
         &format!("av-setup-{appliance}"),
-        titled(seed, &format!("Run av-setup on {appliance} with DB_HOST={appliance} and DB_PASSWORD (from the inventory, never shown)"), &format!("{appliance} で DB_HOST と DB_PASSWORD (インベントリから、表示しない) を設定して av-setup を実行")),
+        titled(
+            seed,
+            &format!("Run av-setup on {appliance} with DB_HOST={appliance} and DB_PASSWORD (from the inventory, never shown)"),
+            &format!("{appliance} で DB_HOST と DB_PASSWORD (インベントリから、表示しない) を設定して av-setup を実行"),
+        ),
         appliance,
     )
     .exec(appliance, &["env", &format!("DB_HOST={}", opsh_plugin_sdk::address_of(appliance)), "DB_PASSWORD=(hidden)", script])
@@ -125,14 +143,21 @@ pub fn av_setup(seed: &str, appliance: &str, script: &str, password_of: &str) ->
 }
 
 pub fn capabilities(seed: &str, db: &str, old: &str, new: &str) -> Step {
-    step(&format!("capabilities-{new}"), titled(seed, &format!("Move the primary bits from {old} to {new} in {db}"), &format!("{db} でプライマリ ビットを {old} から {new} へ移す")), db)
-        .sql(db, &[
+    step(
+        &format!("capabilities-{new}"),
+        titled(seed, &format!("Move the primary bits from {old} to {new} in {db}"), &format!("{db} でプライマリ ビットを {old} から {new} へ移す")),
+        db,
+    )
+    .sql(
+        db,
+        &[
             &format!("update appliance set capabilities = (capabilities & 65343) where name={}", opsh_plugin_sdk::quote::literal(old)),
             &format!("update appliance set capabilities = (capabilities | 192) where name={}", opsh_plugin_sdk::quote::literal(new)),
-        ])
-        .idempotent()
-        .data(data::encode(&[("action", "capabilities"), ("db", db), ("old", old), ("new", new)]))
-        .build()
+        ],
+    )
+    .idempotent()
+    .data(data::encode(&[("action", "capabilities"), ("db", db), ("old", old), ("new", new)]))
+    .build()
 }
 
 /// slonik on the origin's appliance: init cluster, nodes, paths, set with tables and sequences.
@@ -141,17 +166,38 @@ pub fn slony_init(seed: &str, nodes: &[&Database], tables: &[String], sequences:
     let script = slony::init_script(nodes, tables, sequences);
     step(
         &format!("slony-init-{}", origin.dbname),
-        titled(seed, &format!("Re-initialise Slony for {} with {} as origin (slonik: cluster, nodes, paths, set of {} tables and {} sequences)", origin.dbname, origin.appliance, tables.len(), sequences.len()), &format!("{} を origin として {} の Slony を再初期化 (slonik)", origin.appliance, origin.dbname)),
+        titled(
+            seed,
+            &format!(
+                "Re-initialise Slony for {} with {} as origin (slonik: cluster, nodes, paths, set of {} tables and {} sequences)",
+                origin.dbname,
+                origin.appliance,
+                tables.len(),
+                sequences.len()
+            ),
+            &format!("{} を origin として {} の Slony を再初期化 (slonik)", origin.appliance, origin.dbname),
+        ),
         &origin.name,
     )
-    .effect(Effect::Opaque(text(&format!("slonik on {} reads:\n{script}", origin.appliance), &format!("{} の slonik に渡すスクリプト:\n{script}", origin.appliance))))
+    .effect(Effect::Opaque(text(
+        &format!("slonik on {} reads:\n{script}", origin.appliance),
+        &format!("{} の slonik に渡すスクリプト:\n{script}", origin.appliance),
+    )))
     .idempotent()
     .data(data::encode(&[("action", "slony-init"), ("host", &origin.appliance), ("nodes", &names(nodes)), ("script", &script)]))
     .build()
 }
 
 pub fn start_slon(seed: &str, appliance: &str, dbs: &[&str], scripts: &[String]) -> Step {
-    let mut builder = step(&format!("start-slon-{appliance}"), titled(seed, &format!("Start the slon daemons on {appliance} ({})", dbs.join(", ")), &format!("{appliance} で slon デーモンを開始 ({})", dbs.join(", "))), appliance);
+    let mut builder = step(
+        &format!("start-slon-{appliance}"),
+        titled(
+            seed,
+            &format!("Start the slon daemons on {appliance} ({})", dbs.join(", ")),
+            &format!("{appliance} で slon デーモンを開始 ({})", dbs.join(", ")),
+        ),
+        appliance,
+    );
     for script in scripts {
         builder = builder.exec(appliance, &[script]);
     }
@@ -168,21 +214,36 @@ pub fn subscribe(seed: &str, nodes: &[&Database]) -> Step {
     let subscribers: Vec<&str> = nodes[1..].iter().map(|n| n.appliance.as_str()).collect();
     step(
         &format!("slony-subscribe-{}", origin.dbname),
-        titled(seed, &format!("Subscribe {} to {}'s {} and wait until the copy is done and caught up", subscribers.join(", "), origin.appliance, origin.dbname), &format!("{} を {} の {} に購読させ、コピー完了と追いつきを待つ", subscribers.join("、"), origin.appliance, origin.dbname)),
+        titled(
+            seed,
+            &format!("Subscribe {} to {}'s {} and wait until the copy is done and caught up", subscribers.join(", "), origin.appliance, origin.dbname),
+            &format!("{} を {} の {} に購読させ、コピー完了と追いつきを待つ", subscribers.join("、"), origin.appliance, origin.dbname),
+        ),
         &origin.name,
     )
-    .effect(Effect::Opaque(text(&format!("slonik on {} reads:\n{script}", origin.appliance), &format!("{} の slonik に渡すスクリプト:\n{script}", origin.appliance))))
+    .effect(Effect::Opaque(text(
+        &format!("slonik on {} reads:\n{script}", origin.appliance),
+        &format!("{} の slonik に渡すスクリプト:\n{script}", origin.appliance),
+    )))
     .idempotent()
     .data(data::encode(&[("action", "subscribe"), ("host", &origin.appliance), ("nodes", &names(nodes)), ("script", &script)]))
     .build()
 }
 
 pub fn confirm_origin(seed: &str, db: &Database) -> Step {
-    step(&format!("confirm-origin-{}", db.name), titled(seed, &format!("Confirm the seed's query shows master_node = t on {}", db.name), &format!("{} で確認クエリが master_node = t を示すことを確認", db.name)), &db.name)
-        .sql(&db.name, &[slony::VERIFY])
-        .idempotent()
-        .data(data::encode(&[("action", "confirm-origin"), ("db", &db.name)]))
-        .build()
+    step(
+        &format!("confirm-origin-{}", db.name),
+        titled(
+            seed,
+            &format!("Confirm the seed's query shows master_node = t on {}", db.name),
+            &format!("{} で確認クエリが master_node = t を示すことを確認", db.name),
+        ),
+        &db.name,
+    )
+    .sql(&db.name, &[slony::VERIFY])
+    .idempotent()
+    .data(data::encode(&[("action", "confirm-origin"), ("db", &db.name)]))
+    .build()
 }
 
 fn names(nodes: &[&Database]) -> String {
@@ -201,7 +262,9 @@ pub fn apply(step: &Step) -> CommandResult<Text> {
             }
             if want == "start" {
                 let services = data.get("services")?;
-                wait_until(60, &format!("{} on {host_name} to be running", data.get("services")?), || services_in(host_name, services, service::ServiceState::Running))?;
+                wait_until(60, &format!("{} on {host_name} to be running", data.get("services")?), || {
+                    services_in(host_name, services, service::ServiceState::Running)
+                })?;
                 Ok(text("started; running", "開始しました (稼働中)"))
             } else {
                 Ok(text("stopped", "停止しました"))
@@ -266,18 +329,26 @@ pub fn apply(step: &Step) -> CommandResult<Text> {
             };
             let out = ssh::exec(host_name, &request)?;
             if out.status != Some(0) {
-                return Err(CommandError::Failed(format!("av-setup on {host_name} exited with {:?}: {}", out.status, String::from_utf8_lossy(&out.stderr).trim())));
+                return Err(CommandError::Failed(format!(
+                    "av-setup on {host_name} exited with {:?}: {}",
+                    out.status,
+                    String::from_utf8_lossy(&out.stderr).trim()
+                )));
             }
             let said = String::from_utf8_lossy(&out.stdout).trim().to_string();
             Ok(text(&said, &said))
         }
         "capabilities" => {
             let db = data.get("db")?;
-            let statement = |sql: &str, name: &str| opsh_plugin_sdk::sql::Statement { sql: sql.into(), params: vec![opsh_plugin_sdk::sql::Value::Text(name.into())] };
-            let results = opsh_plugin_sdk::sql::transaction(db, &[
-                statement("UPDATE appliance SET capabilities = (capabilities & 65343) WHERE name = $1", data.get("old")?),
-                statement("UPDATE appliance SET capabilities = (capabilities | 192) WHERE name = $1", data.get("new")?),
-            ])?;
+            let statement =
+                |sql: &str, name: &str| opsh_plugin_sdk::sql::Statement { sql: sql.into(), params: vec![opsh_plugin_sdk::sql::Value::Text(name.into())] };
+            let results = opsh_plugin_sdk::sql::transaction(
+                db,
+                &[
+                    statement("UPDATE appliance SET capabilities = (capabilities & 65343) WHERE name = $1", data.get("old")?),
+                    statement("UPDATE appliance SET capabilities = (capabilities | 192) WHERE name = $1", data.get("new")?),
+                ],
+            )?;
             if results.iter().any(|r| r.affected != 1) {
                 return Err(CommandError::Failed(format!("{db}: the appliance rows of {} and {} were not both updated", data.get("old")?, data.get("new")?)));
             }
@@ -350,11 +421,21 @@ pub fn check(step: &Step) -> CommandResult<CheckResult> {
             Err(e) => unknown(&e.message()),
         },
         "file" => opsh_plugin_sdk::files::check(step)?,
-        "av-setup" => CheckResult { state: CheckState::Unknown, detail: text("av-setup leaves nothing opsh can read back; it is safe to run again", "av-setup の結果は確認できません (再実行は安全です)") },
+        "av-setup" => CheckResult {
+            state: CheckState::Unknown,
+            detail: text("av-setup leaves nothing opsh can read back; it is safe to run again", "av-setup の結果は確認できません (再実行は安全です)"),
+        },
         "capabilities" => {
             let query = "SELECT bool_and(CASE WHEN name = $1 THEN capabilities & 192 = 0 ELSE capabilities & 192 = 192 END) AS moved, count(*)::bigint AS n FROM appliance WHERE name IN ($1, $2)";
-            match opsh_plugin_sdk::sql::query(data.get("db")?, query, &[opsh_plugin_sdk::sql::Value::Text(data.get("old")?.into()), opsh_plugin_sdk::sql::Value::Text(data.get("new")?.into())]) {
-                Ok(rows) => done(opsh_plugin_sdk::RowsExt::first_bool(&rows, "moved") == Some(true) && opsh_plugin_sdk::RowsExt::first_int(&rows, "n") == Some(2), "capabilities of both rows"),
+            match opsh_plugin_sdk::sql::query(
+                data.get("db")?,
+                query,
+                &[opsh_plugin_sdk::sql::Value::Text(data.get("old")?.into()), opsh_plugin_sdk::sql::Value::Text(data.get("new")?.into())],
+            ) {
+                Ok(rows) => done(
+                    opsh_plugin_sdk::RowsExt::first_bool(&rows, "moved") == Some(true) && opsh_plugin_sdk::RowsExt::first_int(&rows, "n") == Some(2),
+                    "capabilities of both rows",
+                ),
                 Err(e) => unknown(&e.message()),
             }
         }

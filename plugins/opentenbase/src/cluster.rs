@@ -49,11 +49,17 @@ pub struct Upstream {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Live {
     /// Takes writes.
-    Master { version: u32, lsn: Lsn },
+    Master {
+        version: u32,
+        lsn: Lsn,
+    },
     Standby(Standby),
     /// Its server answers and says PostgreSQL is not running; `fenced` when its data directory
     /// would make it start read-only (`standby.signal` / `recovery.conf`).
-    Stopped { fenced: bool, major: Option<u32> },
+    Stopped {
+        fenced: bool,
+        major: Option<u32>,
+    },
     /// Cannot tell: it may be anything, a master included.
     Unknown(String),
 }
@@ -225,8 +231,15 @@ impl Cluster {
                 .ok_or_else(|| CommandError::Failed(format!("topology {}: no gtm.{host_name}.port or gtm.port (see {DOCS})", topology.name)))?
                 .parse()
                 .map_err(|_| CommandError::Failed(format!("topology {}: the GTM port of {host_name} is not a number", topology.name)))?;
-            let data_dir = attr("data-dir").ok_or_else(|| CommandError::Failed(format!("topology {}: no gtm.{host_name}.data-dir or gtm.data-dir (see {DOCS})", topology.name)))?;
-            let mut gtm = GtmMember { host: host_name.to_string(), port, data_dir: data_dir.to_string(), bin_dir: attr("bin-dir").map(str::to_string), role: GtmRole::Stopped };
+            let data_dir = attr("data-dir")
+                .ok_or_else(|| CommandError::Failed(format!("topology {}: no gtm.{host_name}.data-dir or gtm.data-dir (see {DOCS})", topology.name)))?;
+            let mut gtm = GtmMember {
+                host: host_name.to_string(),
+                port,
+                data_dir: data_dir.to_string(),
+                bin_dir: attr("bin-dir").map(str::to_string),
+                role: GtmRole::Stopped,
+            };
             gtm.role = probe_gtm(&gtm)?;
             gtms.push(gtm);
         }
@@ -391,7 +404,11 @@ pub fn gtm_role(status: Option<i32>, stdout: &str, stderr: &str) -> GtmRole {
 
 /// The routes a node holds (pgxc_node).
 pub fn routes(db: &str) -> Result<Vec<Route>, CapabilityError> {
-    let rows = sql::query(db, "SELECT node_name::text AS name, node_type::text AS type, node_host::text AS host, node_port::bigint AS port FROM pgxc_node ORDER BY 1", &[])?;
+    let rows = sql::query(
+        db,
+        "SELECT node_name::text AS name, node_type::text AS type, node_host::text AS host, node_port::bigint AS port FROM pgxc_node ORDER BY 1",
+        &[],
+    )?;
     Ok(rows
         .rows
         .iter()
@@ -417,7 +434,10 @@ mod tests {
         assert_eq!(gtm_role(Some(0), &running.replace("standby", "primary"), ""), GtmRole::Primary(Lsn::parse("0/3000060")));
         assert_eq!(gtm_role(Some(1), "", "gtm_ctl: could not open PID file \"/d/gtm.pid\": No such file or directory\n"), GtmRole::Stopped);
         assert_eq!(gtm_role(Some(1), "", "gtm_ctl: no server running\n"), GtmRole::Stopped);
-        assert!(matches!(gtm_role(Some(0), "gtm_ctl: server is running (PID: 42) but can not get timestamp, please check gtm status!\n", ""), GtmRole::Unknown(_)));
+        assert!(matches!(
+            gtm_role(Some(0), "gtm_ctl: server is running (PID: 42) but can not get timestamp, please check gtm status!\n", ""),
+            GtmRole::Unknown(_)
+        ));
         assert!(matches!(gtm_role(Some(1), "", "gtm_ctl: option -P GTM_port is not specified\n"), GtmRole::Unknown(_)));
     }
 

@@ -69,7 +69,11 @@ pub fn failover<'a>(node: &str, members: &[&'a Member], force: bool, to: Option<
                 masters.len(),
                 names.join(", ")
             ),
-            format!("{node} に書き込み可能なマスターが {} 個あります ({}): スプリットブレインです。残す方を決め、もう一方を停止してから再実行してください", masters.len(), names.join(", ")),
+            format!(
+                "{node} に書き込み可能なマスターが {} 個あります ({}): スプリットブレインです。残す方を決め、もう一方を停止してから再実行してください",
+                masters.len(),
+                names.join(", ")
+            ),
         ));
     }
     let old_master = masters.first().copied();
@@ -79,7 +83,9 @@ pub fn failover<'a>(node: &str, members: &[&'a Member], force: bool, to: Option<
         let list = unknown.iter().map(|m| format!("{} on {} ({})", m.db, m.host, describe(&m.live))).collect::<Vec<_>>().join("; ");
         if !force {
             return Err(refused(
-                format!("the role of {list} cannot be read: it may still take writes, and opsh cannot fence it. Make sure it is down (power it off or cut it off), then add --force"),
+                format!(
+                    "the role of {list} cannot be read: it may still take writes, and opsh cannot fence it. Make sure it is down (power it off or cut it off), then add --force"
+                ),
                 format!("{list} のロールを読めません: まだ書き込みを受け付けている可能性があり、隔離できません。停止を確認してから --force を付けてください"),
             ));
         }
@@ -101,7 +107,10 @@ pub fn failover<'a>(node: &str, members: &[&'a Member], force: bool, to: Option<
             Some(m) if m.standby().is_some() => m,
             Some(m) => return Err(Refusal::Usage(format!("--to {name}: it is {}, not a standby of {node}", describe(&m.live)))),
             None => {
-                return Err(Refusal::Usage(format!("--to {name} is not a member of {node}: its members are {}", members.iter().map(|m| m.db.as_str()).collect::<Vec<_>>().join(", "))));
+                return Err(Refusal::Usage(format!(
+                    "--to {name} is not a member of {node}: its members are {}",
+                    members.iter().map(|m| m.db.as_str()).collect::<Vec<_>>().join(", ")
+                )));
             }
         },
         None => match old_master {
@@ -119,7 +128,10 @@ pub fn failover<'a>(node: &str, members: &[&'a Member], force: bool, to: Option<
             let Live::Master { lsn, .. } = master.live else { return Err(Refusal::Usage(format!("{} is not a master", master.db))) };
             if !state.streaming && !force {
                 return Err(refused(
-                    format!("{} is not replicating from {} although the master answers: promoting it would lose writes; fix replication, or add --force", candidate.db, master.db),
+                    format!(
+                        "{} is not replicating from {} although the master answers: promoting it would lose writes; fix replication, or add --force",
+                        candidate.db, master.db
+                    ),
                     format!("{} はマスター {} から複製していません (--force で強行)", candidate.db, master.db),
                 ));
             }
@@ -135,12 +147,20 @@ pub fn failover<'a>(node: &str, members: &[&'a Member], force: bool, to: Option<
             };
             if behind > MAX_LAG_BYTES && !force {
                 return Err(refused(
-                    format!("{} is {behind} bytes behind {} (at {}, the master at {lsn}): wait until it catches up, or add --force", candidate.db, master.db, show(state.position())),
+                    format!(
+                        "{} is {behind} bytes behind {} (at {}, the master at {lsn}): wait until it catches up, or add --force",
+                        candidate.db,
+                        master.db,
+                        show(state.position())
+                    ),
                     format!("{} は {} より {behind} バイト遅れています (--force で強行)", candidate.db, master.db),
                 ));
             }
             notes.push(text(
-                &format!("the master {} is healthy: this is a switchover — it is stopped first, and {} is promoted once it has received all of its WAL", master.db, candidate.db),
+                &format!(
+                    "the master {} is healthy: this is a switchover — it is stopped first, and {} is promoted once it has received all of its WAL",
+                    master.db, candidate.db
+                ),
                 &format!("マスター {} は正常です: これはスイッチオーバーです。先に停止し、{} が全 WAL を受信してから昇格します", master.db, candidate.db),
             ));
         }
@@ -158,7 +178,12 @@ pub fn failover<'a>(node: &str, members: &[&'a Member], force: bool, to: Option<
                 .collect();
             if !ahead.is_empty() && !force {
                 return Err(refused(
-                    format!("{} (at {}) is behind {}: promoting it loses what only they received; choose the most advanced standby, or add --force", candidate.db, show(state.position()), ahead.join(", ")),
+                    format!(
+                        "{} (at {}) is behind {}: promoting it loses what only they received; choose the most advanced standby, or add --force",
+                        candidate.db,
+                        show(state.position()),
+                        ahead.join(", ")
+                    ),
                     format!("{} は {} より遅れています (--force で強行)", candidate.db, ahead.join(", ")),
                 ));
             }
@@ -202,7 +227,11 @@ pub fn gtm_failover<'a>(gtms: &'a [GtmMember], force: bool, to: Option<&str>) ->
     let primaries: Vec<&GtmMember> = gtms.iter().filter(|g| matches!(g.role, GtmRole::Primary(_))).collect();
     if primaries.len() > 1 {
         return Err(refused(
-            format!("{} GTM servers are primary at once ({}): opsh cannot tell which one to keep; stop the one to give up, then run `otb promote gtm`", primaries.len(), roles()),
+            format!(
+                "{} GTM servers are primary at once ({}): opsh cannot tell which one to keep; stop the one to give up, then run `otb promote gtm`",
+                primaries.len(),
+                roles()
+            ),
             format!("プライマリの GTM が {} 台あります ({})", primaries.len(), roles()),
         ));
     }
@@ -216,7 +245,10 @@ pub fn gtm_failover<'a>(gtms: &'a [GtmMember], force: bool, to: Option<&str>) ->
                 format!("{list} の GTM に問い合わせできません。停止を確認してから --force を付けてください"),
             ));
         }
-        notes.push(text(&format!("--force: the GTM on {list} cannot be fenced by opsh; it must stay down"), &format!("--force: {list} の GTM は隔離できません")));
+        notes.push(text(
+            &format!("--force: the GTM on {list} cannot be fenced by opsh; it must stay down"),
+            &format!("--force: {list} の GTM は隔離できません"),
+        ));
     }
     let xlog = |g: &GtmMember| if let GtmRole::Standby(x) = g.role { x } else { None };
     let standbys: Vec<&GtmMember> = gtms.iter().filter(|g| matches!(g.role, GtmRole::Standby(_))).collect();
@@ -224,25 +256,37 @@ pub fn gtm_failover<'a>(gtms: &'a [GtmMember], force: bool, to: Option<&str>) ->
         Some(host) => match gtms.iter().find(|g| g.host == host) {
             Some(g) if matches!(g.role, GtmRole::Standby(_)) => g,
             Some(g) => return Err(Refusal::Usage(format!("--to {host}: its GTM is {}, not a standby", g.describe()))),
-            None => return Err(Refusal::Usage(format!("--to {host} is not a GTM server: they are {}", gtms.iter().map(|g| g.host.as_str()).collect::<Vec<_>>().join(", ")))),
+            None => {
+                return Err(Refusal::Usage(format!(
+                    "--to {host} is not a GTM server: they are {}",
+                    gtms.iter().map(|g| g.host.as_str()).collect::<Vec<_>>().join(", ")
+                )));
+            }
         },
         None => match standbys.iter().copied().max_by(|a, b| xlog(a).cmp(&xlog(b)).then_with(|| b.host.cmp(&a.host))) {
             Some(g) => g,
-            None => return Err(refused(format!("the GTM has no running standby ({})", roles()), format!("GTM に稼働中のスタンバイがありません ({})", roles()))),
+            None => {
+                return Err(refused(format!("the GTM has no running standby ({})", roles()), format!("GTM に稼働中のスタンバイがありません ({})", roles())));
+            }
         },
     };
     if standbys.len() > 1 {
         notes.push(text(
-            &format!("the GTM standby on {} is promoted (xlog {}); {}", candidate.host, xlog(candidate).map(|l| l.to_string()).unwrap_or_else(|| "?".into()), standbys.iter().filter(|g| g.host != candidate.host).map(|g| format!("{} at {}", g.host, xlog(g).map(|l| l.to_string()).unwrap_or_else(|| "?".into()))).collect::<Vec<_>>().join(", ")),
+            &format!(
+                "the GTM standby on {} is promoted (xlog {}); {}",
+                candidate.host,
+                xlog(candidate).map(|l| l.to_string()).unwrap_or_else(|| "?".into()),
+                standbys
+                    .iter()
+                    .filter(|g| g.host != candidate.host)
+                    .map(|g| format!("{} at {}", g.host, xlog(g).map(|l| l.to_string()).unwrap_or_else(|| "?".into())))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
             &format!("{} の GTM スタンバイを昇格します", candidate.host),
         ));
     }
-    Ok(GtmFailover {
-        candidate,
-        fence_running: primaries,
-        check_stopped: gtms.iter().filter(|g| g.role == GtmRole::Stopped).collect(),
-        notes,
-    })
+    Ok(GtmFailover { candidate, fence_running: primaries, check_stopped: gtms.iter().filter(|g| g.role == GtmRole::Stopped).collect(), notes })
 }
 
 #[cfg(test)]
@@ -251,7 +295,17 @@ mod tests {
     use crate::cluster::{Kind, Standby, Upstream};
 
     fn member(db: &str, host: &str, port: u16, live: Live) -> Member {
-        Member { db: db.into(), node: "dn01".into(), kind: Kind::Datanode, host: host.into(), port, data_dir: "/d".into(), bin_dir: None, user: "opsh".into(), live }
+        Member {
+            db: db.into(),
+            node: "dn01".into(),
+            kind: Kind::Datanode,
+            host: host.into(),
+            port,
+            data_dir: "/d".into(),
+            bin_dir: None,
+            user: "opsh".into(),
+            live,
+        }
     }
 
     fn master(db: &str, host: &str, lsn: &str) -> Member {

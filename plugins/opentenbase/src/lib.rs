@@ -27,8 +27,8 @@ use decide::Refusal;
 use opsh_plugin_sdk::invariants::{Invariants, Seen, one_writable_master};
 use opsh_plugin_sdk::pg::{self, Conninfo, Lsn};
 use opsh_plugin_sdk::{
-    Args, ChangePlan, CheckResult, CheckState, CommandError, CommandKind, CommandResult, Completion, Guest, Invocation, PluginInfo, RowsExt,
-    Step, StepData, Table, Text, bad, command, data, good, names, plain, quote, sql, ssh, step, table, text, wait, warn,
+    Args, ChangePlan, CheckResult, CheckState, CommandError, CommandKind, CommandResult, Completion, Guest, Invocation, PluginInfo, RowsExt, Step, StepData,
+    Table, Text, bad, command, data, good, names, plain, quote, sql, ssh, step, table, text, wait, warn,
 };
 
 struct Otb;
@@ -38,25 +38,60 @@ impl Guest for Otb {
         PluginInfo {
             name: "otb".into(),
             version: env!("CARGO_PKG_VERSION").into(),
-            summary: text("OpenTenBase: DN, CN and GTM failover with routes fixed on every node", "OpenTenBase: DN・CN・GTM のフェイルオーバーと全ノードのルート変更"),
+            summary: text(
+                "OpenTenBase: DN, CN and GTM failover with routes fixed on every node",
+                "OpenTenBase: DN・CN・GTM のフェイルオーバーと全ノードのルート変更",
+            ),
             capabilities: vec!["sql".into(), "ssh".into()],
             commands: vec![
-                command("status", CommandKind::Read, text("Nodes, live roles, GTM, every route and the invariants; problems in red", "ノード・ロール・GTM・全ルート・不変条件 (問題は赤)"))
-                    .example("otb status", text("Show the cluster", "クラスタを表示"))
-                    .example("otb status --check", text("Exit 6 if anything is wrong (for cron and monitoring)", "問題があれば終了コード 6 (cron・監視用)"))
-                    .build(),
-                command("promote", CommandKind::Change, text("Fail a node (or the GTM) over to its most advanced standby and re-point every route", "ノード (または GTM) を最も進んだスタンバイへフェイルオーバーし全ルートを変更"))
-                    .positional("node", text("a node (cn01, dn01, …) or gtm", "ノード (cn01, dn01, …) または gtm"), Completion::None)
-                    .option("to", false, text("promote this member (a database of the node, or the GTM's host) rather than the most advanced standby", "最も進んだスタンバイの代わりにこのメンバーを昇格"), Completion::None)
-                    .flag("force", text("go on although a standby is behind or not replicating, or a member cannot be asked (it must stay down)", "スタンバイの遅延・複製停止、または問い合わせできないメンバーがあっても続行 (停止を確認済みのこと)"))
-                    .example("otb promote dn01 --dry-run", text("Preview the failover of dn01", "dn01 のフェイルオーバーを確認"))
-                    .example("otb promote gtm", text("Promote the GTM standby", "GTM スタンバイを昇格"))
-                    .build(),
-                command("rebuild", CommandKind::Change, text("Make fenced or broken members of a node streaming standbys of its master again (pg_rewind, else a base backup)", "隔離・故障したメンバーをマスターのスタンバイとして再構築 (pg_rewind、失敗時はベースバックアップ)"))
-                    .positional("node", text("cn01, dn01, …", "cn01, dn01, …"), Completion::None)
-                    .option("member", false, text("only this member (a database of the node)", "このメンバーのみ"), Completion::Database)
-                    .example("otb rebuild dn01", text("Give dn01 its standbys back after a failover", "フェイルオーバー後に dn01 のスタンバイを再作成"))
-                    .build(),
+                command(
+                    "status",
+                    CommandKind::Read,
+                    text("Nodes, live roles, GTM, every route and the invariants; problems in red", "ノード・ロール・GTM・全ルート・不変条件 (問題は赤)"),
+                )
+                .example("otb status", text("Show the cluster", "クラスタを表示"))
+                .example("otb status --check", text("Exit 6 if anything is wrong (for cron and monitoring)", "問題があれば終了コード 6 (cron・監視用)"))
+                .build(),
+                command(
+                    "promote",
+                    CommandKind::Change,
+                    text(
+                        "Fail a node (or the GTM) over to its most advanced standby and re-point every route",
+                        "ノード (または GTM) を最も進んだスタンバイへフェイルオーバーし全ルートを変更",
+                    ),
+                )
+                .positional("node", text("a node (cn01, dn01, …) or gtm", "ノード (cn01, dn01, …) または gtm"), Completion::None)
+                .option(
+                    "to",
+                    false,
+                    text(
+                        "promote this member (a database of the node, or the GTM's host) rather than the most advanced standby",
+                        "最も進んだスタンバイの代わりにこのメンバーを昇格",
+                    ),
+                    Completion::None,
+                )
+                .flag(
+                    "force",
+                    text(
+                        "go on although a standby is behind or not replicating, or a member cannot be asked (it must stay down)",
+                        "スタンバイの遅延・複製停止、または問い合わせできないメンバーがあっても続行 (停止を確認済みのこと)",
+                    ),
+                )
+                .example("otb promote dn01 --dry-run", text("Preview the failover of dn01", "dn01 のフェイルオーバーを確認"))
+                .example("otb promote gtm", text("Promote the GTM standby", "GTM スタンバイを昇格"))
+                .build(),
+                command(
+                    "rebuild",
+                    CommandKind::Change,
+                    text(
+                        "Make fenced or broken members of a node streaming standbys of its master again (pg_rewind, else a base backup)",
+                        "隔離・故障したメンバーをマスターのスタンバイとして再構築 (pg_rewind、失敗時はベースバックアップ)",
+                    ),
+                )
+                .positional("node", text("cn01, dn01, …", "cn01, dn01, …"), Completion::None)
+                .option("member", false, text("only this member (a database of the node)", "このメンバーのみ"), Completion::Database)
+                .example("otb rebuild dn01", text("Give dn01 its standbys back after a failover", "フェイルオーバー後に dn01 のスタンバイを再作成"))
+                .build(),
                 command("reconcile", CommandKind::Change, text("Point every route at its node's live master", "全ルートを各ノードの現在のマスターに向ける"))
                     .example("otb reconcile --dry-run", text("Show the routes that are wrong", "誤ったルートを表示"))
                     .build(),
@@ -135,18 +170,36 @@ fn role_cell(live: &Live) -> opsh_plugin_sdk::Cell {
 }
 
 fn status_tables(cluster: &Cluster, facts: &[RouteFact]) -> Vec<Table> {
-    let mut members = table(text(&format!("Cluster {}", cluster.topology), &format!("クラスタ {}", cluster.topology)), &["node", "member", "host", "port", "role", "upstream", "WAL"]);
+    let mut members = table(
+        text(&format!("Cluster {}", cluster.topology), &format!("クラスタ {}", cluster.topology)),
+        &["node", "member", "host", "port", "role", "upstream", "WAL"],
+    );
     for node in cluster.nodes() {
         for m in cluster.of_node(&node) {
             let (upstream, wal) = match &m.live {
                 Live::Master { lsn, .. } => (String::new(), lsn.to_string()),
                 Live::Standby(s) => {
-                    let up = s.upstream.as_ref().map(|u| cluster.members.iter().find(|o| o.host == u.host && o.port == u.port).map(|o| o.db.clone()).unwrap_or_else(|| format!("{}:{}", u.host, u.port)));
+                    let up = s.upstream.as_ref().map(|u| {
+                        cluster
+                            .members
+                            .iter()
+                            .find(|o| o.host == u.host && o.port == u.port)
+                            .map(|o| o.db.clone())
+                            .unwrap_or_else(|| format!("{}:{}", u.host, u.port))
+                    });
                     (up.unwrap_or_else(|| "?".into()), s.position().map(|p| p.to_string()).unwrap_or_default())
                 }
                 _ => (String::new(), String::new()),
             };
-            members.push(vec![plain(node.as_str()), plain(m.db.as_str()), plain(m.host.as_str()), plain(m.port.to_string()), role_cell(&m.live), plain(upstream), plain(wal)]);
+            members.push(vec![
+                plain(node.as_str()),
+                plain(m.db.as_str()),
+                plain(m.host.as_str()),
+                plain(m.port.to_string()),
+                role_cell(&m.live),
+                plain(upstream),
+                plain(wal),
+            ]);
         }
     }
     let mut gtm = table(text(&format!("GTM {}", cluster.gtm_name), &format!("GTM {}", cluster.gtm_name)), &["host", "port", "role"]);
@@ -188,10 +241,13 @@ fn route_facts(cluster: &Cluster) -> Vec<RouteFact> {
             let to = cluster.master(&n).map(|m| format!("{}:{}", m.host, m.port));
             (n, to)
         })
-        .chain(std::iter::once((cluster.gtm_name.clone(), match cluster.gtm_primaries().as_slice() {
-            [one] => Some(format!("{}:{}", one.host, one.port)),
-            _ => None,
-        })))
+        .chain(std::iter::once((
+            cluster.gtm_name.clone(),
+            match cluster.gtm_primaries().as_slice() {
+                [one] => Some(format!("{}:{}", one.host, one.port)),
+                _ => None,
+            },
+        )))
         .collect();
     for on in cluster.masters() {
         let have = cluster::routes(&on.db).map_err(|e| e.brief());
@@ -263,7 +319,12 @@ fn invariants(cluster: &Cluster, facts: &[RouteFact]) -> Invariants {
 // ----- promote --------------------------------------------------------------------------------
 
 fn fence_effect_argv(member: &Member, major: Option<u32>) -> Result<Vec<String>, CommandError> {
-    let major = major.ok_or_else(|| CommandError::Refused(text(&format!("the server version of {} cannot be read (PG_VERSION in {}): opsh cannot fence it", member.db, member.data_dir), "")))?;
+    let major = major.ok_or_else(|| {
+        CommandError::Refused(text(
+            &format!("the server version of {} cannot be read (PG_VERSION in {}): opsh cannot fence it", member.db, member.data_dir),
+            "",
+        ))
+    })?;
     let (file, content) = pg::fence_file(major);
     let path = format!("{}/{file}", member.data_dir);
     Ok(if content.is_empty() {
@@ -278,13 +339,20 @@ fn fence_step(member: &Member, running: bool) -> CommandResult<Step> {
     let pg_ctl = member.tool("pg_ctl");
     let mark = fence_effect_argv(member, member.major())?;
     let title = if running {
-        text(&format!("Fence {} (stop, fast; a restart comes back read-only)", member.db), &format!("{} を隔離 (fast 停止。再起動しても読み取り専用)", member.db))
+        text(
+            &format!("Fence {} (stop, fast; a restart comes back read-only)", member.db),
+            &format!("{} を隔離 (fast 停止。再起動しても読み取り専用)", member.db),
+        )
     } else {
-        text(&format!("Fence the stopped {} so that a restart cannot make it a second master", member.db), &format!("停止中の {} を隔離 (再起動で 2 つ目のマスターにならないように)", member.db))
+        text(
+            &format!("Fence the stopped {} so that a restart cannot make it a second master", member.db),
+            &format!("停止中の {} を隔離 (再起動で 2 つ目のマスターにならないように)", member.db),
+        )
     };
     // Stopped members are stopped again too (harmless when they are): one may have been started
     // since the plan read it.
-    let builder = step(&format!("fence-{}", member.db), title, &member.host).exec(&member.host, &[&pg_ctl, "-Z", kind, "-D", &member.data_dir, "stop", "-m", "fast"]);
+    let builder =
+        step(&format!("fence-{}", member.db), title, &member.host).exec(&member.host, &[&pg_ctl, "-Z", kind, "-D", &member.data_dir, "stop", "-m", "fast"]);
     let mark_refs: Vec<&str> = mark.iter().map(String::as_str).collect();
     Ok(builder
         .exec(&member.host, &mark_refs)
@@ -322,7 +390,15 @@ fn route_step(on: &Member, node: &str, host_value: &str, host_name: &str, port: 
     .sql(&on.db, &[&statement, "SELECT pgxc_pool_reload()"])
     .group(group)
     .idempotent()
-    .data(data::encode(&[("action", "route"), ("db", &on.db), ("node", node), ("host", host_name), ("value", host_value), ("port", &port.to_string()), ("gtm", if gtm { "yes" } else { "no" })]))
+    .data(data::encode(&[
+        ("action", "route"),
+        ("db", &on.db),
+        ("node", node),
+        ("host", host_name),
+        ("value", host_value),
+        ("port", &port.to_string()),
+        ("gtm", if gtm { "yes" } else { "no" }),
+    ]))
     .build()
 }
 
@@ -347,7 +423,10 @@ fn route_targets<'c>(cluster: &'c Cluster, except_node: Option<&str>, warnings: 
             None => {
                 let down: Vec<&Member> = cluster.of_node(&node).into_iter().filter(|m| !m.is_master() && m.standby().is_none()).collect();
                 warnings.push(text(
-                    &format!("{node} has no live master: its route change is asked of {} and reported if it cannot be made", down.iter().map(|m| m.db.as_str()).collect::<Vec<_>>().join(", ")),
+                    &format!(
+                        "{node} has no live master: its route change is asked of {} and reported if it cannot be made",
+                        down.iter().map(|m| m.db.as_str()).collect::<Vec<_>>().join(", ")
+                    ),
                     &format!("{node} に稼働中のマスターがありません"),
                 ));
                 targets.extend(down);
@@ -360,8 +439,9 @@ fn route_targets<'c>(cluster: &'c Cluster, except_node: Option<&str>, warnings: 
 fn repoint_steps(candidate: &Member, standby: &Member, steps: &mut Vec<Step>) -> CommandResult<()> {
     let Some(state) = standby.standby() else { return Ok(()) };
     let major = pg::major(state.version);
-    let conninfo = Conninfo::parse(state.conninfo.as_deref().unwrap_or(""))
-        .map_err(|e| CommandError::Refused(text(&format!("{}'s primary_conninfo cannot be read ({e}): point it at {} by hand, or rebuild it", standby.db, candidate.db), "")))?;
+    let conninfo = Conninfo::parse(state.conninfo.as_deref().unwrap_or("")).map_err(|e| {
+        CommandError::Refused(text(&format!("{}'s primary_conninfo cannot be read ({e}): point it at {} by hand, or rebuild it", standby.db, candidate.db), ""))
+    })?;
     let host_value = match conninfo.get("host").and_then(names::host_of) {
         Some(m) => names::in_form(&candidate.host, m.form.as_deref())?,
         None => names::token(&candidate.host, None),
@@ -369,17 +449,32 @@ fn repoint_steps(candidate: &Member, standby: &Member, steps: &mut Vec<Step>) ->
     let next = conninfo.pointed_at(&host_value, candidate.port);
     if let Some(slot) = &state.slot {
         steps.push(
-            step(&format!("slot-{}-on-{}", slot, candidate.db), text(&format!("Keep WAL for {} on the new master {} (replication slot {slot})", standby.db, candidate.db), &format!("新マスター {} にスロット {slot} を作成", candidate.db)), &candidate.db)
-                .sql(&candidate.db, &[&format!("SELECT pg_create_physical_replication_slot({}, true)", quote::literal(slot))])
-                .group("repoint")
-                .idempotent()
-                .data(data::encode(&[("action", "slot"), ("db", &candidate.db), ("slot", slot)]))
-                .build(),
+            step(
+                &format!("slot-{}-on-{}", slot, candidate.db),
+                text(
+                    &format!("Keep WAL for {} on the new master {} (replication slot {slot})", standby.db, candidate.db),
+                    &format!("新マスター {} にスロット {slot} を作成", candidate.db),
+                ),
+                &candidate.db,
+            )
+            .sql(&candidate.db, &[&format!("SELECT pg_create_physical_replication_slot({}, true)", quote::literal(slot))])
+            .group("repoint")
+            .idempotent()
+            .data(data::encode(&[("action", "slot"), ("db", &candidate.db), ("slot", slot)]))
+            .build(),
         );
     }
-    let title = text(&format!("Point the standby {} at the new master {}", standby.db, candidate.db), &format!("スタンバイ {} を新マスター {} に向ける", standby.db, candidate.db));
+    let title = text(
+        &format!("Point the standby {} at the new master {}", standby.db, candidate.db),
+        &format!("スタンバイ {} を新マスター {} に向ける", standby.db, candidate.db),
+    );
     let base = |mut pairs: Vec<(&str, String)>| {
-        pairs.extend([("db", standby.db.clone()), ("host", standby.host.clone()), ("master-host", candidate.host.clone()), ("master-port", candidate.port.to_string())]);
+        pairs.extend([
+            ("db", standby.db.clone()),
+            ("host", standby.host.clone()),
+            ("master-host", candidate.host.clone()),
+            ("master-port", candidate.port.to_string()),
+        ]);
         let refs: Vec<(&str, &str)> = pairs.iter().map(|(k, v)| (*k, v.as_str())).collect();
         data::encode(&refs)
     };
@@ -394,7 +489,8 @@ fn repoint_steps(candidate: &Member, standby: &Member, steps: &mut Vec<Step>) ->
         let mut builder = builder.sql(&standby.db, &refs);
         let restart = major < 13; // primary_conninfo is reloadable from 13
         if restart {
-            builder = builder.exec(&standby.host, &[&standby.tool("pg_ctl"), "-Z", standby.kind.pg_ctl_type(), "-D", &standby.data_dir, "restart", "-m", "fast", "-w"]);
+            builder = builder
+                .exec(&standby.host, &[&standby.tool("pg_ctl"), "-Z", standby.kind.pg_ctl_type(), "-D", &standby.data_dir, "restart", "-m", "fast", "-w"]);
         }
         builder.data(base(vec![
             ("action", "repoint".into()),
@@ -409,7 +505,16 @@ fn repoint_steps(candidate: &Member, standby: &Member, steps: &mut Vec<Step>) ->
         let config = pg::standby_config(major, &next, state.slot.as_deref());
         let (file, content) = config.files.first().cloned().unwrap_or_default();
         let path = format!("{}/{file}", standby.data_dir);
-        let argv = vec!["sh".to_string(), "-c".into(), "printf '%s' \"$2\" > \"$1.opsh-new\" && mv \"$1.opsh-new\" \"$1\" && \"$3\" reload -D \"$4\"".into(), "repoint".into(), path, content, standby.tool("pg_ctl"), standby.data_dir.clone()];
+        let argv = vec![
+            "sh".to_string(),
+            "-c".into(),
+            "printf '%s' \"$2\" > \"$1.opsh-new\" && mv \"$1.opsh-new\" \"$1\" && \"$3\" reload -D \"$4\"".into(),
+            "repoint".into(),
+            path,
+            content,
+            standby.tool("pg_ctl"),
+            standby.data_dir.clone(),
+        ];
         let refs: Vec<&str> = argv.iter().map(String::as_str).collect();
         builder.exec(&standby.host, &refs).data(base(vec![("action", "repoint-file".into()), ("argv", data::encode_list(&argv))]))
     };
@@ -420,7 +525,11 @@ fn repoint_steps(candidate: &Member, standby: &Member, steps: &mut Vec<Step>) ->
 fn plan_promote(cluster: &Cluster, node: &str, force: bool, to: Option<&str>) -> CommandResult<ChangePlan> {
     let members = cluster.of_node(node);
     if members.is_empty() {
-        return Err(CommandError::Usage(format!("{node} is not a node of cluster {}: its nodes are {}, and gtm", cluster.topology, cluster.nodes().join(", "))));
+        return Err(CommandError::Usage(format!(
+            "{node} is not a node of cluster {}: its nodes are {}, and gtm",
+            cluster.topology,
+            cluster.nodes().join(", ")
+        )));
     }
     let plan = decide::failover(node, &members, force, to).map_err(refusal)?;
     let candidate = plan.candidate;
@@ -434,7 +543,14 @@ fn plan_promote(cluster: &Cluster, node: &str, force: bool, to: Option<&str>) ->
     }
     let kind = candidate.kind.pg_ctl_type();
     let pg_ctl = candidate.tool("pg_ctl");
-    let mut promote_data = vec![("action", "promote".to_string()), ("db", candidate.db.clone()), ("host", candidate.host.clone()), ("dir", candidate.data_dir.clone()), ("type", kind.into()), ("pg-ctl", pg_ctl.clone())];
+    let mut promote_data = vec![
+        ("action", "promote".to_string()),
+        ("db", candidate.db.clone()),
+        ("host", candidate.host.clone()),
+        ("dir", candidate.data_dir.clone()),
+        ("type", kind.into()),
+        ("pg-ctl", pg_ctl.clone()),
+    ];
     let title = match plan.old_master {
         Some(old) if force => {
             warnings.push(text(
@@ -445,12 +561,20 @@ fn plan_promote(cluster: &Cluster, node: &str, force: bool, to: Option<&str>) ->
         }
         Some(old) => {
             promote_data.extend([("after-host", old.host.clone()), ("after-dir", old.data_dir.clone()), ("after-controldata", old.tool("pg_controldata"))]);
-            text(&format!("Promote {} once it has received all of {}'s WAL, and wait until it takes writes", candidate.db, old.db), &format!("{} が {} の全 WAL を受信したら昇格し、書き込み可能になるまで待つ", candidate.db, old.db))
+            text(
+                &format!("Promote {} once it has received all of {}'s WAL, and wait until it takes writes", candidate.db, old.db),
+                &format!("{} が {} の全 WAL を受信したら昇格し、書き込み可能になるまで待つ", candidate.db, old.db),
+            )
         }
         None => text(&format!("Promote {} and wait until it takes writes", candidate.db), &format!("{} を昇格し書き込み可能になるまで待つ", candidate.db)),
     };
     let refs: Vec<(&str, &str)> = promote_data.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    steps.push(step("promote-standby", title, &candidate.db).exec(&candidate.host, &[&pg_ctl, "-Z", kind, "-D", &candidate.data_dir, "promote"]).data(data::encode(&refs)).build());
+    steps.push(
+        step("promote-standby", title, &candidate.db)
+            .exec(&candidate.host, &[&pg_ctl, "-Z", kind, "-D", &candidate.data_dir, "promote"])
+            .data(data::encode(&refs))
+            .build(),
+    );
     for standby in &plan.repoint {
         repoint_steps(candidate, standby, &mut steps)?;
     }
@@ -484,19 +608,42 @@ echo "fenced"
 fn gtm_fence_step(old: &GtmMember, new_host_value: &str, new: &GtmMember) -> Step {
     let gtm_ctl = old.tool("gtm_ctl");
     let port = new.port.to_string();
-    step(&format!("fence-gtm-{}", old.host), text(&format!("Fence the GTM on {} (stop; it would start as a standby of {})", old.host, new.host), &format!("{} の GTM を隔離 (停止し、{} のスタンバイとして起動する設定)", old.host, new.host)), &old.host)
-        .exec(&old.host, &["sh", "-c", GTM_FENCE, "fence-gtm", &gtm_ctl, &old.data_dir, new_host_value, &port])
-        .group("fence")
-        .idempotent()
-        .data(data::encode(&[("action", "fence-gtm"), ("host", &old.host), ("dir", &old.data_dir), ("gtm-ctl", &gtm_ctl), ("gtm-port", &old.port.to_string()), ("value", new_host_value), ("port", &port)]))
-        .build()
+    step(
+        &format!("fence-gtm-{}", old.host),
+        text(
+            &format!("Fence the GTM on {} (stop; it would start as a standby of {})", old.host, new.host),
+            &format!("{} の GTM を隔離 (停止し、{} のスタンバイとして起動する設定)", old.host, new.host),
+        ),
+        &old.host,
+    )
+    .exec(&old.host, &["sh", "-c", GTM_FENCE, "fence-gtm", &gtm_ctl, &old.data_dir, new_host_value, &port])
+    .group("fence")
+    .idempotent()
+    .data(data::encode(&[
+        ("action", "fence-gtm"),
+        ("host", &old.host),
+        ("dir", &old.data_dir),
+        ("gtm-ctl", &gtm_ctl),
+        ("gtm-port", &old.port.to_string()),
+        ("value", new_host_value),
+        ("port", &port),
+    ]))
+    .build()
 }
 
 /// The `startup` a GTM's configuration ends with (the last setting wins).
 fn gtm_startup(gtm: &GtmMember) -> CommandResult<String> {
     let out = opsh_plugin_sdk::probe(&gtm.host, &["cat", &format!("{}/gtm.conf", gtm.data_dir)], Some(15_000))?;
     if out.status != Some(0) {
-        return Err(CommandError::Refused(text(&format!("{}/gtm.conf on {} cannot be read ({}): opsh cannot tell how that GTM would start", gtm.data_dir, gtm.host, String::from_utf8_lossy(&out.stderr).trim()), "")));
+        return Err(CommandError::Refused(text(
+            &format!(
+                "{}/gtm.conf on {} cannot be read ({}): opsh cannot tell how that GTM would start",
+                gtm.data_dir,
+                gtm.host,
+                String::from_utf8_lossy(&out.stderr).trim()
+            ),
+            "",
+        )));
     }
     Ok(String::from_utf8_lossy(&out.stdout)
         .lines()
@@ -524,18 +671,28 @@ fn plan_promote_gtm(cluster: &Cluster, force: bool, to: Option<&str>) -> Command
     let gtm_ctl = new.tool("gtm_ctl");
     let port = new.port.to_string();
     steps.push(
-        step("promote-gtm", text(&format!("Promote the GTM standby on {} and wait until it is primary", new.host), &format!("{} の GTM スタンバイを昇格しプライマリになるまで待つ", new.host)), &new.host)
-            .exec(&new.host, &[&gtm_ctl, "-Z", "gtm", "-D", &new.data_dir, "promote"])
-            .idempotent()
-            .data(data::encode(&[("action", "promote-gtm"), ("host", &new.host), ("dir", &new.data_dir), ("gtm-ctl", &gtm_ctl), ("port", &port)]))
-            .build(),
+        step(
+            "promote-gtm",
+            text(
+                &format!("Promote the GTM standby on {} and wait until it is primary", new.host),
+                &format!("{} の GTM スタンバイを昇格しプライマリになるまで待つ", new.host),
+            ),
+            &new.host,
+        )
+        .exec(&new.host, &[&gtm_ctl, "-Z", "gtm", "-D", &new.data_dir, "promote"])
+        .idempotent()
+        .data(data::encode(&[("action", "promote-gtm"), ("host", &new.host), ("dir", &new.data_dir), ("gtm-ctl", &gtm_ctl), ("port", &port)]))
+        .build(),
     );
     for on in route_targets(cluster, None, &mut warnings) {
         let value = route_value(on, &cluster.gtm_name, &new.host)?;
         steps.push(route_step(on, &cluster.gtm_name, &value, &new.host, new.port, true, "gtm-routes"));
     }
     Ok(ChangePlan {
-        summary: text(&format!("Fail the GTM over to {} (port {}) and point every node at it", new.host, new.port), &format!("GTM を {} (ポート {}) にフェイルオーバーし全ノードのルートを変更", new.host, new.port)),
+        summary: text(
+            &format!("Fail the GTM over to {} (port {}) and point every node at it", new.host, new.port),
+            &format!("GTM を {} (ポート {}) にフェイルオーバーし全ノードのルートを変更", new.host, new.port),
+        ),
         steps,
         warnings,
     })
@@ -615,10 +772,19 @@ fn plan_rebuild(cluster: &Cluster, node: &str, only: Option<&str>) -> CommandRes
     let masters = cluster.masters_of(node);
     let master = match masters.as_slice() {
         [one] => *one,
-        [] => return Err(CommandError::Refused(text(&format!("{node} has no live master to copy from"), &format!("{node} にコピー元の稼働中マスターがありません")))),
+        [] => {
+            return Err(CommandError::Refused(text(
+                &format!("{node} has no live master to copy from"),
+                &format!("{node} にコピー元の稼働中マスターがありません"),
+            )));
+        }
         many => {
             return Err(CommandError::Refused(text(
-                &format!("{node} has {} writable masters ({}): a split brain — fence the one to give up first (`otb promote {node}` refuses too), then rebuild", many.len(), many.iter().map(|m| m.db.as_str()).collect::<Vec<_>>().join(", ")),
+                &format!(
+                    "{node} has {} writable masters ({}): a split brain — fence the one to give up first (`otb promote {node}` refuses too), then rebuild",
+                    many.len(),
+                    many.iter().map(|m| m.db.as_str()).collect::<Vec<_>>().join(", ")
+                ),
                 &format!("{node} に書き込み可能なマスターが複数あります"),
             )));
         }
@@ -629,7 +795,12 @@ fn plan_rebuild(cluster: &Cluster, node: &str, only: Option<&str>) -> CommandRes
         Some(db) => match members.iter().copied().find(|m| m.db == db) {
             Some(m) if m.db == master.db => return Err(CommandError::Usage(format!("--member {db} is the master of {node}"))),
             Some(m) => vec![m],
-            None => return Err(CommandError::Usage(format!("--member {db} is not a member of {node}: its members are {}", members.iter().map(|m| m.db.as_str()).collect::<Vec<_>>().join(", ")))),
+            None => {
+                return Err(CommandError::Usage(format!(
+                    "--member {db} is not a member of {node}: its members are {}",
+                    members.iter().map(|m| m.db.as_str()).collect::<Vec<_>>().join(", ")
+                )));
+            }
         },
         None => members.iter().copied().filter(|m| m.db != master.db && !m.standby().is_some_and(|s| s.streaming)).collect(),
     };
@@ -653,21 +824,57 @@ fn plan_rebuild(cluster: &Cluster, node: &str, only: Option<&str>) -> CommandRes
             step(&format!("stop-{}", target.db), text(&format!("Make sure {} is stopped", target.db), &format!("{} の停止を確認", target.db)), &target.host)
                 .exec(&target.host, &[&pg_ctl, "-Z", kind, "-D", &target.data_dir, "stop", "-m", "fast"])
                 .idempotent()
-                .data(data::encode(&[("action", "fence"), ("host", &target.host), ("db", &target.db), ("dir", &target.data_dir), ("pg-ctl", &pg_ctl), ("type", kind), ("mark", "")]))
+                .data(data::encode(&[
+                    ("action", "fence"),
+                    ("host", &target.host),
+                    ("db", &target.db),
+                    ("dir", &target.data_dir),
+                    ("pg-ctl", &pg_ctl),
+                    ("type", kind),
+                    ("mark", ""),
+                ]))
                 .build(),
         );
         steps.push(
-            step(&format!("resync-{}", target.db), text(&format!("Re-synchronise {} from {} (pg_rewind, else a base backup) and make it its standby", target.db, master.db), &format!("{} を {} から再同期しスタンバイにする", target.db, master.db)), &target.host)
-                .exec(&target.host, &refs)
-                .data(data::encode(&[("action", "resync"), ("host", &target.host), ("dir", &target.data_dir), ("source", &master.db), ("argv", &data::encode_list(&argv)), ("major", &major.to_string())]))
-                .build(),
+            step(
+                &format!("resync-{}", target.db),
+                text(
+                    &format!("Re-synchronise {} from {} (pg_rewind, else a base backup) and make it its standby", target.db, master.db),
+                    &format!("{} を {} から再同期しスタンバイにする", target.db, master.db),
+                ),
+                &target.host,
+            )
+            .exec(&target.host, &refs)
+            .data(data::encode(&[
+                ("action", "resync"),
+                ("host", &target.host),
+                ("dir", &target.data_dir),
+                ("source", &master.db),
+                ("argv", &data::encode_list(&argv)),
+                ("major", &major.to_string()),
+            ]))
+            .build(),
         );
         steps.push(
-            step(&format!("start-{}", target.db), text(&format!("Start {} as a standby and wait until it streams", target.db), &format!("{} をスタンバイとして起動しストリーミングを待つ", target.db)), &target.db)
-                .exec(&target.host, &[&pg_ctl, "-Z", kind, "-D", &target.data_dir, "-l", &format!("{}.log", target.data_dir), "-w", "start"])
-                .idempotent()
-                .data(data::encode(&[("action", "start-standby"), ("host", &target.host), ("dir", &target.data_dir), ("type", kind), ("db", &target.db), ("pg-ctl", &pg_ctl)]))
-                .build(),
+            step(
+                &format!("start-{}", target.db),
+                text(
+                    &format!("Start {} as a standby and wait until it streams", target.db),
+                    &format!("{} をスタンバイとして起動しストリーミングを待つ", target.db),
+                ),
+                &target.db,
+            )
+            .exec(&target.host, &[&pg_ctl, "-Z", kind, "-D", &target.data_dir, "-l", &format!("{}.log", target.data_dir), "-w", "start"])
+            .idempotent()
+            .data(data::encode(&[
+                ("action", "start-standby"),
+                ("host", &target.host),
+                ("dir", &target.data_dir),
+                ("type", kind),
+                ("db", &target.db),
+                ("pg-ctl", &pg_ctl),
+            ]))
+            .build(),
         );
     }
     Ok(ChangePlan {
@@ -690,9 +897,14 @@ fn plan_reconcile(cluster: &Cluster) -> CommandResult<ChangePlan> {
     let mut warnings = Vec::new();
     for node in cluster.nodes() {
         match cluster.masters_of(&node).len() {
-            0 => warnings.push(text(&format!("{node} has no live master: routes to it are left as they are"), &format!("{node} に稼働中のマスターがありません"))),
+            0 => {
+                warnings.push(text(&format!("{node} has no live master: routes to it are left as they are"), &format!("{node} に稼働中のマスターがありません")))
+            }
             1 => {}
-            n => warnings.push(text(&format!("{node} has {n} writable masters (a split brain): routes to it are left as they are — resolve it with `otb promote {node}`"), &format!("{node} に複数のマスターがあります"))),
+            n => warnings.push(text(
+                &format!("{node} has {n} writable masters (a split brain): routes to it are left as they are — resolve it with `otb promote {node}`"),
+                &format!("{node} に複数のマスターがあります"),
+            )),
         }
     }
     let gtm = match cluster.gtm_primaries().as_slice() {
@@ -702,7 +914,8 @@ fn plan_reconcile(cluster: &Cluster) -> CommandResult<ChangePlan> {
             None
         }
     };
-    let mut want: Vec<(String, String, u16, bool)> = cluster.nodes().iter().filter_map(|n| cluster.master(n).map(|m| (n.clone(), m.host.clone(), m.port, false))).collect();
+    let mut want: Vec<(String, String, u16, bool)> =
+        cluster.nodes().iter().filter_map(|n| cluster.master(n).map(|m| (n.clone(), m.host.clone(), m.port, false))).collect();
     if let Some((host, port)) = gtm {
         want.push((cluster.gtm_name.clone(), host, port, true));
     }
@@ -805,7 +1018,11 @@ fn apply_step(data: &StepData) -> CommandResult<Text> {
                 sql::query(db, &statement, &[])?;
             }
             if data.get("restart")? == "yes" {
-                let out = opsh_plugin_sdk::run(data.get("host")?, &[data.get("pg-ctl")?, "-Z", data.get("type")?, "-D", data.get("dir")?, "restart", "-m", "fast", "-w"], Some(180_000))?;
+                let out = opsh_plugin_sdk::run(
+                    data.get("host")?,
+                    &[data.get("pg-ctl")?, "-Z", data.get("type")?, "-D", data.get("dir")?, "restart", "-m", "fast", "-w"],
+                    Some(180_000),
+                )?;
                 if out.status != Some(0) {
                     return Err(CommandError::Failed(format!("pg_ctl restart of {db}: {}", stderr(&out))));
                 }
@@ -839,7 +1056,11 @@ fn apply_step(data: &StepData) -> CommandResult<Text> {
         }
         "start-standby" => {
             let dir = data.get("dir")?;
-            let out = opsh_plugin_sdk::run(data.get("host")?, &[data.get("pg-ctl")?, "-Z", data.get("type")?, "-D", dir, "-l", &format!("{dir}.log"), "-w", "-t", "120", "start"], Some(180_000))?;
+            let out = opsh_plugin_sdk::run(
+                data.get("host")?,
+                &[data.get("pg-ctl")?, "-Z", data.get("type")?, "-D", dir, "-l", &format!("{dir}.log"), "-w", "-t", "120", "start"],
+                Some(180_000),
+            )?;
             if out.status != Some(0) {
                 return Err(CommandError::Failed(format!("pg_ctl start: {}", stderr(&out))));
             }
@@ -847,7 +1068,16 @@ fn apply_step(data: &StepData) -> CommandResult<Text> {
             Ok(text("streaming from the master", "マスターからストリーミング中"))
         }
         "fence-gtm" => {
-            let argv = vec!["sh".to_string(), "-c".into(), GTM_FENCE.into(), "fence-gtm".into(), data.get("gtm-ctl")?.into(), data.get("dir")?.into(), data.get("value")?.into(), data.get("port")?.into()];
+            let argv = vec![
+                "sh".to_string(),
+                "-c".into(),
+                GTM_FENCE.into(),
+                "fence-gtm".into(),
+                data.get("gtm-ctl")?.into(),
+                data.get("dir")?.into(),
+                data.get("value")?.into(),
+                data.get("port")?.into(),
+            ];
             let out = run(data.get("host")?, &argv, 120_000)?;
             match out.status {
                 Some(0) => Ok(text("stopped; it would start as a standby", "停止しました (スタンバイとして起動する設定)")),
@@ -871,7 +1101,13 @@ fn apply_step(data: &StepData) -> CommandResult<Text> {
         "route" => {
             let db = data.get("db")?;
             let gtm = data.get("gtm")? == "yes";
-            let statement = format!("ALTER {}NODE {} WITH (host={}, port={})", if gtm { "GTM " } else { "" }, alter_node(data.get("node")?), quote::literal(data.get("value")?), data.get("port")?.parse::<u16>().map_err(|_| CommandError::Failed("bad port in the plan".into()))?);
+            let statement = format!(
+                "ALTER {}NODE {} WITH (host={}, port={})",
+                if gtm { "GTM " } else { "" },
+                alter_node(data.get("node")?),
+                quote::literal(data.get("value")?),
+                data.get("port")?.parse::<u16>().map_err(|_| CommandError::Failed("bad port in the plan".into()))?
+            );
             sql::query(db, &statement, &[])?;
             sql::query(db, "SELECT pgxc_pool_reload()", &[])?;
             Ok(text("route changed, pool reloaded", "ルートを変更しプールを再読込しました"))
@@ -889,7 +1125,11 @@ fn error_text(e: &CommandError) -> String {
 }
 
 fn gtm_role_now(data: &StepData) -> CommandResult<GtmRole> {
-    let out = opsh_plugin_sdk::probe(data.get("host")?, &[data.get("gtm-ctl")?, "-Z", "gtm", "-D", data.get("dir")?, "-P", data.get("port")?, "status"], Some(15_000))?;
+    let out = opsh_plugin_sdk::probe(
+        data.get("host")?,
+        &[data.get("gtm-ctl")?, "-Z", "gtm", "-D", data.get("dir")?, "-P", data.get("port")?, "status"],
+        Some(15_000),
+    )?;
     Ok(cluster::gtm_role(out.status, &String::from_utf8_lossy(&out.stdout), &String::from_utf8_lossy(&out.stderr)))
 }
 
@@ -902,7 +1142,9 @@ fn wait_for_upstream(data: &StepData) -> CommandResult<()> {
     let db = data.get("db")?;
     let host = data.get("master-host")?.to_string();
     let port: u16 = data.get("master-port")?.parse().map_err(|_| CommandError::Failed("bad port in the plan".into()))?;
-    wait::until(60_000, 200, &format!("{db} to stream from {host}:{port}"), || Ok(upstream_now(db)?.is_some_and(|(u, streaming)| streaming && u.host == host && u.port == port)))
+    wait::until(60_000, 200, &format!("{db} to stream from {host}:{port}"), || {
+        Ok(upstream_now(db)?.is_some_and(|(u, streaming)| streaming && u.host == host && u.port == port))
+    })
 }
 
 fn check_step(data: &StepData) -> CommandResult<CheckResult> {
@@ -917,14 +1159,21 @@ fn check_step(data: &StepData) -> CommandResult<CheckResult> {
                 Some(path) if !data.get("mark")?.is_empty() => opsh_plugin_sdk::probe(host, &["test", "-e", path], Some(15_000))?.status == Some(0),
                 _ => true,
             };
-            result(status.status == Some(3) && marked, format!("{dir}: {}{}", if status.status == Some(3) { "not running" } else { "running" }, if marked { "" } else { ", not marked read-only" }))
+            result(
+                status.status == Some(3) && marked,
+                format!("{dir}: {}{}", if status.status == Some(3) { "not running" } else { "running" }, if marked { "" } else { ", not marked read-only" }),
+            )
         }
         "promote" => {
             let rows = sql::query(data.get("db")?, "SELECT NOT pg_is_in_recovery() AS master", &[])?;
             result(rows.first_bool("master") == Some(true), "pg_is_in_recovery()".into())
         }
         "slot" => {
-            let rows = sql::query(data.get("db")?, "SELECT count(*)::bigint AS n FROM pg_replication_slots WHERE slot_name = $1", &[sql::Value::Text(data.get("slot")?.into())])?;
+            let rows = sql::query(
+                data.get("db")?,
+                "SELECT count(*)::bigint AS n FROM pg_replication_slots WHERE slot_name = $1",
+                &[sql::Value::Text(data.get("slot")?.into())],
+            )?;
             result(rows.first_int("n") == Some(1), format!("slot {}", data.get("slot")?))
         }
         "repoint" | "repoint-file" => {
@@ -932,7 +1181,13 @@ fn check_step(data: &StepData) -> CommandResult<CheckResult> {
             let port = data.get("master-port")?;
             let now = upstream_now(data.get("db")?).map_err(CommandError::Failed)?;
             let yes = now.as_ref().is_some_and(|(u, s)| *s && u.host == host && u.port.to_string() == port);
-            result(yes, format!("streams from {}", now.map(|(u, s)| format!("{}:{}{}", u.host, u.port, if s { "" } else { " (not streaming)" })).unwrap_or_else(|| "nothing".into())))
+            result(
+                yes,
+                format!(
+                    "streams from {}",
+                    now.map(|(u, s)| format!("{}:{}{}", u.host, u.port, if s { "" } else { " (not streaming)" })).unwrap_or_else(|| "nothing".into())
+                ),
+            )
         }
         "resync" => {
             let major: u32 = data.get("major")?.parse().map_err(|_| CommandError::Failed("bad major in the plan".into()))?;
@@ -956,14 +1211,21 @@ fn check_step(data: &StepData) -> CommandResult<CheckResult> {
             let routes = cluster::routes(data.get("db")?)?;
             let port: u16 = data.get("port")?.parse().map_err(|_| CommandError::Failed("bad port in the plan".into()))?;
             let route = routes.iter().find(|r| r.node == data.get("node").unwrap_or_default());
-            result(route.is_some_and(|r| r.points_at(data.get("host").unwrap_or_default(), port)), format!("pgxc_node says {}", route.map(|r| format!("{}:{}", r.host_text, r.port)).unwrap_or_else(|| "nothing".into())))
+            result(
+                route.is_some_and(|r| r.points_at(data.get("host").unwrap_or_default(), port)),
+                format!("pgxc_node says {}", route.map(|r| format!("{}:{}", r.host_text, r.port)).unwrap_or_else(|| "nothing".into())),
+            )
         }
         other => return Err(CommandError::Failed(format!("unknown action {other}"))),
     })
 }
 
 fn gtm_role_now_at(data: &StepData, port_key: &str) -> CommandResult<GtmRole> {
-    let out = opsh_plugin_sdk::probe(data.get("host")?, &[data.get("gtm-ctl")?, "-Z", "gtm", "-D", data.get("dir")?, "-P", data.get(port_key)?, "status"], Some(15_000))?;
+    let out = opsh_plugin_sdk::probe(
+        data.get("host")?,
+        &[data.get("gtm-ctl")?, "-Z", "gtm", "-D", data.get("dir")?, "-P", data.get(port_key)?, "status"],
+        Some(15_000),
+    )?;
     Ok(cluster::gtm_role(out.status, &String::from_utf8_lossy(&out.stdout), &String::from_utf8_lossy(&out.stderr)))
 }
 
@@ -979,7 +1241,9 @@ fn wait_for_streaming(db: &str) -> Result<(), CommandError> {
 /// After `pg_ctl promote`: until the node assigns a transaction id it does not take writes.
 fn wait_for_writes(db: &str) -> Result<(), CommandError> {
     wait::until(30_000, 100, &format!("{db} to take writes after its promotion"), || {
-        sql::query(db, "SELECT NOT pg_is_in_recovery() AS master, txid_current() > 0 AS xid", &[]).map(|r| r.first_bool("master") == Some(true)).map_err(|e| e.brief())
+        sql::query(db, "SELECT NOT pg_is_in_recovery() AS master, txid_current() > 0 AS xid", &[])
+            .map(|r| r.first_bool("master") == Some(true))
+            .map_err(|e| e.brief())
     })
 }
 
@@ -991,7 +1255,17 @@ mod tests {
     use super::*;
 
     fn member(db: &str, host: &str, port: u16, bin: Option<&str>) -> Member {
-        Member { db: db.into(), node: "dn01".into(), kind: Kind::Datanode, host: host.into(), port, data_dir: format!("/data/{db}"), bin_dir: bin.map(str::to_string), user: "otb".into(), live: Live::Unknown(String::new()) }
+        Member {
+            db: db.into(),
+            node: "dn01".into(),
+            kind: Kind::Datanode,
+            host: host.into(),
+            port,
+            data_dir: format!("/data/{db}"),
+            bin_dir: bin.map(str::to_string),
+            user: "otb".into(),
+            live: Live::Unknown(String::new()),
+        }
     }
 
     #[test]
@@ -1002,12 +1276,21 @@ mod tests {
         assert_eq!(&old[4..7], &["/opt/otb/bin/pg_rewind".to_string(), "/opt/otb/bin/pg_basebackup".into(), "/data/dn01-b".into()]);
         assert_eq!(old[10], "dn01", "OpenTenBase's pg_rewind needs the node's name");
         assert_eq!(old[11], "recovery.conf");
-        assert!(old[12].contains("standby_mode = 'on'") && old[12].contains("primary_conninfo = 'host={{addr:a}} port=23001 user=otb application_name=dn01-b'") && old[12].contains("recovery_target_timeline = 'latest'"), "{}", old[12]);
+        assert!(
+            old[12].contains("standby_mode = 'on'")
+                && old[12].contains("primary_conninfo = 'host={{addr:a}} port=23001 user=otb application_name=dn01-b'")
+                && old[12].contains("recovery_target_timeline = 'latest'"),
+            "{}",
+            old[12]
+        );
         assert_eq!(old.len(), 13, "nothing for postgresql.auto.conf: PostgreSQL 10 refuses to start with primary_conninfo there");
         let new = resync_argv(&target, &master, 15, "{{addr:a}}");
         assert_eq!(new[11], "standby.signal");
         assert_eq!(new[12], "");
-        assert_eq!(&new[13..], &["primary_conninfo = 'host={{addr:a}} port=23001 user=otb application_name=dn01-b'".to_string(), "recovery_target_timeline = 'latest'".into()]);
+        assert_eq!(
+            &new[13..],
+            &["primary_conninfo = 'host={{addr:a}} port=23001 user=otb application_name=dn01-b'".to_string(), "recovery_target_timeline = 'latest'".into()]
+        );
         assert!(!RESYNC.contains(" -R"), "neither tool's -R: OpenTenBase's pg_rewind has none, and pg_basebackup -R would write the password");
     }
 

@@ -6,8 +6,8 @@
 #![cfg(target_arch = "wasm32")]
 
 use opsh_plugin_sdk::{
-    Args, ChangePlan, CheckResult, CheckState, CommandError, CommandKind, CommandResult, Completion, Guest, Invocation,
-    PluginInfo, RowsExt, quote, Step, Table, bad, command, good, host, plain, sql, step, table, text, warn,
+    Args, ChangePlan, CheckResult, CheckState, CommandError, CommandKind, CommandResult, Completion, Guest, Invocation, PluginInfo, RowsExt, Step, Table, bad,
+    command, good, host, plain, quote, sql, step, table, text, warn,
 };
 
 struct Pg;
@@ -20,15 +20,23 @@ impl Guest for Pg {
             summary: text("PostgreSQL status and settings", "PostgreSQL の状態と設定"),
             capabilities: vec!["sql".into()],
             commands: vec![
-                command("status", CommandKind::Read, text("Role, version and replication of every database", "各データベースのロール・バージョン・レプリケーション"))
-                    .example("pg status", text("Show every database the inventory grants to pg", "pg に許可された全データベースを表示"))
-                    .build(),
-                command("set-config", CommandKind::Change, text("Change a server setting (ALTER SYSTEM) and reload", "サーバー設定を変更 (ALTER SYSTEM) して再読み込み"))
-                    .positional("database", text("Database (inventory name)", "データベース (インベントリ名)"), Completion::Database)
-                    .positional("name", text("Setting name, e.g. log_min_duration_statement", "設定名 (例: log_min_duration_statement)"), Completion::None)
-                    .positional("value", text("New value", "新しい値"), Completion::None)
-                    .example("pg set-config alpha-app log_min_duration_statement 250ms --dry-run", text("Preview the change", "変更内容を確認"))
-                    .build(),
+                command(
+                    "status",
+                    CommandKind::Read,
+                    text("Role, version and replication of every database", "各データベースのロール・バージョン・レプリケーション"),
+                )
+                .example("pg status", text("Show every database the inventory grants to pg", "pg に許可された全データベースを表示"))
+                .build(),
+                command(
+                    "set-config",
+                    CommandKind::Change,
+                    text("Change a server setting (ALTER SYSTEM) and reload", "サーバー設定を変更 (ALTER SYSTEM) して再読み込み"),
+                )
+                .positional("database", text("Database (inventory name)", "データベース (インベントリ名)"), Completion::Database)
+                .positional("name", text("Setting name, e.g. log_min_duration_statement", "設定名 (例: log_min_duration_statement)"), Completion::None)
+                .positional("value", text("New value", "新しい値"), Completion::None)
+                .example("pg set-config alpha-app log_min_duration_statement 250ms --dry-run", text("Preview the change", "変更内容を確認"))
+                .build(),
             ],
         }
     }
@@ -43,16 +51,15 @@ impl Guest for Pg {
     fn plan(call: Invocation) -> CommandResult<ChangePlan> {
         let args = Args(&call);
         let (database, name, value) = (args.required("database")?, args.required("name")?, args.required("value")?);
-        let setting = sql::query(database, "SELECT current_setting(name) AS shown, context FROM pg_settings WHERE name = $1", &[sql::Value::Text(name.into())])?;
+        let setting =
+            sql::query(database, "SELECT current_setting(name) AS shown, context FROM pg_settings WHERE name = $1", &[sql::Value::Text(name.into())])?;
         let Some(current) = setting.first_text("shown") else {
             return Err(CommandError::Usage(format!("{database} has no setting named {name:?}")));
         };
         let mut warnings = Vec::new();
         if matches!(setting.first_text("context").as_deref(), Some("postmaster")) {
-            warnings.push(text(
-                &format!("{name} takes effect only after a restart of {database}"),
-                &format!("{name} は {database} の再起動後に有効になります"),
-            ));
+            warnings
+                .push(text(&format!("{name} takes effect only after a restart of {database}"), &format!("{name} は {database} の再起動後に有効になります")));
         }
         let alter = format!("ALTER SYSTEM SET {} = {}", quote::ident(name), quote::literal(value));
         Ok(ChangePlan {
@@ -62,14 +69,15 @@ impl Guest for Pg {
             ),
             warnings,
             steps: vec![
-                step("alter-system", text(&format!("Write {name} = {value} to postgresql.auto.conf"), &format!("{name} = {value} を postgresql.auto.conf に書き込む")), database)
-                    .sql(database, &[&alter])
-                    .idempotent()
-                    .build(),
-                step("reload", text("Reload the configuration", "設定を再読み込み"), database)
-                    .sql(database, &["SELECT pg_reload_conf()"])
-                    .idempotent()
-                    .build(),
+                step(
+                    "alter-system",
+                    text(&format!("Write {name} = {value} to postgresql.auto.conf"), &format!("{name} = {value} を postgresql.auto.conf に書き込む")),
+                    database,
+                )
+                .sql(database, &[&alter])
+                .idempotent()
+                .build(),
+                step("reload", text("Reload the configuration", "設定を再読み込み"), database).sql(database, &["SELECT pg_reload_conf()"]).idempotent().build(),
             ],
         })
     }
@@ -108,7 +116,10 @@ impl Guest for Pg {
         let rows = sql::query(database, query, &[sql::Value::Text(name.into()), sql::Value::Text(value.into())])?;
         Ok(match rows.first_bool("done") {
             Some(true) => CheckResult { state: CheckState::Done, detail: text("in effect", "反映済み") },
-            Some(false) => CheckResult { state: CheckState::NotDone, detail: text(&format!("{name} is not {value} yet"), &format!("{name} はまだ {value} ではありません")) },
+            Some(false) => CheckResult {
+                state: CheckState::NotDone,
+                detail: text(&format!("{name} is not {value} yet"), &format!("{name} はまだ {value} ではありません")),
+            },
             None => CheckResult { state: CheckState::Unknown, detail: text("no answer", "応答なし") },
         })
     }
@@ -116,17 +127,23 @@ impl Guest for Pg {
     fn verify(call: Invocation) -> CommandResult<Vec<Table>> {
         let args = Args(&call);
         let (database, name) = (args.required("database")?, args.required("name")?);
-        let rows = sql::query(database, "SELECT setting, coalesce(unit, '') AS unit, pending_restart FROM pg_settings WHERE name = $1", &[sql::Value::Text(name.into())])?;
+        let rows = sql::query(
+            database,
+            "SELECT setting, coalesce(unit, '') AS unit, pending_restart FROM pg_settings WHERE name = $1",
+            &[sql::Value::Text(name.into())],
+        )?;
         let pending = rows.first_bool("pending_restart").unwrap_or(false);
-        Ok(vec![table(text("Setting now", "現在の設定"), &["database", "name", "setting", "unit", "pending restart"])
-            .row(vec![
-                plain(database),
-                plain(name),
-                good(rows.first_text("setting").unwrap_or_default()),
-                plain(rows.first_text("unit").unwrap_or_default()),
-                if pending { warn("yes") } else { plain("no") },
-            ])
-            .build()])
+        Ok(vec![
+            table(text("Setting now", "現在の設定"), &["database", "name", "setting", "unit", "pending restart"])
+                .row(vec![
+                    plain(database),
+                    plain(name),
+                    good(rows.first_text("setting").unwrap_or_default()),
+                    plain(rows.first_text("unit").unwrap_or_default()),
+                    if pending { warn("yes") } else { plain("no") },
+                ])
+                .build(),
+        ])
     }
 }
 
@@ -134,10 +151,8 @@ impl Guest for Pg {
 const IN_EFFECT: &str = "SELECT current_setting($1) = $2 OR setting = $2 OR pending_restart AS done FROM pg_settings WHERE name = $1";
 
 fn status() -> Table {
-    let mut out = table(
-        text("PostgreSQL databases", "PostgreSQL データベース"),
-        &["database", "host", "state", "role", "version", "replication", "connections"],
-    );
+    let mut out =
+        table(text("PostgreSQL databases", "PostgreSQL データベース"), &["database", "host", "state", "role", "version", "replication", "connections"]);
     for database in host::list_targets("database") {
         let server = host::lookup(&database).ok().and_then(|info| info.attributes.into_iter().find(|(k, _)| k == "host").map(|(_, v)| v)).unwrap_or_default();
         let query = "SELECT current_setting('server_version') AS version, pg_is_in_recovery() AS standby, \

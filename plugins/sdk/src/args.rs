@@ -25,10 +25,7 @@ impl<'a> Args<'a> {
     pub fn number<T: std::str::FromStr>(&self, name: &str) -> Result<Option<T>, CommandError> {
         match self.get(name) {
             None => Ok(None),
-            Some(text) => text
-                .parse()
-                .map(Some)
-                .map_err(|_| CommandError::Usage(format!("{}: --{name} must be a number, not {text:?}", self.0.command))),
+            Some(text) => text.parse().map(Some).map_err(|_| CommandError::Usage(format!("{}: --{name} must be a number, not {text:?}", self.0.command))),
         }
     }
 }

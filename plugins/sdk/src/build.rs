@@ -8,14 +8,7 @@ pub fn text(en: &str, ja: &str) -> Text {
 }
 
 pub fn command(name: &str, kind: CommandKind, summary: Text) -> CommandBuilder {
-    CommandBuilder(CommandInfo {
-        name: name.to_string(),
-        kind,
-        summary: summary.clone(),
-        help: summary,
-        args: Vec::new(),
-        examples: Vec::new(),
-    })
+    CommandBuilder(CommandInfo { name: name.to_string(), kind, summary: summary.clone(), help: summary, args: Vec::new(), examples: Vec::new() })
 }
 
 pub struct CommandBuilder(CommandInfo);
@@ -74,10 +67,7 @@ impl StepBuilder {
     }
 
     pub fn sql(self, database: &str, statements: &[&str]) -> Self {
-        self.effect(Effect::Sql(crate::SqlEffect {
-            database: database.to_string(),
-            statements: statements.iter().map(|s| s.to_string()).collect(),
-        }))
+        self.effect(Effect::Sql(crate::SqlEffect { database: database.to_string(), statements: statements.iter().map(|s| s.to_string()).collect() }))
     }
 
     pub fn service(self, host: &str, service: &str, action: &str) -> Self {

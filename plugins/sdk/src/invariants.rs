@@ -52,7 +52,10 @@ impl Invariants {
             (n, _) if n > 1 => (Verdict::Violated, format!("{} at once: {}", n, yes.join(", "))),
             (0, true) => (Verdict::HoldsBut, "none".to_string()),
             (_, true) => (Verdict::Holds, yes.join(", ")),
-            (_, false) => (Verdict::CannotTell, format!("{}; cannot ask {}", if yes.is_empty() { "none of the others".to_string() } else { yes.join(", ") }, unknown.join(", "))),
+            (_, false) => (
+                Verdict::CannotTell,
+                format!("{}; cannot ask {}", if yes.is_empty() { "none of the others".to_string() } else { yes.join(", ") }, unknown.join(", ")),
+            ),
         };
         self.checks.push(Check { what, scope: scope.to_string(), verdict, detail });
     }
@@ -112,11 +115,7 @@ impl Invariants {
     /// shows), an error naming each violation otherwise.
     pub fn verified(&self) -> CommandResult<Table> {
         let violations = self.violations();
-        if violations.is_empty() {
-            Ok(self.table())
-        } else {
-            Err(CommandError::Failed(format!("invariant violated: {}", violations.join("; "))))
-        }
+        if violations.is_empty() { Ok(self.table()) } else { Err(CommandError::Failed(format!("invariant violated: {}", violations.join("; ")))) }
     }
 }
 

@@ -21,11 +21,11 @@ wit_bindgen::generate!({
 });
 
 pub mod args;
-pub mod data;
 pub mod build;
+pub mod data;
 pub mod files;
-pub mod inventory;
 pub mod invariants;
+pub mod inventory;
 pub mod names;
 pub mod pg;
 pub mod pg_hba;
@@ -35,15 +35,15 @@ pub mod rows;
 pub mod wait;
 
 pub use exports::opsh::plugin::runbook::{
-    self, ArgInfo, ArgKind, Cell, ChangePlan, CheckResult, CheckState, CommandError, CommandInfo, CommandKind, Completion,
-    Effect, Example, ExecEffect, FileEffect, Guest, Invocation, PluginInfo, ServiceEffect, SqlEffect, Step, Table,
+    self, ArgInfo, ArgKind, Cell, ChangePlan, CheckResult, CheckState, CommandError, CommandInfo, CommandKind, Completion, Effect, Example, ExecEffect,
+    FileEffect, Guest, Invocation, PluginInfo, ServiceEffect, SqlEffect, Step, Table,
 };
 pub use opsh::plugin::types::{CapabilityError, Text};
 pub use opsh::plugin::{file_edit, host, service, sql, ssh};
 
 pub use args::Args;
-pub use data::StepData;
 pub use build::{bad, command, good, plain, step, table, text, warn};
+pub use data::StepData;
 pub use rows::{RowsExt, display};
 
 /// Results of plugin exports.
@@ -64,7 +64,15 @@ impl CapabilityError {
 
     pub fn message(&self) -> &str {
         match self {
-            Self::Denied(m) | Self::NotFound(m) | Self::Unreachable(m) | Self::Auth(m) | Self::Timeout(m) | Self::ReadOnly(m) | Self::Conflict(m) | Self::Failed(m) | Self::Invalid(m) => m,
+            Self::Denied(m)
+            | Self::NotFound(m)
+            | Self::Unreachable(m)
+            | Self::Auth(m)
+            | Self::Timeout(m)
+            | Self::ReadOnly(m)
+            | Self::Conflict(m)
+            | Self::Failed(m)
+            | Self::Invalid(m) => m,
         }
     }
 }
@@ -90,14 +98,7 @@ pub fn run(host_name: &str, argv: &[&str], timeout_ms: Option<u32>) -> Result<ss
 }
 
 pub fn exec_request(argv: &[&str], timeout_ms: Option<u32>, read_only: bool) -> ssh::ExecRequest {
-    ssh::ExecRequest {
-        argv: argv.iter().map(|a| a.to_string()).collect(),
-        env: Vec::new(),
-        stdin: None,
-        timeout_ms,
-        privileged: false,
-        read_only,
-    }
+    ssh::ExecRequest { argv: argv.iter().map(|a| a.to_string()).collect(), env: Vec::new(), stdin: None, timeout_ms, privileged: false, read_only }
 }
 
 /// The address token of an inventory host (the host turns it into the real address).

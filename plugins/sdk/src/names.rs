@@ -95,8 +95,12 @@ pub fn in_form(host_name: &str, form: Option<&str>) -> Result<String, CommandErr
                 Ok(token(host_name, Some(kind)))
             } else {
                 Err(CommandError::Refused(crate::text(
-                    &format!("this file names hosts by their `{kind}` name, and host {host_name} has none in the inventory: add `aliases = {{ {kind} = \"…\" }}` to [hosts.{host_name}]"),
-                    &format!("このファイルはホストを `{kind}` 名で指定していますが、ホスト {host_name} にはその別名がありません。[hosts.{host_name}] に aliases を追加してください"),
+                    &format!(
+                        "this file names hosts by their `{kind}` name, and host {host_name} has none in the inventory: add `aliases = {{ {kind} = \"…\" }}` to [hosts.{host_name}]"
+                    ),
+                    &format!(
+                        "このファイルはホストを `{kind}` 名で指定していますが、ホスト {host_name} にはその別名がありません。[hosts.{host_name}] に aliases を追加してください"
+                    ),
                 )))
             }
         }

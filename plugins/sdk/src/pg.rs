@@ -185,7 +185,11 @@ pub fn standby_config(major: u32, conninfo: &Conninfo, slot: Option<&str>) -> St
 /// The file whose presence makes a stopped server of this major start read-only (in recovery):
 /// what fences an old master so that a restart cannot make it a second one.
 pub fn fence_file(major: u32) -> (&'static str, &'static str) {
-    if major < 12 { ("recovery.conf", "# written by opsh: fenced after a failover; rebuild it with `otb rebuild`\nstandby_mode = 'on'\n") } else { ("standby.signal", "") }
+    if major < 12 {
+        ("recovery.conf", "# written by opsh: fenced after a failover; rebuild it with `otb rebuild`\nstandby_mode = 'on'\n")
+    } else {
+        ("standby.signal", "")
+    }
 }
 
 #[cfg(test)]
@@ -222,7 +226,11 @@ mod tests {
         let old = standby_config(10, &conninfo, Some("s1"));
         assert_eq!(old.auto_conf, Vec::<String>::new());
         assert_eq!(old.files[0].0, "recovery.conf");
-        assert!(old.files[0].1.contains("standby_mode = 'on'\nprimary_conninfo = 'host=h port=1 user=u'\nprimary_slot_name = 's1'\nrecovery_target_timeline = 'latest'\n"));
+        assert!(
+            old.files[0]
+                .1
+                .contains("standby_mode = 'on'\nprimary_conninfo = 'host=h port=1 user=u'\nprimary_slot_name = 's1'\nrecovery_target_timeline = 'latest'\n")
+        );
         let new = standby_config(15, &conninfo, None);
         assert_eq!(new.files, vec![("standby.signal".to_string(), String::new())]);
         assert_eq!(new.auto_conf, vec!["primary_conninfo = 'host=h port=1 user=u'".to_string(), "recovery_target_timeline = 'latest'".to_string()]);

@@ -6,7 +6,13 @@ use crate::sql::{Rows, Value};
 pub fn display(value: &Value) -> String {
     match value {
         Value::Null => "NULL".into(),
-        Value::Boolean(b) => if *b { "t".into() } else { "f".into() },
+        Value::Boolean(b) => {
+            if *b {
+                "t".into()
+            } else {
+                "f".into()
+            }
+        }
         Value::Int(i) => i.to_string(),
         Value::Float(f) => f.to_string(),
         Value::Text(t) => t.clone(),

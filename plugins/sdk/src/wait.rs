@@ -17,5 +17,8 @@ pub fn until(timeout_ms: u32, interval_ms: u32, what: &str, mut ready: impl FnMu
         host::sleep(interval);
     }
     let seconds = f64::from(timeout_ms) / 1000.0;
-    Err(CommandError::Failed(format!("gave up waiting for {what} after {seconds} s{}", if last.is_empty() { String::new() } else { format!(" (last error: {last})") })))
+    Err(CommandError::Failed(format!(
+        "gave up waiting for {what} after {seconds} s{}",
+        if last.is_empty() { String::new() } else { format!(" (last error: {last})") }
+    )))
 }

@@ -66,10 +66,9 @@ impl Deployment {
             Install::Cluster => "cluster-home",
             Install::CrossSite => "cross-site-home",
         };
-        inventory::attr(&self.attributes, &format!("{service}.{key}"))
-            .or_else(|| inventory::attr(&self.attributes, key))
-            .map(str::to_string)
-            .ok_or_else(|| CommandError::Failed(format!("topology {} has no attribute {key:?} (the Tungsten installation directory; see {DOCS})", self.topology)))
+        inventory::attr(&self.attributes, &format!("{service}.{key}")).or_else(|| inventory::attr(&self.attributes, key)).map(str::to_string).ok_or_else(|| {
+            CommandError::Failed(format!("topology {} has no attribute {key:?} (the Tungsten installation directory; see {DOCS})", self.topology))
+        })
     }
 
     /// The path of a tool on a host of `service`.

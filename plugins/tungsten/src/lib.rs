@@ -12,8 +12,8 @@ mod cluster;
 
 use cluster::{Deployment, Install, field, first_line, overview, replicator_state, trepctl_status};
 use opsh_plugin_sdk::{
-    Args, ChangePlan, CheckResult, CheckState, CommandError, CommandKind, CommandResult, Completion, Effect, Guest, Invocation, PluginInfo, Step,
-    StepData, Table, Text, bad, command, data, good, plain, step, table, text, warn,
+    Args, ChangePlan, CheckResult, CheckState, CommandError, CommandKind, CommandResult, Completion, Effect, Guest, Invocation, PluginInfo, Step, StepData,
+    Table, Text, bad, command, data, good, plain, step, table, text, warn,
 };
 
 struct Tungsten;
@@ -23,17 +23,42 @@ impl Guest for Tungsten {
         PluginInfo {
             name: "tungsten".into(),
             version: env!("CARGO_PKG_VERSION").into(),
-            summary: text("Tungsten Cluster multi-site active/active: status and re-provisioning of a failed dataservice", "Tungsten Cluster マルチサイト アクティブ/アクティブ: 状態表示と障害データサービスの再プロビジョニング"),
+            summary: text(
+                "Tungsten Cluster multi-site active/active: status and re-provisioning of a failed dataservice",
+                "Tungsten Cluster マルチサイト アクティブ/アクティブ: 状態表示と障害データサービスの再プロビジョニング",
+            ),
             capabilities: vec!["ssh".into()],
             commands: vec![
-                command("status", CommandKind::Read, text("Dataservices (policy, connectors) and every replicator on every host", "データサービス (ポリシー・コネクタ) と全ホストの全レプリケータ"))
-                    .example("tungsten status", text("Show both dataservices", "両方のデータサービスを表示"))
-                    .build(),
-                command("reprovision", CommandKind::Change, text("Re-provision every host of a failed dataservice from a host of the definitive one", "障害データサービスの全ホストを正とするデータサービスのホストから再プロビジョニング"))
-                    .positional("failed", text("the dataservice whose data is replaced", "データを置き換えるデータサービス"), Completion::None)
-                    .option("from", true, text("the host of the definitive dataservice to copy from", "コピー元 (正とするデータサービスのホスト)"), Completion::Host)
-                    .example("tungsten reprovision east --from west1 --dry-run", text("Preview re-provisioning east from west1", "west1 から east を再プロビジョニングする手順を確認"))
-                    .build(),
+                command(
+                    "status",
+                    CommandKind::Read,
+                    text(
+                        "Dataservices (policy, connectors) and every replicator on every host",
+                        "データサービス (ポリシー・コネクタ) と全ホストの全レプリケータ",
+                    ),
+                )
+                .example("tungsten status", text("Show both dataservices", "両方のデータサービスを表示"))
+                .build(),
+                command(
+                    "reprovision",
+                    CommandKind::Change,
+                    text(
+                        "Re-provision every host of a failed dataservice from a host of the definitive one",
+                        "障害データサービスの全ホストを正とするデータサービスのホストから再プロビジョニング",
+                    ),
+                )
+                .positional("failed", text("the dataservice whose data is replaced", "データを置き換えるデータサービス"), Completion::None)
+                .option(
+                    "from",
+                    true,
+                    text("the host of the definitive dataservice to copy from", "コピー元 (正とするデータサービスのホスト)"),
+                    Completion::Host,
+                )
+                .example(
+                    "tungsten reprovision east --from west1 --dry-run",
+                    text("Preview re-provisioning east from west1", "west1 から east を再プロビジョニングする手順を確認"),
+                )
+                .build(),
             ],
         }
     }
@@ -131,7 +156,16 @@ fn status(deployment: &Deployment) -> CommandResult<Vec<Table>> {
                             plain(field(&fields, "appliedLatency")),
                         ]);
                     }
-                    Err(e) => replicators.push(vec![plain(host.as_str()), plain(service.as_str()), plain(label), plain(replicated), bad(e), plain(""), plain(""), plain("")]),
+                    Err(e) => replicators.push(vec![
+                        plain(host.as_str()),
+                        plain(service.as_str()),
+                        plain(label),
+                        plain(replicated),
+                        bad(e),
+                        plain(""),
+                        plain(""),
+                        plain(""),
+                    ]),
                 }
             }
         }
@@ -147,8 +181,20 @@ fn plan_reprovision(deployment: &Deployment, failed: &str, source: &str) -> Comm
     let failed_hosts = deployment.hosts(failed)?.to_vec();
     let definitive = match deployment.service_of(source) {
         Some(s) if s != failed => s.to_string(),
-        Some(_) => return Err(CommandError::Usage(format!("--from {source} is a host of {failed} itself: copy from a host of the definitive dataservice ({})", deployment.other(failed)))),
-        None => return Err(CommandError::Usage(format!("--from {source} is not a host of topology {}: the hosts of {} are {}", deployment.topology, deployment.other(failed), deployment.hosts(deployment.other(failed))?.join(", ")))),
+        Some(_) => {
+            return Err(CommandError::Usage(format!(
+                "--from {source} is a host of {failed} itself: copy from a host of the definitive dataservice ({})",
+                deployment.other(failed)
+            )));
+        }
+        None => {
+            return Err(CommandError::Usage(format!(
+                "--from {source} is not a host of topology {}: the hosts of {} are {}",
+                deployment.topology,
+                deployment.other(failed),
+                deployment.hosts(deployment.other(failed))?.join(", ")
+            )));
+        }
     };
     let definitive_hosts = deployment.hosts(&definitive)?.to_vec();
     // Every host must answer: a reprovisioning that cannot reach one of them would leave the
@@ -156,7 +202,10 @@ fn plan_reprovision(deployment: &Deployment, failed: &str, source: &str) -> Comm
     for host in failed_hosts.iter().chain(&definitive_hosts) {
         opsh_plugin_sdk::probe(host, &["true"], Some(10_000)).map_err(|e| {
             refused(
-                format!("{host} does not answer ({}): re-provisioning must reach every host of {failed} and {definitive}, or it would leave {failed} half-reset", e.brief()),
+                format!(
+                    "{host} does not answer ({}): re-provisioning must reach every host of {failed} and {definitive}, or it would leave {failed} half-reset",
+                    e.brief()
+                ),
                 format!("{host} が応答しません。全ホストに到達できないと {failed} が中途半端にリセットされます"),
             )
         })?;
@@ -164,7 +213,9 @@ fn plan_reprovision(deployment: &Deployment, failed: &str, source: &str) -> Comm
     let (source_state, _) = replicator_state(source, &deployment.tool(&definitive, Install::Cluster, "trepctl")?, &definitive).map_err(CommandError::Failed)?;
     if source_state != "ONLINE" {
         return Err(refused(
-            format!("{source}'s {definitive} replicator is {source_state}: a source must be healthy and online; bring it online or pick another host of {definitive}"),
+            format!(
+                "{source}'s {definitive} replicator is {source_state}: a source must be healthy and online; bring it online or pick another host of {definitive}"
+            ),
             format!("{source} の {definitive} レプリケータは {source_state} です。正常でオンラインのホストを指定してください"),
         ));
     }
@@ -177,21 +228,30 @@ fn plan_reprovision(deployment: &Deployment, failed: &str, source: &str) -> Comm
         Some(view) => {
             let down: Vec<String> = view.datasources.iter().filter(|(_, _, s)| s != "ONLINE").map(|(h, _, s)| format!("{h} {s}")).collect();
             if !down.is_empty() {
-                warnings.push(text(&format!("{definitive} is not fully healthy: {}", down.join(", ")), &format!("{definitive} は完全には正常ではありません: {}", down.join(", "))));
+                warnings.push(text(
+                    &format!("{definitive} is not fully healthy: {}", down.join(", ")),
+                    &format!("{definitive} は完全には正常ではありません: {}", down.join(", ")),
+                ));
             }
         }
-        None => return Err(refused(format!("no cctrl of {definitive} answers: its health cannot be confirmed"), format!("{definitive} の cctrl が応答しません"))),
+        None => {
+            return Err(refused(format!("no cctrl of {definitive} answers: its health cannot be confirmed"), format!("{definitive} の cctrl が応答しません")));
+        }
     }
     let cctrl_path = deployment.tool(failed, Install::Cluster, "cctrl")?;
-    let (cctrl_host, failed_view) = failed_hosts
-        .iter()
-        .find_map(|h| overview(h, &cctrl_path).ok().map(|v| (h.clone(), v)))
-        .ok_or_else(|| refused(format!("no cctrl of {failed} answers: its policy cannot be set to MAINTENANCE, so nothing is started"), format!("{failed} の cctrl が応答しません")))?;
+    let (cctrl_host, failed_view) = failed_hosts.iter().find_map(|h| overview(h, &cctrl_path).ok().map(|v| (h.clone(), v))).ok_or_else(|| {
+        refused(
+            format!("no cctrl of {failed} answers: its policy cannot be set to MAINTENANCE, so nothing is started"),
+            format!("{failed} の cctrl が応答しません"),
+        )
+    })?;
     if failed_view.policy == "MAINTENANCE" {
         warnings.push(text(&format!("{failed} is already in MAINTENANCE (an earlier attempt?)"), &format!("{failed} は既に MAINTENANCE です")));
     }
 
-    let base = |action: &str, host: &str| vec![("action".to_string(), action.to_string()), ("host".to_string(), host.to_string()), ("service".to_string(), failed.to_string())];
+    let base = |action: &str, host: &str| {
+        vec![("action".to_string(), action.to_string()), ("host".to_string(), host.to_string()), ("service".to_string(), failed.to_string())]
+    };
     let encode = |pairs: Vec<(String, String)>| {
         let refs: Vec<(&str, &str)> = pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
         data::encode(&refs)
@@ -200,36 +260,62 @@ fn plan_reprovision(deployment: &Deployment, failed: &str, source: &str) -> Comm
     let policy = |mode: &str, seed: &str| {
         let mut pairs = base("policy", &cctrl_host);
         pairs.extend([("cctrl".into(), cctrl_path.clone()), ("mode".into(), mode.to_string()), ("definitive".into(), definitive.clone())]);
-        step(&format!("set-policy-{mode}"), titled(seed, &format!("cctrl [{failed}]> set policy {mode}"), &format!("cctrl [{failed}]> set policy {mode}")), &cctrl_host)
-            .effect(Effect::Opaque(text(&format!("{cctrl_path} on {cctrl_host} reads: set policy {mode}"), &format!("{cctrl_host} の cctrl に入力: set policy {mode}"))))
-            .idempotent()
-            .data(encode(pairs))
-            .build()
+        step(
+            &format!("set-policy-{mode}"),
+            titled(seed, &format!("cctrl [{failed}]> set policy {mode}"), &format!("cctrl [{failed}]> set policy {mode}")),
+            &cctrl_host,
+        )
+        .effect(Effect::Opaque(text(
+            &format!("{cctrl_path} on {cctrl_host} reads: set policy {mode}"),
+            &format!("{cctrl_host} の cctrl に入力: set policy {mode}"),
+        )))
+        .idempotent()
+        .data(encode(pairs))
+        .build()
     };
     let routers = |state: &str, seed: &str| {
         let mut pairs = base("routers", &cctrl_host);
         pairs.extend([("cctrl".into(), cctrl_path.clone()), ("want".into(), state.to_string())]);
-        step(&format!("routers-{state}"), titled(seed, &format!("cctrl [{failed}]> router * {state}"), &format!("cctrl [{failed}]> router * {state}")), &cctrl_host)
-            .effect(Effect::Opaque(text(&format!("{cctrl_path} on {cctrl_host} reads: router * {state}"), &format!("{cctrl_host} の cctrl に入力: router * {state}"))))
-            .idempotent()
-            .data(encode(pairs))
-            .build()
+        step(
+            &format!("routers-{state}"),
+            titled(seed, &format!("cctrl [{failed}]> router * {state}"), &format!("cctrl [{failed}]> router * {state}")),
+            &cctrl_host,
+        )
+        .effect(Effect::Opaque(text(
+            &format!("{cctrl_path} on {cctrl_host} reads: router * {state}"),
+            &format!("{cctrl_host} の cctrl に入力: router * {state}"),
+        )))
+        .idempotent()
+        .data(encode(pairs))
+        .build()
     };
     steps.push(policy("maintenance", "1"));
     steps.push(routers("offline", "2"));
     let cross_trepctl = deployment.tool(&definitive, Install::CrossSite, "trepctl")?;
     for (verb, group) in [("offline", "cross-site-offline"), ("reset", "cross-site-reset")] {
         for host in &definitive_hosts {
-            let argv: Vec<&str> = if verb == "reset" { vec![&cross_trepctl, "-service", failed, "reset", "-all", "-y"] } else { vec![&cross_trepctl, "-service", failed, "offline"] };
+            let argv: Vec<&str> = if verb == "reset" {
+                vec![&cross_trepctl, "-service", failed, "reset", "-all", "-y"]
+            } else {
+                vec![&cross_trepctl, "-service", failed, "offline"]
+            };
             let mut pairs = base("trepctl", host);
             pairs.extend([("trepctl".into(), cross_trepctl.clone()), ("verb".into(), verb.to_string())]);
             steps.push(
-                step(&format!("{verb}-{failed}-on-{host}"), titled("3", &format!("{host}: trepctl -service {failed} {}", if verb == "reset" { "reset -all -y" } else { "offline" }), &format!("{host}: trepctl -service {failed} {verb}")), host)
-                    .exec(host, &argv)
-                    .group(group)
-                    .idempotent()
-                    .data(encode(pairs))
-                    .build(),
+                step(
+                    &format!("{verb}-{failed}-on-{host}"),
+                    titled(
+                        "3",
+                        &format!("{host}: trepctl -service {failed} {}", if verb == "reset" { "reset -all -y" } else { "offline" }),
+                        &format!("{host}: trepctl -service {failed} {verb}"),
+                    ),
+                    host,
+                )
+                .exec(host, &argv)
+                .group(group)
+                .idempotent()
+                .data(encode(pairs))
+                .build(),
             );
         }
     }
@@ -244,7 +330,9 @@ fn plan_reprovision(deployment: &Deployment, failed: &str, source: &str) -> Comm
             };
             let mut pairs = base(if kind == "tpm-reset" { "tpm-reset" } else { "replicator" }, host);
             pairs.extend([("replicator".into(), replicator.clone()), ("tpm".into(), tpm.clone()), ("verb".into(), kind.to_string())]);
-            steps.push(step(&format!("{kind}-{host}"), titled("4", &title, &title), host).exec(host, &argv).group(group).idempotent().data(encode(pairs)).build());
+            steps.push(
+                step(&format!("{kind}-{host}"), titled("4", &title, &title), host).exec(host, &argv).group(group).idempotent().data(encode(pairs)).build(),
+            );
         }
     }
     let provision = deployment.tool(failed, Install::Cluster, "tungsten_provision_slave")?;
@@ -253,23 +341,31 @@ fn plan_reprovision(deployment: &Deployment, failed: &str, source: &str) -> Comm
         let mut pairs = base("provision", host);
         pairs.extend([("provision".into(), provision.clone()), ("source".into(), source.to_string()), ("trepctl".into(), trepctl.clone())]);
         steps.push(
-            step(&format!("provision-{host}"), titled("5", &format!("{host}: tungsten_provision_slave --direct --source={source}"), &format!("{host}: {source} からプロビジョニング")), host)
-                .exec(host, &[&provision, "--direct", &source_arg])
-                .group("provision")
-                .data(encode(pairs))
-                .build(),
+            step(
+                &format!("provision-{host}"),
+                titled("5", &format!("{host}: tungsten_provision_slave --direct --source={source}"), &format!("{host}: {source} からプロビジョニング")),
+                host,
+            )
+            .exec(host, &[&provision, "--direct", &source_arg])
+            .group("provision")
+            .data(encode(pairs))
+            .build(),
         );
     }
     for host in &definitive_hosts {
         let mut pairs = base("trepctl", host);
         pairs.extend([("trepctl".into(), cross_trepctl.clone()), ("verb".into(), "online".into())]);
         steps.push(
-            step(&format!("online-{failed}-on-{host}"), titled("6", &format!("{host}: trepctl -service {failed} online"), &format!("{host}: trepctl -service {failed} online")), host)
-                .exec(host, &[&cross_trepctl, "-service", failed, "online"])
-                .group("cross-site-online")
-                .idempotent()
-                .data(encode(pairs))
-                .build(),
+            step(
+                &format!("online-{failed}-on-{host}"),
+                titled("6", &format!("{host}: trepctl -service {failed} online"), &format!("{host}: trepctl -service {failed} online")),
+                host,
+            )
+            .exec(host, &[&cross_trepctl, "-service", failed, "online"])
+            .group("cross-site-online")
+            .idempotent()
+            .data(encode(pairs))
+            .build(),
         );
     }
     steps.push(routers("online", "7"));
@@ -335,7 +431,11 @@ fn apply_step(data: &StepData) -> CommandResult<Text> {
         "policy" => {
             let mode = data.get("mode")?;
             if mode == "automatic" {
-                require_back(service, &format!("set {service} back to AUTOMATIC with replicators not online"), &format!("{service} を AUTOMATIC に戻しません"))?;
+                require_back(
+                    service,
+                    &format!("set {service} back to AUTOMATIC with replicators not online"),
+                    &format!("{service} を AUTOMATIC に戻しません"),
+                )?;
             }
             cctrl_command(host, data.get("cctrl")?, &format!("set policy {mode}"))?;
             Ok(text(&format!("policy mode is now {}", mode.to_uppercase()), &format!("ポリシーは {} になりました", mode.to_uppercase())))
@@ -343,7 +443,11 @@ fn apply_step(data: &StepData) -> CommandResult<Text> {
         "routers" => {
             let want = data.get("want")?;
             if want == "online" {
-                require_back(service, &format!("put {service}'s connectors online while its replicators are not"), &format!("{service} のコネクタをオンラインにしません"))?;
+                require_back(
+                    service,
+                    &format!("put {service}'s connectors online while its replicators are not"),
+                    &format!("{service} のコネクタをオンラインにしません"),
+                )?;
             }
             cctrl_command(host, data.get("cctrl")?, &format!("router * {want}"))?;
             Ok(text(&format!("connectors {}", want.to_uppercase()), &format!("コネクタ {}", want.to_uppercase())))
@@ -358,7 +462,9 @@ fn apply_step(data: &StepData) -> CommandResult<Text> {
                     run(host, &[trepctl, "-service", service, verb], 120_000)?;
                     let (state, _) = replicator_state(host, trepctl, service).map_err(CommandError::Failed)?;
                     if verb == "offline" && !state.starts_with("OFFLINE") {
-                        return Err(CommandError::Failed(format!("{host}'s {service} replicator is {state} right after `offline`: something (a manager in AUTOMATIC policy?) put it back online")));
+                        return Err(CommandError::Failed(format!(
+                            "{host}'s {service} replicator is {state} right after `offline`: something (a manager in AUTOMATIC policy?) put it back online"
+                        )));
                     }
                 }
             }
