@@ -265,11 +265,10 @@ pub fn journal(console: &Console, dir: &std::path::Path, args: &[String], option
             }
             console.out(&console.paint_out(Style::new().bold(), &format!("run {} — {line}", log.run)));
             console.out(&format!("started {} · status {}", log.started(), log.status()));
-            if let Some((_, _, message)) = log.end() {
-                if !message.is_empty() {
+            if let Some((_, _, message)) = log.end()
+                && !message.is_empty() {
                     console.out(&format!("last message: {message}"));
                 }
-            }
             console.out("");
             let mut grid = Grid::new("Steps", &["#", "step", "title", "target", "state", "time", "message"]);
             for (i, step) in plan.steps.iter().enumerate() {
@@ -375,7 +374,7 @@ pub fn help(console: &Console, session: &Session, args: &[String], options: &Lin
                     })
                     .collect();
                 console.out("");
-                console.out(&console.paint_out(Style::new().bold(), &format!("{} {} {}", plugin.name(), command.name, usage.join(" ")).trim_end().to_string()));
+                console.out(&console.paint_out(Style::new().bold(), format!("{} {} {}", plugin.name(), command.name, usage.join(" ")).trim_end()));
                 console.out(&format!("  {} ({})", pick(&command.help, lang), kind(command.kind)));
                 for arg in &command.args {
                     console.out(&format!("    {:<16} {}", arg.name, pick(&arg.help, lang)));

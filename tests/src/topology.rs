@@ -237,11 +237,10 @@ impl Topology {
                     bail!("cluster {}: a standby gets its databases from its primary; remove `databases`", cluster.name);
                 }
             }
-            if let Some(pgxc) = &cluster.pgxc {
-                if !["coordinator", "datanode"].contains(&pgxc.node_type.as_str()) {
+            if let Some(pgxc) = &cluster.pgxc
+                && !["coordinator", "datanode"].contains(&pgxc.node_type.as_str()) {
                     bail!("cluster {}: pgxc type must be coordinator or datanode", cluster.name);
                 }
-            }
             for dir in [&cluster.data_dir, &cluster.bin_dir].into_iter().flatten() {
                 if !dir.starts_with("/usr/local/") || dir.contains("..") {
                     bail!("cluster {}: data_dir and bin_dir must be under /usr/local (the host's own)", cluster.name);

@@ -423,11 +423,9 @@ fn cctrl(state: &mut State, host: &str, input: &str, out: &mut Output) -> i32 {
                     for h in hosts {
                         if let Some(r) =
                             state.hosts.get_mut(&h).filter(|e| e.running.get(CLUSTER).copied().unwrap_or(false)).and_then(|e| e.services.get_mut(CLUSTER))
-                        {
-                            if !r.needs_provision {
+                            && !r.needs_provision {
                                 r.state = "ONLINE".into();
                             }
-                        }
                     }
                 }
             }

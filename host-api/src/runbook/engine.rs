@@ -270,11 +270,10 @@ impl Engine<'_> {
         if options.dry_run {
             return Outcome::Planned { steps: remaining };
         }
-        if !remaining.is_empty() {
-            if let Some(refusal) = self.confirm(options, remaining.len(), &who) {
+        if !remaining.is_empty()
+            && let Some(refusal) = self.confirm(options, remaining.len(), &who) {
                 return refusal;
             }
-        }
         let ctx = RunCtx { plugin: &plugin, call: &call, plan: &plan, previews: &previews, journal: &journal, lang, by: "resume", who, check_first: true };
         self.execute(&ctx, &mut states).await
     }
@@ -321,7 +320,7 @@ impl Engine<'_> {
         let ctx = RunCtx { plugin: &plugin, call: &call, plan: &plan, previews: &previews, journal: &journal, lang, by: "retry", who, check_first: false };
         let _applying = self.interrupt.begin();
         let mut reports = Vec::new();
-        let changed = log.states().iter().any(|s| *s == StepState::Done);
+        let changed = log.states().contains(&StepState::Done);
         match self.apply_step(&ctx, index, 1, &mut reports).await {
             Ok(()) => Outcome::Done {
                 run: Some(run.clone()),
@@ -399,7 +398,7 @@ impl Engine<'_> {
             let end = if group.is_empty() { index + 1 } else { index + ctx.plan.steps[index..].iter().take_while(|s| &s.group == group).count() };
             let mut pending: Vec<usize> = (index..end).filter(|i| states[*i] != StepState::Done).collect();
             if !pending.is_empty() {
-                let changed = states.iter().any(|s| *s == StepState::Done);
+                let changed = states.contains(&StepState::Done);
                 if self.interrupt.presses() >= 1 {
                     return self.stopped(ctx, Stop::Interrupted, changed, reports);
                 }
@@ -429,7 +428,7 @@ impl Engine<'_> {
                     }
                 }
                 if let Err(stop) = result {
-                    let changed = states.iter().any(|s| *s == StepState::Done) || matches!(stop, Stop::Unknown { .. });
+                    let changed = states.contains(&StepState::Done) || matches!(stop, Stop::Unknown { .. });
                     return self.stopped(ctx, stop, changed, reports);
                 }
             }

@@ -22,7 +22,7 @@
 mod cluster;
 mod decide;
 
-use cluster::{Cluster, GtmMember, GtmRole, Kind, Live, Member};
+use cluster::{Cluster, GtmMember, GtmRole, Live, Member};
 use decide::Refusal;
 use opsh_plugin_sdk::invariants::{Invariants, Seen, one_writable_master};
 use opsh_plugin_sdk::pg::{self, Conninfo, Lsn};
@@ -651,7 +651,7 @@ fn gtm_startup(gtm: &GtmMember) -> CommandResult<String> {
         .filter_map(|l| l.split_once('='))
         .filter(|(k, _)| k.trim() == "startup")
         .map(|(_, v)| v.trim().trim_matches('\'').to_ascii_uppercase())
-        .last()
+        .next_back()
         .unwrap_or_else(|| "ACT".into()))
 }
 
