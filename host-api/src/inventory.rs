@@ -365,12 +365,16 @@ fn split_pgpass_line(line: &str) -> Vec<String> {
         match c {
             '\\' => {
                 if let Some(next) = chars.next() {
-                    if let Some(f) = fields.last_mut() { f.push(next) }
+                    if let Some(f) = fields.last_mut() {
+                        f.push(next)
+                    }
                 }
             }
             ':' if fields.len() < 5 => fields.push(String::new()),
             _ => {
-                if let Some(f) = fields.last_mut() { f.push(c) }
+                if let Some(f) = fields.last_mut() {
+                    f.push(c)
+                }
             }
         }
     }

@@ -140,9 +140,10 @@ fn watch_interrupts(interrupt: opsh_host::runbook::Interrupt) {
 fn locale_from_env() -> String {
     for var in ["LC_ALL", "LC_MESSAGES", "LANG"] {
         if let Ok(value) = std::env::var(var)
-            && !value.is_empty() {
-                return if value.starts_with("ja") { "ja".into() } else { "en".into() };
-            }
+            && !value.is_empty()
+        {
+            return if value.starts_with("ja") { "ja".into() } else { "en".into() };
+        }
     }
     "en".into()
 }

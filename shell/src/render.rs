@@ -266,9 +266,10 @@ pub fn journal(console: &Console, dir: &std::path::Path, args: &[String], option
             console.out(&console.paint_out(Style::new().bold(), &format!("run {} — {line}", log.run)));
             console.out(&format!("started {} · status {}", log.started(), log.status()));
             if let Some((_, _, message)) = log.end()
-                && !message.is_empty() {
-                    console.out(&format!("last message: {message}"));
-                }
+                && !message.is_empty()
+            {
+                console.out(&format!("last message: {message}"));
+            }
             console.out("");
             let mut grid = Grid::new("Steps", &["#", "step", "title", "target", "state", "time", "message"]);
             for (i, step) in plan.steps.iter().enumerate() {

@@ -11,6 +11,7 @@ mod horizon;
 mod lab_drills;
 mod otb;
 mod otb_lab;
+mod otb_shapes;
 mod sandbox;
 mod shell;
 mod tungsten;

@@ -3,13 +3,13 @@
 
 use crate::support::World;
 
-fn takes_writes(world: &World, cluster: &str) -> bool {
+pub(crate) fn takes_writes(world: &World, cluster: &str) -> bool {
     let cluster = world.lab.cluster(cluster).expect("cluster").clone();
     world.lab.psql_as_admin(&cluster, "postgres", "CREATE TABLE IF NOT EXISTS drill(x int); INSERT INTO drill VALUES (1);").is_ok()
 }
 
 /// `node_host:node_port` of `node` in pgxc_node on a master.
-fn route(world: &World, on: &str, node: &str) -> String {
+pub(crate) fn route(world: &World, on: &str, node: &str) -> String {
     let cluster = world.lab.cluster(on).expect("cluster").clone();
     world.lab.psql_as_admin(&cluster, "postgres", &format!("SELECT node_host || ':' || node_port FROM pgxc_node WHERE node_name = '{node}'")).expect("route")
 }

@@ -295,8 +295,9 @@ impl Lab {
         // Primaries first, then their standbys, then standbys of standbys (cascading).
         let mut ordered: Vec<_> = topology.clusters.iter().collect();
         ordered.sort_by_key(|c| topology.upstream_chain(c).len());
+        let cascading = topology.clusters.iter().any(|c| topology.upstream_chain(c).len() > 1);
         for spec in ordered {
-            self.start_cluster(spec, uid, gid, password)?;
+            self.start_cluster(spec, cascading, uid, gid, password)?;
             self.save()?;
         }
         for spec in &topology.clusters {
@@ -339,7 +340,7 @@ impl Lab {
         Ok(())
     }
 
-    fn start_cluster(&mut self, spec: &crate::topology::ClusterSpec, uid: u32, gid: u32, password: &str) -> Result<()> {
+    fn start_cluster(&mut self, spec: &crate::topology::ClusterSpec, cascading: bool, uid: u32, gid: u32, password: &str) -> Result<()> {
         let host = self.host(&spec.host)?.clone();
         let host_dir = self.state.dir.join("hosts").join(&host.name);
         let (data_dir, host_data_dir) = match &spec.data_dir {
@@ -411,8 +412,10 @@ impl Lab {
                 let mut conf = fs::OpenOptions::new().append(true).open(data_dir.join("postgresql.conf"))?;
                 write!(
                     conf,
-                    "{own_settings}wal_level = {wal}\nmax_wal_senders = 10\nmax_replication_slots = 10\nwal_keep_size = '128MB'\nhot_standby = on\nwal_retrieve_retry_interval = '200ms'\nfsync = off\nfull_page_writes = off\nshared_buffers = '16MB'\nlogging_collector = off\nlog_min_messages = warning\npassword_encryption = 'scram-sha-256'\n",
+                    "{own_settings}wal_level = {wal}\nmax_wal_senders = 10\nmax_replication_slots = 10\nwal_keep_size = '128MB'\nhot_standby = on\nwal_retrieve_retry_interval = '200ms'\nfsync = off\nfull_page_writes = {fpw}\nshared_buffers = '16MB'\nlogging_collector = off\nlog_min_messages = warning\npassword_encryption = 'scram-sha-256'\n",
                     wal = spec.wal_level,
+                    // A backup taken from a standby (for a cascading one) needs full-page writes.
+                    fpw = if cascading { "on" } else { "off" },
                 )?;
                 fs::write(
                     data_dir.join("pg_hba.conf"),

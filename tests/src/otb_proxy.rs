@@ -90,9 +90,10 @@ fn relay_server(server: &mut UnixStream, client: &mut TcpStream, status: &Atomic
         let mut body = vec![0u8; length.saturating_sub(4)];
         server.read_exact(&mut body)?;
         if kind[0] == b'Z'
-            && let Some(s) = body.first() {
-                status.store(*s, Ordering::SeqCst);
-            }
+            && let Some(s) = body.first()
+        {
+            status.store(*s, Ordering::SeqCst);
+        }
         let mut message = Vec::with_capacity(body.len() + 5);
         message.push(kind[0]);
         message.extend_from_slice(&(length as u32).to_be_bytes());

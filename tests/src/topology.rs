@@ -171,6 +171,7 @@ fn default_wal_level() -> String {
 const BUILTIN: &[(&str, &str)] = &[
     ("basic", include_str!("../topologies/basic.toml")),
     ("otb", include_str!("../topologies/otb.toml")),
+    ("otb-trio", include_str!("../topologies/otb-trio.toml")),
     ("horizon", include_str!("../topologies/horizon.toml")),
     ("tungsten", include_str!("../topologies/tungsten.toml")),
     ("xdb", include_str!("../topologies/xdb.toml")),
@@ -238,9 +239,10 @@ impl Topology {
                 }
             }
             if let Some(pgxc) = &cluster.pgxc
-                && !["coordinator", "datanode"].contains(&pgxc.node_type.as_str()) {
-                    bail!("cluster {}: pgxc type must be coordinator or datanode", cluster.name);
-                }
+                && !["coordinator", "datanode"].contains(&pgxc.node_type.as_str())
+            {
+                bail!("cluster {}: pgxc type must be coordinator or datanode", cluster.name);
+            }
             for dir in [&cluster.data_dir, &cluster.bin_dir].into_iter().flatten() {
                 if !dir.starts_with("/usr/local/") || dir.contains("..") {
                     bail!("cluster {}: data_dir and bin_dir must be under /usr/local (the host's own)", cluster.name);

@@ -423,9 +423,10 @@ fn cctrl(state: &mut State, host: &str, input: &str, out: &mut Output) -> i32 {
                     for h in hosts {
                         if let Some(r) =
                             state.hosts.get_mut(&h).filter(|e| e.running.get(CLUSTER).copied().unwrap_or(false)).and_then(|e| e.services.get_mut(CLUSTER))
-                            && !r.needs_provision {
-                                r.state = "ONLINE".into();
-                            }
+                            && !r.needs_provision
+                        {
+                            r.state = "ONLINE".into();
+                        }
                     }
                 }
             }

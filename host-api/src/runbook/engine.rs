@@ -271,9 +271,10 @@ impl Engine<'_> {
             return Outcome::Planned { steps: remaining };
         }
         if !remaining.is_empty()
-            && let Some(refusal) = self.confirm(options, remaining.len(), &who) {
-                return refusal;
-            }
+            && let Some(refusal) = self.confirm(options, remaining.len(), &who)
+        {
+            return refusal;
+        }
         let ctx = RunCtx { plugin: &plugin, call: &call, plan: &plan, previews: &previews, journal: &journal, lang, by: "resume", who, check_first: true };
         self.execute(&ctx, &mut states).await
     }

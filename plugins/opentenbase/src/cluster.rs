@@ -197,6 +197,8 @@ impl Cluster {
     pub fn load() -> Result<Self, CommandError> {
         let topology = &inventory::managed_topology("otb")?;
         let mut members = Vec::new();
+        // Hosts that did not answer ssh in this load: asked once, not once per member.
+        let mut silent = std::collections::BTreeMap::new();
         for role in ["coordinator", "datanode"] {
             for db in inventory::members(topology, role) {
                 let info = host::lookup(&db)?;
@@ -216,7 +218,7 @@ impl Cluster {
                     user: need(&info, "user")?.to_string(),
                     live: Live::Unknown(String::new()),
                 };
-                member.live = probe_member(&member)?;
+                member.live = probe_member(&member, &mut silent)?;
                 members.push(member);
             }
         }
@@ -299,14 +301,14 @@ const STATE: &str = "SELECT pg_is_in_recovery() AS standby, current_setting('ser
      (SELECT slot_name FROM pg_stat_wal_receiver LIMIT 1) AS slot, \
      current_setting('primary_conninfo', true) AS configured, current_setting('primary_slot_name', true) AS configured_slot";
 
-fn probe_member(member: &Member) -> Result<Live, CommandError> {
+fn probe_member(member: &Member, silent: &mut std::collections::BTreeMap<String, String>) -> Result<Live, CommandError> {
     match sql::query(&member.db, STATE, &[]) {
         Ok(rows) => Ok(live_from(&rows)),
         Err(e) => {
             if let Some(denied) = not_granted(&e) {
                 return Err(denied);
             }
-            Ok(down_member(member, &e))
+            Ok(down_member(member, &e, silent))
         }
     }
 }
@@ -349,10 +351,13 @@ pub fn upstream_of(conninfo: &str) -> Option<Upstream> {
 
 /// The member does not answer SQL: ask its server what runs there. Only a server that answers and
 /// says "no server running" makes it `Stopped`; anything else leaves it `Unknown`.
-fn down_member(member: &Member, error: &CapabilityError) -> Live {
+fn down_member(member: &Member, error: &CapabilityError, silent: &mut std::collections::BTreeMap<String, String>) -> Live {
     let why = error.brief();
     if matches!(error, CapabilityError::Auth(_)) {
         return Live::Unknown(format!("it runs but refuses opsh's login ({why}): it may take writes"));
+    }
+    if let Some(earlier) = silent.get(&member.host) {
+        return Live::Unknown(format!("{why}; its host {} does not answer either ({earlier})", member.host));
     }
     let status = opsh_plugin_sdk::probe(&member.host, &[&member.tool("pg_ctl"), "status", "-D", &member.data_dir], Some(15_000));
     match status {
@@ -368,7 +373,10 @@ fn down_member(member: &Member, error: &CapabilityError) -> Live {
         }
         Ok(out) if out.status == Some(0) => Live::Unknown(format!("pg_ctl says it runs, but it does not answer SQL ({why})")),
         Ok(out) => Live::Unknown(format!("pg_ctl status exited {:?}: {}", out.status, String::from_utf8_lossy(&out.stderr).trim())),
-        Err(e) => Live::Unknown(format!("{why}; its host {} does not answer either ({})", member.host, e.brief())),
+        Err(e) => {
+            silent.insert(member.host.clone(), e.brief());
+            Live::Unknown(format!("{why}; its host {} does not answer either ({})", member.host, e.brief()))
+        }
     }
 }
 

@@ -101,7 +101,12 @@ pub fn failover<'a>(node: &str, members: &[&'a Member], force: bool, to: Option<
             format!("{node} には昇格できるスタンバイがありません ({})", roles()),
         ));
     }
-    let best = |candidates: &[&'a Member]| candidates.iter().copied().max_by(|a, b| position(a).cmp(&position(b)).then_with(|| b.db.cmp(&a.db)));
+    // The most advanced; on a tie, one that streamed from a master rather than from another
+    // standby (fewer hops), then the first by name.
+    let cascades = |m: &Member| members.iter().any(|up| up.standby().is_some() && m.follows(up));
+    let best = |candidates: &[&'a Member]| {
+        candidates.iter().copied().max_by(|a, b| position(a).cmp(&position(b)).then_with(|| cascades(b).cmp(&cascades(a))).then_with(|| b.db.cmp(&a.db)))
+    };
     let candidate = match to {
         Some(name) => match members.iter().copied().find(|m| m.db == name) {
             Some(m) if m.standby().is_some() => m,
@@ -385,6 +390,10 @@ mod tests {
         let plan = failover("dn01", &[&m, &a, &b, &cascade], false, None).expect("plan");
         assert_eq!(plan.candidate.db, "dn01-a");
         assert_eq!(names(&plan.repoint), vec!["dn01-b"], "dn01-x follows dn01-b, which follows the new master");
+        // On a tie, the standby that streamed from the master itself, not the cascading one.
+        let up = standby("dn01-z", "z", Some(("m", 23001)), Some("0/700"), false);
+        let tied = standby("dn01-y", "y", Some(("z", 23001)), Some("0/700"), true);
+        assert_eq!(failover("dn01", &[&m, &tied, &up], false, None).expect("plan").candidate.db, "dn01-z");
     }
 
     #[test]

@@ -457,8 +457,8 @@ fn repoint_steps(candidate: &Member, standby: &Member, steps: &mut Vec<Step>) ->
                 ),
                 &candidate.db,
             )
-            .sql(&candidate.db, &[&format!("SELECT pg_create_physical_replication_slot({}, true)", quote::literal(slot))])
-            .group("repoint")
+            .sql(&candidate.db, &[&format!("SELECT (pg_create_physical_replication_slot({}, true)).slot_name::text", quote::literal(slot))])
+            .group("slots")
             .idempotent()
             .data(data::encode(&[("action", "slot"), ("db", &candidate.db), ("slot", slot)]))
             .build(),
@@ -1008,7 +1008,7 @@ fn apply_step(data: &StepData) -> CommandResult<Text> {
             let slot = data.get("slot")?;
             let exists = sql::query(db, "SELECT count(*)::bigint AS n FROM pg_replication_slots WHERE slot_name = $1", &[sql::Value::Text(slot.into())])?;
             if exists.first_int("n") != Some(1) {
-                sql::query(db, "SELECT pg_create_physical_replication_slot($1, true)", &[sql::Value::Text(slot.into())])?;
+                sql::query(db, "SELECT (pg_create_physical_replication_slot($1, true)).slot_name::text", &[sql::Value::Text(slot.into())])?;
             }
             Ok(text(&format!("slot {slot} kept on {db}"), ""))
         }
@@ -1253,6 +1253,7 @@ opsh_plugin_sdk::export!(Otb);
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cluster::Kind;
 
     fn member(db: &str, host: &str, port: u16, bin: Option<&str>) -> Member {
         Member {

@@ -115,17 +115,29 @@ impl Conninfo {
         self.0.retain(|(k, _)| k != key);
     }
 
-    /// The same connection to another server: host and port replaced, and nothing secret kept
-    /// (a password, or the `********` a server shows in its place, never goes into a config file:
-    /// the standby's login uses its server user's ~/.pgpass).
+    /// The same connection to another server: host and port replaced, the settings a standby's
+    /// `primary_conninfo` is written with kept (a WAL receiver shows every libpq default too), and
+    /// nothing secret (a password, or the `********` a server shows in its place, never goes into
+    /// a config file: the standby's login uses its server user's ~/.pgpass).
     pub fn pointed_at(&self, host: &str, port: u16) -> Conninfo {
-        let mut next = self.clone();
-        for key in ["host", "hostaddr", "port", "password"] {
-            next.remove(key);
-        }
-        next.0.retain(|(_, v)| !v.chars().all(|c| c == '*') || v.is_empty());
-        next.0.insert(0, ("port".into(), port.to_string()));
-        next.0.insert(0, ("host".into(), host.to_string()));
+        const KEPT: &[&str] = &[
+            "user",
+            "passfile",
+            "application_name",
+            "sslmode",
+            "sslrootcert",
+            "sslcert",
+            "sslkey",
+            "sslcrl",
+            "connect_timeout",
+            "keepalives",
+            "keepalives_idle",
+            "keepalives_interval",
+            "keepalives_count",
+            "options",
+        ];
+        let mut next = Conninfo(vec![("host".into(), host.to_string()), ("port".into(), port.to_string())]);
+        next.0.extend(self.0.iter().filter(|(k, v)| KEPT.contains(&k.as_str()) && !(v.len() > 1 && v.chars().all(|c| c == '*'))).cloned());
         next
     }
 }
@@ -211,10 +223,10 @@ mod tests {
 
     #[test]
     fn conninfo_round_trips_and_is_repointed_without_secrets() {
-        let info = Conninfo::parse("user=opsh passfile=/home/x/.pgpass password=******** host={{addr:a}} port=23001 application_name='dn01 b'").expect("parse");
+        let info = Conninfo::parse("user=opsh passfile=/home/x/.pgpass password=******** channel_binding=prefer dbname=replication host={{addr:a}} port=23001 application_name='dn01 b' sslmode=prefer").expect("parse");
         assert_eq!(info.get("application_name"), Some("dn01 b"));
         let next = info.pointed_at("{{addr:b}}", 23002);
-        assert_eq!(next.to_string(), "host={{addr:b}} port=23002 user=opsh passfile=/home/x/.pgpass application_name='dn01 b'");
+        assert_eq!(next.to_string(), "host={{addr:b}} port=23002 user=opsh passfile=/home/x/.pgpass application_name='dn01 b' sslmode=prefer");
         assert_eq!(Conninfo::parse(&next.to_string()).expect("again"), next);
         assert!(Conninfo::parse("host").is_err());
         assert!(Conninfo::parse("host='x").is_err());
