@@ -13,6 +13,7 @@ mod otb;
 mod otb_lab;
 mod otb_shapes;
 mod sandbox;
+mod shapes;
 mod shell;
 mod tungsten;
 mod xdb;
