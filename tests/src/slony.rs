@@ -111,7 +111,7 @@ fn wait_for_copies(lab: &Lab, mut pending: Vec<Copy>) -> Result<()> {
                 continue;
             }
             if !copy.restarted && started.elapsed() > Duration::from_secs(6) {
-                let _ = lab.host_exec(&copy.subscriber, &["pkill", "-f", &format!("slon .*dbname={} ", copy.db)]);
+                let _ = lab.host_exec(&copy.subscriber, &["pkill", "-f", &format!("slon .*dbname={}( |'|$)", copy.db)]);
                 std::thread::sleep(Duration::from_millis(300));
                 start_slon(lab, &copy.subscriber, &copy.db, copy.spec)?;
                 copy.restarted = true;

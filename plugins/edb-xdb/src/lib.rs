@@ -6,7 +6,7 @@
 //!   whether the servers run.
 //! - `xdb switchover` — all 16 steps; running it again switches the roles back.
 //! - `xdb swap-control-schema` — steps 5–10 alone.
-#![cfg(target_arch = "wasm32")]
+#![cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
 
 mod system;
 
@@ -955,4 +955,5 @@ fn check_step(step: &Step) -> CommandResult<CheckResult> {
     }
 }
 
+#[cfg(target_arch = "wasm32")]
 opsh_plugin_sdk::export!(Xdb);

@@ -14,20 +14,20 @@ pub enum PairKind {
     Tenant(String),
 }
 
-/// Appliances that replicate to each other: the primary and its secondaries.
+/// Appliances that replicate to each other: the primary and its secondaries (any number).
 #[derive(Debug, Clone)]
 pub struct Pair {
     pub kind: PairKind,
     pub appliances: Vec<String>,
+    /// The databases its appliances hold, as the inventory lists them (fdb, edb, avdb first).
+    pub dbnames: Vec<String>,
 }
 
 impl Pair {
-    /// The databases of this kind of appliance: fdb, plus edb and avdb for a tenant.
-    pub fn databases(&self) -> &'static [&'static str] {
-        match self.kind {
-            PairKind::ServiceProvider => &["fdb"],
-            PairKind::Tenant(_) => &["fdb", "edb", "avdb"],
-        }
+    /// The databases of the pair's appliances: whatever the inventory gives them, never a fixed
+    /// list (a tenant may have no avdb, or a database of its own).
+    pub fn databases(&self) -> Vec<&str> {
+        self.dbnames.iter().map(String::as_str).collect()
     }
 
     pub fn label(&self) -> String {
@@ -103,7 +103,7 @@ impl Horizon {
                     }
                 },
             };
-            pairs.push(Pair { kind, appliances: inventory::members(&topology, role) });
+            pairs.push(Pair { kind, appliances: inventory::members(&topology, role), dbnames: Vec::new() });
         }
         let mut databases = Vec::new();
         for name in inventory::members(&topology, "database") {
@@ -115,6 +115,13 @@ impl Horizon {
                 user: inventory::need(&info, "user", DOCS)?.to_string(),
                 name,
             });
+        }
+        for pair in &mut pairs {
+            let mut names: Vec<String> = databases.iter().filter(|d| pair.appliances.contains(&d.appliance)).map(|d| d.dbname.clone()).collect();
+            let rank = |n: &str| ["fdb", "edb", "avdb"].iter().position(|k| *k == n).unwrap_or(3);
+            names.sort_by(|a, b| rank(a).cmp(&rank(b)).then(a.cmp(b)));
+            names.dedup();
+            pair.dbnames = names;
         }
         let get = |key: &str, default: &str| inventory::attr_or(&topology, key, default);
         let layout = Layout {

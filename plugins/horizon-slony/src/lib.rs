@@ -10,7 +10,7 @@
 //!
 //! Step titles carry the seed's step numbers (the Japanese edition's numbering, which the
 //! English bullets follow) so an operator can hold the paper runbook next to the plan.
-#![cfg(target_arch = "wasm32")]
+#![cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
 
 mod appliances;
 mod plans;
@@ -26,7 +26,7 @@ struct HorizonPlugin;
 
 impl Guest for HorizonPlugin {
     fn describe() -> PluginInfo {
-        let dbs = || Completion::Choices(vec!["fdb".into(), "edb".into(), "avdb".into()]);
+        let dbs = || Completion::None;
         PluginInfo {
             name: "horizon".into(),
             version: env!("CARGO_PKG_VERSION").into(),
@@ -70,6 +70,7 @@ impl Guest for HorizonPlugin {
                 )
                 .positional("new", text("the appliance to promote", "昇格するアプライアンス"), Completion::Host)
                 .option("old", true, text("the failed primary appliance", "障害が発生したプライマリ アプライアンス"), Completion::Host)
+                .flag("force", text("promote although NEW lags behind OLD (the changes it has not received are lost)", "NEW が OLD より遅れていても昇格 (未受信の変更は失われる)"))
                 .example("horizon promote service-provider sp2 --old sp1 --dry-run", text("Preview promoting sp2", "sp2 の昇格を確認"))
                 .build(),
                 command(
@@ -80,6 +81,7 @@ impl Guest for HorizonPlugin {
                 .positional("new", text("the appliance to promote", "昇格するアプライアンス"), Completion::Host)
                 .option("old", true, text("the failed primary appliance", "障害が発生したプライマリ アプライアンス"), Completion::Host)
                 .option("org", true, text("the tenant's organisation id", "テナントの組織 ID"), Completion::None)
+                .flag("force", text("promote although NEW lags behind OLD (the changes it has not received are lost)", "NEW が OLD より遅れていても昇格 (未受信の変更は失われる)"))
                 .example(
                     "horizon promote tenant ta2 --old ta1 --org 1001 --dry-run",
                     text("Preview promoting ta2 for organisation 1001", "組織 1001 の ta2 の昇格を確認"),
@@ -97,15 +99,16 @@ impl Guest for HorizonPlugin {
                 .option(
                     "db",
                     false,
-                    text("only this database (fdb, edb or avdb); default: all of the appliance's", "このデータベースのみ (既定: すべて)"),
+                    text("only this database (e.g. fdb, edb or avdb); default: all of the appliance's", "このデータベースのみ (既定: すべて)"),
                     dbs(),
                 )
                 .option(
                     "origin",
                     false,
-                    text("the appliance whose databases are copied (default: the other one of the pair)", "コピー元のアプライアンス (既定: ペアのもう一方)"),
+                    text("the appliance whose databases are copied (default: the one other appliance of the pair that takes writes)", "コピー元のアプライアンス (既定: 書き込み可能なもう一方)"),
                     Completion::Host,
                 )
+                .flag("force", text("re-initialise even when the appliance may hold the newer writes (they are replaced)", "このアプライアンスの方が新しい書き込みを持つ可能性があっても再初期化 (置き換えられる)"))
                 .example(
                     "horizon reinit-slony ta1 --db edb",
                     text("Make the restarted ta1 a subscriber of edb again", "再起動した ta1 を edb のサブスクライバーに戻す"),
@@ -127,9 +130,9 @@ impl Guest for HorizonPlugin {
         let horizon = Horizon::load()?;
         match call.command.as_str() {
             "enable-writes" => plans::enable_writes(&horizon, args.required("secondary")?),
-            "promote service-provider" => plans::promote(&horizon, args.required("new")?, args.required("old")?, None),
-            "promote tenant" => plans::promote(&horizon, args.required("new")?, args.required("old")?, Some(args.required("org")?)),
-            "reinit-slony" => plans::reinit(&horizon, args.required("appliance")?, args.get("db"), args.get("origin")),
+            "promote service-provider" => plans::promote(&horizon, args.required("new")?, args.required("old")?, None, args.flag("force")),
+            "promote tenant" => plans::promote(&horizon, args.required("new")?, args.required("old")?, Some(args.required("org")?), args.flag("force")),
+            "reinit-slony" => plans::reinit(&horizon, args.required("appliance")?, args.get("db"), args.get("origin"), args.flag("force")),
             other => Err(CommandError::Usage(format!("horizon has no command {other}"))),
         }
     }
@@ -147,4 +150,5 @@ impl Guest for HorizonPlugin {
     }
 }
 
+#[cfg(target_arch = "wasm32")]
 opsh_plugin_sdk::export!(HorizonPlugin);

@@ -1,8 +1,8 @@
 //! The four procedures of the seed as plans, the status view, and the verification of each goal.
 
+use opsh_plugin_sdk::invariants::{Invariants, Seen};
 use opsh_plugin_sdk::{
-    Args, ChangePlan, CommandError, CommandResult, Invocation, RowsExt, Step, Table, address_of, bad, file_edit, good, plain, properties, sql, table, text,
-    warn,
+    Args, ChangePlan, CommandError, CommandResult, Invocation, RowsExt, Step, Table, bad, file_edit, good, names, plain, properties, sql, table, text, warn,
 };
 
 use crate::appliances::{self, Database, Horizon, Pair, PairKind};
@@ -16,6 +16,7 @@ pub fn status(horizon: &Horizon) -> CommandResult<Vec<Table>> {
         table(text("Slony per database", "データベースごとの Slony"), &["database", "appliance", "role", "local node", "subscribers (lag)", "seed query"]);
     let mut files_table = table(text("Database hosts named in the properties files", "properties ファイルが指す DB ホスト"), &["appliance", "file", "hosts"]);
     let capabilities = capabilities_rows(horizon);
+    let roles = roles(horizon);
     for pair in &horizon.pairs {
         for appliance in &pair.appliances {
             let reachable = appliances::reachable(appliance);
@@ -50,7 +51,7 @@ pub fn status(horizon: &Horizon) -> CommandResult<Vec<Table>> {
             ]);
             for dbname in pair.databases() {
                 let Ok(db) = horizon.database(appliance, dbname) else { continue };
-                slony_table.push(slony_row(db));
+                slony_table.push(slony_row(db, role_of(&roles, &db.name)));
                 if reachable.is_ok() {
                     let path = horizon.layout.properties(dbname);
                     if let Ok(snapshot) = file_edit::read(appliance, &path) {
@@ -71,17 +72,85 @@ pub fn status(horizon: &Horizon) -> CommandResult<Vec<Table>> {
             }
         }
     }
-    Ok(vec![appliances_table.build(), slony_table.build(), files_table.build()])
+    let invariants = invariants(horizon, &roles, &capabilities);
+    Ok(vec![invariants.table(), appliances_table.build(), slony_table.build(), files_table.build()])
 }
 
-fn slony_row(db: &Database) -> Vec<opsh_plugin_sdk::Cell> {
+/// Per database: its Slony role, and whether it is fenced read-only.
+type Roles = Vec<(String, Result<(Role, bool), String>)>;
+
+/// The Slony role of every database of every pair, read once.
+fn roles(horizon: &Horizon) -> Roles {
+    horizon
+        .databases
+        .iter()
+        .map(|db| {
+            let read = slony::role(&db.name).and_then(|role| Ok((role, slony::fenced(&db.name)?)));
+            (db.name.clone(), read.map_err(|e| e.brief()))
+        })
+        .collect()
+}
+
+fn role_of<'r>(roles: &'r Roles, db: &str) -> Result<(Role, bool), &'r str> {
+    match roles.iter().find(|(name, _)| name == db) {
+        Some((_, Ok(role))) => Ok(*role),
+        Some((_, Err(e))) => Err(e.as_str()),
+        None => Err("not read"),
+    }
+}
+
+/// Per pair and database: at most one copy takes writes and at most one is a Slony origin; per
+/// pair, at most one appliance carries the primary bits.
+fn invariants(horizon: &Horizon, roles: &Roles, capabilities: &[(String, i64)]) -> Invariants {
+    let mut report = Invariants::new();
+    for pair in &horizon.pairs {
+        for dbname in pair.databases() {
+            let seen = |test: fn((Role, bool)) -> bool| -> Vec<(String, Seen)> {
+                pair.appliances
+                    .iter()
+                    .filter_map(|a| horizon.database(a, dbname).ok())
+                    .map(|db| {
+                        let s = match role_of(roles, &db.name) {
+                            Ok(role) if test(role) => Seen::Yes,
+                            Ok(_) => Seen::No,
+                            Err(e) => Seen::Unknown(e.to_string()),
+                        };
+                        (db.name.clone(), s)
+                    })
+                    .collect()
+            };
+            let scope = format!("{} {dbname}", pair.label());
+            report.at_most_one(text("at most one copy takes writes", "書き込み可能なコピーは最大 1 つ"), &scope, &seen(|(r, fenced)| slony::takes_writes(r) && !fenced));
+            report.at_most_one(text("at most one Slony origin that takes writes", "書き込み可能な Slony origin は最大 1 つ"), &scope, &seen(|(r, fenced)| r == Role::Origin && !fenced));
+        }
+        if !capabilities.is_empty() {
+            let bits: Vec<(String, Seen)> = pair
+                .appliances
+                .iter()
+                .map(|a| {
+                    let s = match capabilities.iter().find(|(name, _)| name == a) {
+                        Some((_, caps)) if caps & 192 == 192 => Seen::Yes,
+                        Some(_) => Seen::No,
+                        None => Seen::Unknown("no appliance row".into()),
+                    };
+                    (a.clone(), s)
+                })
+                .collect();
+            report.at_most_one(text("at most one appliance with the primary bits", "プライマリ ビットを持つアプライアンスは最大 1 つ"), &pair.label(), &bits);
+        }
+    }
+    report
+}
+
+fn slony_row(db: &Database, role: Result<(Role, bool), &str>) -> Vec<opsh_plugin_sdk::Cell> {
     let name = plain(db.name.as_str());
     let appliance = plain(db.appliance.as_str());
-    let role = match slony::role(&db.name) {
+    let (role, fenced) = match role {
         Ok(role) => role,
-        Err(e) => return vec![name, appliance, bad(format!("unreachable: {}", e.brief())), plain("-"), plain("-"), plain("-")],
+        Err(e) => return vec![name, appliance, bad(format!("unreachable: {e}")), plain("-"), plain("-"), plain("-")],
     };
     let role_cell = match role {
+        _ if fenced => warn(format!("{}, fenced read-only", role.describe())),
         Role::Origin => good(role.describe()),
         Role::Subscriber => plain(role.describe()),
         Role::Standalone => warn(role.describe()),
@@ -133,17 +202,66 @@ fn capabilities_rows(horizon: &Horizon) -> Vec<(String, i64)> {
     Vec::new()
 }
 
-/// The other appliance of a two-appliance pair.
-fn partner<'a>(pair: &'a Pair, appliance: &'a str) -> Result<&'a String, CommandError> {
-    let others: Vec<&String> = pair.others(appliance).collect();
+/// The appliance whose databases were primary before `secondary`'s: the set origin `secondary`'s
+/// own Slony catalog names (known while that appliance is down); when no catalog says, the
+/// other appliance of a pair of two.
+fn failed_primary(horizon: &Horizon, pair: &Pair, secondary: &str) -> CommandResult<String> {
+    for dbname in pair.databases() {
+        let db = horizon.database(secondary, dbname)?;
+        if let Ok(Some(origin)) = slony::origin_appliance(&db.name)
+            && origin != secondary
+            && pair.appliances.contains(&origin)
+        {
+            return Ok(origin);
+        }
+    }
+    let others: Vec<&String> = pair.others(secondary).collect();
     match others.as_slice() {
-        [one] => Ok(one),
-        _ => Err(CommandError::Usage(format!(
-            "the {} pair has {} other appliances ({}); name the one to use",
-            pair.label(),
-            others.len(),
-            others.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
-        ))),
+        [one] => Ok((*one).clone()),
+        _ => Err(refused(
+            format!(
+                "{secondary}'s Slony catalog names no origin, and the {} has {} other appliances ({}): opsh cannot tell which one held the primary databases",
+                pair.label(),
+                others.len(),
+                others.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
+            ),
+            format!("{secondary} の Slony カタログに origin がなく、どのアプライアンスがプライマリだったか判断できません"),
+        )),
+    }
+}
+
+/// The one other appliance of the pair whose databases (of `dbnames`) all take writes now: what
+/// `reinit-slony` copies from when `--origin` is not given.
+fn writable_other(horizon: &Horizon, pair: &Pair, appliance: &str, dbnames: &[&str]) -> CommandResult<String> {
+    let mut writable = Vec::new();
+    let mut why = Vec::new();
+    for other in pair.others(appliance) {
+        let mut all = true;
+        for dbname in dbnames {
+            let db = horizon.database(other, dbname)?;
+            match (slony::role(&db.name), slony::fenced(&db.name)) {
+                (Ok(role), Ok(false)) if slony::takes_writes(role) => {}
+                (Ok(role), Ok(fenced)) => {
+                    all = false;
+                    why.push(format!("{} is a {}{}", db.name, role.describe(), if fenced { ", fenced read-only" } else { "" }));
+                }
+                (Err(e), _) | (_, Err(e)) => {
+                    all = false;
+                    why.push(format!("{}: {}", db.name, e.brief()));
+                }
+            }
+        }
+        if all {
+            writable.push(other.clone());
+        }
+    }
+    match writable.as_slice() {
+        [one] => Ok(one.clone()),
+        [] => Err(refused(
+            format!("no other appliance of the {} takes writes now ({}): there is nothing to copy from; name it with --origin if you know better", pair.label(), why.join("; ")),
+            format!("{} に書き込み可能な他のアプライアンスがありません ({})", pair.label(), why.join("; ")),
+        )),
+        many => Err(CommandError::Usage(format!("{} all take writes: name the appliance to copy from with --origin", many.join(" and ")))),
     }
 }
 
@@ -151,8 +269,9 @@ fn refused(en: String, ja: String) -> CommandError {
     CommandError::Refused(text(&en, &ja))
 }
 
-/// Remove `address` from the DB host lists of `path` on `appliance`: a step, or nothing if the
-/// file does not name it.
+/// Remove every name of `old` from the DB host lists of `path` on `appliance`: a step, or nothing
+/// if the file does not name it. A list that names a host the inventory does not know (a DNS name
+/// nobody declared as an alias) is refused: opsh cannot tell whether it is `old`.
 fn remove_address_step(seed: &str, appliance: &str, path: &str, old: &str) -> CommandResult<Option<Step>> {
     let snapshot = file_edit::read(appliance, path)?;
     if !snapshot.exists {
@@ -161,12 +280,29 @@ fn remove_address_step(seed: &str, appliance: &str, path: &str, old: &str) -> Co
             format!("{appliance} に {path} がありません"),
         ));
     }
-    let token = address_of(old);
-    if !snapshot.content.contains(&token) {
+    let unknown: Vec<String> = properties::listed_hosts(&snapshot.content)
+        .into_iter()
+        .filter(|(_, _, host)| names::host_of(host).is_none())
+        .map(|(line, key, host)| format!("{host} (line {line}, {key})"))
+        .collect();
+    if !unknown.is_empty() {
+        return Err(refused(
+            format!(
+                "{appliance}:{path} names {} — no name of any inventory host: opsh cannot tell whether it is {old}. Add it to the right host's `aliases` in the inventory",
+                unknown.join(", ")
+            ),
+            format!("{appliance}:{path} がインベントリにないホスト名 {} を含みます。正しいホストの aliases に追加してください", unknown.join(", ")),
+        ));
+    }
+    let tokens = names::tokens_of(&snapshot.content, old);
+    if tokens.is_empty() {
         return Ok(None);
     }
-    let content = properties::remove_address(&snapshot.content, &token)
-        .map_err(|e| refused(format!("{appliance}:{path}: {e}; fix the file by hand"), format!("{appliance}:{path}: {e}")))?;
+    let mut content = snapshot.content.clone();
+    for token in &tokens {
+        content = properties::remove_address(&content, token)
+            .map_err(|e| refused(format!("{appliance}:{path}: {e}; fix the file by hand"), format!("{appliance}:{path}: {e}")))?;
+    }
     let file = path.rsplit('/').next().unwrap_or(path);
     Ok(Some(steps::edit_file(
         &format!("edit-{}-{appliance}", file.replace('.', "-")),
@@ -180,7 +316,7 @@ fn remove_address_step(seed: &str, appliance: &str, path: &str, old: &str) -> Co
 
 pub fn enable_writes(horizon: &Horizon, secondary: &str) -> CommandResult<ChangePlan> {
     let pair = horizon.pair_of(secondary)?;
-    let primary = partner(pair, secondary)?;
+    let primary = &failed_primary(horizon, pair, secondary)?;
     let layout = &horizon.layout;
     let mut warnings = Vec::new();
     appliances::reachable(secondary)
@@ -202,9 +338,15 @@ pub fn enable_writes(horizon: &Horizon, secondary: &str) -> CommandResult<Change
                 &format!("{} already takes writes (no _slony schema): it is not restored from {primary}", db.name),
                 &format!("{} は既に書き込み可能です ({primary} からリストアしません)", db.name),
             )),
-            Role::Subscriber | Role::Partial => still_subscribed.push(*dbname),
+            Role::Subscriber | Role::Partial => still_subscribed.push(dbname),
         }
         secondary_dbs.push(db);
+    }
+    for other in pair.others(secondary).filter(|a| *a != primary) {
+        warnings.push(text(
+            &format!("{other} stays a Slony subscriber of {primary}: once this is done, make it follow {secondary} with `horizon reinit-slony {other} --origin {secondary}`"),
+            &format!("{other} は {primary} のサブスクライバーのままです。完了後 `horizon reinit-slony {other} --origin {secondary}` を実行してください"),
+        ));
     }
     let primary_reachable = appliances::reachable(primary);
     if let Err(e) = &primary_reachable {
@@ -222,6 +364,21 @@ pub fn enable_writes(horizon: &Horizon, secondary: &str) -> CommandResult<Change
         plan.push(steps::stop_slon("2", primary));
     }
     plan.push(steps::stop_slon("2", secondary));
+    // Not in the seed: the old primary's copies stop taking writes, so the pair never has two
+    // writable copies (reinit-slony lifts it when the old primary becomes a subscriber).
+    if primary_reachable.is_ok() {
+        for dbname in pair.databases() {
+            let db = horizon.database(primary, dbname)?;
+            match appliances::answers(&db.name) {
+                Ok(()) if !slony::fenced(&db.name).unwrap_or(false) => plan.push(steps::fence_db("2", db)),
+                Ok(()) => {}
+                Err(e) => warnings.push(text(
+                    &format!("{} does not answer ({e}): if it comes back it takes writes again until `horizon reinit-slony {primary}`", db.name),
+                    &format!("{} が応答しません。復旧すると `horizon reinit-slony {primary}` まで書き込みを受け付けます", db.name),
+                )),
+            }
+        }
+    }
     for db in &secondary_dbs {
         plan.push(steps::drop_slony(if db.dbname == "fdb" { "3" } else { "4" }, db));
     }
@@ -242,7 +399,7 @@ pub fn enable_writes(horizon: &Horizon, secondary: &str) -> CommandResult<Change
     }
     let password_db = secondary_dbs.iter().find(|d| d.dbname == "avdb").or(secondary_dbs.first()).map(|d| d.name.clone()).unwrap_or_default();
     plan.push(steps::av_setup("9-10", secondary, &layout.av_setup(), &password_db));
-    plan.push(jdbc_step("11-12", horizon, secondary)?);
+    plan.push(jdbc_step("11-12", horizon, pair, secondary)?);
     plan.push(steps::start_services("13", secondary, &layout.services, ""));
     Ok(ChangePlan {
         summary: text(
@@ -258,16 +415,23 @@ pub fn enable_writes(horizon: &Horizon, secondary: &str) -> CommandResult<Change
     })
 }
 
-/// Point both JDBC URLs of the diagnose service at `appliance`.
-fn jdbc_step(seed: &str, horizon: &Horizon, appliance: &str) -> CommandResult<Step> {
+/// Point both JDBC URLs of the diagnose service at `appliance`: its name in the form the URL used,
+/// the port of that database on it (from the inventory), the rest of the URL kept.
+fn jdbc_step(seed: &str, horizon: &Horizon, pair: &Pair, appliance: &str) -> CommandResult<Step> {
     let path = &horizon.layout.diagnose_properties;
     let snapshot = file_edit::read(appliance, path)?;
-    let address = address_of(appliance);
     let mut content = snapshot.content.clone();
+    let appliances: Vec<&str> = pair.appliances.iter().map(String::as_str).collect();
+    let fdb_port = horizon.database(appliance, "fdb")?.port.clone();
     for (key, db) in [("db.jdbc.url", "avdb"), ("db.fdb.jdbc.url", "fdb")] {
-        content = properties::set(&content, key, &format!("jdbc:postgresql://{address}:5432/{db}?ssl=true")).map_err(|e| {
-            refused(format!("{appliance}:{path}: {e}; is this the diagnose configuration the runbook expects?"), format!("{appliance}:{path}: {e}"))
-        })?;
+        let bad_file = |e: String| refused(format!("{appliance}:{path}: {e}; is this the diagnose configuration the runbook expects?"), format!("{appliance}:{path}: {e}"));
+        let current = properties::get(&content, key).ok_or_else(|| bad_file(format!("no line sets {key}")))?.to_string();
+        let form = names::form_used(&current, &appliances).flatten();
+        let host = names::in_form(appliance, form.as_deref())?;
+        // A service-provider appliance has no avdb of its own: its URL keeps the server's port.
+        let port = horizon.database(appliance, db).map(|d| d.port.clone()).unwrap_or_else(|_| fdb_port.clone());
+        let url = properties::jdbc_url_at(&current, &host, &port).map_err(bad_file)?;
+        content = properties::set(&content, key, &url).map_err(bad_file)?;
     }
     Ok(steps::edit_file(
         &format!("edit-application-properties-{appliance}"),
@@ -279,7 +443,7 @@ fn jdbc_step(seed: &str, horizon: &Horizon, appliance: &str) -> CommandResult<St
     ))
 }
 
-pub fn promote(horizon: &Horizon, new: &str, old: &str, org: Option<&str>) -> CommandResult<ChangePlan> {
+pub fn promote(horizon: &Horizon, new: &str, old: &str, org: Option<&str>, force: bool) -> CommandResult<ChangePlan> {
     let pair = match org {
         Some(org) => horizon.tenant(org)?,
         None => horizon.service_provider()?,
@@ -306,7 +470,7 @@ pub fn promote(horizon: &Horizon, new: &str, old: &str, org: Option<&str>) -> Co
                 format!("{appliance} が応答しません。恒久的な昇格には両方のアプライアンスが必要です。{old} の停止中は `horizon enable-writes {new}` を実行し、復旧後に昇格してください"),
             )
         })?;
-        for dbname in dbnames {
+        for dbname in &dbnames {
             let db = horizon.database(appliance, dbname)?;
             appliances::answers(&db.name).map_err(|e| {
                 refused(
@@ -334,17 +498,55 @@ pub fn promote(horizon: &Horizon, new: &str, old: &str, org: Option<&str>) -> Co
     // Slony's set is rebuilt from NEW's tables: refuse now, before anything is dropped, if
     // Slony could not replicate them.
     let mut objects = Vec::new();
-    for dbname in dbnames {
+    for dbname in &dbnames {
         objects.push(slony::replicated_objects(&horizon.database(new, dbname)?.name)?);
     }
-    for dbname in dbnames {
-        let db = horizon.database(new, dbname)?;
-        if slony::role(&db.name)? == Role::Subscriber {
-            warnings.push(text(
-                &format!("{} is still a Slony subscriber of {old}: its data is what Slony had replicated, and it becomes the origin (run enable-writes first if {old} holds newer writes)", db.name),
-                &format!("{} はまだ {old} のサブスクライバーです", db.name),
+    // NEW becomes the origin with the data it holds: while it is a subscriber of OLD, it must
+    // have everything OLD took — refused when it lags (in numbers), then confirmed by Slony
+    // itself once the writers are stopped.
+    let mut lagging = Vec::new();
+    let mut syncs = Vec::new();
+    for dbname in &dbnames {
+        let old_db = horizon.database(old, dbname)?;
+        if slony::role(&old_db.name)? != Role::Origin {
+            continue;
+        }
+        let unreadable = |what: &str| refused(format!("{}: {what} cannot be read: opsh cannot tell whether {new} has every change", old_db.name), format!("{}: {what} を読めません", old_db.name));
+        let old_id = slony::local_node(&old_db.name)?.ok_or_else(|| unreadable("its Slony node id"))?;
+        let mut subscribers = Vec::new();
+        for appliance in pair.others(old) {
+            let db = horizon.database(appliance, dbname)?;
+            if slony::role(&db.name)? != Role::Subscriber {
+                continue;
+            }
+            let id = slony::local_node(&db.name)?.ok_or_else(|| unreadable("a subscriber's node id"))?;
+            if appliance == new {
+                match slony::subscriber_lag(&old_db.name, id)? {
+                    Some((events, seconds)) if events > 2 || seconds >= 30.0 => {
+                        lagging.push(format!("{} is {events} Slony events ({seconds:.1} s) behind {}", db.name, old_db.name))
+                    }
+                    Some(_) => {}
+                    None => lagging.push(format!("{} has no Slony status for {} (its lag cannot be read)", old_db.name, db.name)),
+                }
+            }
+            subscribers.push((db, id));
+        }
+        if !subscribers.is_empty() {
+            syncs.push((old_db, old_id, subscribers));
+        }
+    }
+    if !lagging.is_empty() {
+        if !force {
+            return Err(refused(
+                format!(
+                    "{}: promoting {new} now loses the changes it has not received. Wait until it catches up (`horizon status`), or add --force to accept losing them",
+                    lagging.join("; ")
+                ),
+                format!("{}: 今 {new} を昇格すると未受信の変更が失われます。追いつくまで待つか、--force で損失を受け入れてください", lagging.join("; ")),
             ));
         }
+        warnings.push(text(&format!("--force: {}; those changes are lost", lagging.join("; ")), &format!("--force: {}。これらの変更は失われます", lagging.join("; "))));
+        syncs.clear();
     }
     let tenant = matches!(pair.kind, PairKind::Tenant(_));
     let (seed_slon_stop, seed_drop, seed_caps, seed_slon_start, seed_reinit, seed_verify, seed_start) =
@@ -356,17 +558,23 @@ pub fn promote(horizon: &Horizon, new: &str, old: &str, org: Option<&str>) -> Co
     for appliance in &pair.appliances {
         // The seed edits fdb.properties; a tenant's edb and avdb properties name the failed
         // appliance too and are edited alike.
-        for dbname in dbnames {
+        for dbname in &dbnames {
             if let Some(step) = remove_address_step("3", appliance, &layout.properties(dbname), old)? {
                 plan.push(step);
             }
         }
     }
+    for (origin, origin_id, subscribers) in &syncs {
+        let subscribers: Vec<(&Database, i64)> = subscribers.iter().map(|(db, id)| (*db, *id)).collect();
+        plan.push(steps::sync_wait(seed_slon_stop, origin, *origin_id, &subscribers));
+    }
     for appliance in &pair.appliances {
         plan.push(steps::stop_slon(seed_slon_stop, appliance));
     }
-    for appliance in [old, new] {
-        for dbname in dbnames {
+    // The seed drops _slony on the primary and the secondary; with more appliances, on every one
+    // (the new cluster is built from nothing).
+    for appliance in std::iter::once(old).chain(std::iter::once(new)).chain(pair.appliances.iter().map(String::as_str).filter(|a| *a != old && *a != new)) {
+        for dbname in &dbnames {
             plan.push(steps::drop_slony(seed_drop, horizon.database(appliance, dbname)?));
         }
     }
@@ -390,7 +598,7 @@ pub fn promote(horizon: &Horizon, new: &str, old: &str, org: Option<&str>) -> Co
     }
     let scripts: Vec<String> = dbnames.iter().map(|d| layout.start_slon(d)).collect();
     for appliance in &pair.appliances {
-        plan.push(steps::start_slon(seed_slon_start, appliance, dbnames, &scripts));
+        plan.push(steps::start_slon(seed_slon_start, appliance, &dbnames, &scripts));
     }
     for nodes in &node_sets {
         plan.push(steps::subscribe(seed_reinit, nodes));
@@ -419,20 +627,21 @@ pub fn promote(horizon: &Horizon, new: &str, old: &str, org: Option<&str>) -> Co
     })
 }
 
-pub fn reinit(horizon: &Horizon, appliance: &str, only: Option<&str>, origin: Option<&str>) -> CommandResult<ChangePlan> {
+pub fn reinit(horizon: &Horizon, appliance: &str, only: Option<&str>, origin: Option<&str>, force: bool) -> CommandResult<ChangePlan> {
     let pair = horizon.pair_of(appliance)?;
     let origin = match origin {
         Some(origin) if pair.appliances.iter().any(|a| a == origin) && origin != appliance => origin.to_string(),
         Some(origin) => {
             return Err(CommandError::Usage(format!("--origin {origin} must be another appliance of the {} ({})", pair.label(), pair.appliances.join(", "))));
         }
-        None => partner(pair, appliance)?.clone(),
+        None => String::new(),
     };
     let dbnames: Vec<&str> = match only {
         Some(db) if pair.databases().contains(&db) => vec![db],
         Some(db) => return Err(CommandError::Usage(format!("--db {db}: a {} appliance has {}", pair.label(), pair.databases().join(", ")))),
         None => pair.databases().to_vec(),
     };
+    let origin = if origin.is_empty() { writable_other(horizon, pair, appliance, &dbnames)? } else { origin };
     let mut warnings = Vec::new();
     for host in [appliance, origin.as_str()] {
         appliances::reachable(host).map_err(|e| refused(format!("{host} does not answer: {e}"), format!("{host} が応答しません: {e}")))?;
@@ -442,11 +651,31 @@ pub fn reinit(horizon: &Horizon, appliance: &str, only: Option<&str>, origin: Op
         let source = horizon.database(&origin, dbname)?;
         let target = horizon.database(appliance, dbname)?;
         appliances::answers(&target.name).map_err(|e| refused(format!("{} does not answer: {e}", target.name), format!("{} が応答しません", target.name)))?;
-        if slony::role(&source.name)? == Role::Subscriber {
+        let source_role = slony::role(&source.name)?;
+        if source_role == Role::Subscriber {
             return Err(refused(
                 format!("{} is a Slony subscriber: {origin} does not hold the primary {dbname}; give --origin the appliance that does", source.name),
                 format!("{} はサブスクライバーです。{origin} はプライマリではありません", source.name),
             ));
+        }
+        // The subscribe truncates the target's copy: never the side holding the newer writes.
+        let why = match (slony::role(&target.name)?, source_role) {
+            (Role::Standalone, Role::Origin) => Some(format!(
+                "{} takes writes on its own (its Slony schema was dropped: writes were enabled there) while {} still holds its old Slony origin: {appliance} has the newer writes, and making it a subscriber would truncate them. Did you mean `horizon reinit-slony {origin} --origin {appliance}`?",
+                target.name, source.name
+            )),
+            (Role::Standalone, Role::Standalone) => Some(format!("both {} and {} take writes without Slony: opsh cannot tell which one has the newer writes", target.name, source.name)),
+            (Role::Origin, Role::Origin) => Some(format!("both {} and {} are Slony origins: opsh cannot tell which one has the newer writes", target.name, source.name)),
+            _ => None,
+        };
+        if let Some(why) = why {
+            if !force {
+                return Err(refused(
+                    format!("{why}. Compare them; --force replaces {}'s data with {}'s anyway", target.name, source.name),
+                    format!("{}: --force で {} のデータを {} のデータで置き換えます", target.name, target.name, source.name),
+                ));
+            }
+            warnings.push(text(&format!("--force: {why}; {}'s data is replaced by {}'s", target.name, source.name), &format!("--force: {} のデータは {} のデータで置き換えられます", target.name, source.name)));
         }
         objects.push(slony::replicated_objects(&source.name)?);
     }
@@ -523,7 +752,11 @@ pub fn verify(horizon: &Horizon, call: &Invocation) -> CommandResult<Vec<Table>>
                 let appliance = args.required("appliance")?;
                 match args.get("origin") {
                     Some(o) => o.to_string(),
-                    None => partner(horizon.pair_of(appliance)?, appliance)?.clone(),
+                    None => {
+                        let pair = horizon.pair_of(appliance)?;
+                        let dbnames: Vec<&str> = args.get("db").map(|d| vec![d]).unwrap_or_else(|| pair.databases());
+                        writable_other(horizon, pair, appliance, &dbnames)?
+                    }
                 }
             } else {
                 args.required("new")?.to_string()
@@ -544,6 +777,9 @@ pub fn verify(horizon: &Horizon, call: &Invocation) -> CommandResult<Vec<Table>>
         _ => {}
     }
     let mut tables = vec![checked.build()];
-    tables.extend(status(horizon)?);
+    let roles = roles(horizon);
+    let capabilities = capabilities_rows(horizon);
+    tables.push(invariants(horizon, &roles, &capabilities).verified()?);
+    tables.extend(status(horizon)?.into_iter().skip(1));
     Ok(tables)
 }

@@ -56,6 +56,49 @@ pub fn subscription_active(db: &str) -> Result<bool, CapabilityError> {
     Ok(sql::query(db, NODE, &[])?.first_bool("active") == Some(true))
 }
 
+/// Does this copy of the database take writes now? A database without Slony, or a Slony origin,
+/// does; a subscriber's replicated tables refuse them.
+pub fn takes_writes(role: Role) -> bool {
+    matches!(role, Role::Standalone | Role::Origin)
+}
+
+/// Is the database fenced read-only for every new session (`ALTER DATABASE … SET
+/// default_transaction_read_only = on`, what opsh does to an old primary it stops trusting)?
+/// Read from the catalog, not from this session's settings.
+pub fn fenced(db: &str) -> Result<bool, CapabilityError> {
+    let rows = sql::query(
+        db,
+        "SELECT EXISTS (SELECT 1 FROM pg_db_role_setting s JOIN pg_database d ON d.oid = s.setdatabase WHERE d.datname = current_database() AND s.setrole = 0 AND 'default_transaction_read_only=on' = ANY (s.setconfig)) AS fenced",
+        &[],
+    )?;
+    Ok(rows.first_bool("fenced") == Some(true))
+}
+
+/// This node's id in the Slony cluster.
+pub fn local_node(db: &str) -> Result<Option<i64>, CapabilityError> {
+    Ok(sql::query(db, "SELECT last_value::bigint AS id FROM _slony.sl_local_node_id", &[])?.first_int("id"))
+}
+
+/// The appliance the set's origin is on, as this node's catalog says (the conninfo of its path
+/// to the origin names the origin's host): known even while the origin is down.
+pub fn origin_appliance(db: &str) -> Result<Option<String>, CapabilityError> {
+    let rows = sql::query(
+        db,
+        "SELECT pa_conninfo AS conninfo FROM _slony.sl_path WHERE pa_server = (SELECT set_origin FROM _slony.sl_set ORDER BY set_id LIMIT 1) ORDER BY pa_client LIMIT 1",
+        &[],
+    )?;
+    Ok(rows
+        .first_text("conninfo")
+        .and_then(|c| opsh_plugin_sdk::pg::Conninfo::parse(&c).ok())
+        .and_then(|c| c.get("host").and_then(opsh_plugin_sdk::names::host_of))
+        .map(|m| m.host))
+}
+
+/// How far subscriber node `node` is behind, as the origin `db` sees it: (events, seconds).
+pub fn subscriber_lag(db: &str, node: i64) -> Result<Option<(i64, f64)>, CapabilityError> {
+    Ok(lag(db)?.into_iter().find(|(n, _, _)| *n == node).map(|(_, events, seconds)| (events, seconds)))
+}
+
 /// The seed's verification query on `db`: (local_id, master_node) of set 1.
 pub fn verification(db: &str) -> Result<Option<(i64, bool)>, CapabilityError> {
     let rows = sql::query(db, VERIFY, &[])?;
@@ -146,6 +189,20 @@ pub fn init_script(nodes: &[&Database], tables: &[String], sequences: &[String])
     }
     for (id, sequence) in sequences.iter().enumerate() {
         script.push_str(&format!("set add sequence (set id = 1, origin = 1, id = {}, fully qualified name = '{sequence}');\n", id + 1));
+    }
+    script
+}
+
+/// slonik on the origin: a SYNC event, then wait until every subscriber has confirmed it — after
+/// writers stopped, everything the origin took is then on the subscribers.
+pub fn sync_script(origin: &Database, origin_id: i64, subscribers: &[(&Database, i64)]) -> String {
+    let mut script = format!("cluster name = {CLUSTER};\nnode {origin_id} admin conninfo = '{}';\n", conninfo(origin));
+    for (db, id) in subscribers {
+        script.push_str(&format!("node {id} admin conninfo = '{}';\n", conninfo(db)));
+    }
+    script.push_str(&format!("sync (id = {origin_id});\n"));
+    for (_, id) in subscribers {
+        script.push_str(&format!("wait for event (origin = {origin_id}, confirmed = {id}, wait on = {origin_id}, timeout = 120);\n"));
     }
     script
 }

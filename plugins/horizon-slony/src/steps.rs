@@ -60,18 +60,37 @@ pub fn stop_slon(seed: &str, appliance: &str) -> Step {
     .build()
 }
 
+/// The old primary's copy stops taking writes: read-only for every new session, and the sessions
+/// it has ended (its writers are stopped already; this is for anyone else).
+pub fn fence_db(seed: &str, db: &Database) -> Step {
+    let alter = format!("ALTER DATABASE {} SET default_transaction_read_only = on", opsh_plugin_sdk::quote::ident(&db.dbname));
+    let terminate = "SELECT count(pg_terminate_backend(pid))::bigint AS ended FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()";
+    step(
+        &format!("fence-{}", db.name),
+        titled(seed, &format!("Fence {}: read-only for every new session, open sessions ended", db.name), &format!("{} を隔離: 新しいセッションは読み取り専用、既存セッションを終了", db.name)),
+        &db.name,
+    )
+    .sql(&db.name, &[&alter, terminate])
+    .group("fence")
+    .idempotent()
+    .data(data::encode(&[("action", "fence"), ("db", &db.name), ("alter", &alter), ("terminate", terminate)]))
+    .build()
+}
+
 pub fn drop_slony(seed: &str, db: &Database) -> Step {
     step(
         &format!("drop-slony-{}", db.name),
         titled(seed, &format!("Drop schema _slony on {}", db.name), &format!("{} で _slony スキーマを削除", db.name)),
         &db.name,
     )
-    .sql(&db.name, &["DROP SCHEMA IF EXISTS _slony CASCADE"])
+    .sql(&db.name, &[DROP_SLONY])
     .group("drop-slony")
     .idempotent()
     .data(data::encode(&[("action", "drop-slony"), ("db", &db.name)]))
     .build()
 }
+
+const DROP_SLONY: &str = "DROP SCHEMA IF EXISTS _slony CASCADE";
 
 /// pg_dump of the primary's data (not its Slony schema) and a restore into the secondary in one
 /// transaction, run on the secondary appliance. The dump is kept on the secondary.
@@ -179,6 +198,14 @@ pub fn slony_init(seed: &str, nodes: &[&Database], tables: &[String], sequences:
         ),
         &origin.name,
     )
+    .effects_each(nodes, |node| {
+        // Leftovers of an interrupted attempt would make `init cluster` fail, and a fenced copy
+        // could not take what Slony copies into it: every node starts from nothing.
+        Effect::Sql(opsh_plugin_sdk::SqlEffect {
+            database: node.name.clone(),
+            statements: vec![DROP_SLONY.into(), format!("ALTER DATABASE {} RESET default_transaction_read_only", opsh_plugin_sdk::quote::ident(&node.dbname))],
+        })
+    })
     .effect(Effect::Opaque(text(
         &format!("slonik on {} reads:\n{script}", origin.appliance),
         &format!("{} の slonik に渡すスクリプト:\n{script}", origin.appliance),
@@ -227,6 +254,33 @@ pub fn subscribe(seed: &str, nodes: &[&Database]) -> Step {
     )))
     .idempotent()
     .data(data::encode(&[("action", "subscribe"), ("host", &origin.appliance), ("nodes", &names(nodes)), ("script", &script)]))
+    .build()
+}
+
+/// Before Slony is taken apart: the subscribers have everything the origin took (its writers are
+/// stopped by then), confirmed by Slony itself.
+pub fn sync_wait(seed: &str, origin: &Database, origin_id: i64, subscribers: &[(&Database, i64)]) -> Step {
+    let script = slony::sync_script(origin, origin_id, subscribers);
+    let names: Vec<&str> = subscribers.iter().map(|(d, _)| d.appliance.as_str()).collect();
+    step(
+        &format!("sync-{}", origin.name),
+        titled(
+            seed,
+            &format!("Wait until {} have confirmed every change of {} (slonik: sync, wait for event)", names.join(", "), origin.name),
+            &format!("{} が {} の全変更を確認するまで待つ (slonik: sync, wait for event)", names.join("、"), origin.name),
+        ),
+        &origin.name,
+    )
+    .effect(Effect::Opaque(text(&format!("slonik on {} reads:\n{script}", origin.appliance), &format!("{} の slonik に渡すスクリプト:\n{script}", origin.appliance))))
+    .group("sync")
+    .idempotent()
+    .data(data::encode(&[
+        ("action", "sync"),
+        ("host", &origin.appliance),
+        ("origin", &origin.name),
+        ("subscribers", &subscribers.iter().map(|(_, id)| id.to_string()).collect::<Vec<_>>().join(",")),
+        ("script", &script),
+    ]))
     .build()
 }
 
@@ -357,8 +411,13 @@ pub fn apply(step: &Step) -> CommandResult<Text> {
         "slony-init" => {
             // Leftovers of an interrupted attempt would make `init cluster` fail: this step
             // builds the cluster from nothing, on nodes whose slon is stopped.
-            for db in data.get("nodes")?.split(',') {
-                opsh_plugin_sdk::sql::batch(db, "SET client_min_messages = warning; DROP SCHEMA IF EXISTS _slony CASCADE")?;
+            for effect in &step.effects {
+                if let Effect::Sql(sql) = effect {
+                    opsh_plugin_sdk::sql::batch(&sql.database, "SET client_min_messages = warning")?;
+                    for statement in &sql.statements {
+                        opsh_plugin_sdk::sql::query(&sql.database, statement, &[])?;
+                    }
+                }
             }
             slonik(data.get("host")?, data.get("script")?)?;
             Ok(text("cluster, nodes, paths and set created", "クラスタ・ノード・パス・セットを作成しました"))
@@ -384,6 +443,17 @@ pub fn apply(step: &Step) -> CommandResult<Text> {
             }
             wait_until(300, "the subscribers to copy the set and catch up", || caught_up(&nodes))?;
             Ok(text("subscribed; the copy is done and the subscribers are caught up", "購読完了。コピーが終わり追いつきました"))
+        }
+        "fence" => {
+            let db = data.get("db")?;
+            opsh_plugin_sdk::sql::query(db, data.get("alter")?, &[])?;
+            let ended = opsh_plugin_sdk::sql::query(db, data.get("terminate")?, &[])?;
+            let ended = opsh_plugin_sdk::RowsExt::first_int(&ended, "ended").unwrap_or(0);
+            Ok(text(&format!("read-only for new sessions; {ended} sessions ended"), &format!("新しいセッションは読み取り専用。{ended} 件のセッションを終了")))
+        }
+        "sync" => {
+            slonik(data.get("host")?, data.get("script")?)?;
+            Ok(text("every subscriber confirmed the origin's last event", "全サブスクライバーが最後のイベントを確認しました"))
         }
         "confirm-origin" => {
             let db = data.get("db")?;
@@ -458,6 +528,24 @@ pub fn check(step: &Step) -> CommandResult<CheckResult> {
                 Err(e) => unknown(&e),
             }
         }
+        "fence" => match slony::fenced(data.get("db")?) {
+            Ok(yes) => done(yes, "default_transaction_read_only of the database"),
+            Err(e) => unknown(&e.message()),
+        },
+        "sync" => {
+            let ids: Vec<i64> = data.get("subscribers")?.split(',').filter_map(|i| i.parse().ok()).collect();
+            match slony::lag(data.get("origin")?) {
+                Ok(lag) => {
+                    let behind: Vec<String> = ids
+                        .iter()
+                        .filter(|id| !lag.iter().any(|(n, events, seconds)| n == *id && *events <= 2 && *seconds < 30.0))
+                        .map(|id| format!("node {id}"))
+                        .collect();
+                    done(behind.is_empty(), &if behind.is_empty() { "every subscriber is caught up (sl_status)".to_string() } else { format!("not caught up: {}", behind.join(", ")) })
+                }
+                Err(e) => unknown(&e.message()),
+            }
+        }
         "confirm-origin" => match slony::verification(data.get("db")?) {
             Ok(found) => done(matches!(found, Some((_, true))), "the seed's verification query"),
             Err(e) => unknown(&e.message()),
@@ -500,11 +588,17 @@ fn slon_gone(host_name: &str) -> Result<bool, String> {
     crate::appliances::slon_processes(host_name).map(|n| n == 0)
 }
 
-/// Does a slon run for each database (its conninfo names `dbname=DB`)?
+/// Does a slon run for each database (its conninfo names `dbname=DB`, wherever in the conninfo
+/// and however the start script orders its arguments)?
 fn slons_for(host_name: &str, dbs: &str) -> Result<bool, String> {
     let out = opsh_plugin_sdk::probe(host_name, &["sh", "-c", "pgrep -a -x slon || true"], Some(10_000)).map_err(|e| e.message().to_string())?;
     let listing = String::from_utf8_lossy(&out.stdout).to_string();
-    Ok(dbs.split(',').all(|db| listing.lines().any(|l| l.contains(&format!("dbname={db} ")))))
+    Ok(dbs.split(',').all(|db| listing.lines().any(|l| slon_serves(l, db))))
+}
+
+/// A `pgrep -a` line of a slon for database `db`: one of its words is `dbname=db` (quoted or not).
+fn slon_serves(line: &str, db: &str) -> bool {
+    line.split_whitespace().map(|w| w.trim_matches(|c| c == '\'' || c == '"')).any(|w| w.strip_prefix("dbname=") == Some(db))
 }
 
 /// Every subscriber has finished the initial copy, and the origin sees them at most a couple
@@ -526,4 +620,15 @@ fn same_rows(from: &str, to: &str) -> Result<bool, opsh_plugin_sdk::CapabilityEr
     let a = opsh_plugin_sdk::sql::query(from, COUNTS, &[])?;
     let b = opsh_plugin_sdk::sql::query(to, COUNTS, &[])?;
     Ok(opsh_plugin_sdk::RowsExt::first_text(&a, "counts") == opsh_plugin_sdk::RowsExt::first_text(&b, "counts"))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_slon_is_found_by_its_dbname_wherever_the_conninfo_puts_it() {
+        assert!(super::slon_serves("12 /usr/bin/slon -s 500 slony dbname=fdb host=a port=5432 user=opsh", "fdb"));
+        assert!(super::slon_serves("12 /usr/bin/slon slony host=a port=6432 user=opsh dbname=fdb", "fdb"), "dbname last");
+        assert!(super::slon_serves("12 slon -p /run/x.pid slony 'dbname=edb host=a'", "edb"));
+        assert!(!super::slon_serves("12 slon slony host=a dbname=fdb2", "fdb"));
+    }
 }

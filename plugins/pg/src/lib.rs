@@ -3,7 +3,7 @@
 //! - `pg status` — reachability, role (primary / standby), version, replication of each database.
 //! - `pg set-config DATABASE NAME VALUE` — `ALTER SYSTEM SET` then `pg_reload_conf()`, verified
 //!   by reading `pg_settings` back; warns when the setting needs a restart.
-#![cfg(target_arch = "wasm32")]
+#![cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
 
 use opsh_plugin_sdk::{
     Args, ChangePlan, CheckResult, CheckState, CommandError, CommandKind, CommandResult, Completion, Guest, Invocation, PluginInfo, RowsExt, Step, Table, bad,
@@ -189,4 +189,5 @@ fn status() -> Table {
     out.build()
 }
 
+#[cfg(target_arch = "wasm32")]
 opsh_plugin_sdk::export!(Pg);

@@ -87,6 +87,12 @@ impl StepBuilder {
         }))
     }
 
+    /// One effect per item, in order.
+    pub fn effects_each<T>(mut self, items: &[T], effect: impl Fn(&T) -> Effect) -> Self {
+        self.0.effects.extend(items.iter().map(effect));
+        self
+    }
+
     pub fn group(mut self, group: &str) -> Self {
         self.0.group = group.to_string();
         self

@@ -55,6 +55,51 @@ pub fn remove_address(content: &str, address: &str) -> Result<String, String> {
     Ok(out)
 }
 
+/// Every host a value lists — a `*.hosts` list (`a,b`) or the host part of a JDBC URL
+/// (`jdbc:postgresql://a:5432,b:5432/db`) — as written, without its `:port`: (line number, key,
+/// host). A runbook checks that each names an inventory host before it trusts "the file does not
+/// name X".
+pub fn listed_hosts(content: &str) -> Vec<(usize, String, String)> {
+    let mut found = Vec::new();
+    for (number, line) in content.lines().enumerate() {
+        let Some((key, value)) = entry(line) else { continue };
+        let hosts = if key.ends_with(".hosts") {
+            Some(value)
+        } else {
+            value.strip_prefix("jdbc:postgresql://").map(|rest| rest.split(['/', '?']).next().unwrap_or(""))
+        };
+        for item in hosts.unwrap_or("").split(',').map(str::trim).filter(|i| !i.is_empty()) {
+            let host = strip_port(item);
+            found.push((number + 1, key.to_string(), host.to_string()));
+        }
+    }
+    found
+}
+
+/// `host:5432` → `host`, `[::1]:5432` → `[::1]`; a bare IPv6 address is left as it is.
+fn strip_port(item: &str) -> &str {
+    match item.rsplit_once(':') {
+        // (a host token `{{addr:a:fqdn}}` has colons of its own)
+        Some((host, port)) if port.chars().all(|c| c.is_ascii_digit()) && !port.is_empty() && (!host.contains(':') || host.ends_with(']') || host.ends_with("}}")) => host,
+        _ => item,
+    }
+}
+
+/// A JDBC PostgreSQL URL pointed at one host and port, everything else (database, parameters)
+/// kept: `jdbc:postgresql://a:5432/avdb?ssl=true` → `jdbc:postgresql://HOST:PORT/avdb?ssl=true`.
+pub fn jdbc_url_at(url: &str, host: &str, port: &str) -> Result<String, String> {
+    let rest = url.strip_prefix("jdbc:postgresql://").ok_or_else(|| format!("{url:?} is not a jdbc:postgresql:// URL"))?;
+    let tail = rest.find(['/', '?']).map(|i| &rest[i..]).unwrap_or("");
+    Ok(format!("jdbc:postgresql://{host}:{port}{tail}"))
+}
+
+/// The port a JDBC URL gives its (first) host, if any.
+pub fn jdbc_port(url: &str) -> Option<&str> {
+    let rest = url.strip_prefix("jdbc:postgresql://")?;
+    let first = rest.split(['/', '?', ',']).next()?;
+    first.rsplit_once(':').map(|(_, p)| p).filter(|p| p.chars().all(|c| c.is_ascii_digit()))
+}
+
 fn entry(line: &str) -> Option<(&str, &str)> {
     let trimmed = line.trim_start();
     if trimmed.starts_with('#') || trimmed.starts_with('!') {
@@ -82,6 +127,16 @@ mod tests {
     fn refuses_to_leave_a_value_without_a_host() {
         let err = remove_address("x=1\nfdb.hosts=A\n", "A").unwrap_err();
         assert!(err.contains("line 2"), "{err}");
+    }
+
+    #[test]
+    fn lists_every_host_of_host_lists_and_jdbc_urls() {
+        let text = "# x=1\nfdb.hosts=A, b.corp:5433\nfdb.url=jdbc:postgresql://A:5432,[::1]:5432,{{addr:c:fqdn}}:6432/fdb?ssl=true\nfdb.port=5432\n";
+        let hosts: Vec<(usize, String)> = listed_hosts(text).into_iter().map(|(n, _, h)| (n, h)).collect();
+        assert_eq!(hosts, vec![(2, "A".into()), (2, "b.corp".into()), (3, "A".into()), (3, "[::1]".into()), (3, "{{addr:c:fqdn}}".into())]);
+        assert_eq!(jdbc_url_at("jdbc:postgresql://A:5432/avdb?ssl=true", "B", "6432").as_deref(), Ok("jdbc:postgresql://B:6432/avdb?ssl=true"));
+        assert_eq!(jdbc_port("jdbc:postgresql://A:5433/avdb"), Some("5433"));
+        assert!(jdbc_url_at("postgres://x", "B", "1").is_err());
     }
 
     #[test]

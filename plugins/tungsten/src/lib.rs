@@ -6,7 +6,7 @@
 //! - `tungsten status` — dataservices (policy, coordinator, connectors) and every replicator of
 //!   every host (both installations), parsed from cctrl's and trepctl's own output.
 //! - `tungsten reprovision FAILED --from SOURCE_HOST`.
-#![cfg(target_arch = "wasm32")]
+#![cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
 
 mod cluster;
 
@@ -547,4 +547,5 @@ fn check_step(data: &StepData) -> CommandResult<CheckResult> {
     })
 }
 
+#[cfg(target_arch = "wasm32")]
 opsh_plugin_sdk::export!(Tungsten);
