@@ -8,6 +8,7 @@ mod engine;
 mod errors;
 mod examples;
 mod horizon;
+mod horizon_shapes;
 mod lab_drills;
 mod otb;
 mod otb_lab;

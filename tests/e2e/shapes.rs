@@ -119,7 +119,17 @@ fn generate(rng: &mut Rng) -> Shape {
         writeln!(toml, "\n[[hosts]]\nname = \"{server}\"\ndns = {dns}").ok();
     }
     for m in &members {
-        write!(toml, "\n[[clusters]]\nname = \"{}\"\nhost = \"{}\"\nport = {}\ndata_dir = \"{}\"\npgxc = {{ node = \"{}\", type = \"{}\" }}\n", m.name, m.host, m.port, m.dir, m.node, if m.coordinator { "coordinator" } else { "datanode" }).ok();
+        write!(
+            toml,
+            "\n[[clusters]]\nname = \"{}\"\nhost = \"{}\"\nport = {}\ndata_dir = \"{}\"\npgxc = {{ node = \"{}\", type = \"{}\" }}\n",
+            m.name,
+            m.host,
+            m.port,
+            m.dir,
+            m.node,
+            if m.coordinator { "coordinator" } else { "datanode" }
+        )
+        .ok();
         if let Some(bin) = &m.bin {
             writeln!(toml, "bin_dir = \"{bin}\"").ok();
         }
@@ -131,7 +141,12 @@ fn generate(rng: &mut Rng) -> Shape {
     rng.shuffle(&mut gtm_hosts);
     let gtm_ports = [port_on(rng, &gtm_hosts[0]), port_on(rng, &gtm_hosts[1])];
     for (i, role) in ["master", "standby"].iter().enumerate() {
-        write!(toml, "\n[[gtms]]\nhost = \"{}\"\nnode = \"gtm_{}\"\nport = {}\nrole = \"{role}\"\ndata_dir = \"{root}/gtm{i}\"\n", gtm_hosts[i], cn_base, gtm_ports[i]).ok();
+        write!(
+            toml,
+            "\n[[gtms]]\nhost = \"{}\"\nnode = \"gtm_{}\"\nport = {}\nrole = \"{role}\"\ndata_dir = \"{root}/gtm{i}\"\n",
+            gtm_hosts[i], cn_base, gtm_ports[i]
+        )
+        .ok();
     }
     // The inventory lists the members in an order of its own.
     let mut listed = members.clone();
@@ -166,7 +181,9 @@ fn try_shape(shape: &Shape, path: &std::path::Path) -> Result<(), String> {
     world.sql(&shape.old_master, "postgres", "CREATE TABLE shape_rows(x int); INSERT INTO shape_rows SELECT generate_series(1, 20);");
     for m in of_target.iter().filter(|m| m.name != shape.old_master) {
         let cluster = world.lab.cluster(&m.name).map_err(|e| e.to_string())?.clone();
-        wait_for(60, "the rows on every standby", || (world.lab.psql_as_admin(&cluster, "postgres", "SELECT count(*) FROM shape_rows").ok()? == "20").then_some(()));
+        wait_for(60, "the rows on every standby", || {
+            (world.lab.psql_as_admin(&cluster, "postgres", "SELECT count(*) FROM shape_rows").ok()? == "20").then_some(())
+        });
     }
     if shape.crash {
         world.lab.crash(&shape.old_master).map_err(|e| e.to_string())?;
@@ -206,9 +223,10 @@ fn try_shape(shape: &Shape, path: &std::path::Path) -> Result<(), String> {
 #[test]
 fn generated_opentenbase_shapes_fail_over_to_exactly_one_master() {
     let count: usize = std::env::var("OPSH_SHAPES").ok().and_then(|n| n.parse().ok()).unwrap_or(2);
-    let seed: u64 = std::env::var("OPSH_SHAPES_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(1)
-    });
+    let seed: u64 = std::env::var("OPSH_SHAPES_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(1));
     eprintln!("generated shapes: seed {seed}, {count} shape(s) (replay with OPSH_SHAPES_SEED={seed} OPSH_SHAPES={count})");
     let mut rng = Rng(seed);
     std::fs::create_dir_all("/tmp/opsh-shapes").expect("shape dir");

@@ -549,9 +549,19 @@ impl Lab {
     fn write_server_pgpass(&self, password: &str, uid: u32, gid: u32) -> Result<()> {
         let path = PathBuf::from(format!("/home/{LAB_USER}/.pgpass"));
         let prefix = format!("127.42.{}.", self.state.block);
-        let mut lines: Vec<String> = fs::read_to_string(&path).unwrap_or_default().lines().filter(|l| !l.starts_with(&prefix)).map(str::to_string).collect();
+        let dns_suffix = format!(".b{}.{DNS_DOMAIN}:", self.state.block);
+        let mut lines: Vec<String> = fs::read_to_string(&path)
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| !l.starts_with(&prefix) && !l.split(':').next().is_some_and(|h| format!("{h}:").ends_with(&dns_suffix)))
+            .map(str::to_string)
+            .collect();
         for cluster in &self.state.clusters {
             lines.push(format!("{}:{}:*:opsh:{password}", cluster.address, cluster.port));
+            // libpq matches the host as the connection names it: a DNS name needs its own line.
+            if let Some(dns) = self.host(&cluster.host).ok().and_then(|h| h.dns.clone()) {
+                lines.push(format!("{dns}:{}:*:opsh:{password}", cluster.port));
+            }
         }
         if let Some(home) = path.parent() {
             fs::create_dir_all(home)?;

@@ -173,6 +173,7 @@ const BUILTIN: &[(&str, &str)] = &[
     ("otb", include_str!("../topologies/otb.toml")),
     ("otb-trio", include_str!("../topologies/otb-trio.toml")),
     ("horizon", include_str!("../topologies/horizon.toml")),
+    ("horizon-trio", include_str!("../topologies/horizon-trio.toml")),
     ("tungsten", include_str!("../topologies/tungsten.toml")),
     ("xdb", include_str!("../topologies/xdb.toml")),
 ];

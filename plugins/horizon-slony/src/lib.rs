@@ -70,7 +70,13 @@ impl Guest for HorizonPlugin {
                 )
                 .positional("new", text("the appliance to promote", "昇格するアプライアンス"), Completion::Host)
                 .option("old", true, text("the failed primary appliance", "障害が発生したプライマリ アプライアンス"), Completion::Host)
-                .flag("force", text("promote although NEW lags behind OLD (the changes it has not received are lost)", "NEW が OLD より遅れていても昇格 (未受信の変更は失われる)"))
+                .flag(
+                    "force",
+                    text(
+                        "promote although NEW lags behind OLD (the changes it has not received are lost)",
+                        "NEW が OLD より遅れていても昇格 (未受信の変更は失われる)",
+                    ),
+                )
                 .example("horizon promote service-provider sp2 --old sp1 --dry-run", text("Preview promoting sp2", "sp2 の昇格を確認"))
                 .build(),
                 command(
@@ -81,7 +87,13 @@ impl Guest for HorizonPlugin {
                 .positional("new", text("the appliance to promote", "昇格するアプライアンス"), Completion::Host)
                 .option("old", true, text("the failed primary appliance", "障害が発生したプライマリ アプライアンス"), Completion::Host)
                 .option("org", true, text("the tenant's organisation id", "テナントの組織 ID"), Completion::None)
-                .flag("force", text("promote although NEW lags behind OLD (the changes it has not received are lost)", "NEW が OLD より遅れていても昇格 (未受信の変更は失われる)"))
+                .flag(
+                    "force",
+                    text(
+                        "promote although NEW lags behind OLD (the changes it has not received are lost)",
+                        "NEW が OLD より遅れていても昇格 (未受信の変更は失われる)",
+                    ),
+                )
                 .example(
                     "horizon promote tenant ta2 --old ta1 --org 1001 --dry-run",
                     text("Preview promoting ta2 for organisation 1001", "組織 1001 の ta2 の昇格を確認"),
@@ -105,10 +117,19 @@ impl Guest for HorizonPlugin {
                 .option(
                     "origin",
                     false,
-                    text("the appliance whose databases are copied (default: the one other appliance of the pair that takes writes)", "コピー元のアプライアンス (既定: 書き込み可能なもう一方)"),
+                    text(
+                        "the appliance whose databases are copied (default: the one other appliance of the pair that takes writes)",
+                        "コピー元のアプライアンス (既定: 書き込み可能なもう一方)",
+                    ),
                     Completion::Host,
                 )
-                .flag("force", text("re-initialise even when the appliance may hold the newer writes (they are replaced)", "このアプライアンスの方が新しい書き込みを持つ可能性があっても再初期化 (置き換えられる)"))
+                .flag(
+                    "force",
+                    text(
+                        "re-initialise even when the appliance may hold the newer writes (they are replaced)",
+                        "このアプライアンスの方が新しい書き込みを持つ可能性があっても再初期化 (置き換えられる)",
+                    ),
+                )
                 .example(
                     "horizon reinit-slony ta1 --db edb",
                     text("Make the restarted ta1 a subscriber of edb again", "再起動した ta1 を edb のサブスクライバーに戻す"),

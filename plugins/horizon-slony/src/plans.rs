@@ -6,6 +6,11 @@ use opsh_plugin_sdk::{
 };
 
 use crate::appliances::{self, Database, Horizon, Pair, PairKind};
+
+/// A subscriber whose last confirmed event is older than this is not promoted without `--force`
+/// (a healthy one confirms within a few SYNC intervals; event counts alone say nothing, as a
+/// quiet origin keeps making SYNC events that carry no data).
+const MAX_LAG_SECONDS: f64 = 30.0;
 use crate::slony::{self, Role};
 use crate::steps::{self, titled};
 
@@ -120,8 +125,16 @@ fn invariants(horizon: &Horizon, roles: &Roles, capabilities: &[(String, i64)]) 
                     .collect()
             };
             let scope = format!("{} {dbname}", pair.label());
-            report.at_most_one(text("at most one copy takes writes", "書き込み可能なコピーは最大 1 つ"), &scope, &seen(|(r, fenced)| slony::takes_writes(r) && !fenced));
-            report.at_most_one(text("at most one Slony origin that takes writes", "書き込み可能な Slony origin は最大 1 つ"), &scope, &seen(|(r, fenced)| r == Role::Origin && !fenced));
+            report.at_most_one(
+                text("at most one copy takes writes", "書き込み可能なコピーは最大 1 つ"),
+                &scope,
+                &seen(|(r, fenced)| slony::takes_writes(r) && !fenced),
+            );
+            report.at_most_one(
+                text("at most one Slony origin that takes writes", "書き込み可能な Slony origin は最大 1 つ"),
+                &scope,
+                &seen(|(r, fenced)| r == Role::Origin && !fenced),
+            );
         }
         if !capabilities.is_empty() {
             let bits: Vec<(String, Seen)> = pair
@@ -258,7 +271,11 @@ fn writable_other(horizon: &Horizon, pair: &Pair, appliance: &str, dbnames: &[&s
     match writable.as_slice() {
         [one] => Ok(one.clone()),
         [] => Err(refused(
-            format!("no other appliance of the {} takes writes now ({}): there is nothing to copy from; name it with --origin if you know better", pair.label(), why.join("; ")),
+            format!(
+                "no other appliance of the {} takes writes now ({}): there is nothing to copy from; name it with --origin if you know better",
+                pair.label(),
+                why.join("; ")
+            ),
             format!("{} に書き込み可能な他のアプライアンスがありません ({})", pair.label(), why.join("; ")),
         )),
         many => Err(CommandError::Usage(format!("{} all take writes: name the appliance to copy from with --origin", many.join(" and ")))),
@@ -424,7 +441,9 @@ fn jdbc_step(seed: &str, horizon: &Horizon, pair: &Pair, appliance: &str) -> Com
     let appliances: Vec<&str> = pair.appliances.iter().map(String::as_str).collect();
     let fdb_port = horizon.database(appliance, "fdb")?.port.clone();
     for (key, db) in [("db.jdbc.url", "avdb"), ("db.fdb.jdbc.url", "fdb")] {
-        let bad_file = |e: String| refused(format!("{appliance}:{path}: {e}; is this the diagnose configuration the runbook expects?"), format!("{appliance}:{path}: {e}"));
+        let bad_file = |e: String| {
+            refused(format!("{appliance}:{path}: {e}; is this the diagnose configuration the runbook expects?"), format!("{appliance}:{path}: {e}"))
+        };
         let current = properties::get(&content, key).ok_or_else(|| bad_file(format!("no line sets {key}")))?.to_string();
         let form = names::form_used(&current, &appliances).flatten();
         let host = names::in_form(appliance, form.as_deref())?;
@@ -511,7 +530,12 @@ pub fn promote(horizon: &Horizon, new: &str, old: &str, org: Option<&str>, force
         if slony::role(&old_db.name)? != Role::Origin {
             continue;
         }
-        let unreadable = |what: &str| refused(format!("{}: {what} cannot be read: opsh cannot tell whether {new} has every change", old_db.name), format!("{}: {what} を読めません", old_db.name));
+        let unreadable = |what: &str| {
+            refused(
+                format!("{}: {what} cannot be read: opsh cannot tell whether {new} has every change", old_db.name),
+                format!("{}: {what} を読めません", old_db.name),
+            )
+        };
         let old_id = slony::local_node(&old_db.name)?.ok_or_else(|| unreadable("its Slony node id"))?;
         let mut subscribers = Vec::new();
         for appliance in pair.others(old) {
@@ -522,7 +546,7 @@ pub fn promote(horizon: &Horizon, new: &str, old: &str, org: Option<&str>, force
             let id = slony::local_node(&db.name)?.ok_or_else(|| unreadable("a subscriber's node id"))?;
             if appliance == new {
                 match slony::subscriber_lag(&old_db.name, id)? {
-                    Some((events, seconds)) if events > 2 || seconds >= 30.0 => {
+                    Some((events, seconds)) if seconds >= MAX_LAG_SECONDS => {
                         lagging.push(format!("{} is {events} Slony events ({seconds:.1} s) behind {}", db.name, old_db.name))
                     }
                     Some(_) => {}
@@ -545,7 +569,10 @@ pub fn promote(horizon: &Horizon, new: &str, old: &str, org: Option<&str>, force
                 format!("{}: 今 {new} を昇格すると未受信の変更が失われます。追いつくまで待つか、--force で損失を受け入れてください", lagging.join("; ")),
             ));
         }
-        warnings.push(text(&format!("--force: {}; those changes are lost", lagging.join("; ")), &format!("--force: {}。これらの変更は失われます", lagging.join("; "))));
+        warnings.push(text(
+            &format!("--force: {}; those changes are lost", lagging.join("; ")),
+            &format!("--force: {}。これらの変更は失われます", lagging.join("; ")),
+        ));
         syncs.clear();
     }
     let tenant = matches!(pair.kind, PairKind::Tenant(_));
@@ -664,8 +691,12 @@ pub fn reinit(horizon: &Horizon, appliance: &str, only: Option<&str>, origin: Op
                 "{} takes writes on its own (its Slony schema was dropped: writes were enabled there) while {} still holds its old Slony origin: {appliance} has the newer writes, and making it a subscriber would truncate them. Did you mean `horizon reinit-slony {origin} --origin {appliance}`?",
                 target.name, source.name
             )),
-            (Role::Standalone, Role::Standalone) => Some(format!("both {} and {} take writes without Slony: opsh cannot tell which one has the newer writes", target.name, source.name)),
-            (Role::Origin, Role::Origin) => Some(format!("both {} and {} are Slony origins: opsh cannot tell which one has the newer writes", target.name, source.name)),
+            (Role::Standalone, Role::Standalone) => {
+                Some(format!("both {} and {} take writes without Slony: opsh cannot tell which one has the newer writes", target.name, source.name))
+            }
+            (Role::Origin, Role::Origin) => {
+                Some(format!("both {} and {} are Slony origins: opsh cannot tell which one has the newer writes", target.name, source.name))
+            }
             _ => None,
         };
         if let Some(why) = why {
@@ -675,7 +706,10 @@ pub fn reinit(horizon: &Horizon, appliance: &str, only: Option<&str>, origin: Op
                     format!("{}: --force で {} のデータを {} のデータで置き換えます", target.name, target.name, source.name),
                 ));
             }
-            warnings.push(text(&format!("--force: {why}; {}'s data is replaced by {}'s", target.name, source.name), &format!("--force: {} のデータは {} のデータで置き換えられます", target.name, source.name)));
+            warnings.push(text(
+                &format!("--force: {why}; {}'s data is replaced by {}'s", target.name, source.name),
+                &format!("--force: {} のデータは {} のデータで置き換えられます", target.name, source.name),
+            ));
         }
         objects.push(slony::replicated_objects(&source.name)?);
     }

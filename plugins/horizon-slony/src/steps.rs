@@ -64,10 +64,15 @@ pub fn stop_slon(seed: &str, appliance: &str) -> Step {
 /// it has ended (its writers are stopped already; this is for anyone else).
 pub fn fence_db(seed: &str, db: &Database) -> Step {
     let alter = format!("ALTER DATABASE {} SET default_transaction_read_only = on", opsh_plugin_sdk::quote::ident(&db.dbname));
-    let terminate = "SELECT count(pg_terminate_backend(pid))::bigint AS ended FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()";
+    let terminate =
+        "SELECT count(pg_terminate_backend(pid))::bigint AS ended FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()";
     step(
         &format!("fence-{}", db.name),
-        titled(seed, &format!("Fence {}: read-only for every new session, open sessions ended", db.name), &format!("{} を隔離: 新しいセッションは読み取り専用、既存セッションを終了", db.name)),
+        titled(
+            seed,
+            &format!("Fence {}: read-only for every new session, open sessions ended", db.name),
+            &format!("{} を隔離: 新しいセッションは読み取り専用、既存セッションを終了", db.name),
+        ),
         &db.name,
     )
     .sql(&db.name, &[&alter, terminate])
@@ -203,7 +208,11 @@ pub fn slony_init(seed: &str, nodes: &[&Database], tables: &[String], sequences:
         // could not take what Slony copies into it: every node starts from nothing.
         Effect::Sql(opsh_plugin_sdk::SqlEffect {
             database: node.name.clone(),
-            statements: vec![DROP_SLONY.into(), format!("ALTER DATABASE {} RESET default_transaction_read_only", opsh_plugin_sdk::quote::ident(&node.dbname))],
+            statements: vec![
+                "SET default_transaction_read_only = off".into(),
+                format!("ALTER DATABASE {} RESET default_transaction_read_only", opsh_plugin_sdk::quote::ident(&node.dbname)),
+                DROP_SLONY.into(),
+            ],
         })
     })
     .effect(Effect::Opaque(text(
@@ -271,7 +280,10 @@ pub fn sync_wait(seed: &str, origin: &Database, origin_id: i64, subscribers: &[(
         ),
         &origin.name,
     )
-    .effect(Effect::Opaque(text(&format!("slonik on {} reads:\n{script}", origin.appliance), &format!("{} の slonik に渡すスクリプト:\n{script}", origin.appliance))))
+    .effect(Effect::Opaque(text(
+        &format!("slonik on {} reads:\n{script}", origin.appliance),
+        &format!("{} の slonik に渡すスクリプト:\n{script}", origin.appliance),
+    )))
     .group("sync")
     .idempotent()
     .data(data::encode(&[
@@ -541,7 +553,14 @@ pub fn check(step: &Step) -> CommandResult<CheckResult> {
                         .filter(|id| !lag.iter().any(|(n, events, seconds)| n == *id && *events <= 2 && *seconds < 30.0))
                         .map(|id| format!("node {id}"))
                         .collect();
-                    done(behind.is_empty(), &if behind.is_empty() { "every subscriber is caught up (sl_status)".to_string() } else { format!("not caught up: {}", behind.join(", ")) })
+                    done(
+                        behind.is_empty(),
+                        &if behind.is_empty() {
+                            "every subscriber is caught up (sl_status)".to_string()
+                        } else {
+                            format!("not caught up: {}", behind.join(", "))
+                        },
+                    )
                 }
                 Err(e) => unknown(&e.message()),
             }
@@ -565,7 +584,8 @@ fn slonik(host_name: &str, script: &str) -> Result<(), CommandError> {
     request.stdin = Some(script.as_bytes().to_vec());
     let out = ssh::exec(host_name, &request)?;
     if out.status != Some(0) {
-        return Err(CommandError::Failed(format!("slonik on {host_name}: {}", String::from_utf8_lossy(&out.stderr).trim())));
+        let said = format!("{}\n{}", String::from_utf8_lossy(&out.stderr).trim(), String::from_utf8_lossy(&out.stdout).trim());
+        return Err(CommandError::Failed(format!("slonik on {host_name} exited {:?}: {}", out.status, said.trim())));
     }
     Ok(())
 }

@@ -80,7 +80,11 @@ pub fn listed_hosts(content: &str) -> Vec<(usize, String, String)> {
 fn strip_port(item: &str) -> &str {
     match item.rsplit_once(':') {
         // (a host token `{{addr:a:fqdn}}` has colons of its own)
-        Some((host, port)) if port.chars().all(|c| c.is_ascii_digit()) && !port.is_empty() && (!host.contains(':') || host.ends_with(']') || host.ends_with("}}")) => host,
+        Some((host, port))
+            if port.chars().all(|c| c.is_ascii_digit()) && !port.is_empty() && (!host.contains(':') || host.ends_with(']') || host.ends_with("}}")) =>
+        {
+            host
+        }
         _ => item,
     }
 }
