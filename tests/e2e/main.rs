@@ -17,4 +17,5 @@ mod sandbox;
 mod shapes;
 mod shell;
 mod tungsten;
+mod tungsten_shapes;
 mod xdb;

@@ -251,3 +251,139 @@ fn generated_opentenbase_shapes_fail_over_to_exactly_one_master() {
     }
     assert!(failures.is_empty(), "seed {seed}: {} of {count} shapes failed:\n{}", failures.len(), failures.join("\n"));
 }
+
+/// A random multi-site Tungsten deployment: 2–3 dataservices of 1–4 hosts, Tungsten names that
+/// are FQDNs or the host names, masters anywhere, per-site installation paths, the inventory's
+/// own member order; one dataservice drifted and re-provisioned from a random host of another.
+struct TungstenShape {
+    toml: String,
+    sites: Vec<(String, Vec<String>, String)>,
+    failed: String,
+    source: String,
+}
+
+fn generate_tungsten(rng: &mut Rng) -> TungstenShape {
+    let mut pool = vec!["north", "east", "west", "south", "apac", "emea"];
+    rng.shuffle(&mut pool);
+    let count = rng.range(2, 3);
+    let domain = ["corp.example", "db.example.net", "dc1.example"][rng.below(3)];
+    let mut toml = String::from("description = \"generated\"\n");
+    let mut sites = Vec::new();
+    let mut names = Vec::new();
+    let mut masters = Vec::new();
+    let mut homes = Vec::new();
+    for site in pool.iter().take(count) {
+        let hosts: Vec<String> = (0..rng.range(1, 4)).map(|i| format!("{}{}{}", &site[..2], rng.range(1, 9), (b'a' + i as u8) as char)).collect();
+        for host in &hosts {
+            writeln!(toml, "\n[[hosts]]\nname = \"{host}\"").ok();
+            if rng.chance(50) {
+                names.push(format!("{host} = \"db-{host}.{domain}\""));
+            }
+        }
+        masters.push(format!("{site} = \"{}\"", hosts[rng.below(hosts.len())]));
+        let home = if rng.chance(50) { format!("/opt/t{}-{site}", rng.range(1, 9)) } else { String::new() };
+        if !home.is_empty() {
+            homes.push(format!("{site} = {{ cluster_home = \"{home}/cluster\", cross_site_home = \"{home}/xsite\" }}"));
+        }
+        sites.push((site.to_string(), hosts, home));
+    }
+    let failed = sites[rng.below(sites.len())].0.clone();
+    let others: Vec<&(String, Vec<String>, String)> = sites.iter().filter(|(s, _, _)| *s != failed).collect();
+    let from = others[rng.below(others.len())];
+    let source = from.1[rng.below(from.1.len())].clone();
+    let list = |hosts: &[String]| hosts.iter().map(|h| format!("\"{h}\"")).collect::<Vec<_>>().join(", ");
+    let services = sites.iter().map(|(s, h, _)| format!("{s} = [{}]", list(h))).collect::<Vec<_>>().join(", ");
+    write!(
+        toml,
+        "\n[tungsten]\nservices = {{ {services} }}\ndrifted = \"{failed}\"\nmasters = {{ {} }}\nnames = {{ {} }}\nhomes = {{ {} }}\n",
+        masters.join(", "),
+        names.join(", "),
+        homes.join(", ")
+    )
+    .ok();
+    let mut members: Vec<String> = sites
+        .iter()
+        .map(|(s, h, _)| {
+            let mut h = h.clone();
+            rng.shuffle(&mut h);
+            format!("{s} = [{}]", list(&h))
+        })
+        .collect();
+    rng.shuffle(&mut members);
+    let mut attributes = vec!["cluster-home = \"/opt/continuent/tungsten\"".to_string(), "cross-site-home = \"/opt/replicator/tungsten\"".to_string()];
+    for (site, _, home) in &sites {
+        if !home.is_empty() {
+            attributes.push(format!("\"{site}.cluster-home\" = \"{home}/cluster\", \"{site}.cross-site-home\" = \"{home}/xsite\""));
+        }
+    }
+    write!(toml, "\n[inventory.topologies.gen]\nplugin = \"tungsten\"\nmembers = {{ {} }}\nattributes = {{ {} }}\n", members.join(", "), attributes.join(", "))
+        .ok();
+    TungstenShape { toml, sites, failed, source }
+}
+
+fn try_tungsten_shape(shape: &TungstenShape, path: &std::path::Path) -> Result<(), String> {
+    std::fs::write(path, &shape.toml).map_err(|e| e.to_string())?;
+    let world = World::with_topology(&path.display().to_string());
+    let data = |host: &str| std::fs::read_to_string(world.lab.state.dir.join(format!("tungsten/data/{host}.tsv"))).unwrap_or_default();
+    let home = |site: &str, cross: bool| {
+        let custom = &shape.sites.iter().find(|(s, _, _)| s == site).map(|(_, _, h)| h.clone()).unwrap_or_default();
+        match (custom.is_empty(), cross) {
+            (true, false) => "/opt/continuent/tungsten".to_string(),
+            (true, true) => "/opt/replicator/tungsten".to_string(),
+            (false, false) => format!("{custom}/cluster"),
+            (false, true) => format!("{custom}/xsite"),
+        }
+    };
+    let run = world.opsh(&["--yes", "tungsten", "reprovision", &shape.failed, "--from", &shape.source]);
+    if run.code != 0 {
+        return Err(format!("tungsten reprovision {} --from {} exited {}: {run:?}", shape.failed, shape.source, run.code));
+    }
+    let want = data(&shape.source);
+    for (site, hosts, _) in &shape.sites {
+        for host in hosts {
+            let (installation, what) = if *site == shape.failed { (home(site, false), "its own") } else { (home(site, true), "cross-site") };
+            let state = crate::tungsten_shapes::state(&world, host, &installation, &shape.failed);
+            if state != "ONLINE" {
+                return Err(format!("{host}'s {what} {} replicator is {state}", shape.failed));
+            }
+            if *site == shape.failed && data(host) != want {
+                return Err(format!("{host} does not hold {}'s data", shape.source));
+            }
+        }
+    }
+    let first = &shape.sites.iter().find(|(s, _, _)| *s == shape.failed).ok_or("no failed site")?.1[0];
+    let ls = world
+        .lab
+        .host_exec(first, &["sh", "-c", &format!("echo ls | {}/tungsten-manager/bin/cctrl", home(&shape.failed, false))])
+        .map_err(|e| e.to_string())?;
+    let ls = String::from_utf8_lossy(&ls.stdout).to_string();
+    if !ls.contains(":AUTOMATIC:ONLINE]") || ls.contains("(OFFLINE, created") {
+        return Err(format!("{} is not back in AUTOMATIC with its connectors online: {ls}", shape.failed));
+    }
+    Ok(())
+}
+
+#[test]
+fn generated_tungsten_shapes_reprovision_every_host_of_the_failed_dataservice() {
+    let count: usize = std::env::var("OPSH_SHAPES").ok().and_then(|n| n.parse().ok()).unwrap_or(3);
+    let seed: u64 = std::env::var("OPSH_SHAPES_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(1));
+    eprintln!("generated Tungsten shapes: seed {seed}, {count} shape(s) (replay with OPSH_SHAPES_SEED={seed} OPSH_SHAPES={count})");
+    let mut rng = Rng(seed);
+    std::fs::create_dir_all("/tmp/opsh-shapes").expect("shape dir");
+    let mut failures = Vec::new();
+    for i in 0..count {
+        let shape = generate_tungsten(&mut rng);
+        let path = std::path::PathBuf::from(format!("/tmp/opsh-shapes/{seed}-tungsten-{i}.toml"));
+        eprintln!("tungsten shape {i}: {} dataservices, re-provision {} from {}", shape.sites.len(), shape.failed, shape.source);
+        match try_tungsten_shape(&shape, &path) {
+            Ok(()) => {
+                let _ = std::fs::remove_file(&path);
+            }
+            Err(why) => failures.push(format!("shape {i} ({}): {why}", path.display())),
+        }
+    }
+    assert!(failures.is_empty(), "seed {seed}: {} of {count} shapes failed:\n{}", failures.len(), failures.join("\n"));
+}

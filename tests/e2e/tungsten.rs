@@ -117,14 +117,19 @@ fn the_stand_ins_refuse_the_wrong_order_and_the_plugin_refuses_first() {
     let reset = on(&world, "west1", &format!("{CROSS_TREPCTL} -service east reset -all -y"));
     assert!(reset.code == 1 && reset.stdout.contains("Replication service east must be offline before resetting."), "{reset:?}");
     let managed = on(&world, "east2", &format!("{CLUSTER_TREPCTL} -service east offline && {CLUSTER_TREPCTL} -service east status"));
-    assert!(managed.stdout.contains("state                  : ONLINE"), "in AUTOMATIC policy the manager puts it back online: {managed:?}");
+    assert!(
+        managed.stdout.lines().any(|l| l.starts_with("state ") && l.ends_with(": ONLINE")),
+        "in AUTOMATIC policy the manager puts it back online: {managed:?}"
+    );
     let itself = on(&world, "east2", &format!("{PROVISION} --direct --source=east2"));
-    assert!(itself.code == 1 && itself.stderr.contains("You cannot provision a node from itself."), "{itself:?}");
+    assert!(
+        itself.code == 1 && itself.stdout.contains("You cannot provision a node from itself."),
+        "errors on stdout, as Tungsten's scripts print them: {itself:?}"
+    );
     assert_eq!(on(&world, "east2", &format!("{REPLICATOR} stop")).code, 0);
-    let stopped = on(&world, "east2", &format!("{PROVISION} --direct --source=west1"));
-    assert!(stopped.code == 1 && stopped.stderr.contains("the replicator is not running"), "{stopped:?}");
     let refused = on(&world, "east2", &format!("{CLUSTER_TREPCTL} -service east status"));
-    assert!(refused.code == 1 && refused.stdout.contains("Connection failed"), "{refused:?}");
+    assert!(refused.code == 1 && refused.stdout.contains("Connection failed: A component of type 'replicator'"), "{refused:?}");
+
     let routers = on(&world, "east1", &format!("printf 'router * offline\\nrouter * online\\n' | {CCTRL}"));
     assert!(
         routers.code == 1 && routers.stdout.contains("ERROR: cannot put the connectors of east online: datasources not ONLINE: east2 (replicator STOPPED)"),

@@ -229,7 +229,9 @@ impl Lab {
             let opt = match &topology.tungsten {
                 Some(tungsten) => {
                     let opt = host_dir.join("opt");
-                    crate::tungsten::install(&opt, tungsten, &spec.name, &dir)?;
+                    let site = tungsten.services.iter().find(|(_, hosts)| hosts.contains(&spec.name)).map(|(s, _)| s.clone()).unwrap_or_default();
+                    let (cluster_home, cross_site_home) = tungsten.homes_of(&site);
+                    crate::tungsten::install(&opt, &cluster_home, &cross_site_home, &spec.name, &dir)?;
                     chown_tree(&opt, uid, gid)?;
                     format!("mkdir -p /opt && mount --bind {} /opt && ", shell_quote(&opt.display().to_string()))
                 }
@@ -280,7 +282,9 @@ impl Lab {
         }
         fs::write(dir.join("ssh/known_hosts"), known_hosts)?;
         if let Some(tungsten) = &topology.tungsten {
-            crate::tungsten::World::create(&dir.join("tungsten"), &tungsten.services, &tungsten.drifted)?;
+            let layout =
+                crate::tungsten::Layout { services: &tungsten.services, drifted: &tungsten.drifted, names: &tungsten.names, masters: &tungsten.masters };
+            crate::tungsten::World::create(&dir.join("tungsten"), &layout)?;
             chown_tree(&dir.join("tungsten"), uid, gid)?;
         }
         fs::write(
@@ -700,9 +704,15 @@ impl Lab {
         for host in &self.state.hosts {
             let mut entry = toml::Table::new();
             entry.insert("address".into(), host.reach().into());
+            let mut aliases = toml::Table::new();
             if host.dns.is_some() {
-                let mut aliases = toml::Table::new();
                 aliases.insert("ip".into(), host.address.clone().into());
+            }
+            // A Tungsten name of its own (tpm's member name) is one more name of the host.
+            if let Some(name) = topology.tungsten.as_ref().and_then(|t| t.names.get(&host.name)).filter(|n| *n != host.reach() && **n != host.address) {
+                aliases.insert("tungsten".into(), name.clone().into());
+            }
+            if !aliases.is_empty() {
                 entry.insert("aliases".into(), aliases.into());
             }
             entry.insert("ssh".into(), format!("{LAB_USER}@{}", host.reach()).into());

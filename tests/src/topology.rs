@@ -55,9 +55,10 @@ pub struct HostSpec {
     pub dns: bool,
 }
 
-/// The Tungsten lab: dataservice → its hosts; `drifted` is the service whose data has drifted.
-/// The stand-in tools are installed at the seed's paths under `cluster_home` (the host's own
-/// cluster) and `cross_site_home` (the replicator of the other dataservice).
+/// The Tungsten lab: dataservice → its hosts (two or more dataservices); `drifted` is the service
+/// whose data has drifted. The stand-in tools are installed under `cluster_home` (the host's own
+/// cluster) and `cross_site_home` (the replicator of every other dataservice), per site if
+/// `homes` says so.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TungstenSpec {
@@ -67,6 +68,33 @@ pub struct TungstenSpec {
     pub cluster_home: String,
     #[serde(default = "default_cross_site_home")]
     pub cross_site_home: String,
+    /// Dataservice → its own installation paths.
+    #[serde(default)]
+    pub homes: std::collections::BTreeMap<String, TungstenHomes>,
+    /// Lab host → its Tungsten name (tpm's member name, e.g. an FQDN); the lab adds it to the
+    /// host's inventory aliases (kind `tungsten`). Default: the host's name.
+    #[serde(default)]
+    pub names: std::collections::BTreeMap<String, String>,
+    /// Dataservice → the host whose replicator is its master (default: its first host).
+    #[serde(default)]
+    pub masters: std::collections::BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TungstenHomes {
+    pub cluster_home: String,
+    pub cross_site_home: String,
+}
+
+impl TungstenSpec {
+    /// (cluster home, cross-site home) of a dataservice's hosts.
+    pub fn homes_of(&self, service: &str) -> (String, String) {
+        match self.homes.get(service) {
+            Some(h) => (h.cluster_home.clone(), h.cross_site_home.clone()),
+            None => (self.cluster_home.clone(), self.cross_site_home.clone()),
+        }
+    }
 }
 
 fn default_cluster_home() -> String {
@@ -175,6 +203,7 @@ const BUILTIN: &[(&str, &str)] = &[
     ("horizon", include_str!("../topologies/horizon.toml")),
     ("horizon-trio", include_str!("../topologies/horizon-trio.toml")),
     ("tungsten", include_str!("../topologies/tungsten.toml")),
+    ("tungsten-tri", include_str!("../topologies/tungsten-tri.toml")),
     ("xdb", include_str!("../topologies/xdb.toml")),
 ];
 
@@ -278,15 +307,26 @@ impl Topology {
             }
         }
         if let Some(tungsten) = &self.tungsten {
-            if tungsten.services.len() != 2 || !tungsten.services.contains_key(&tungsten.drifted) {
-                bail!("tungsten: two dataservices, one of them `drifted`");
+            if tungsten.services.len() < 2 || !tungsten.services.contains_key(&tungsten.drifted) {
+                bail!("tungsten: two or more dataservices, one of them `drifted`");
+            }
+            for (service, master) in &tungsten.masters {
+                if !tungsten.services.get(service).is_some_and(|hosts| hosts.contains(master)) {
+                    bail!("tungsten: master {master} of {service} is not one of its hosts");
+                }
+            }
+            for host in tungsten.names.keys() {
+                if !tungsten.services.values().flatten().any(|h| h == host) {
+                    bail!("tungsten: names: {host} is not a host of a dataservice");
+                }
             }
             for host in tungsten.services.values().flatten() {
                 if !self.hosts.iter().any(|h| &h.name == host) {
                     bail!("tungsten: host {host} is not in the topology");
                 }
             }
-            for home in [&tungsten.cluster_home, &tungsten.cross_site_home] {
+            let homes = tungsten.homes.values().flat_map(|h| [&h.cluster_home, &h.cross_site_home]);
+            for home in [&tungsten.cluster_home, &tungsten.cross_site_home].into_iter().chain(homes) {
                 if !home.starts_with("/opt/") || home.contains("..") {
                     bail!("tungsten: {home}: installations live under /opt (each lab host has its own)");
                 }

@@ -10,7 +10,8 @@
 
 mod cluster;
 
-use cluster::{Deployment, Install, field, first_line, overview, replicator_state, trepctl_status};
+use cluster::{Deployment, Install, field, first_line, overview, replicator_state, trepctl_status, tungsten_name};
+use opsh_plugin_sdk::invariants::{Invariants, Seen};
 use opsh_plugin_sdk::{
     Args, ChangePlan, CheckResult, CheckState, CommandError, CommandKind, CommandResult, Completion, Effect, Guest, Invocation, PluginInfo, Step, StepData,
     Table, Text, bad, command, data, good, plain, step, table, text, warn,
@@ -108,69 +109,109 @@ impl Guest for Tungsten {
         if !problems.is_empty() {
             return Err(CommandError::Failed(format!("{failed} is not fully back: {}", problems.join("; "))));
         }
-        let cctrl_host = &deployment.hosts(failed)?[0];
-        let view = overview(cctrl_host, &deployment.tool(failed, Install::Cluster, "cctrl")?).map_err(CommandError::Failed)?;
+        let cctrl_path = deployment.tool(failed, Install::Cluster, "cctrl")?;
+        let view = deployment
+            .hosts(failed)?
+            .iter()
+            .find_map(|h| overview(h, &cctrl_path).ok())
+            .ok_or_else(|| CommandError::Failed(format!("no cctrl of {failed} answers after the run")))?;
         if view.policy != "AUTOMATIC" || view.routers.iter().any(|(_, s)| s != "ONLINE") {
             return Err(CommandError::Failed(format!("{failed}: policy {} and connectors {:?} after the run", view.policy, view.routers)));
         }
-        status(&deployment)
+        let (report, tables) = survey(&deployment)?;
+        let mut out = vec![report.verified()?];
+        out.extend(tables);
+        Ok(out)
     }
 }
 
 fn status(deployment: &Deployment) -> CommandResult<Vec<Table>> {
+    let (report, tables) = survey(deployment)?;
+    let mut out = vec![report.table()];
+    out.extend(tables);
+    Ok(out)
+}
+
+/// Every dataservice from its cctrl and every replicator of every installation from trepctl,
+/// with the invariants: at most one master per dataservice, every replicator ONLINE.
+fn survey(deployment: &Deployment) -> CommandResult<(Invariants, Vec<Table>)> {
+    let mut report = Invariants::new();
     let mut services = table(text("Dataservices", "データサービス"), &["dataservice", "coordinator", "policy", "connectors", "datasources"]);
     let mut replicators = table(text("Replicators", "レプリケータ"), &["host", "site", "installation", "service", "state", "role", "applied seqno", "latency"]);
+    let mut online: Vec<(String, Vec<(String, Seen)>)> = deployment.names().into_iter().map(|s| (s, Vec::new())).collect();
+    let mut note = |service: &str, who: String, seen: Seen| {
+        if let Some((_, items)) = online.iter_mut().find(|(s, _)| s == service) {
+            items.push((who, seen));
+        }
+    };
     for (service, hosts) in &deployment.services {
         let cctrl_path = deployment.tool(service, Install::Cluster, "cctrl")?;
-        let view = hosts.iter().find_map(|h| overview(h, &cctrl_path).ok());
+        let mut errors = Vec::new();
+        let view = hosts.iter().find_map(|h| overview(h, &cctrl_path).map_err(|e| errors.push(e)).ok());
         match view {
             Some(view) => {
-                let routers = view.routers.iter().map(|(h, s)| format!("{h} {s}")).collect::<Vec<_>>().join(", ");
-                let sources = view.datasources.iter().map(|(h, r, s)| format!("{h} {r} {s}")).collect::<Vec<_>>().join(", ");
+                let show = |name: &str| cluster::inventory_host(name, hosts).unwrap_or_else(|| name.to_string());
+                let routers = view.routers.iter().map(|(h, s)| format!("{} {s}", show(h))).collect::<Vec<_>>().join(", ");
+                let sources = view.datasources.iter().map(|d| format!("{} {} {}", show(&d.name), d.role, d.state)).collect::<Vec<_>>().join(", ");
                 let all_online = view.routers.iter().all(|(_, s)| s == "ONLINE");
                 services.push(vec![
                     plain(service.as_str()),
-                    plain(view.coordinator.clone()),
+                    plain(show(&view.coordinator)),
                     if view.policy == "AUTOMATIC" { good(view.policy.clone()) } else { warn(view.policy.clone()) },
                     if all_online { good(routers) } else { warn(routers) },
                     plain(sources),
                 ]);
+                let masters: Vec<(String, Seen)> =
+                    view.datasources.iter().map(|d| (show(&d.name), if d.role == "master" { Seen::Yes } else { Seen::No })).collect();
+                report.at_most_one(text("at most one master", "マスターは最大 1 つ"), service, &masters);
             }
-            None => services.push(vec![plain(service.as_str()), bad("no cctrl answered"), plain("?"), plain("?"), plain("?")]),
+            None => {
+                services.push(vec![plain(service.as_str()), bad(format!("no cctrl answered: {}", errors.join("; "))), plain("?"), plain("?"), plain("?")]);
+                report.at_most_one(text("at most one master", "マスターは最大 1 つ"), service, &[(service.clone(), Seen::Unknown("no cctrl answered".into()))]);
+            }
         }
-        let other = deployment.other(service).to_string();
         for host in hosts {
-            for (install, label, replicated) in [(Install::Cluster, "cluster", service.as_str()), (Install::CrossSite, "cross-site", other.as_str())] {
+            let mut installs = vec![(Install::Cluster, "cluster", service.clone())];
+            installs.extend(deployment.others(service).into_iter().map(|other| (Install::CrossSite, "cross-site", other)));
+            for (install, label, replicated) in installs {
                 let trepctl = deployment.tool(service, install, "trepctl")?;
-                match trepctl_status(host, &trepctl, replicated) {
+                match trepctl_status(host, &trepctl, &replicated) {
                     Ok(fields) => {
                         let state = field(&fields, "state").to_string();
+                        note(&replicated, format!("{host} ({label})"), if state == "ONLINE" { Seen::Yes } else { Seen::No });
                         replicators.push(vec![
                             plain(host.as_str()),
                             plain(service.as_str()),
                             plain(label),
-                            plain(replicated),
-                            if state == "ONLINE" { good(state) } else { warn(state) },
+                            plain(replicated.as_str()),
+                            if state == "ONLINE" { good(state) } else { bad(state) },
                             plain(field(&fields, "role")),
                             plain(field(&fields, "appliedLastSeqno")),
                             plain(field(&fields, "appliedLatency")),
                         ]);
                     }
-                    Err(e) => replicators.push(vec![
-                        plain(host.as_str()),
-                        plain(service.as_str()),
-                        plain(label),
-                        plain(replicated),
-                        bad(e),
-                        plain(""),
-                        plain(""),
-                        plain(""),
-                    ]),
+                    Err(e) => {
+                        let seen = if e.starts_with("Connection failed") { Seen::No } else { Seen::Unknown(e.clone()) };
+                        note(&replicated, format!("{host} ({label})"), seen);
+                        replicators.push(vec![
+                            plain(host.as_str()),
+                            plain(service.as_str()),
+                            plain(label),
+                            plain(replicated.as_str()),
+                            bad(e),
+                            plain(""),
+                            plain(""),
+                            plain(""),
+                        ]);
+                    }
                 }
             }
         }
     }
-    Ok(vec![services.build(), replicators.build()])
+    for (service, items) in &online {
+        report.all(text("every replicator is ONLINE", "全レプリケータが ONLINE"), service, items);
+    }
+    Ok((report, vec![services.build(), replicators.build()]))
 }
 
 fn refused(en: String, ja: String) -> CommandError {
@@ -179,38 +220,42 @@ fn refused(en: String, ja: String) -> CommandError {
 
 fn plan_reprovision(deployment: &Deployment, failed: &str, source: &str) -> CommandResult<ChangePlan> {
     let failed_hosts = deployment.hosts(failed)?.to_vec();
+    let others = deployment.others(failed);
+    let other_hosts = || -> CommandResult<Vec<String>> { Ok(others.iter().map(|s| deployment.hosts(s).map(|h| h.join(", "))).collect::<Result<Vec<_>, _>>()?) };
     let definitive = match deployment.service_of(source) {
         Some(s) if s != failed => s.to_string(),
         Some(_) => {
             return Err(CommandError::Usage(format!(
-                "--from {source} is a host of {failed} itself: copy from a host of the definitive dataservice ({})",
-                deployment.other(failed)
+                "--from {source} is a host of {failed} itself: copy from a host of a definitive dataservice ({}: {})",
+                others.join(", "),
+                other_hosts()?.join("; ")
             )));
         }
         None => {
             return Err(CommandError::Usage(format!(
-                "--from {source} is not a host of topology {}: the hosts of {} are {}",
+                "--from {source} is not a host of topology {}: the hosts of the other dataservices are {}",
                 deployment.topology,
-                deployment.other(failed),
-                deployment.hosts(deployment.other(failed))?.join(", ")
+                other_hosts()?.join("; ")
             )));
         }
     };
     let definitive_hosts = deployment.hosts(&definitive)?.to_vec();
-    // Every host must answer: a reprovisioning that cannot reach one of them would leave the
-    // dataservice half-reset.
-    for host in failed_hosts.iter().chain(&definitive_hosts) {
+    // Every host of every dataservice must answer: a reprovisioning that cannot reach one of
+    // them would leave the dataservice half-reset.
+    let all_hosts: Vec<String> = deployment.services.iter().flat_map(|(_, h)| h.clone()).collect();
+    for host in &all_hosts {
         opsh_plugin_sdk::probe(host, &["true"], Some(10_000)).map_err(|e| {
             refused(
                 format!(
-                    "{host} does not answer ({}): re-provisioning must reach every host of {failed} and {definitive}, or it would leave {failed} half-reset",
+                    "{host} does not answer ({}): re-provisioning must reach every host of every dataservice, or it would leave {failed} half-reset",
                     e.brief()
                 ),
                 format!("{host} が応答しません。全ホストに到達できないと {failed} が中途半端にリセットされます"),
             )
         })?;
     }
-    let (source_state, _) = replicator_state(source, &deployment.tool(&definitive, Install::Cluster, "trepctl")?, &definitive).map_err(CommandError::Failed)?;
+    let source_trepctl = deployment.tool(&definitive, Install::Cluster, "trepctl")?;
+    let (source_state, _) = replicator_state(source, &source_trepctl, &definitive).map_err(CommandError::Failed)?;
     if source_state != "ONLINE" {
         return Err(refused(
             format!(
@@ -219,6 +264,8 @@ fn plan_reprovision(deployment: &Deployment, failed: &str, source: &str) -> Comm
             format!("{source} の {definitive} レプリケータは {source_state} です。正常でオンラインのホストを指定してください"),
         ));
     }
+    // tungsten_provision_slave reaches the source by its Tungsten name.
+    let source_name = tungsten_name(source, &source_trepctl, &definitive, &all_hosts).map_err(|e| refused(e.clone(), e))?;
     let mut warnings = vec![text(
         &format!("{definitive} is taken as the definitive copy: the data of every {failed} host ({}) is REPLACED by {source}'s", failed_hosts.join(", ")),
         &format!("{definitive} を正とします: {failed} の全ホスト ({}) のデータは {source} のデータで置き換えられます", failed_hosts.join(", ")),
@@ -226,7 +273,12 @@ fn plan_reprovision(deployment: &Deployment, failed: &str, source: &str) -> Comm
     let definitive_view = definitive_hosts.iter().find_map(|h| overview(h, &deployment.tool(&definitive, Install::Cluster, "cctrl").ok()?).ok());
     match definitive_view {
         Some(view) => {
-            let down: Vec<String> = view.datasources.iter().filter(|(_, _, s)| s != "ONLINE").map(|(h, _, s)| format!("{h} {s}")).collect();
+            let down: Vec<String> = view
+                .datasources
+                .iter()
+                .filter(|d| d.state != "ONLINE" || d.replicator != "ONLINE")
+                .map(|d| format!("{} {} (replicator {})", d.name, d.state, d.replicator))
+                .collect();
             if !down.is_empty() {
                 warnings.push(text(
                     &format!("{definitive} is not fully healthy: {}", down.join(", ")),
@@ -291,13 +343,40 @@ fn plan_reprovision(deployment: &Deployment, failed: &str, source: &str) -> Comm
     };
     steps.push(policy("maintenance", "1"));
     steps.push(routers("offline", "2"));
-    let cross_trepctl = deployment.tool(&definitive, Install::CrossSite, "trepctl")?;
+    // Every other site replicates FAILED into itself: its cross-site service FAILED, on every
+    // one of its hosts, is taken offline and reset (and back online at the end).
+    let mut cross_hosts: Vec<(String, String)> = Vec::new();
+    for site in &others {
+        let trepctl = deployment.tool(site, Install::CrossSite, "trepctl")?;
+        for host in deployment.hosts(site)? {
+            cross_hosts.push((host.clone(), trepctl.clone()));
+        }
+    }
+    // Each of them must answer now: one that is stopped cannot be reset, and the run would stop
+    // half-way with FAILED in MAINTENANCE.
+    let mut silent = Vec::new();
+    for (host, cross_trepctl) in &cross_hosts {
+        match replicator_state(host, cross_trepctl, failed) {
+            Ok((state, _)) if state != "STOPPED" => {}
+            Ok((state, _)) => silent.push(format!("{host}'s cross-site {failed} replicator is {state}")),
+            Err(e) => silent.push(format!("{host}'s cross-site {failed} replicator cannot be asked ({e})")),
+        }
+    }
+    if !silent.is_empty() {
+        return Err(refused(
+            format!(
+                "{}: re-provisioning resets every cross-site {failed} replicator; start them first (`replicator start` in their installation)",
+                silent.join("; ")
+            ),
+            format!("{}: 先にクロスサイト レプリケータを起動してください", silent.join("; ")),
+        ));
+    }
     for (verb, group) in [("offline", "cross-site-offline"), ("reset", "cross-site-reset")] {
-        for host in &definitive_hosts {
+        for (host, cross_trepctl) in &cross_hosts {
             let argv: Vec<&str> = if verb == "reset" {
-                vec![&cross_trepctl, "-service", failed, "reset", "-all", "-y"]
+                vec![cross_trepctl, "-service", failed, "reset", "-all", "-y"]
             } else {
-                vec![&cross_trepctl, "-service", failed, "offline"]
+                vec![cross_trepctl, "-service", failed, "offline"]
             };
             let mut pairs = base("trepctl", host);
             pairs.extend([("trepctl".into(), cross_trepctl.clone()), ("verb".into(), verb.to_string())]);
@@ -336,10 +415,10 @@ fn plan_reprovision(deployment: &Deployment, failed: &str, source: &str) -> Comm
         }
     }
     let provision = deployment.tool(failed, Install::Cluster, "tungsten_provision_slave")?;
-    let source_arg = format!("--source={source}");
+    let source_arg = format!("--source={source_name}");
     for host in &failed_hosts {
         let mut pairs = base("provision", host);
-        pairs.extend([("provision".into(), provision.clone()), ("source".into(), source.to_string()), ("trepctl".into(), trepctl.clone())]);
+        pairs.extend([("provision".into(), provision.clone()), ("source".into(), source_name.clone()), ("trepctl".into(), trepctl.clone())]);
         steps.push(
             step(
                 &format!("provision-{host}"),
@@ -352,7 +431,7 @@ fn plan_reprovision(deployment: &Deployment, failed: &str, source: &str) -> Comm
             .build(),
         );
     }
-    for host in &definitive_hosts {
+    for (host, cross_trepctl) in &cross_hosts {
         let mut pairs = base("trepctl", host);
         pairs.extend([("trepctl".into(), cross_trepctl.clone()), ("verb".into(), "online".into())]);
         steps.push(
@@ -361,7 +440,7 @@ fn plan_reprovision(deployment: &Deployment, failed: &str, source: &str) -> Comm
                 titled("6", &format!("{host}: trepctl -service {failed} online"), &format!("{host}: trepctl -service {failed} online")),
                 host,
             )
-            .exec(host, &[&cross_trepctl, "-service", failed, "online"])
+            .exec(host, &[cross_trepctl, "-service", failed, "online"])
             .group("cross-site-online")
             .idempotent()
             .data(encode(pairs))
@@ -394,12 +473,14 @@ fn run(host: &str, argv: &[&str], timeout_ms: u32) -> Result<String, CommandErro
 }
 
 /// Everything that must be ONLINE before the connectors, and then AUTOMATIC, may return: the
-/// failed dataservice's replicators on its hosts, and its cross-site replicators on the others.
+/// failed dataservice's replicators on its hosts, and its cross-site replicators on the hosts
+/// of every other dataservice.
 fn not_back(deployment: &Deployment, failed: &str) -> Result<Vec<String>, CommandError> {
-    let definitive = deployment.other(failed).to_string();
     let mut problems = Vec::new();
-    let checks = [(failed, Install::Cluster), (definitive.as_str(), Install::CrossSite)];
+    let mut checks = vec![(failed.to_string(), Install::Cluster)];
+    checks.extend(deployment.others(failed).into_iter().map(|s| (s, Install::CrossSite)));
     for (site, install) in checks {
+        let site = site.as_str();
         let trepctl = deployment.tool(site, install, "trepctl")?;
         for host in deployment.hosts(site)? {
             match replicator_state(host, &trepctl, failed) {
