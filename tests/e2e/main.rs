@@ -19,3 +19,4 @@ mod shell;
 mod tungsten;
 mod tungsten_shapes;
 mod xdb;
+mod xdb_shapes;

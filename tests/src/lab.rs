@@ -313,6 +313,7 @@ impl Lab {
         }
         self.install_pgxc_catalog(topology)?;
         self.write_server_pgpass(password, uid, gid)?;
+        crate::xdb::install(self, &topology.xdb, password).context("setting up xDB replication")?;
         crate::slony::replicate(self, &topology.slony).context("setting up Slony-I replication")?;
         let gtm_master = topology.gtms.iter().find(|g| g.role == "master");
         for gtm in &topology.gtms {
@@ -960,6 +961,28 @@ fn require_root() -> Result<()> {
         bail!("the lab needs root: it creates the lab user, binds sshd and makes mount namespaces (run as root, e.g. in CI or a VM)");
     }
     Ok(())
+}
+
+/// The lab user's uid and gid.
+pub fn lab_ids() -> Result<(u32, u32)> {
+    let uid = String::from_utf8(run(Command::new("id").args(["-u", LAB_USER]))?.stdout)?.trim().parse()?;
+    let gid = String::from_utf8(run(Command::new("id").args(["-g", LAB_USER]))?.stdout)?.trim().parse()?;
+    Ok((uid, gid))
+}
+
+/// A line for the lab user's ~/.pgpass (another database user than opsh, e.g. the ones xDB
+/// records), by address and by DNS name; lines of other labs are kept.
+pub fn add_server_pgpass(lab: &Lab, cluster: &ClusterState, user: &str, password: &str) -> Result<()> {
+    let path = PathBuf::from(format!("/home/{LAB_USER}/.pgpass"));
+    let mut text = fs::read_to_string(&path).unwrap_or_default();
+    let mut names = vec![cluster.address.clone()];
+    names.extend(lab.host(&cluster.host)?.dns.clone());
+    for name in names {
+        text.push_str(&format!("{name}:{}:*:{user}:{password}\n", cluster.port));
+    }
+    write_private(&path, &text)?;
+    let (uid, gid) = lab_ids()?;
+    chown(&path, uid, gid)
 }
 
 fn ensure_lab_user() -> Result<(u32, u32)> {

@@ -7,6 +7,7 @@ pub mod procs;
 pub mod slony;
 pub mod topology;
 pub mod tungsten;
+pub mod xdb;
 
 pub use lab::Lab;
 pub use topology::Topology;

@@ -24,6 +24,9 @@ pub struct Topology {
     /// Real Slony-I replication between clusters of the topology.
     #[serde(default)]
     pub slony: Vec<SlonySpec>,
+    /// EDB xDB Replication Server single-master systems between clusters of the topology.
+    #[serde(default)]
+    pub xdb: Vec<crate::xdb::XdbSpec>,
     /// Tungsten Clustering stand-ins (multi-site active/active): which hosts form which
     /// dataservice.
     #[serde(default)]
@@ -205,6 +208,7 @@ const BUILTIN: &[(&str, &str)] = &[
     ("tungsten", include_str!("../topologies/tungsten.toml")),
     ("tungsten-tri", include_str!("../topologies/tungsten-tri.toml")),
     ("xdb", include_str!("../topologies/xdb.toml")),
+    ("xdb-wide", include_str!("../topologies/xdb-wide.toml")),
 ];
 
 impl Topology {

@@ -370,8 +370,19 @@ impl CallCtx {
         if let Some(h) = inventory.host(name) {
             kind = "host";
             attributes.push(("address".into(), token(name)));
-            // The kinds of the host's other names; each is `{{addr:NAME:KIND}}` inside.
+            // The kinds of the host's other names; each is `{{addr:NAME:KIND}}` inside. Which of
+            // its names are IPv4 / IPv6 addresses (not which addresses): a pg_hba rule or an
+            // ACL needs an address and the width of its mask.
             attributes.push(("aliases".into(), h.aliases.keys().cloned().collect::<Vec<_>>().join(",")));
+            let family = |value: &str| match value.parse::<std::net::IpAddr>() {
+                Ok(std::net::IpAddr::V4(_)) => "ipv4",
+                Ok(std::net::IpAddr::V6(_)) => "ipv6",
+                Err(_) => "name",
+            };
+            attributes.push(("address-kind".into(), family(&h.address).into()));
+            for (kind, value) in &h.aliases {
+                attributes.push((format!("alias.{kind}.kind"), family(value).into()));
+            }
             attributes.push((
                 "service-manager".into(),
                 match &h.service_manager {

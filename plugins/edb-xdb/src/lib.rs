@@ -10,10 +10,11 @@
 
 mod system;
 
+use opsh_plugin_sdk::invariants::{Invariants, Seen};
 use opsh_plugin_sdk::{
-    Args, ChangePlan, CheckResult, CheckState, CommandError, CommandKind, CommandResult, Completion, Effect, Guest, Invocation, PluginInfo, RowsExt, Step,
-    StepData, Table, Text, address_of, bad, command, data, file_edit, files, good, pg_hba, plain, properties, quote, service, sql, ssh, step, table, text,
-    wait, warn,
+    Args, CapabilityError, ChangePlan, CheckResult, CheckState, CommandError, CommandKind, CommandResult, Completion, Effect, Guest, Invocation, PluginInfo,
+    RowsExt, Step, StepData, Table, Text, address_of, bad, command, data, file_edit, files, good, names, pg_hba, plain, properties, quote, service, sql, ssh,
+    step, table, text, wait, warn,
 };
 use system::{Node, PUB_SCHEMAS, SUB_SCHEMA, System};
 
@@ -125,36 +126,42 @@ impl Guest for Xdb {
         if !sub_live.triggers.is_empty() {
             return Err(CommandError::Failed(format!("{} still has capture triggers: {:?}", subscription.db, sub_live.triggers)));
         }
-        if pub_live.triggers.is_empty() && system::method(&publication.db)? == "T" {
-            return Err(CommandError::Failed(format!("{} has no capture triggers: changes there would not replicate", publication.db)));
-        }
-        let recorded = sql::query(
-            &publication.db,
-            "SELECT (SELECT db_host FROM _edb_replicator_pub.xdb_pub_database ORDER BY pub_db_id LIMIT 1) AS pub, (SELECT db_host FROM _edb_replicator_sub.xdb_sub_database ORDER BY sub_db_id LIMIT 1) AS sub",
-            &[],
-        )?;
-        if recorded.first_text("pub") != Some(address_of(&publication.host)) || recorded.first_text("sub") != Some(address_of(&subscription.host)) {
+        system::method(&publication, &pub_live)
+            .map_err(|_| CommandError::Failed(format!("{} has no capture triggers: changes there would not replicate", publication.db)))?;
+        let ((pub_host, ..), (sub_host, ..)) = system::recorded(&publication.db)?;
+        if names::host_of(&pub_host).map(|m| m.host) != Some(publication.host.clone())
+            || names::host_of(&sub_host).map(|m| m.host) != Some(subscription.host.clone())
+        {
             return Err(CommandError::Failed(format!(
                 "the control schema on {} does not name {} as publication and {} as subscription",
                 publication.db, publication.host, subscription.host
             )));
         }
         if call.command == "switchover" {
-            let pending = system::pending(&publication.db)?;
-            if pending > 0 {
-                return Err(CommandError::Failed(format!("{pending} rows still wait in the shadow tables of {}", publication.db)));
+            let differ = system::differing_tables(&publication.db, &subscription.db, &system::published_tables(&pub_live))?;
+            if !differ.is_empty() {
+                return Err(CommandError::Failed(format!(
+                    "after the switchover, {} differ between {} and {}",
+                    differ.join(", "),
+                    publication.db,
+                    subscription.db
+                )));
             }
         }
-        status(&system)
+        let mut tables = status(&system)?;
+        let report = invariants(&system);
+        tables[0] = report.verified()?;
+        Ok(tables)
     }
 }
 
 fn status(system: &System) -> CommandResult<Vec<Table>> {
     let mut nodes = table(
         text(&format!("Replication system {}", system.topology), &format!("レプリケーション システム {}", system.topology)),
-        &["node", "host", "role", "method", "control schemas", "capture triggers", "pending rows", "slots"],
+        &["node", "host", "role", "method", "control schemas", "capture triggers", "shadow rows (history)", "tables equal", "slots"],
     );
     let roles = system.roles();
+    let subscription_db = roles.as_ref().ok().map(|(_, sub, _, _)| sub.db.clone());
     for node in &system.nodes {
         let live = match system::live(node) {
             Ok(live) => live,
@@ -162,7 +169,8 @@ fn status(system: &System) -> CommandResult<Vec<Table>> {
                 nodes.push(vec![
                     plain(node.db.as_str()),
                     plain(node.host.as_str()),
-                    bad(format!("{e:?}")),
+                    bad(error_text(&e)),
+                    plain(""),
                     plain(""),
                     plain(""),
                     plain(""),
@@ -173,20 +181,35 @@ fn status(system: &System) -> CommandResult<Vec<Table>> {
             }
         };
         let is_pub = live.schemas.iter().any(|s| s == "_edb_replicator_pub");
-        let method = if is_pub {
-            system::method(&node.db).map(|m| if m == "W" { "log-based" } else { "trigger-based" }.to_string()).unwrap_or_default()
+        let (method, shadow, equal) = if is_pub {
+            let method = match system::method(node, &live) {
+                Ok(m) if m == "W" => plain("log-based"),
+                Ok(_) => plain("trigger-based"),
+                Err(e) => bad(error_text(&e)),
+            };
+            let shadow = match system::shadow_rows(&node.db) {
+                Ok(n) => plain(n.to_string()),
+                Err(e) => bad(error_text(&e)),
+            };
+            let equal = match subscription_db.as_deref().map(|sub| system::differing_tables(&node.db, sub, &system::published_tables(&live))) {
+                Some(Ok(differ)) if differ.is_empty() => good("yes"),
+                Some(Ok(differ)) => warn(format!("no: {}", differ.join(", "))),
+                Some(Err(e)) => bad(e.brief()),
+                None => plain("?"),
+            };
+            (method, shadow, equal)
         } else {
-            String::new()
+            (plain(""), plain("-"), plain("-"))
         };
-        let pending = if is_pub { system::pending(&node.db).map(|n| n.to_string()).unwrap_or_else(|e| format!("{e:?}")) } else { "-".into() };
         nodes.push(vec![
             plain(node.db.as_str()),
             plain(node.host.as_str()),
             if is_pub { good("publication") } else { plain("subscription") },
-            plain(method),
+            method,
             plain(live.schemas.join(", ")),
             plain(live.triggers.iter().map(|(t, g)| format!("{g} on {t}")).collect::<Vec<_>>().join(", ")),
-            if pending == "0" || pending == "-" { plain(pending) } else { warn(pending) },
+            shadow,
+            equal,
             plain(live.slots.iter().map(|(s, p)| format!("{s} ({p})")).collect::<Vec<_>>().join(", ")),
         ]);
     }
@@ -237,7 +260,66 @@ fn status(system: &System) -> CommandResult<Vec<Table>> {
         Err(e) => servers.push(vec![plain(system.server_host.as_str()), plain(system.config_file.as_str()), bad(e.brief())]),
     }
     roles?;
-    Ok(vec![nodes.build(), control.build(), servers.build()])
+    Ok(vec![invariants(system).table(), nodes.build(), control.build(), servers.build()])
+}
+
+/// One publication database per system, and capture triggers only there.
+fn invariants(system: &System) -> Invariants {
+    let mut report = Invariants::new();
+    let lives: Vec<(String, Result<system::Live, String>)> = system.nodes.iter().map(|n| (n.db.clone(), system::live(n).map_err(|e| error_text(&e)))).collect();
+    let seen = |test: fn(&system::Live) -> bool| -> Vec<(String, Seen)> {
+        lives
+            .iter()
+            .map(|(db, live)| {
+                let s = match live {
+                    Ok(l) if test(l) => Seen::Yes,
+                    Ok(_) => Seen::No,
+                    Err(e) => Seen::Unknown(e.clone()),
+                };
+                (db.clone(), s)
+            })
+            .collect()
+    };
+    report.at_most_one(
+        text("at most one publication database", "公開データベースは最大 1 つ"),
+        &system.topology,
+        &seen(|l| l.schemas.iter().any(|s| s == "_edb_replicator_pub")),
+    );
+    report.at_most_one(
+        text("capture triggers on one database only", "キャプチャ トリガーは 1 つのデータベースのみ"),
+        &system.topology,
+        &seen(|l| !l.triggers.is_empty()),
+    );
+    report
+}
+
+fn error_text(e: &CommandError) -> String {
+    match e {
+        CommandError::Usage(m) | CommandError::Failed(m) => m.clone(),
+        CommandError::Refused(t) => t.en.clone(),
+        CommandError::Capability(c) => c.brief(),
+    }
+}
+
+/// Do the xDB servers run? A server that cannot be asked (not granted, host down) is never
+/// taken for stopped: that refuses the command, saying why.
+fn servers_running(system: &System) -> CommandResult<bool> {
+    let mut all = true;
+    for name in &system.services {
+        match service::status(&system.server_host, name) {
+            Ok(service::ServiceState::Running) => {}
+            Ok(_) => all = false,
+            Err(e @ CapabilityError::Denied(_)) => return Err(CommandError::Capability(e)),
+            Err(e) => {
+                return Err(refused(format!(
+                    "the state of {name} on {} cannot be read ({}): opsh does not guess whether the xDB servers run",
+                    system.server_host,
+                    e.brief()
+                )));
+            }
+        }
+    }
+    Ok(all)
 }
 
 fn titled(seed: &str, en: &str) -> Text {
@@ -287,13 +369,36 @@ fn plan_switchover(system: &System, quiesce: &str, server_host: Option<&str>, dr
         return Err(CommandError::Usage(format!("--quiesce {quiesce}: use connection-limit or confirmed")));
     }
     let (a, b, a_live, b_live) = system.roles()?;
-    let method = system::method(&a.db)?;
+    let method = system::method(&a, &a_live)?;
     let log_based = method == "W";
     let mut warnings = Vec::new();
-    // Step 4: can each node take its new role?
-    for (node, live, role) in [(&b, &b_live, "publication"), (&a, &a_live, "subscription")] {
-        if !live.superuser {
-            return Err(refused(format!("{}'s user {} is not a superuser: it cannot act as the {role} database user (seed step 4)", node.db, node.user)));
+    // What xDB itself records of both databases; they must be the inventory's nodes.
+    let ((a_host, _, a_dbname, a_user), (b_host, b_port, b_dbname, b_user)) = system::recorded(&a.db)?;
+    for (recorded, node, role) in [(&a_host, &a, "publication"), (&b_host, &b, "subscription")] {
+        if names::host_of(recorded).map(|m| m.host) != Some(node.host.clone()) {
+            return Err(refused(format!(
+                "xDB records {recorded} as the {role} database's host, which is no name of {} ({}) in the inventory: add it to the host's aliases, or name the right databases in topology {}",
+                node.host, node.db, system.topology
+            )));
+        }
+    }
+    // Step 4: can each node take its new role? xDB connects as the users it records: b's user
+    // becomes the publication database user, a's the subscription database user.
+    for (node, user, role) in [(&b, &b_user, "publication"), (&a, &a_user, "subscription")] {
+        match system::superuser(&node.db, user)? {
+            Some(true) => {}
+            Some(false) => {
+                return Err(refused(format!(
+                    "the user xDB records for {}, {user}, is not a superuser: it cannot act as the {role} database user (seed step 4)",
+                    node.db
+                )));
+            }
+            None => {
+                return Err(refused(format!(
+                    "the user xDB records for {}, {user}, does not exist there: it cannot act as the {role} database user (seed step 4)",
+                    node.db
+                )));
+            }
         }
     }
     if log_based && (b_live.wal_level != "logical" || b_live.free_slots < 1) {
@@ -316,22 +421,32 @@ fn plan_switchover(system: &System, quiesce: &str, server_host: Option<&str>, dr
             counts.first_int("s").unwrap_or(0)
         )));
     }
-    let servers_running = system.services.iter().all(|s| matches!(service::status(&system.server_host, s), Ok(service::ServiceState::Running)));
-    let pending = system::pending(&a.db)?;
-    if whole && pending > 0 && !servers_running {
+    let servers_running = servers_running(system)?;
+    // Applied shadow rows stay until xDB's cleanup job: only the tables themselves say whether
+    // the subscription has everything (the check the switchover procedure asks for).
+    let tables = system::published_tables(&a_live);
+    let differ = system::differing_tables(&a.db, &b.db, &tables)?;
+    if whole && !differ.is_empty() && !servers_running {
         return Err(refused(format!(
-            "{pending} rows wait in {}'s shadow tables and the xDB servers on {} do not run: they cannot be synchronized, and opsh never drops them; start the servers first",
-            a.db, system.server_host
+            "{} differ between {} and {} and the xDB servers on {} do not run: the changes cannot be synchronized, and a switchover would lose them; start the servers first",
+            differ.join(", "),
+            a.db,
+            b.db,
+            system.server_host
         )));
     }
-    if !whole && (servers_running || pending > 0) {
+    if !whole && (servers_running || !differ.is_empty()) {
         return Err(refused(format!(
-            "swap-control-schema needs the servers stopped and no pending rows (servers {}, {pending} pending rows): run seed steps 1-3 first, or `xdb switchover`",
-            if servers_running { "running" } else { "stopped" }
+            "swap-control-schema needs the servers stopped and both databases equal (servers {}, tables differing: {}): run seed steps 1-3 first, or `xdb switchover`",
+            if servers_running { "running" } else { "stopped" },
+            if differ.is_empty() { "none".to_string() } else { differ.join(", ") }
         )));
     }
-    if pending > 0 {
-        warnings.push(text(&format!("{pending} rows wait in {}'s shadow tables: step 2 synchronizes them and waits until none remain", a.db), ""));
+    if !differ.is_empty() {
+        warnings.push(text(
+            &format!("{} differ between {} and {}: step 2 synchronizes and waits until every published table is equal", differ.join(", "), a.db, b.db),
+            "",
+        ));
     }
 
     let mut steps = Vec::new();
@@ -352,10 +467,23 @@ fn plan_switchover(system: &System, quiesce: &str, server_host: Option<&str>, dr
             warnings.push(text(&format!("step 1 (no more transactions on {}) was done by hand, as --quiesce confirmed says", a.db), ""));
         }
         if servers_running {
-            steps.push(repcli_step("2", "synchronize", "-dosynchronize", system, &a, "Synchronize pending updates and wait until the shadow tables are empty"));
+            let mut sync = repcli_step(
+                "2",
+                "synchronize",
+                "-dosynchronize",
+                system,
+                &a,
+                &b,
+                &tables,
+                "Synchronize pending updates and wait until every published table is equal on both",
+            );
+            sync.data.push_str(&enc(&[("equal", "yes")]));
+            steps.push(sync);
         } else {
-            warnings
-                .push(text(&format!("the xDB servers on {} do not run and no rows are pending: step 2 has nothing to synchronize", system.server_host), ""));
+            warnings.push(text(
+                &format!("the xDB servers on {} do not run and both databases are equal: step 2 has nothing to synchronize", system.server_host),
+                "",
+            ));
         }
         steps.push(services_step("3", "stop-servers", system, "stop"));
     }
@@ -452,7 +580,10 @@ fn plan_switchover(system: &System, quiesce: &str, server_host: Option<&str>, dr
     );
     if whole {
         if let Some(server) = server_host {
-            let address = address_of(server);
+            let current = sql::query(&b.db, "SELECT (SELECT pub_server_ip FROM _edb_replicator_sub.xdb_subscriptions LIMIT 1) AS ip", &[])?
+                .first_text("ip")
+                .unwrap_or_default();
+            let address = names::in_form(server, names::host_of(&current).and_then(|m| m.form).as_deref())?;
             steps.push(
                 step("move-server-metadata", titled("11", &format!("Publication and subscription server metadata → {server}")), &b.db)
                     .sql(
@@ -479,7 +610,8 @@ fn plan_switchover(system: &System, quiesce: &str, server_host: Option<&str>, dr
                 system.config_file, system.server_host
             )));
         }
-        if properties::get(&conf.content, "host") == Some(address_of(&a.host).as_str()) {
+        let controller = properties::get(&conf.content, "host").and_then(names::host_of);
+        if controller.as_ref().map(|m| m.host.as_str()) == Some(a.host.as_str()) && properties::get(&conf.content, "database") == Some(a_dbname.as_str()) {
             if counts.first_bool("same_password") != Some(true) {
                 return Err(refused(format!(
                     "the new controller {}'s encrypted password differs from the old one's: opsh does not handle passwords; give both databases the same user password as the seed assumes, or edit password= in {} by hand and use `xdb swap-control-schema`",
@@ -487,7 +619,9 @@ fn plan_switchover(system: &System, quiesce: &str, server_host: Option<&str>, dr
                 )));
             }
             let mut content = conf.content.clone();
-            for (key, value) in [("host", address_of(&b.host)), ("port", b.port.clone()), ("database", b.dbname.clone()), ("user", b.user.clone())] {
+            // The new controller as xDB records it (its host in the form the file uses).
+            let host = names::in_form(&b.host, controller.and_then(|m| m.form).as_deref())?;
+            for (key, value) in [("host", host), ("port", b_port.clone()), ("database", b_dbname.clone()), ("user", b_user.clone())] {
                 content = properties::set(&content, key, &value).map_err(|e| refused(format!("{}:{}: {e}", system.server_host, system.config_file)))?;
             }
             steps.push(file_step(
@@ -509,14 +643,40 @@ fn plan_switchover(system: &System, quiesce: &str, server_host: Option<&str>, dr
                 "",
             ));
         }
-        // Step 13: pg_hba.conf admits the xDB servers as the new roles' users.
-        for (node, role) in [(&b, "publication"), (&a, "subscription")] {
+        // Step 13: pg_hba.conf admits the xDB servers as the new roles' users, with the method
+        // the node already uses for that user (and, log-based, for replication on the new
+        // publication).
+        for (node, dbname, user, role) in [(&b, &b_dbname, &b_user, "publication"), (&a, &a_dbname, &a_user, "subscription")] {
             let path = sql::query(&node.db, "SELECT setting AS f FROM pg_settings WHERE name = 'hba_file'", &[])?.first_text("f").unwrap_or_default();
             let hba = file_edit::read(&node.host, &path)?;
-            let rule = format!("host {} {} {}/32 scram-sha-256", node.dbname, node.user, address_of(&system.server_host));
-            if let Some(content) =
-                pg_hba::ensure(&hba.content, &rule, &format!("opsh xdb switchover: the xDB servers on {} reach the {role} database", system.server_host))
-            {
+            let method = pg_hba::method_for(&hba.content, dbname, user).ok_or_else(|| {
+                refused(format!("{}:{path} has no host rule for {user} on {dbname}: opsh cannot tell which authentication method to admit the xDB servers with; add the rule by hand", node.host))
+            })?;
+            // pg_hba wants an address and its mask: the server's IP (its address or an IP alias),
+            // else its name (PostgreSQL then checks it by DNS).
+            let server = match names::ip_address(&system.server_host)? {
+                Some((token, suffix)) => format!("{token}{suffix}"),
+                None => {
+                    warnings.push(text(&format!("the inventory knows {} by name only: its pg_hba rules name it so (PostgreSQL then checks it by reverse DNS); add its IP as an alias to get address rules", system.server_host), ""));
+                    address_of(&system.server_host)
+                }
+            };
+            let mask = "";
+            let mut content = hba.content.clone();
+            let mut rules = vec![format!("host {dbname} {user} {server}{mask} {method}")];
+            if log_based && role == "publication" {
+                rules.push(format!("host replication {user} {server}{mask} {method}"));
+            }
+            let mut changed = false;
+            for rule in rules {
+                if let Some(next) =
+                    pg_hba::ensure(&content, &rule, &format!("opsh xdb switchover: the xDB servers on {} reach the {role} database", system.server_host))
+                {
+                    content = next;
+                    changed = true;
+                }
+            }
+            if changed {
                 steps.push(file_step(
                     "13",
                     &format!("pg-hba-{}", node.host),
@@ -553,8 +713,8 @@ fn plan_switchover(system: &System, quiesce: &str, server_host: Option<&str>, dr
             }
         }
         steps.push(services_step("15", "start-servers", system, "start"));
-        steps.push(repcli_step("16", "snapshot", "-dosnapshot", system, &b, "The first replication is a snapshot"));
-        steps.push(repcli_step("16", "synchronize-after", "-dosynchronize", system, &b, "Then synchronization replication"));
+        steps.push(repcli_step("16", "snapshot", "-dosnapshot", system, &b, &a, &tables, "The first replication is a snapshot"));
+        steps.push(repcli_step("16", "synchronize-after", "-dosynchronize", system, &b, &a, &tables, "Then synchronization replication"));
         if quiesce == "connection-limit" {
             steps.push(
                 step("reopen", titled("16", &format!("Give {} its connection limit back ({limit}); applications now use {}", a.db, b.db)), &a.db)
@@ -565,11 +725,10 @@ fn plan_switchover(system: &System, quiesce: &str, server_host: Option<&str>, dr
             );
         }
     }
-    let back = if a.db == system.nodes[0].db { "" } else { " (back to the original roles)" };
     Ok(ChangePlan {
         summary: text(
             &format!(
-                "{}: {} ({}) becomes the publication and {} the subscription{back}; running it again switches back",
+                "{}: {} ({}) becomes the publication and {} the subscription; running it again switches back",
                 if whole { "Controlled switchover" } else { "Control schema swap" },
                 b.db,
                 if log_based { "log-based" } else { "trigger-based" },
@@ -635,7 +794,7 @@ fn services_step(seed: &str, id: &str, system: &System, action: &str) -> Step {
     builder.idempotent().data(enc(&[("action", "services"), ("host", &system.server_host), ("services", &system.services.join(",")), ("want", action)])).build()
 }
 
-fn repcli_step(seed: &str, id: &str, op: &str, system: &System, publication: &Node, what: &str) -> Step {
+fn repcli_step(seed: &str, id: &str, op: &str, system: &System, publication: &Node, subscription: &Node, tables: &[String], what: &str) -> Step {
     let argv = [system.repcli.as_str(), op, system.subscription.as_str(), "-repsvrfile", system.repsvrfile.as_str()];
     step(id, titled(seed, &format!("{what} ({} {op} {})", system.repcli, system.subscription)), &system.server_host)
         .exec(&system.server_host, &argv)
@@ -648,6 +807,8 @@ fn repcli_step(seed: &str, id: &str, op: &str, system: &System, publication: &No
             ("subscription", &system.subscription),
             ("repsvrfile", &system.repsvrfile),
             ("db", &publication.db),
+            ("sub-db", &subscription.db),
+            ("tables", &data::encode_list(tables)),
         ]))
         .build()
 }
@@ -728,10 +889,13 @@ fn apply_step(step: &Step) -> CommandResult<Text> {
                 Vec::new(),
                 3_600_000,
             )?;
-            if data.get("op")? == "-dosynchronize" {
-                let db = data.get("db")?;
-                wait::until(120_000, 500, &format!("the shadow tables of {db} to empty"), || {
-                    system::pending(db).map(|n| n == 0).map_err(|e| format!("{e:?}"))
+            // Step 2 (writers stopped): the subscription must now hold exactly the publication's
+            // data — xDB keeps applied shadow rows, so only the tables can tell.
+            if data.get("op")? == "-dosynchronize" && data.get("equal").is_ok() {
+                let (db, sub) = (data.get("db")?, data.get("sub-db")?);
+                let tables = data.list("tables")?;
+                wait::until(120_000, 500, &format!("every published table of {db} to be equal on {sub}"), || {
+                    system::differing_tables(db, sub, &tables).map(|d| d.is_empty()).map_err(|e| e.brief())
                 })?;
             }
             done(said)
@@ -771,7 +935,15 @@ fn apply_step(step: &Step) -> CommandResult<Text> {
             )?
             .first_text("ddl")
             .unwrap_or_default();
-            let triggers = sql::query(db, "SELECT coalesce(string_agg(pg_get_triggerdef(t.oid) || ';', E'\\n' ORDER BY t.tgname), '') AS ddl FROM pg_trigger t WHERE NOT t.tgisinternal AND t.tgname ~ '^rrp[iudt]_'", &[])?
+            // pg_get_triggerdef leaves out whether a trigger is ENABLE ALWAYS / REPLICA or
+            // DISABLEd (tgenabled): it is saved as a statement of its own.
+            let triggers = sql::query(
+                db,
+                "SELECT coalesce(string_agg(pg_get_triggerdef(t.oid) || ';' || CASE t.tgenabled WHEN 'A' THEN format(E'\\nALTER TABLE %s ENABLE ALWAYS TRIGGER %I;', t.tgrelid::regclass, t.tgname) \
+                 WHEN 'R' THEN format(E'\\nALTER TABLE %s ENABLE REPLICA TRIGGER %I;', t.tgrelid::regclass, t.tgname) WHEN 'D' THEN format(E'\\nALTER TABLE %s DISABLE TRIGGER %I;', t.tgrelid::regclass, t.tgname) ELSE '' END, \
+                 E'\\n' ORDER BY t.tgname), '') AS ddl FROM pg_trigger t WHERE NOT t.tgisinternal AND t.tgname ~ '^rrp[iudt]_'",
+                &[],
+            )?
                 .first_text("ddl")
                 .unwrap_or_default();
             let content = format!("-- xDB capture triggers and functions of {db}, saved by opsh xdb before they were dropped\n{functions}\n{triggers}\n");
@@ -884,11 +1056,11 @@ fn check_step(step: &Step) -> CommandResult<CheckResult> {
                 let now = rows.first_int("l").unwrap_or(-2);
                 result(now.to_string() == data.get("limit")?, format!("connection limit {now}"))
             }
-            "repcli" if data.get("op")? == "-dosynchronize" => {
-                let pending = system::pending(data.get("db")?)?;
-                result(pending == 0, format!("{pending} pending rows"))
+            "repcli" if data.get("equal").is_ok() => {
+                let differ = system::differing_tables(data.get("db")?, data.get("sub-db")?, &data.list("tables")?)?;
+                result(differ.is_empty(), if differ.is_empty() { "every published table is equal".into() } else { format!("differing: {}", differ.join(", ")) })
             }
-            "repcli" => unknown("a snapshot leaves nothing to check; taking it again is harmless".into()),
+            "repcli" => unknown("a replication run leaves nothing opsh can read back; running it again is harmless".into()),
             "services" => {
                 let want = if data.get("want")? == "start" { service::ServiceState::Running } else { service::ServiceState::Stopped };
                 let host = data.get("host")?;

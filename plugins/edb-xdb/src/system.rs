@@ -150,24 +150,88 @@ pub fn triggers(db: &str) -> Result<Vec<(String, String)>, CommandError> {
         .collect())
 }
 
-/// Rows waiting in the shadow tables of the publication database.
-pub fn pending(db: &str) -> Result<i64, CommandError> {
+/// The tables xDB publishes, as their capture triggers say (`rrp[iud]_` trigger-based, `rrpt_`
+/// log-based): documented names, unlike the control tables' columns.
+pub fn published_tables(live: &Live) -> Vec<String> {
+    let mut tables: Vec<String> = live.triggers.iter().map(|(t, _)| t.clone()).collect();
+    tables.sort();
+    tables.dedup();
+    tables
+}
+
+/// The replication method of the publication database, from its capture triggers: `T`
+/// trigger-based (row triggers `rrpi_/rrpu_/rrpd_`), `W` log-based (only the TRUNCATE triggers
+/// `rrpt_`). Neither: refused — opsh does not guess.
+pub fn method(node: &Node, live: &Live) -> Result<String, CommandError> {
+    let rows = live.triggers.iter().any(|(_, g)| g.starts_with("rrpi_") || g.starts_with("rrpu_") || g.starts_with("rrpd_"));
+    let truncates = live.triggers.iter().any(|(_, g)| g.starts_with("rrpt_"));
+    match (rows, truncates) {
+        (true, _) => Ok("T".into()),
+        (false, true) => Ok("W".into()),
+        (false, false) => Err(CommandError::Refused(text(
+            &format!(
+                "{} holds the publication control schema but no capture trigger (rrpi_/rrpu_/rrpd_ or rrpt_): opsh cannot tell whether it is trigger- or log-based",
+                node.db
+            ),
+            "キャプチャ トリガーがなく、レプリケーション方式を判断できません",
+        ))),
+    }
+}
+
+/// Rows in the publication's shadow tables: applied ones stay there as history until xDB's
+/// cleanup job runs, so this says nothing about what is still pending.
+pub fn shadow_rows(db: &str) -> Result<i64, CommandError> {
     let tables = sql::query(
         db,
-        "SELECT format('_edb_replicator_pub.%I', shadow_table_name) AS t FROM _edb_replicator_pub.rrep_tables WHERE shadow_table_name IS NOT NULL",
+        "SELECT format('%I.%I', n.nspname, c.relname) AS t FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = '_edb_replicator_pub' AND c.relname LIKE 'rrst\\_%' AND c.relkind = 'r' ORDER BY 1",
         &[],
     )?;
     let mut total = 0;
     for row in &tables.rows {
         let table = row.first().map(opsh_plugin_sdk::display).unwrap_or_default();
         let count = sql::query(db, &format!("SELECT count(*)::bigint AS n FROM {table}"), &[])?;
-        total += count.first_int("n").unwrap_or(0);
+        total += count.first_int("n").ok_or_else(|| CommandError::Failed(format!("{db}: the rows of {table} cannot be counted")))?;
     }
     Ok(total)
 }
 
-/// The replication method recorded for the publication database: `T` trigger-based, `W` log-based.
-pub fn method(db: &str) -> Result<String, CommandError> {
-    let rows = sql::query(db, "SELECT repl_method::text AS m FROM _edb_replicator_pub.xdb_pub_database ORDER BY pub_db_id LIMIT 1", &[])?;
-    Ok(rows.first_text("m").unwrap_or_else(|| "T".into()))
+/// One line per table that changes whenever any of its rows does (an md5 of the rows in order).
+fn digests(db: &str, tables: &[String]) -> Result<Vec<(String, String)>, opsh_plugin_sdk::CapabilityError> {
+    let mut out = Vec::new();
+    for table in tables {
+        let rows =
+            sql::query(db, &format!("SELECT coalesce(md5(string_agg(t::text, ',' ORDER BY t::text)), '-') || ' ' || count(*) AS d FROM {table} t"), &[])?;
+        out.push((table.clone(), rows.first_text("d").unwrap_or_default()));
+    }
+    Ok(out)
+}
+
+/// The published tables whose rows differ between the publication and the subscription
+/// database (what xDB's switchover procedure asks to confirm before the first snapshot).
+pub fn differing_tables(publication: &str, subscription: &str, tables: &[String]) -> Result<Vec<String>, opsh_plugin_sdk::CapabilityError> {
+    let a = digests(publication, tables)?;
+    let b = digests(subscription, tables)?;
+    Ok(a.iter().zip(&b).filter(|(x, y)| x.1 != y.1).map(|(x, _)| x.0.clone()).collect())
+}
+
+/// Is `user` a superuser on `db`'s server (xDB requires it of both databases' users)?
+pub fn superuser(db: &str, user: &str) -> Result<Option<bool>, CommandError> {
+    let rows = sql::query(db, "SELECT rolsuper FROM pg_roles WHERE rolname = $1", &[sql::Value::Text(user.into())])?;
+    Ok(rows.first_bool("rolsuper"))
+}
+
+/// What xDB records of the publication and the subscription database: (host as written, port,
+/// database, user).
+pub fn recorded(db: &str) -> Result<((String, String, String, String), (String, String, String, String)), CommandError> {
+    let rows = sql::query(
+        db,
+        "SELECT (SELECT db_host FROM _edb_replicator_pub.xdb_pub_database ORDER BY pub_db_id LIMIT 1) AS ph, (SELECT db_port::text FROM _edb_replicator_pub.xdb_pub_database ORDER BY pub_db_id LIMIT 1) AS pp,          (SELECT db_name FROM _edb_replicator_pub.xdb_pub_database ORDER BY pub_db_id LIMIT 1) AS pd, (SELECT db_user FROM _edb_replicator_pub.xdb_pub_database ORDER BY pub_db_id LIMIT 1) AS pu,          (SELECT db_host FROM _edb_replicator_sub.xdb_sub_database ORDER BY sub_db_id LIMIT 1) AS sh, (SELECT db_port::text FROM _edb_replicator_sub.xdb_sub_database ORDER BY sub_db_id LIMIT 1) AS sp,          (SELECT db_name FROM _edb_replicator_sub.xdb_sub_database ORDER BY sub_db_id LIMIT 1) AS sd, (SELECT db_user FROM _edb_replicator_sub.xdb_sub_database ORDER BY sub_db_id LIMIT 1) AS su",
+        &[],
+    )?;
+    let get = |c: &str| {
+        rows.first_text(c)
+            .filter(|v| v != "NULL")
+            .ok_or_else(|| CommandError::Failed(format!("{db}: xDB's control schema does not record the {c} of its databases")))
+    };
+    Ok(((get("ph")?, get("pp")?, get("pd")?, get("pu")?), (get("sh")?, get("sp")?, get("sd")?, get("su")?)))
 }

@@ -107,6 +107,27 @@ pub fn in_form(host_name: &str, form: Option<&str>) -> Result<String, CommandErr
     }
 }
 
+/// One of `host`'s names that is an IP address, as a token, with the CIDR suffix of a single
+/// address (`/32`, `/128`): its address if it is one, else an IP alias. `None` when the inventory
+/// knows it only by name.
+pub fn ip_address(host_name: &str) -> Result<Option<(String, &'static str)>, CommandError> {
+    let info = host::lookup(host_name)?;
+    let suffix = |kind: Option<&str>| match kind {
+        Some("ipv4") => Some("/32"),
+        Some("ipv6") => Some("/128"),
+        _ => None,
+    };
+    if let Some(s) = suffix(inventory::attr(&info, "address-kind")) {
+        return Ok(Some((token(host_name, None), s)));
+    }
+    for kind in inventory::attr(&info, "aliases").unwrap_or("").split(',').filter(|k| !k.is_empty()) {
+        if let Some(s) = suffix(inventory::attr(&info, &format!("alias.{kind}.kind"))) {
+            return Ok(Some((token(host_name, Some(kind)), s)));
+        }
+    }
+    Ok(None)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

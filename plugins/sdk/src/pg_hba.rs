@@ -25,9 +25,34 @@ pub fn ensure(content: &str, rule: &str, comment: &str) -> Option<String> {
     Some(out)
 }
 
+/// The method (`scram-sha-256`, `md5`, …) of the first TCP rule (`host`, `hostssl`, `hostnossl`)
+/// that would match `database` and `user` from some address: how this server authenticates that
+/// user over the network, for a new rule of the same kind.
+pub fn method_for(content: &str, database: &str, user: &str) -> Option<String> {
+    content.lines().map(|l| l.split('#').next().unwrap_or("").split_whitespace().collect::<Vec<&str>>()).find_map(|f| {
+        let tcp = matches!(f.first(), Some(&"host" | &"hostssl" | &"hostnossl"));
+        let names = |field: &str, want: &str| field.split(',').any(|n| n == want || n == "all" || (n == "sameuser" && want == user));
+        if tcp && f.len() >= 5 && names(f[1], database) && names(f[2], user) {
+            // With an address and a mask in two fields, the method comes one later.
+            let method = if f[3].contains('/') || !f.get(4).is_some_and(|m| m.contains('.') || m.contains(':')) { f[4] } else { *f.get(5)? };
+            Some(method.to_string())
+        } else {
+            None
+        }
+    })
+}
+
 #[cfg(test)]
 mod tests {
-    use super::ensure;
+    use super::{ensure, method_for};
+
+    #[test]
+    fn a_new_rule_takes_the_method_the_file_already_uses_for_that_user() {
+        let hba = "local all all trust\nhost replication all 10.0.0.0/8 scram-sha-256\nhost edb,app xdbpub {{addr:srv}}/32 md5\nhost all all 0.0.0.0 0.0.0.0 scram-sha-256\n";
+        assert_eq!(method_for(hba, "edb", "xdbpub").as_deref(), Some("md5"));
+        assert_eq!(method_for(hba, "edb", "someone").as_deref(), Some("scram-sha-256"), "the `all` rule with an address and a mask");
+        assert_eq!(method_for("local all all trust\n", "edb", "x"), None);
+    }
 
     #[test]
     fn adds_a_missing_rule_once_and_keeps_the_rest() {
