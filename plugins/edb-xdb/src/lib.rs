@@ -128,9 +128,9 @@ impl Guest for Xdb {
         }
         system::method(&publication, &pub_live)
             .map_err(|_| CommandError::Failed(format!("{} has no capture triggers: changes there would not replicate", publication.db)))?;
-        let ((pub_host, ..), (sub_host, ..)) = system::recorded(&publication.db)?;
-        if names::host_of(&pub_host).map(|m| m.host) != Some(publication.host.clone())
-            || names::host_of(&sub_host).map(|m| m.host) != Some(subscription.host.clone())
+        let (pub_rec, sub_rec) = system::recorded(&publication.db)?;
+        if names::host_of(&pub_rec.host).map(|m| m.host) != Some(publication.host.clone())
+            || names::host_of(&sub_rec.host).map(|m| m.host) != Some(subscription.host.clone())
         {
             return Err(CommandError::Failed(format!(
                 "the control schema on {} does not name {} as publication and {} as subscription",
@@ -373,8 +373,8 @@ fn plan_switchover(system: &System, quiesce: &str, server_host: Option<&str>, dr
     let log_based = method == "W";
     let mut warnings = Vec::new();
     // What xDB itself records of both databases; they must be the inventory's nodes.
-    let ((a_host, _, a_dbname, a_user), (b_host, b_port, b_dbname, b_user)) = system::recorded(&a.db)?;
-    for (recorded, node, role) in [(&a_host, &a, "publication"), (&b_host, &b, "subscription")] {
+    let (a_rec, b_rec) = system::recorded(&a.db)?;
+    for (recorded, node, role) in [(&a_rec.host, &a, "publication"), (&b_rec.host, &b, "subscription")] {
         if names::host_of(recorded).map(|m| m.host) != Some(node.host.clone()) {
             return Err(refused(format!(
                 "xDB records {recorded} as the {role} database's host, which is no name of {} ({}) in the inventory: add it to the host's aliases, or name the right databases in topology {}",
@@ -384,7 +384,7 @@ fn plan_switchover(system: &System, quiesce: &str, server_host: Option<&str>, dr
     }
     // Step 4: can each node take its new role? xDB connects as the users it records: b's user
     // becomes the publication database user, a's the subscription database user.
-    for (node, user, role) in [(&b, &b_user, "publication"), (&a, &a_user, "subscription")] {
+    for (node, user, role) in [(&b, &b_rec.user, "publication"), (&a, &a_rec.user, "subscription")] {
         match system::superuser(&node.db, user)? {
             Some(true) => {}
             Some(false) => {
@@ -450,9 +450,10 @@ fn plan_switchover(system: &System, quiesce: &str, server_host: Option<&str>, dr
     }
 
     let mut steps = Vec::new();
+    // The limit given back at the end: never guessed (an unreadable one is not "unlimited").
     let limit = sql::query(&a.db, "SELECT datconnlimit::bigint AS l FROM pg_database WHERE datname = current_database()", &[])?
         .first_int("l")
-        .unwrap_or(-1)
+        .ok_or_else(|| refused(format!("{}'s connection limit cannot be read: opsh would not know what to give back after the switchover", a.db)))?
         .to_string();
     if whole {
         if quiesce == "connection-limit" {
@@ -472,9 +473,7 @@ fn plan_switchover(system: &System, quiesce: &str, server_host: Option<&str>, dr
                 "synchronize",
                 "-dosynchronize",
                 system,
-                &a,
-                &b,
-                &tables,
+                &Direction { publication: &a, subscription: &b, tables: &tables },
                 "Synchronize pending updates and wait until every published table is equal on both",
             );
             sync.data.push_str(&enc(&[("equal", "yes")]));
@@ -611,7 +610,7 @@ fn plan_switchover(system: &System, quiesce: &str, server_host: Option<&str>, dr
             )));
         }
         let controller = properties::get(&conf.content, "host").and_then(names::host_of);
-        if controller.as_ref().map(|m| m.host.as_str()) == Some(a.host.as_str()) && properties::get(&conf.content, "database") == Some(a_dbname.as_str()) {
+        if controller.as_ref().map(|m| m.host.as_str()) == Some(a.host.as_str()) && properties::get(&conf.content, "database") == Some(a_rec.dbname.as_str()) {
             if counts.first_bool("same_password") != Some(true) {
                 return Err(refused(format!(
                     "the new controller {}'s encrypted password differs from the old one's: opsh does not handle passwords; give both databases the same user password as the seed assumes, or edit password= in {} by hand and use `xdb swap-control-schema`",
@@ -621,7 +620,7 @@ fn plan_switchover(system: &System, quiesce: &str, server_host: Option<&str>, dr
             let mut content = conf.content.clone();
             // The new controller as xDB records it (its host in the form the file uses).
             let host = names::in_form(&b.host, controller.and_then(|m| m.form).as_deref())?;
-            for (key, value) in [("host", host), ("port", b_port.clone()), ("database", b_dbname.clone()), ("user", b_user.clone())] {
+            for (key, value) in [("host", host), ("port", b_rec.port.clone()), ("database", b_rec.dbname.clone()), ("user", b_rec.user.clone())] {
                 content = properties::set(&content, key, &value).map_err(|e| refused(format!("{}:{}: {e}", system.server_host, system.config_file)))?;
             }
             steps.push(file_step(
@@ -646,7 +645,7 @@ fn plan_switchover(system: &System, quiesce: &str, server_host: Option<&str>, dr
         // Step 13: pg_hba.conf admits the xDB servers as the new roles' users, with the method
         // the node already uses for that user (and, log-based, for replication on the new
         // publication).
-        for (node, dbname, user, role) in [(&b, &b_dbname, &b_user, "publication"), (&a, &a_dbname, &a_user, "subscription")] {
+        for (node, dbname, user, role) in [(&b, &b_rec.dbname, &b_rec.user, "publication"), (&a, &a_rec.dbname, &a_rec.user, "subscription")] {
             let path = sql::query(&node.db, "SELECT setting AS f FROM pg_settings WHERE name = 'hba_file'", &[])?.first_text("f").unwrap_or_default();
             let hba = file_edit::read(&node.host, &path)?;
             let method = pg_hba::method_for(&hba.content, dbname, user).ok_or_else(|| {
@@ -713,8 +712,22 @@ fn plan_switchover(system: &System, quiesce: &str, server_host: Option<&str>, dr
             }
         }
         steps.push(services_step("15", "start-servers", system, "start"));
-        steps.push(repcli_step("16", "snapshot", "-dosnapshot", system, &b, &a, &tables, "The first replication is a snapshot"));
-        steps.push(repcli_step("16", "synchronize-after", "-dosynchronize", system, &b, &a, &tables, "Then synchronization replication"));
+        steps.push(repcli_step(
+            "16",
+            "snapshot",
+            "-dosnapshot",
+            system,
+            &Direction { publication: &b, subscription: &a, tables: &tables },
+            "The first replication is a snapshot",
+        ));
+        steps.push(repcli_step(
+            "16",
+            "synchronize-after",
+            "-dosynchronize",
+            system,
+            &Direction { publication: &b, subscription: &a, tables: &tables },
+            "Then synchronization replication",
+        ));
         if quiesce == "connection-limit" {
             steps.push(
                 step("reopen", titled("16", &format!("Give {} its connection limit back ({limit}); applications now use {}", a.db, b.db)), &a.db)
@@ -794,7 +807,15 @@ fn services_step(seed: &str, id: &str, system: &System, action: &str) -> Step {
     builder.idempotent().data(enc(&[("action", "services"), ("host", &system.server_host), ("services", &system.services.join(",")), ("want", action)])).build()
 }
 
-fn repcli_step(seed: &str, id: &str, op: &str, system: &System, publication: &Node, subscription: &Node, tables: &[String], what: &str) -> Step {
+/// Which way replication runs: the publication, the subscription, the published tables.
+struct Direction<'a> {
+    publication: &'a Node,
+    subscription: &'a Node,
+    tables: &'a [String],
+}
+
+fn repcli_step(seed: &str, id: &str, op: &str, system: &System, direction: &Direction, what: &str) -> Step {
+    let Direction { publication, subscription, tables } = direction;
     let argv = [system.repcli.as_str(), op, system.subscription.as_str(), "-repsvrfile", system.repsvrfile.as_str()];
     step(id, titled(seed, &format!("{what} ({} {op} {})", system.repcli, system.subscription)), &system.server_host)
         .exec(&system.server_host, &argv)
@@ -861,7 +882,11 @@ fn apply_step(step: &Step) -> CommandResult<Text> {
             let db = data.get("db")?;
             sql::query(
                 db,
-                &format!("ALTER DATABASE {} CONNECTION LIMIT {}", quote::ident(data.get("dbname")?), data.get("limit")?.parse::<i64>().unwrap_or(-1)),
+                &format!(
+                    "ALTER DATABASE {} CONNECTION LIMIT {}",
+                    quote::ident(data.get("dbname")?),
+                    data.get("limit")?.parse::<i64>().map_err(|_| CommandError::Failed("the plan's connection limit is not a number".into()))?
+                ),
                 &[],
             )?;
             let mut ended = 0;

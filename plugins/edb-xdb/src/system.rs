@@ -220,18 +220,25 @@ pub fn superuser(db: &str, user: &str) -> Result<Option<bool>, CommandError> {
     Ok(rows.first_bool("rolsuper"))
 }
 
-/// What xDB records of the publication and the subscription database: (host as written, port,
-/// database, user).
-pub fn recorded(db: &str) -> Result<((String, String, String, String), (String, String, String, String)), CommandError> {
-    let rows = sql::query(
-        db,
-        "SELECT (SELECT db_host FROM _edb_replicator_pub.xdb_pub_database ORDER BY pub_db_id LIMIT 1) AS ph, (SELECT db_port::text FROM _edb_replicator_pub.xdb_pub_database ORDER BY pub_db_id LIMIT 1) AS pp,          (SELECT db_name FROM _edb_replicator_pub.xdb_pub_database ORDER BY pub_db_id LIMIT 1) AS pd, (SELECT db_user FROM _edb_replicator_pub.xdb_pub_database ORDER BY pub_db_id LIMIT 1) AS pu,          (SELECT db_host FROM _edb_replicator_sub.xdb_sub_database ORDER BY sub_db_id LIMIT 1) AS sh, (SELECT db_port::text FROM _edb_replicator_sub.xdb_sub_database ORDER BY sub_db_id LIMIT 1) AS sp,          (SELECT db_name FROM _edb_replicator_sub.xdb_sub_database ORDER BY sub_db_id LIMIT 1) AS sd, (SELECT db_user FROM _edb_replicator_sub.xdb_sub_database ORDER BY sub_db_id LIMIT 1) AS su",
-        &[],
-    )?;
-    let get = |c: &str| {
-        rows.first_text(c)
-            .filter(|v| v != "NULL")
-            .ok_or_else(|| CommandError::Failed(format!("{db}: xDB's control schema does not record the {c} of its databases")))
+/// What xDB records of a database: its host as written there, port, database name and user.
+#[derive(Debug, Clone)]
+pub struct Recorded {
+    pub host: String,
+    pub port: String,
+    pub dbname: String,
+    pub user: String,
+}
+
+/// What xDB records of the publication and of the subscription database.
+pub fn recorded(db: &str) -> Result<(Recorded, Recorded), CommandError> {
+    let one = |table: &str, id: &str| -> Result<Recorded, CommandError> {
+        let rows = sql::query(
+            db,
+            &format!("SELECT db_host AS host, db_port::text AS port, db_name AS dbname, db_user AS usr FROM {table} ORDER BY {id} LIMIT 1"),
+            &[],
+        )?;
+        let get = |c: &str| rows.first_text(c).filter(|v| v != "NULL").ok_or_else(|| CommandError::Failed(format!("{db}: {table} records no {c}")));
+        Ok(Recorded { host: get("host")?, port: get("port")?, dbname: get("dbname")?, user: get("usr")? })
     };
-    Ok(((get("ph")?, get("pp")?, get("pd")?, get("pu")?), (get("sh")?, get("sp")?, get("sd")?, get("su")?)))
+    Ok((one("_edb_replicator_pub.xdb_pub_database", "pub_db_id")?, one("_edb_replicator_sub.xdb_sub_database", "sub_db_id")?))
 }

@@ -221,7 +221,7 @@ fn refused(en: String, ja: String) -> CommandError {
 fn plan_reprovision(deployment: &Deployment, failed: &str, source: &str) -> CommandResult<ChangePlan> {
     let failed_hosts = deployment.hosts(failed)?.to_vec();
     let others = deployment.others(failed);
-    let other_hosts = || -> CommandResult<Vec<String>> { Ok(others.iter().map(|s| deployment.hosts(s).map(|h| h.join(", "))).collect::<Result<Vec<_>, _>>()?) };
+    let other_hosts = || -> CommandResult<Vec<String>> { others.iter().map(|s| deployment.hosts(s).map(|h| h.join(", "))).collect() };
     let definitive = match deployment.service_of(source) {
         Some(s) if s != failed => s.to_string(),
         Some(_) => {
