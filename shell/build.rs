@@ -9,13 +9,13 @@ use std::process::Command;
 /// Crates embedded in the binary, by package name.
 const BUNDLED: &[&str] = &["opsh-plugin-pg", "opsh-plugin-opentenbase", "opsh-plugin-horizon-slony", "opsh-plugin-tungsten", "opsh-plugin-edb-xdb"];
 /// Built for the tests only.
-const FIXTURES: &[&str] = &["opsh-probe-plugin"];
+const FIXTURES: &[&str] = &["opsh-probe-plugin", "opsh-hostile-plugin"];
 
 fn main() {
     let manifest = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
     let root = manifest.parent().expect("shell/ lives in the workspace").to_path_buf();
     let target_dir = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| root.join("target")).join("wasm-plugins");
-    for path in ["plugins", "wit", "tests/fixtures/probe-plugin", "Cargo.lock", "Cargo.toml"] {
+    for path in ["plugins", "wit", "tests/fixtures", "Cargo.lock", "Cargo.toml"] {
         println!("cargo:rerun-if-changed={}", root.join(path).display());
     }
 

@@ -15,27 +15,30 @@ use crate::inventory::Inventory;
 
 #[derive(Debug, Clone, Default)]
 pub struct AddressBook {
-    /// (name, token), longest name first, so that `10.0.0.12` is replaced before `10.0.0.1`
-    /// and `db1.example.com` before `db1`.
-    by_name: Vec<(String, String)>,
+    /// (name, token, host), longest name first, so that `10.0.0.12` is replaced before
+    /// `10.0.0.1` and `db1.example.com` before `db1`.
+    by_name: Vec<(String, String, String)>,
     /// Token body (`HOST` or `HOST:KIND`) → the name it stands for.
     by_token: BTreeMap<String, String>,
 }
 
 const OPEN: &str = "{{addr:";
 const CLOSE: &str = "}}";
+/// What a plugin sees for a name of a host it was granted nothing on: that an inventory host
+/// is named there, not which one (`?` is no valid inventory name).
+pub const HIDDEN: &str = "{{addr:?}}";
 
 impl AddressBook {
     pub fn new(inventory: &Inventory) -> Self {
-        let mut by_name: Vec<(String, String)> = Vec::new();
+        let mut by_name: Vec<(String, String, String)> = Vec::new();
         let mut by_token = BTreeMap::new();
         for (host_name, host) in &inventory.hosts {
             let names =
                 std::iter::once((host_name.clone(), &host.address)).chain(host.aliases.iter().map(|(kind, value)| (format!("{host_name}:{kind}"), value)));
             for (body, name) in names {
                 by_token.insert(body.clone(), name.clone());
-                if !by_name.iter().any(|(known, _)| known == name) {
-                    by_name.push((name.clone(), format!("{OPEN}{body}{CLOSE}")));
+                if !by_name.iter().any(|(known, ..)| known == name) {
+                    by_name.push((name.clone(), format!("{OPEN}{body}{CLOSE}"), host_name.clone()));
                 }
             }
         }
@@ -50,6 +53,11 @@ impl AddressBook {
     /// Replace every name of a host (as a whole word: not part of a longer name or number) by
     /// its token.
     pub fn conceal(&self, text: &str) -> String {
+        self.conceal_for(text, &|_| true)
+    }
+
+    /// `conceal` for one plugin: the names of hosts it may not see become [`HIDDEN`].
+    pub fn conceal_for(&self, text: &str, may_see: &dyn Fn(&str) -> bool) -> String {
         if self.by_name.is_empty() {
             return text.to_string();
         }
@@ -57,9 +65,9 @@ impl AddressBook {
         let bytes = text.as_bytes();
         let mut i = 0;
         'scan: while i < text.len() {
-            for (name, token) in &self.by_name {
+            for (name, token, host) in &self.by_name {
                 if text[i..].starts_with(name.as_str()) && is_boundary_before(bytes, i) && is_boundary_after(bytes, i + name.len()) {
-                    out.push_str(token);
+                    out.push_str(if may_see(host) { token } else { HIDDEN });
                     i += name.len();
                     continue 'scan;
                 }
@@ -75,6 +83,12 @@ impl AddressBook {
     /// unknown host or alias is an error: a plugin must not make the host send a token somewhere
     /// as if it were an address.
     pub fn reveal(&self, text: &str) -> Result<String, String> {
+        self.reveal_for(text, &|_| true)
+    }
+
+    /// `reveal` for one plugin: a token of a host it may not see is refused exactly like a token
+    /// of no host at all, so that the error tells nothing about what else the inventory holds.
+    pub fn reveal_for(&self, text: &str, may_see: &dyn Fn(&str) -> bool) -> Result<String, String> {
         if !text.contains(OPEN) {
             return Ok(text.to_string());
         }
@@ -88,6 +102,11 @@ impl AddressBook {
                 return Ok(out);
             };
             let body = &after[..end];
+            let host = body.split_once(':').map_or(body, |(host, _)| host);
+            let unknown = || format!("address token {OPEN}{body}{CLOSE} names no inventory host this plugin was granted anything on");
+            if !may_see(host) {
+                return Err(unknown());
+            }
             match self.by_token.get(body) {
                 Some(name) => out.push_str(name),
                 None => {
@@ -95,7 +114,7 @@ impl AddressBook {
                         Some((host, kind)) if self.by_token.contains_key(host) => {
                             format!("address token {OPEN}{body}{CLOSE}: host {host} has no alias of kind {kind:?} in the inventory")
                         }
-                        _ => format!("address token {OPEN}{body}{CLOSE} names no inventory host"),
+                        _ => unknown(),
                     });
                 }
             }
@@ -164,6 +183,18 @@ mod tests {
         assert!(book().reveal("x {{addr:zz}}").is_err());
         let err = book().reveal("{{addr:b:fqdn}}").unwrap_err();
         assert!(err.contains("host b has no alias of kind \"fqdn\""), "{err}");
+    }
+
+    #[test]
+    fn a_plugin_sees_and_sends_only_the_hosts_it_may_see() {
+        let book = book();
+        let only_a = |host: &str| host == "a";
+        assert_eq!(book.conceal_for("a 10.0.0.1 b 10.0.0.12", &only_a), "a {{addr:a}} b {{addr:?}}");
+        let hidden = book.reveal_for("{{addr:b}}", &only_a).unwrap_err();
+        let absent = book.reveal_for("{{addr:zz}}", &only_a).unwrap_err();
+        assert_eq!(hidden.replace("{{addr:b}}", "T"), absent.replace("{{addr:zz}}", "T"), "the same words for a hidden and an absent host");
+        assert!(book.reveal_for(HIDDEN, &only_a).is_err());
+        assert_eq!(book.reveal_for("{{addr:a:dns}}", &only_a).expect("own alias"), "db-a");
     }
 
     #[test]

@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
-use crate::inventory::Inventory;
+use crate::inventory::{Inventory, LOCAL_HOST};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Capability {
@@ -88,7 +88,7 @@ impl Grants {
                 Some(detail) => format!("{target}:{detail}"),
                 None => target.to_string(),
             };
-            if grants.patterns.get(&capability).is_some_and(|patterns| patterns.iter().any(|p| glob_match(p, &subject))) {
+            if grants.patterns.get(&capability).is_some_and(|patterns| patterns.iter().any(|p| grant_matches(capability, p, target, &subject))) {
                 return Ok(());
             }
         }
@@ -118,7 +118,7 @@ impl Grants {
                         Capability::FileEdit | Capability::Service => p.split(':').next().unwrap_or(p),
                         _ => p.as_str(),
                     };
-                    glob_match(name_part, name)
+                    if name == LOCAL_HOST { name_part == LOCAL_HOST } else { glob_match(name_part, name) }
                 })
             })
     }
@@ -126,6 +126,21 @@ impl Grants {
     /// Topologies managed by this plugin are visible to it as a whole.
     pub fn manages_topology(&self, plugin: &str, inventory: &Inventory, topology: &str) -> bool {
         inventory.topologies.get(topology).and_then(|t| t.plugin.as_deref()) == Some(plugin) || self.may_see(plugin, topology)
+    }
+}
+
+/// Does a grant pattern cover `subject` (`TARGET` or `TARGET:DETAIL`)? The built-in host
+/// `local` — the operator's own machine — is matched only by a pattern that names it exactly
+/// (`local`, `local:/etc/app/*`): `*` or `l*` never grant it.
+fn grant_matches(capability: Capability, pattern: &str, target: &str, subject: &str) -> bool {
+    if target != LOCAL_HOST {
+        return glob_match(pattern, subject);
+    }
+    match capability {
+        Capability::FileEdit | Capability::Service => {
+            pattern.split_once(':').is_some_and(|(host, detail)| host == LOCAL_HOST && glob_match(&format!("{LOCAL_HOST}:{detail}"), subject))
+        }
+        Capability::Sql | Capability::Ssh => pattern == LOCAL_HOST,
     }
 }
 
@@ -173,5 +188,22 @@ mod tests {
         let denied = grants.check("p", Capability::Service, "a", Some("dtService")).unwrap_err();
         assert!(denied.contains("[grants.p]") && denied.contains("\"a:dtService\""), "{denied}");
         assert!(grants.check("other", Capability::Ssh, "a", None).is_err());
+    }
+
+    #[test]
+    fn no_pattern_but_its_own_name_grants_the_operators_machine() {
+        let inventory = Inventory::parse(
+            "[hosts.a]\naddress='127.0.0.2'\n[grants.p]\nssh=['*']\nfile-edit=['*', 'l*:/etc/*']\nservice=['*:*']\n[grants.q]\nssh=['local']\nfile-edit=['local:/srv/app/*']\n",
+        )
+        .expect("inventory");
+        let grants = Grants::new(&inventory);
+        assert!(grants.check("p", Capability::Ssh, "a", None).is_ok());
+        assert!(grants.check("p", Capability::Ssh, LOCAL_HOST, None).is_err());
+        assert!(grants.check("p", Capability::FileEdit, LOCAL_HOST, Some("/etc/passwd")).is_err());
+        assert!(grants.check("p", Capability::Service, LOCAL_HOST, Some("sshd")).is_err());
+        assert!(!grants.may_see("p", LOCAL_HOST));
+        assert!(grants.check("q", Capability::Ssh, LOCAL_HOST, None).is_ok());
+        assert!(grants.check("q", Capability::FileEdit, LOCAL_HOST, Some("/srv/app/x.conf")).is_ok());
+        assert!(grants.check("q", Capability::FileEdit, LOCAL_HOST, Some("/etc/passwd")).is_err());
     }
 }

@@ -199,6 +199,9 @@ pub struct Grant {
     /// `HOST:SERVICE` patterns.
     #[serde(default)]
     pub service: Vec<String>,
+    /// `sha256:HEX` of the one component these grants are for (`opsh plugins` shows each
+    /// plugin's): a plugin file with another hash that claims the name is refused.
+    pub component: Option<String>,
 }
 
 /// A secret read from its source. It cannot be printed, serialised or logged by accident.

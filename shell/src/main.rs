@@ -9,6 +9,7 @@ mod render;
 mod repl;
 mod script;
 mod session;
+mod term;
 
 use std::io::IsTerminal;
 use std::path::PathBuf;

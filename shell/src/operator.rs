@@ -17,9 +17,12 @@ use opsh_host::sandbox::Events;
 use opsh_host::sandbox::bindings::host::LogLevel;
 
 use crate::OutputFormat;
+use crate::term::{Ink, one_line};
 
 pub struct Console {
     secrets: Vec<Secret>,
+    /// Every line goes through it: plugin text made visible, opsh's colours kept.
+    ink: Ink,
     pub color_out: bool,
     pub color_err: bool,
     interactive: bool,
@@ -34,6 +37,7 @@ impl Console {
         let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
         Self {
             secrets,
+            ink: Ink::new(),
             color_out: !no_color && std::io::stdout().is_terminal(),
             color_err: !no_color && std::io::stderr().is_terminal(),
             interactive: std::io::stdin().is_terminal() && std::io::stderr().is_terminal(),
@@ -68,12 +72,18 @@ impl Console {
     /// A result line (stdout).
     pub fn out(&self, text: &str) {
         let mut stdout = std::io::stdout().lock();
-        let _ = writeln!(stdout, "{}", self.redact(text));
+        let _ = writeln!(stdout, "{}", self.ink.line(&self.redact(text)));
+    }
+
+    /// A JSON document (stdout): the exact strings, escaped so that a terminal shows them inert.
+    pub fn out_json(&self, document: &str) {
+        let mut stdout = std::io::stdout().lock();
+        let _ = writeln!(stdout, "{}", self.ink.json(&self.redact(document)));
     }
 
     /// A message line (stderr), above the step spinners when there are any.
     pub fn note(&self, text: &str) {
-        let text = self.redact(text);
+        let text = self.ink.line(&self.redact(text));
         if let Some((multi, _)) = self.bars.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
             let _ = multi.println(&text);
             return;
@@ -83,11 +93,11 @@ impl Console {
     }
 
     pub fn paint_err(&self, style: Style, text: &str) -> String {
-        if self.color_err { style.paint(text).to_string() } else { text.to_string() }
+        if self.color_err { self.ink.paint(style, text) } else { text.to_string() }
     }
 
     pub fn paint_out(&self, style: Style, text: &str) -> String {
-        if self.color_out { style.paint(text).to_string() } else { text.to_string() }
+        if self.color_out { self.ink.paint(style, text) } else { text.to_string() }
     }
 
     pub fn error(&self, text: &str) {
@@ -98,33 +108,40 @@ impl Console {
         self.note(&format!("{} {text}", self.paint_err(Color::Yellow.bold(), "warning:")));
     }
 
-    /// The plan, as the operator reads it before confirming.
+    /// The plan, as the operator reads it before confirming. Plugin text that should be one line
+    /// (summary, warnings, titles, ids) shows its newlines as `\n`; a statement of several lines
+    /// keeps them, each continuation line indented under its `sql` line and marked `|`, so no
+    /// text inside a step can pass for another step.
     pub fn plan_text(&self, summary: &str, warnings: &[String], steps: &[StepPreview], paint: &dyn Fn(Style, &str) -> String) -> Vec<String> {
-        let mut lines = vec![paint(Style::new().bold(), &format!("Plan: {summary}"))];
+        let mut lines = vec![paint(Style::new().bold(), &format!("Plan: {}", one_line(summary)))];
         for warning in warnings {
-            lines.push(format!("  {} {warning}", paint(Color::Yellow.bold(), "warning:")));
+            lines.push(format!("  {} {}", paint(Color::Yellow.bold(), "warning:"), one_line(warning)));
         }
         if steps.is_empty() {
             lines.push("  (nothing to do: already in the wanted state)".into());
         }
         for (i, step) in steps.iter().enumerate() {
-            let group = if step.group.is_empty() { String::new() } else { format!(" [group {}]", step.group) };
+            let group = if step.group.is_empty() { String::new() } else { format!(" [group {}]", one_line(&step.group)) };
             lines.push(format!(
                 "  {}. {} {}{group}",
                 i + 1,
-                paint(Style::new().bold(), &step.title),
-                paint(Color::DarkGray.normal(), &format!("({}, on {})", step.id, step.target))
+                paint(Style::new().bold(), &one_line(&step.title)),
+                paint(Color::DarkGray.normal(), &format!("({}, on {})", one_line(&step.id), one_line(&step.target)))
             ));
             for effect in &step.effects {
                 match effect {
                     Preview::Sql { database, statements } => {
                         for statement in statements {
-                            lines.push(format!("       sql {database}: {statement}"));
+                            let mut statement_lines = statement.lines();
+                            lines.push(format!("       sql {database}: {}", statement_lines.next().unwrap_or_default()));
+                            lines.extend(statement_lines.map(|line| format!("         | {line}")));
                         }
                     }
                     Preview::Service { host, service, action } => lines.push(format!("       service {host}: {action} {service}")),
                     Preview::Exec { host, argv } => lines.push(format!("       run on {host}: {}", shell_words::join(argv))),
-                    Preview::Opaque { text } => lines.push(format!("       {} {text}", paint(Color::Yellow.normal(), "(cannot be previewed exactly)"))),
+                    Preview::Opaque { text } => {
+                        lines.push(format!("       {} {}", paint(Color::Yellow.normal(), "(cannot be previewed exactly)"), one_line(text)))
+                    }
                     Preview::File { host, path, diff, stale } => {
                         lines.push(format!("       edit {host}:{path}"));
                         if *stale {
@@ -165,7 +182,7 @@ impl Operator for Console {
         }
         let ja = self.lang.lock().map(|l| *l == "ja").unwrap_or(false);
         let question = if ja { format!("{steps} 個のステップを実行しますか? [y/N] ") } else { format!("Apply these {steps} step(s)? [y/N] ") };
-        eprint!("{}", self.paint_err(Style::new().bold(), &question));
+        eprint!("{}", self.ink.line(&self.paint_err(Style::new().bold(), &question)));
         let _ = std::io::stderr().flush();
         let mut answer = String::new();
         match std::io::stdin().read_line(&mut answer) {
@@ -175,7 +192,7 @@ impl Operator for Console {
     }
 
     fn step_started(&self, index: usize, total: usize, step: &StepPreview) {
-        let label = format!("[{}/{total}] {} ({})", index + 1, step.title, step.target);
+        let label = format!("[{}/{total}] {} ({})", index + 1, one_line(&step.title), step.target);
         if !self.color_err || !std::io::stderr().is_terminal() {
             self.note(&format!("  {label} …"));
             return;
@@ -186,15 +203,17 @@ impl Operator for Console {
         if let Ok(style) = ProgressStyle::with_template("  {spinner:.cyan} {msg} {elapsed:.dim}") {
             bar.set_style(style);
         }
-        bar.set_message(self.redact(&label));
+        bar.set_message(self.ink.line(&self.redact(&label)));
         bar.enable_steady_tick(Duration::from_millis(100));
         map.insert(index, bar);
     }
 
     fn step_finished(&self, index: usize, total: usize, step: &StepPreview, outcome: &Result<String, String>) {
         let line = match outcome {
-            Ok(note) => format!("{} [{}/{total}] {} — {note}", self.paint_err(Color::Green.bold(), "done"), index + 1, step.title),
-            Err(message) => format!("{} [{}/{total}] {} — {message}", self.paint_err(Color::Red.bold(), "FAILED"), index + 1, step.title),
+            Ok(note) => format!("{} [{}/{total}] {} — {}", self.paint_err(Color::Green.bold(), "done"), index + 1, one_line(&step.title), one_line(note)),
+            Err(message) => {
+                format!("{} [{}/{total}] {} — {}", self.paint_err(Color::Red.bold(), "FAILED"), index + 1, one_line(&step.title), one_line(message))
+            }
         };
         let mut bars = self.bars.lock().unwrap_or_else(|p| p.into_inner());
         let bar = bars.as_mut().and_then(|(_, map)| map.remove(&index));
@@ -203,7 +222,7 @@ impl Operator for Console {
                 if let Ok(style) = ProgressStyle::with_template("  {msg}") {
                     bar.set_style(style);
                 }
-                bar.finish_with_message(self.redact(&line));
+                bar.finish_with_message(self.ink.line(&self.redact(&line)));
                 if bars.as_ref().is_some_and(|(_, map)| map.is_empty()) {
                     *bars = None;
                 }
@@ -220,15 +239,15 @@ impl Events for Console {
     fn log(&self, plugin: &str, level: LogLevel, message: &str) {
         match level {
             LogLevel::Debug if std::env::var_os("OPSH_DEBUG").is_none() => {}
-            LogLevel::Error => self.error(&format!("[{plugin}] {message}")),
-            LogLevel::Warn => self.warn(&format!("[{plugin}] {message}")),
-            _ => self.note(&format!("[{plugin}] {message}")),
+            LogLevel::Error => self.error(&format!("[{plugin}] {}", one_line(message))),
+            LogLevel::Warn => self.warn(&format!("[{plugin}] {}", one_line(message))),
+            _ => self.note(&format!("[{plugin}] {}", one_line(message))),
         }
     }
 
     fn progress(&self, plugin: &str, message: &str, fraction: Option<f32>) {
         let percent = fraction.map(|f| format!(" {:>3.0}%", f * 100.0)).unwrap_or_default();
-        self.note(&self.paint_err(Color::DarkGray.normal(), &format!("  … [{plugin}]{percent} {message}")));
+        self.note(&self.paint_err(Color::DarkGray.normal(), &format!("  … [{plugin}]{percent} {}", one_line(message))));
     }
 
     fn probe(&self, plugin: &str, host: &str, argv: &[String]) {

@@ -13,6 +13,7 @@ use unicode_width::UnicodeWidthStr;
 use crate::OutputFormat;
 use crate::operator::Console;
 use crate::session::{BUILTINS, LineOptions, Session};
+use crate::term::one_line;
 
 /// A table that is not a plugin's (built-ins), in the same shape.
 pub struct Grid {
@@ -62,21 +63,25 @@ impl Grid {
         })
     }
 
+    /// The table as lines: every cell made visible first (plugin text may hold control
+    /// characters), so that the widths are those the terminal shows.
     fn print(&self, console: &Console) {
-        let widths: Vec<usize> = (0..self.columns.len())
-            .map(|i| self.rows.iter().filter_map(|r| r.get(i)).map(|(t, _)| t.width()).chain([self.columns[i].width()]).max().unwrap_or(0))
-            .collect();
+        let shown = |text: &str| one_line(&text.replace('\n', " ⏎ "));
+        let columns: Vec<String> = self.columns.iter().map(|c| shown(c)).collect();
+        let rows: Vec<Vec<(String, Option<Color>)>> = self.rows.iter().map(|row| row.iter().map(|(text, color)| (shown(text), *color)).collect()).collect();
+        let widths: Vec<usize> =
+            (0..columns.len()).map(|i| rows.iter().filter_map(|r| r.get(i)).map(|(t, _)| t.width()).chain([columns[i].width()]).max().unwrap_or(0)).collect();
         if !self.title.is_empty() {
-            console.out(&console.paint_out(Style::new().bold(), &self.title));
+            console.out(&console.paint_out(Style::new().bold(), &shown(&self.title)));
         }
-        let header: Vec<String> = self.columns.iter().zip(&widths).map(|(c, w)| pad(c, *w)).collect();
+        let header: Vec<String> = columns.iter().zip(&widths).map(|(c, w)| pad(c, *w)).collect();
         console.out(&console.paint_out(Style::new().underline(), header.join("  ").trim_end()));
-        for row in &self.rows {
+        for row in &rows {
             let cells: Vec<String> = row
                 .iter()
                 .zip(&widths)
                 .map(|((text, color), w)| {
-                    let padded = pad(&text.replace('\n', " ⏎ "), *w);
+                    let padded = pad(text, *w);
                     match color {
                         Some(color) => console.paint_out(color.normal(), &padded),
                         None => padded,
@@ -98,7 +103,7 @@ pub fn grids(console: &Console, options: &LineOptions, grids: &[Grid], extra: Va
         if let (Value::Object(doc), Value::Object(extra)) = (&mut doc, extra) {
             doc.extend(extra);
         }
-        console.out(&doc.to_string());
+        console.out_json(&doc.to_string());
     } else {
         for (i, grid) in grids.iter().enumerate() {
             if i > 0 {
@@ -154,7 +159,7 @@ pub fn outcome(console: &Console, options: &LineOptions, outcome: &Outcome, exit
             map.insert("exit".into(), json!(exit.code()));
             map.insert("schema".into(), json!(JSON_SCHEMA));
         }
-        console.out(&doc.to_string());
+        console.out_json(&doc.to_string());
         return;
     }
     match outcome {
@@ -209,7 +214,7 @@ pub fn journal(console: &Console, dir: &std::path::Path, args: &[String], option
                         })
                     })
                     .collect();
-                console.out(&json!({ "schema": JSON_SCHEMA, "runs": runs }).to_string());
+                console.out_json(&json!({ "schema": JSON_SCHEMA, "runs": runs }).to_string());
                 return Exit::Success;
             }
             let mut grid = Grid::new("Runs", &["run", "started", "command", "status", "steps done"]);
@@ -260,7 +265,7 @@ pub fn journal(console: &Console, dir: &std::path::Path, args: &[String], option
                         })
                     })
                     .collect();
-                console.out(&json!({ "schema": JSON_SCHEMA, "run": log.run, "plugin": plugin, "line": line, "status": log.status(), "started": log.started(), "steps": steps, "records": log.records }).to_string());
+                console.out_json(&json!({ "schema": JSON_SCHEMA, "run": log.run, "plugin": plugin, "line": line, "status": log.status(), "started": log.started(), "steps": steps, "records": log.records }).to_string());
                 return Exit::Success;
             }
             console.out(&console.paint_out(Style::new().bold(), &format!("run {} — {line}", log.run)));
@@ -359,7 +364,7 @@ pub fn help(console: &Console, session: &Session, args: &[String], options: &Lin
                 return Exit::Usage;
             }
             if options.output == OutputFormat::Json {
-                console.out(&json!({ "plugin": plugin.name(), "commands": commands }).to_string());
+                console.out_json(&json!({ "plugin": plugin.name(), "commands": commands }).to_string());
                 return Exit::Success;
             }
             console.out(&console.paint_out(Style::new().bold(), &format!("{} {} — {}", plugin.name(), plugin.info.version, pick(&plugin.info.summary, lang))));
@@ -397,7 +402,7 @@ fn kind(kind: CommandKind) -> &'static str {
 }
 
 pub fn plugins(console: &Console, registry: &Registry, options: &LineOptions) {
-    let mut grid = Grid::new("Plugins", &["name", "version", "from", "commands", "capabilities"]);
+    let mut grid = Grid::new("Plugins", &["name", "version", "from", "component", "commands", "capabilities"]);
     for plugin in &registry.plugins {
         grid.row(vec![
             plugin.name().into(),
@@ -406,6 +411,7 @@ pub fn plugins(console: &Console, registry: &Registry, options: &LineOptions) {
                 Origin::Bundled => "bundled".into(),
                 Origin::File(path) => path.display().to_string(),
             },
+            format!("sha256:{}", plugin.sha256),
             plugin.info.commands.iter().map(|c| c.name.clone()).collect::<Vec<_>>().join(", "),
             plugin.info.capabilities.join(", "),
         ]);

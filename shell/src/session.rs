@@ -18,6 +18,10 @@ use crate::OutputFormat;
 use crate::operator::Console;
 use crate::render;
 
+/// Words of opsh itself that are no `BUILTINS` line: the CLI's subcommands and aliases, and the
+/// built-in host.
+const RESERVED_WORDS: &[&str] = &["quit", "run", "apply", "status", "local", "opsh"];
+
 pub const BUILTINS: &[(&str, &str)] = &[
     ("help", "help [PLUGIN [COMMAND]] — commands, their arguments and examples"),
     ("plan", "plan COMMAND… — the plan of a change, nothing changed (same as --dry-run)"),
@@ -81,7 +85,8 @@ impl Session {
         let console = Arc::new(Console::new(defaults.output, caps.inventory.known_secrets()));
         let events: Arc<dyn Events> = console.clone();
         let sandbox = Sandbox::new(paths.component_cache_dir(), Limits::from_env())?;
-        let registry = Registry::load(&sandbox, bundled, &paths.plugin_dir(), &caps, &events).await;
+        let reserved: Vec<&str> = BUILTINS.iter().map(|(name, _)| *name).chain(RESERVED_WORDS.iter().copied()).collect();
+        let registry = Registry::load(&sandbox, bundled, &paths.plugin_dir(), &reserved, &caps, &events).await;
         for problem in &registry.problems {
             console.warn(&format!("plugin not loaded: {problem}"));
         }

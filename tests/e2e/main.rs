@@ -9,6 +9,7 @@ mod errors;
 mod examples;
 mod horizon;
 mod horizon_shapes;
+mod hostile;
 mod lab_drills;
 mod otb;
 mod otb_lab;

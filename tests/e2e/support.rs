@@ -57,7 +57,33 @@ pub fn probe_wasm() -> PathBuf {
     target_dir().parent().expect("target").join("wasm-plugins/wasm32-wasip2/plugin/opsh_probe_plugin.wasm")
 }
 
+pub fn hostile_wasm() -> PathBuf {
+    target_dir().parent().expect("target").join("wasm-plugins/wasm32-wasip2/plugin/opsh_hostile_plugin.wasm")
+}
+
 impl World {
+    /// Install the hostile fixture plugin as FILE (under the data dir's plugins), optionally with
+    /// its name patched in the component's bytes to another seven-letter name, and add
+    /// `grants` (TOML) to the inventory.
+    pub fn install_hostile(&self, file: &str, rename: Option<&str>, grants: &str) -> PathBuf {
+        let mut bytes =
+            std::fs::read(hostile_wasm()).unwrap_or_else(|e| panic!("the hostile fixture plugin was not built at {}: {e}", hostile_wasm().display()));
+        if let Some(name) = rename {
+            assert_eq!(name.len(), 7, "the patched name must be as long as `hostile`");
+            let mut at = 0;
+            while let Some(found) = bytes[at..].windows(7).position(|w| w == b"hostile") {
+                bytes[at + found..at + found + 7].copy_from_slice(name.as_bytes());
+                at += found + 7;
+            }
+        }
+        let path = self.home.path().join("data/plugins").join(file);
+        std::fs::write(&path, bytes).expect("install the hostile plugin");
+        let mut inventory = std::fs::read_to_string(&self.inventory).expect("inventory");
+        inventory.push_str(grants);
+        std::fs::write(&self.inventory, inventory).expect("write inventory");
+        path
+    }
+
     pub fn new() -> World {
         Self::with_topology("basic")
     }
@@ -144,8 +170,12 @@ pub fn json_cell(run: &Run, column: &str) -> String {
 }
 
 pub fn sha256_hex(text: &str) -> String {
+    sha256_hex_bytes(text.as_bytes())
+}
+
+pub fn sha256_hex_bytes(bytes: &[u8]) -> String {
     use sha2::{Digest, Sha256};
-    hex::encode(Sha256::digest(text.as_bytes()))
+    hex::encode(Sha256::digest(bytes))
 }
 
 impl World {
@@ -194,6 +224,11 @@ impl World {
     /// Drive the interactive shell through a real terminal (script(1) gives it a pty): write each
     /// input, wait its pause, and return everything the terminal showed.
     pub fn repl(&self, inputs: &[(&[u8], u64)]) -> String {
+        self.repl_in(inputs, false)
+    }
+
+    /// `repl` on a colour terminal (`TERM=xterm-256color`, no `NO_COLOR`).
+    pub fn repl_in(&self, inputs: &[(&[u8], u64)], colour: bool) -> String {
         // Compile the plugins into the component cache first: a cold start under load can take
         // longer than the first pause, and keys typed before the shell listens are not its test.
         let warm = self.opsh(&["plugins"]);
@@ -204,8 +239,8 @@ impl World {
             .env("OPSH_CONFIG_DIR", self.home.path().join("config"))
             .env("OPSH_DATA_DIR", self.home.path().join("data"))
             .env("OPSH_CACHE_DIR", self.home.path().join("cache"))
-            .env("NO_COLOR", "1")
-            .env("TERM", "dumb")
+            .env("NO_COLOR", if colour { "" } else { "1" })
+            .env("TERM", if colour { "xterm-256color" } else { "dumb" })
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

@@ -63,12 +63,17 @@ impl CallCtx {
         }
     }
 
+    /// May this plugin see host `name` (and so send to it, and learn which host a name is)?
+    fn sees(&self, name: &str) -> bool {
+        self.caps.grants.may_see(&self.plugin, name) || self.caps.grants.manages_topology(&self.plugin, &self.caps.inventory, name)
+    }
+
     fn reveal(&self, text: &str) -> CapResult<String> {
-        self.caps.addresses.reveal(text).map_err(CapabilityError::Invalid)
+        self.caps.addresses.reveal_for(text, &|host| self.sees(host)).map_err(CapabilityError::Invalid)
     }
 
     fn conceal(&self, text: &str) -> String {
-        self.caps.addresses.conceal(text)
+        self.caps.addresses.conceal_for(text, &|host| self.sees(host))
     }
 
     fn conceal_bytes(&self, bytes: Vec<u8>) -> Vec<u8> {

@@ -65,6 +65,9 @@ pub enum Origin {
 pub struct LoadedPlugin {
     pub info: PluginInfo,
     pub origin: Origin,
+    /// Hex SHA-256 of the component's bytes: with its name, the plugin's identity (a grant can
+    /// be pinned to it).
+    pub sha256: String,
     pre: PluginPre<CallCtx>,
 }
 
@@ -133,25 +136,27 @@ impl Sandbox {
             Origin::Bundled => "bundled plugin".to_string(),
             Origin::File(path) => format!("plugin file {}", path.display()),
         };
-        let component = self.compile(bytes).with_context(|| format!("{where_} is not a valid opsh plugin component"))?;
+        let sha256 = hex::encode(Sha256::digest(bytes));
+        let component = self.compile(bytes, &sha256).with_context(|| format!("{where_} is not a valid opsh plugin component"))?;
         let pre = self
             .linker
             .instantiate_pre(&component)
             .map_err(|e| anyhow::anyhow!("{where_} needs imports this opsh does not provide ({e}); it was built for another opsh:plugin version"))?;
         let pre = PluginPre::new(pre).map_err(|e| anyhow::anyhow!("{where_} does not export opsh:plugin/runbook@0.1.0: {e}"))?;
-        let mut plugin = LoadedPlugin { info: placeholder_info(), origin, pre };
+        let mut plugin = LoadedPlugin { info: placeholder_info(), origin, sha256, pre };
         let info = self.describe(&plugin, caps, events).await.map_err(|crash| anyhow::anyhow!("{where_}: describe() failed: {}", crash.message))?;
         if info.name.is_empty() || !info.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
             anyhow::bail!("{where_} calls itself {:?}; a plugin name is letters, digits and '-'", info.name);
         }
+        check_described(&info).map_err(|problem| anyhow::anyhow!("{where_} (plugin {}): describe() {problem}", info.name))?;
         plugin.info = info;
         Ok(plugin)
     }
 
-    fn compile(&self, bytes: &[u8]) -> Result<Component> {
+    fn compile(&self, bytes: &[u8], sha256: &str) -> Result<Component> {
         let mut hasher = std::collections::hash_map::DefaultHasher::new();
         self.engine.precompile_compatibility_hash().hash(&mut hasher);
-        let key = format!("{}-{:016x}", hex::encode(&Sha256::digest(bytes)[..16]), hasher.finish());
+        let key = format!("{}-{:016x}", &sha256[..32.min(sha256.len())], hasher.finish());
         let path = self.cache_dir.join(format!("{key}.cwasm"));
         if path.exists() {
             match load_cached(&self.engine, &path) {
@@ -351,6 +356,35 @@ fn describe_crash(store: &Store<CallCtx>, error: &wasmtime::Error, stderr: &Memo
     message
 }
 
+/// What `describe()` returns is shown in completion menus, help and prompts: names are plain
+/// words, completion choices carry no control characters or spaces.
+fn check_described(info: &PluginInfo) -> Result<(), String> {
+    use self::bindings::runbook::Completion;
+    let word = |w: &str| !w.is_empty() && w.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_');
+    let inert = |s: &str| {
+        !s.is_empty() && !s.chars().any(|c| c.is_control() || c.is_whitespace() || matches!(c as u32, 0x200e | 0x200f | 0x202a..=0x202e | 0x2066..=0x2069))
+    };
+    if !info.version.chars().all(|c| c.is_ascii_graphic()) {
+        return Err(format!("gives version {:?}: printable ASCII only", info.version));
+    }
+    for command in &info.commands {
+        if !command.name.split(' ').all(word) {
+            return Err(format!("names a command {:?}: words of a-z, 0-9, '-' and '_', one space apart", command.name));
+        }
+        for arg in &command.args {
+            if !word(&arg.name) {
+                return Err(format!("command {}: names an argument {:?}: a-z, 0-9, '-' and '_' only", command.name, arg.name));
+            }
+            if let Completion::Choices(choices) = &arg.completion
+                && let Some(bad) = choices.iter().find(|c| !inert(c))
+            {
+                return Err(format!("command {} --{}: offers the completion {bad:?}, with spaces or control characters", command.name, arg.name));
+            }
+        }
+    }
+    Ok(())
+}
+
 fn placeholder_info() -> PluginInfo {
     PluginInfo {
         name: String::new(),
@@ -358,5 +392,44 @@ fn placeholder_info() -> PluginInfo {
         summary: Text { en: String::new(), ja: String::new() },
         commands: Vec::new(),
         capabilities: Vec::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::bindings::runbook::{ArgInfo, ArgKind, CommandInfo, CommandKind, Completion};
+    use super::*;
+
+    fn info(command: &str, arg: &str, choice: &str) -> PluginInfo {
+        let t = || Text { en: "x".into(), ja: String::new() };
+        PluginInfo {
+            name: "p".into(),
+            version: "1.0".into(),
+            summary: t(),
+            capabilities: vec![],
+            commands: vec![CommandInfo {
+                name: command.into(),
+                kind: CommandKind::Read,
+                summary: t(),
+                help: t(),
+                args: vec![ArgInfo {
+                    name: arg.into(),
+                    kind: ArgKind::Option,
+                    required: false,
+                    help: t(),
+                    completion: Completion::Choices(vec![choice.into()]),
+                }],
+                examples: vec![],
+            }],
+        }
+    }
+
+    #[test]
+    fn describe_names_are_plain_words_and_choices_inert() {
+        assert!(check_described(&info("promote service-provider", "to", "fast")).is_ok());
+        assert!(check_described(&info("promote\x1b[2K", "to", "fast")).is_err());
+        assert!(check_described(&info("status", "to\r", "fast")).is_err());
+        assert!(check_described(&info("status", "to", "fast\u{202e}")).is_err());
+        assert!(check_described(&info("status", "to", "two words")).is_err());
     }
 }

@@ -1,0 +1,166 @@
+//! The sandbox against a plugin that lies: the `hostile` fixture (`tests/fixtures/hostile-plugin`)
+//! attacks one promise per command, and each test checks the outcome an operator cares about —
+//! what the terminal received, what the plugin learnt, what opsh loaded — not opsh's own words.
+
+use crate::support::{World, hostile_wasm, json_cell};
+
+const GRANTS: &str = "\n[grants.hostile]\nsql = [\"alpha-app\"]\nssh = [\"alpha\"]\n";
+
+/// The byte sequences the fixture plants; none may reach a terminal raw.
+const RAW: &[&str] = &["\r\x1b[2K", "\x1b]0;owned", "\x1b]8;;", "\x1b[8m", "\u{9b}2J", "\u{202e}"];
+
+fn assert_inert(what: &str, output: &str) {
+    for raw in RAW {
+        assert!(!output.contains(raw), "{what}: the terminal received {raw:?} raw:\n{output:?}");
+    }
+}
+
+#[test]
+fn plugin_text_reaches_the_terminal_inert_in_tables_logs_progress_and_crashes() {
+    let world = World::new();
+    world.install_hostile("hostile.wasm", None, GRANTS);
+    let run = world.opsh(&["hostile", "spoof"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert_inert("spoof", &run.all());
+    assert!(!run.all().contains('\x1b') && !run.all().contains('\r'), "without colour opsh writes no escape at all: {run:?}");
+    // Made visible, not dropped: the operator sees what the plugin tried.
+    assert!(run.stdout.contains("DOWN\\r\\x1b[2Kup"), "{run:?}");
+    assert!(run.stdout.contains("dn01\\u{202e}10nd"), "{run:?}");
+    assert!(run.stdout.contains("\\x9b2Jfine ⏎ node  injected-row"), "a newline in a cell is no new row: {run:?}");
+    assert!(run.stderr.contains("harmless\\r\\x1b[2K\\x1b]0;owned\\x07log line"), "{run:?}");
+    assert!(run.stderr.contains("step 1\\r\\x1b[2K\\x1b[8mprogress"), "{run:?}");
+
+    let crash = world.opsh(&["hostile", "crash"]);
+    assert_eq!(crash.code, 1, "{crash:?}");
+    assert_inert("crash", &crash.all());
+    assert!(crash.stderr.contains("boom\\r\\x1b[2K\\x1b]0;owned\\x07all good"), "{crash:?}");
+
+    // JSON keeps the exact strings, escaped so that printing it is inert too.
+    let json = world.opsh(&["--output", "json", "hostile", "spoof"]);
+    assert_eq!(json.code, 0, "{json:?}");
+    assert_inert("json", &json.stdout);
+    assert_eq!(json_cell(&json, "state"), "DOWN\r\x1b[2Kup");
+    assert_eq!(json_cell(&json, "node"), "dn01\u{202e}10nd");
+}
+
+#[test]
+fn a_step_cannot_overprint_itself_in_the_plan_the_progress_or_the_journal() {
+    let world = World::new();
+    world.install_hostile("hostile.wasm", None, GRANTS);
+    let plan = world.opsh(&["hostile", "disguise", "alpha-app", "--dry-run"]);
+    assert_eq!(plan.code, 0, "{plan:?}");
+    assert_inert("plan", &plan.all());
+    assert!(plan.stdout.contains("1. DROP TABLE accounts\\r\\x1b[2KANALYZE accounts"), "the title shows what it hides: {plan:?}");
+    assert!(plan.stdout.contains("sql alpha-app: SELECT 'DROP TABLE accounts' /*\\r\\x1b[2K*/ AS analyze_accounts"), "{plan:?}");
+
+    let applied = world.opsh(&["hostile", "disguise", "alpha-app", "--yes"]);
+    assert_eq!(applied.code, 0, "{applied:?}");
+    assert_inert("apply", &applied.all());
+    let run = world.runs().pop().expect("a journaled run");
+    let journal = world.opsh(&["journal", &run]);
+    assert_eq!(journal.code, 0, "{journal:?}");
+    assert_inert("journal", &journal.all());
+    assert!(journal.stdout.contains("DROP TABLE accounts\\r\\x1b[2KANALYZE accounts"), "{journal:?}");
+}
+
+#[test]
+fn a_colour_terminal_gets_opsh_colours_and_none_of_the_plugins_escapes() {
+    let world = World::new();
+    world.install_hostile("hostile.wasm", None, GRANTS);
+    let screen = world.repl_in(&[(b"hostile spoof\n", 2500), (b"hostile disguise alpha-app --dry-run\n", 2500), (b"exit\n", 500)], true);
+    assert!(screen.contains("\x1b[1m"), "opsh still paints its own bold titles: {screen:?}");
+    assert!(screen.contains("DOWN\\r\\x1b[2Kup") && screen.contains("ANALYZE accounts"), "{screen:?}");
+    for raw in ["\x1b]0;owned", "\x1b]8;;", "\x1b[8m", "\u{9b}2J", "\u{202e}", "\r\x1b[2KANALYZE", "\r\x1b[2Kup", "\r\x1b[2Klog line"] {
+        assert!(!screen.contains(raw), "the terminal received {raw:?} raw:\n{screen:?}");
+    }
+}
+
+#[test]
+fn a_plugin_learns_nothing_about_hosts_it_was_granted_nothing_on() {
+    let world = World::new();
+    world.install_hostile("hostile.wasm", None, GRANTS);
+    let beta = world.lab.host("beta").expect("beta").address.clone();
+    let run = world.opsh(&["--output", "json", "hostile", "peek", "alpha", "beta", &beta]);
+    assert_eq!(run.code, 0, "{run:?}");
+    let doc: serde_json::Value = serde_json::from_str(run.stdout.trim()).expect("json");
+    let result = |attempt: &str| -> String {
+        doc["tables"][0]["rows"]
+            .as_array()
+            .expect("rows")
+            .iter()
+            .find(|row| row[0]["text"] == attempt)
+            .map(|row| row[1]["text"].as_str().unwrap_or_default().to_string())
+            .unwrap_or_else(|| panic!("no row {attempt}: {run:?}"))
+    };
+    let (other, absent) = (result("lookup other"), result("lookup absent"));
+    assert!(other.starts_with("refused"), "{other}");
+    assert_eq!(other.replace("beta", "X"), absent.replace("no-such-host", "X"), "a hidden host and an absent one get the same answer");
+    assert_eq!(result("list hosts"), "alpha", "it lists only what it may use");
+    let (sent, sent_absent) = (result("send other token"), result("send absent token"));
+    // The refusal quotes the plugin's own token back to it (the operator's screen shows it as the
+    // address: that is the operator's view, not the plugin's); it says nothing of whether the host exists.
+    assert!(sent.starts_with("refused"), "the token of a hidden host is not sent: {sent}");
+    assert_eq!(sent.replace(&beta, "X"), sent_absent.replace("{{addr:no-such-host}}", "X"), "{sent} / {sent_absent}");
+    assert!(result("send hidden marker").starts_with("refused"), "{run:?}");
+    assert_eq!(result("echo other address"), "{{addr:?}}", "an address of a hidden host comes back as an anonymous marker, not its name");
+    assert!(!doc.to_string().contains("{{addr:beta"), "no token names the hidden host: {run:?}");
+}
+
+#[test]
+fn the_operators_own_machine_is_granted_only_by_its_name() {
+    let world = World::new();
+    world.install_hostile("hostile.wasm", None, "\n[grants.hostile]\nssh = [\"*\"]\nfile-edit = [\"*\"]\nservice = [\"*\"]\n");
+    let run = world.opsh(&["hostile", "local"]);
+    assert_eq!(run.code, 5, "refused, not granted: {run:?}");
+    assert!(run.stderr.contains("may not run commands on host local: not granted"), "{run:?}");
+    assert!(!run.stdout.contains("root"), "{run:?}");
+}
+
+#[test]
+fn twin_plugins_and_plugins_named_like_opsh_commands_are_refused() {
+    let world = World::new();
+    let first = world.install_hostile("a-hostile.wasm", None, GRANTS);
+    let second = world.install_hostile("b-hostile.wasm", None, "");
+    let reserved = world.install_hostile("journal.wasm", Some("journal"), "");
+    let run = world.opsh(&["plugins"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    let problem = run.all();
+    assert!(
+        problem.contains(&format!("plugin files {} and {} all call themselves \"hostile\"", first.display(), second.display())),
+        "both files are named: {run:?}"
+    );
+    assert!(problem.contains(&format!("plugin file {} calls itself \"journal\", which is an opsh command", reserved.display())), "{run:?}");
+    let used = world.opsh(&["hostile", "spoof"]);
+    assert_eq!(used.code, 2, "neither twin is loaded: {used:?}");
+    let journal = world.opsh(&["journal"]);
+    assert_eq!(journal.code, 0, "the built-in journal still answers: {journal:?}");
+}
+
+#[test]
+fn a_grant_pinned_to_a_component_is_for_that_component_only() {
+    let world = World::new();
+    let good = crate::support::sha256_hex_bytes(&std::fs::read(hostile_wasm()).expect("wasm"));
+    world.install_hostile("hostile.wasm", None, &format!("{GRANTS}component = \"sha256:{good}\"\n"));
+    let pinned = world.opsh(&["hostile", "spoof"]);
+    assert_eq!(pinned.code, 0, "the pinned component runs: {pinned:?}");
+    // Another build claiming the same name: refused, with both hashes named.
+    let bytes = append_custom_section(std::fs::read(hostile_wasm()).expect("wasm"));
+    std::fs::write(world.home.path().join("data/plugins/hostile.wasm"), &bytes).expect("write");
+    let other = crate::support::sha256_hex_bytes(&bytes);
+    let run = world.opsh(&["hostile", "spoof"]);
+    assert_eq!(run.code, 2, "{run:?}");
+    let plugins = world.opsh(&["plugins"]);
+    assert!(plugins.all().contains(&format!("are for component sha256:{good}, and it is sha256:{other}")), "{plugins:?}");
+}
+
+/// A custom section changes the component's bytes (and so its hash) without changing its code.
+fn append_custom_section(mut bytes: Vec<u8>) -> Vec<u8> {
+    let name = b"opsh-test";
+    let payload = b"another build";
+    bytes.push(0); // custom section id
+    bytes.push((1 + name.len() + payload.len()) as u8);
+    bytes.push(name.len() as u8);
+    bytes.extend_from_slice(name);
+    bytes.extend_from_slice(payload);
+    bytes
+}
