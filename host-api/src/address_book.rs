@@ -190,8 +190,8 @@ mod tests {
         let book = book();
         let only_a = |host: &str| host == "a";
         assert_eq!(book.conceal_for("a 10.0.0.1 b 10.0.0.12", &only_a), "a {{addr:a}} b {{addr:?}}");
-        let hidden = book.reveal_for("{{addr:b}}", &only_a).unwrap_err();
-        let absent = book.reveal_for("{{addr:zz}}", &only_a).unwrap_err();
+        let hidden = book.reveal_for("{{addr:b}}", &only_a).expect_err("hidden");
+        let absent = book.reveal_for("{{addr:zz}}", &only_a).expect_err("absent");
         assert_eq!(hidden.replace("{{addr:b}}", "T"), absent.replace("{{addr:zz}}", "T"), "the same words for a hidden and an absent host");
         assert!(book.reveal_for(HIDDEN, &only_a).is_err());
         assert_eq!(book.reveal_for("{{addr:a:dns}}", &only_a).expect("own alias"), "db-a");

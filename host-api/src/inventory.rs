@@ -128,6 +128,11 @@ pub struct Database {
     pub dbname: String,
     pub user: String,
     pub password: Option<PasswordSource>,
+    /// The role every reading session (read, plan, check, verify) logs in as: one that cannot
+    /// change things (no superuser) is the only complete defence against a plugin's side effects
+    /// while planning. Its password comes from `plan-password`, else `~/.pgpass`.
+    pub plan_user: Option<String>,
+    pub plan_password: Option<PasswordSource>,
     #[serde(default)]
     pub sslmode: SslMode,
     /// CA certificate (PEM) for `verify-ca` / `verify-full`; the system's web roots otherwise.
@@ -306,8 +311,22 @@ impl Inventory {
     /// A database's password, from the source it names, else `~/.pgpass` (or `$PGPASSFILE`).
     pub fn database_password(&self, name: &str) -> Result<Option<Secret>> {
         let db = self.databases.get(name).with_context(|| format!("database {name} is not in the inventory"))?;
+        self.password_of(name, &db.user, db.password.as_ref())
+    }
+
+    /// The password of a database's `plan-user` (none when it has no plan user).
+    pub fn plan_password(&self, name: &str) -> Result<Option<Secret>> {
+        let db = self.databases.get(name).with_context(|| format!("database {name} is not in the inventory"))?;
+        match &db.plan_user {
+            Some(user) => self.password_of(name, user, db.plan_password.as_ref()),
+            None => Ok(None),
+        }
+    }
+
+    fn password_of(&self, name: &str, user: &str, source: Option<&PasswordSource>) -> Result<Option<Secret>> {
+        let db = self.databases.get(name).with_context(|| format!("database {name} is not in the inventory"))?;
         let host = self.hosts.get(&db.host).with_context(|| format!("database {name}: unknown host {}", db.host))?;
-        match &db.password {
+        match source {
             Some(PasswordSource::Env { env }) => match std::env::var(env) {
                 Ok(value) => Ok(Some(Secret(value))),
                 Err(_) => bail!("database {name}: its password comes from ${env}, which is not set; export it and try again"),
@@ -318,9 +337,9 @@ impl Inventory {
             }
             Some(PasswordSource::Pgpass { pgpass: false }) => Ok(None),
             Some(PasswordSource::Pgpass { pgpass: true }) | None => {
-                let found = pgpass_lookup(&host.address, db.port, &db.dbname, &db.user)?;
-                if found.is_none() && db.password.is_some() {
-                    bail!("database {name}: no matching line in the .pgpass file for {}:{}:{}:{}", db.host, db.port, db.dbname, db.user);
+                let found = pgpass_lookup(&host.address, db.port, &db.dbname, user)?;
+                if found.is_none() && source.is_some() {
+                    bail!("database {name}: no matching line in the .pgpass file for {}:{}:{}:{user}", db.host, db.port, db.dbname);
                 }
                 Ok(found)
             }
@@ -329,7 +348,12 @@ impl Inventory {
 
     /// Every value that must never appear in output: the passwords the inventory can resolve.
     pub fn known_secrets(&self) -> Vec<Secret> {
-        self.databases.keys().filter_map(|name| self.database_password(name).ok().flatten()).filter(|secret| !secret.expose().is_empty()).collect()
+        self.databases
+            .keys()
+            .flat_map(|name| [self.database_password(name).ok().flatten(), self.plan_password(name).ok().flatten()])
+            .flatten()
+            .filter(|secret| !secret.expose().is_empty())
+            .collect()
     }
 }
 

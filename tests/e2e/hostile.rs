@@ -164,3 +164,67 @@ fn append_custom_section(mut bytes: Vec<u8>) -> Vec<u8> {
     bytes.extend_from_slice(payload);
     bytes
 }
+
+/// The plan phase through SQL: every way out of the read-only transaction, checked with psql.
+#[test]
+fn planning_cannot_change_the_database_whatever_sql_the_plugin_sends() {
+    let world = World::new();
+    world.sql("alpha", "app", "CREATE TABLE probe_log(value text); GRANT ALL ON probe_log TO opsh;");
+    world.install_hostile("hostile.wasm", None, GRANTS);
+    assert_eq!(world.sql("alpha", "app", "SELECT rolsuper FROM pg_roles WHERE rolname = 'opsh'").trim(), "t", "the attacks run as a superuser login");
+    for attack in ["commit", "rollback-then-write", "end", "read-write", "session-read-write", "do"] {
+        let value = format!("hostile-{attack}");
+        for extra in [&["--dry-run"][..], &["--yes"][..]] {
+            let mut args = vec!["hostile", "plan-sql", "alpha-app", attack, &value];
+            args.extend_from_slice(extra);
+            let run = world.opsh(&args);
+            assert_eq!(run.code, 1, "{attack}: the plan fails: {run:?}");
+            assert!(run.stderr.contains("while planning") && run.stderr.contains("nothing was changed"), "{attack}: {run:?}");
+        }
+        let rows = world.sql("alpha", "app", &format!("SELECT count(*) FROM probe_log WHERE value = '{value}'"));
+        assert_eq!(rows.trim(), "0", "{attack}: no row was written while planning");
+    }
+    let marker = std::path::PathBuf::from(format!("/tmp/opsh-hostile-copy-{}", std::process::id()));
+    let _ = std::fs::remove_file(&marker);
+    let run = world.opsh(&["hostile", "plan-sql", "alpha-app", "copy-program", &marker.display().to_string(), "--dry-run"]);
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(run.stderr.contains("only queries"), "{run:?}");
+    assert!(!marker.exists(), "COPY … TO PROGRAM ran no command on the server");
+}
+
+#[test]
+fn side_effect_functions_are_refused_however_they_are_spelt() {
+    let world = World::new();
+    world.install_hostile("hostile.wasm", None, GRANTS);
+    for attack in ["quoted-terminate", "comment-terminate", "values-terminate"] {
+        let victim = format!("opsh-victim-{attack}");
+        std::thread::scope(|scope| {
+            let session = scope.spawn(|| {
+                world.lab.psql_as_admin(world.lab.cluster("alpha").expect("alpha"), "app", &format!("SET application_name = '{victim}'; SELECT pg_sleep(4)"))
+            });
+            crate::support::wait_for(10, "the victim session", || {
+                (world.sql("alpha", "app", &format!("SELECT count(*) FROM pg_stat_activity WHERE application_name = '{victim}'")).trim() == "1").then_some(())
+            });
+            let run = world.opsh(&["hostile", "plan-sql", "alpha-app", attack, &victim, "--dry-run"]);
+            assert_eq!(run.code, 1, "{attack}: {run:?}");
+            assert!(run.stderr.contains("pg_terminate_backend() changes the server"), "{attack}: {run:?}");
+            let ended = session.join().expect("victim thread");
+            assert!(ended.is_ok(), "{attack}: the victim session lived to finish its query: {ended:?}");
+        });
+    }
+}
+
+/// One plugin's session is not another's: a temp view left by one cannot change what the
+/// bundled `pg status` reports in the same opsh process.
+#[test]
+fn a_plugin_session_is_its_own() {
+    let world = World::new();
+    world.install_hostile("hostile.wasm", None, GRANTS);
+    let script = world.home.path().join("shadow.opsh");
+    std::fs::write(&script, "hostile shadow alpha-app --yes\npg status\n").expect("script");
+    let run = world.opsh(&["run", &script.display().to_string()]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(run.all().contains("this session now counts 4242 client backends"), "the attack works in its own session: {run:?}");
+    let status = run.stdout.lines().find(|l| l.contains("alpha-app")).unwrap_or_else(|| panic!("no alpha-app row: {run:?}"));
+    assert!(!status.contains("4242"), "pg status saw its own session, not the view: {status}");
+}

@@ -1,6 +1,30 @@
-//! SQL on inventory databases with tokio-postgres: one cached connection per database, TLS as
-//! the inventory's sslmode asks, parameters, bounded results, and host-enforced read-only mode
-//! for the plan phase.
+//! SQL on inventory databases with tokio-postgres: TLS as the inventory's sslmode asks,
+//! parameters, bounded results, and a plan phase that PostgreSQL itself keeps read-only.
+//!
+//! **Sessions.** Each plugin has its own connection per database and per kind of phase (reading —
+//! read, plan, check, verify — or applying): no temp object, setting, prepared statement or open
+//! transaction of one plugin is seen by another, nor the plan's by the apply.
+//!
+//! **Reading phases**, against a plugin that lies:
+//! 1. the session is the database's `plan-user` when the inventory names one (a role that cannot
+//!    change things is the only complete defence against a superuser's side effects), and starts
+//!    with `default_transaction_read_only = on`;
+//! 2. every call runs in `BEGIN TRANSACTION READ ONLY … ROLLBACK`, whose identity (its virtual
+//!    transaction id) is taken first — which also takes a snapshot, so `SET TRANSACTION READ
+//!    WRITE` is refused by the server;
+//! 3. a statement must be a query the server can plan: it is first sent as `EXPLAIN (VERBOSE)`
+//!    through the extended protocol (one statement, no smuggled second one); transaction control,
+//!    `SET`, `COPY … TO PROGRAM`, `DO`, `CALL` and every other utility statement fail there and are
+//!    refused before they run;
+//! 4. functions that change the server although read-only transactions permit them
+//!    (`pg_terminate_backend`, `pg_reload_conf`, `dblink_exec`, …) are refused, looked for in the
+//!    statement as the SQL lexer sees it (comments, quoting and spacing do not hide a call) and in
+//!    the server's own verbose plan (views expanded);
+//! 5. after every statement the transaction must still be the same one, still read-only;
+//!    otherwise the connection is dropped and the call refused.
+//!
+//! What remains: a function that wraps a side effect in its own body (PL/pgSQL, C) is not seen
+//! by step 4 — a superuser login can run it. Give such databases a `plan-user`.
 
 use std::collections::HashMap;
 use std::error::Error as StdError;
@@ -44,8 +68,17 @@ pub struct Statement {
 }
 
 /// Functions that change a server although PostgreSQL permits them inside a READ ONLY
-/// transaction. The plan phase refuses statements that call them; READ ONLY does the rest.
+/// transaction. The reading phases refuse statements that call them; READ ONLY does the rest.
 const SIDE_EFFECT_FUNCTIONS: &[&str] = &[
+    "pg_create_restore_point",
+    "pg_start_backup",
+    "pg_stop_backup",
+    "pg_log_backend_memory_contexts",
+    "pg_import_system_collations",
+    "pg_try_advisory_lock",
+    "pg_try_advisory_xact_lock",
+    "pg_advisory_lock_shared",
+    "pg_try_advisory_lock_shared",
     "pg_promote",
     "pg_reload_conf",
     "pg_terminate_backend",
@@ -72,11 +105,24 @@ const SIDE_EFFECT_FUNCTIONS: &[&str] = &[
     "lo_export",
 ];
 
+/// Families of such functions, by prefix: `dblink` runs SQL on another connection, adminpack's
+/// `pg_file_*` writes server files, `lo_*` writes large objects, `pg_stat_reset*` clears
+/// statistics, replication origins move.
+const SIDE_EFFECT_PREFIXES: &[&str] = &["dblink", "pg_file_", "lo_", "pg_stat_reset", "pg_replication_origin_"];
+
+/// Which plugin's session, and whether it is a reading phase's (read-only) one.
+#[derive(Debug, Clone, Copy)]
+pub struct Session<'a> {
+    pub plugin: &'a str,
+    pub read_only: bool,
+}
+
 type Slot = Arc<Mutex<Option<Client>>>;
 
 pub struct SqlPool {
     inventory: Arc<Inventory>,
-    clients: std::sync::Mutex<HashMap<String, Slot>>,
+    /// (database, plugin, read-only) → that session's connection.
+    clients: std::sync::Mutex<HashMap<(String, String, bool), Slot>>,
 }
 
 impl SqlPool {
@@ -84,28 +130,41 @@ impl SqlPool {
         Self { inventory, clients: std::sync::Mutex::new(HashMap::new()) }
     }
 
-    /// One statement. In `read_only` mode it runs inside `BEGIN READ ONLY … ROLLBACK`.
-    pub async fn query(&self, database: &str, statement: &Statement, read_only: bool, bounds: &Bounds) -> CapResult<Rows> {
-        let mut rows = self.transaction(database, std::slice::from_ref(statement), read_only, bounds, !read_only).await?;
+    /// One statement. In a reading session it runs inside `BEGIN READ ONLY … ROLLBACK`.
+    pub async fn query(&self, database: &str, session: Session<'_>, statement: &Statement, bounds: &Bounds) -> CapResult<Rows> {
+        let mut rows = self.transaction(database, session, std::slice::from_ref(statement), bounds, !session.read_only).await?;
         Ok(rows.pop().unwrap_or_default())
     }
 
     /// Several statements in one transaction (or, with `autocommit` and one statement, none).
-    pub async fn transaction(&self, database: &str, statements: &[Statement], read_only: bool, bounds: &Bounds, autocommit: bool) -> CapResult<Vec<Rows>> {
+    pub async fn transaction(&self, database: &str, session: Session<'_>, statements: &[Statement], bounds: &Bounds, autocommit: bool) -> CapResult<Vec<Rows>> {
+        let read_only = session.read_only;
         if read_only {
             for statement in statements {
                 refuse_side_effects(database, &statement.sql)?;
             }
         }
-        let slot = self.slot(database);
+        let slot = self.slot(database, session);
         let mut guard = slot.lock().await;
         let timeout = Duration::from_millis(self.inventory.defaults.statement_timeout_ms);
-        let client = self.connected(database, &mut guard).await?;
+        let client = self.connected(database, session, &mut guard).await?;
+        if read_only {
+            let outcome = tokio::time::timeout(timeout, read_only_work(client, database, statements, bounds)).await;
+            return match outcome {
+                Ok(Err(Guarded::Refused(e))) => {
+                    // The session may be in any state now: never reuse it.
+                    *guard = None;
+                    Err(e)
+                }
+                Ok(Err(Guarded::Postgres(e))) => settle(database, Ok(Err(e)), &mut guard, true, timeout),
+                Ok(Ok(rows)) => Ok(rows),
+                Err(elapsed) => settle(database, Err::<Result<Vec<Rows>, tokio_postgres::Error>, _>(elapsed), &mut guard, true, timeout),
+            };
+        }
         let work = async {
-            let single = autocommit && statements.len() == 1 && !read_only;
+            let single = autocommit && statements.len() == 1;
             if !single {
-                let begin = if read_only { "BEGIN TRANSACTION READ ONLY" } else { "BEGIN" };
-                client.batch_execute(begin).await?;
+                client.batch_execute("BEGIN").await?;
             }
             let mut results = Vec::with_capacity(statements.len());
             for statement in statements {
@@ -120,60 +179,66 @@ impl SqlPool {
                 }
             }
             if !single {
-                client.batch_execute(if read_only { "ROLLBACK" } else { "COMMIT" }).await?;
+                client.batch_execute("COMMIT").await?;
             }
             Ok::<_, tokio_postgres::Error>(results)
         };
         let outcome = tokio::time::timeout(timeout, work).await;
-        settle(database, outcome, &mut guard, read_only, timeout)
+        settle(database, outcome, &mut guard, false, timeout)
     }
 
     /// A script of several statements (simple-query protocol, no parameters). Values arrive as
     /// text. Refused in the read-only phases: a script could end the read-only transaction.
-    pub async fn batch(&self, database: &str, script: &str, read_only: bool, bounds: &Bounds) -> CapResult<Rows> {
-        if read_only {
+    pub async fn batch(&self, database: &str, session: Session<'_>, script: &str, bounds: &Bounds) -> CapResult<Rows> {
+        if session.read_only {
             return Err(CapabilityError::ReadOnly(format!(
                 "database {database}: a SQL script cannot run while planning (nothing may change yet); use single queries to read"
             )));
         }
-        let slot = self.slot(database);
+        let slot = self.slot(database, session);
         let mut guard = slot.lock().await;
         let timeout = Duration::from_millis(self.inventory.defaults.statement_timeout_ms);
-        let client = self.connected(database, &mut guard).await?;
+        let client = self.connected(database, session, &mut guard).await?;
         let outcome = tokio::time::timeout(timeout, client.simple_query(script)).await;
         settle(database, outcome, &mut guard, false, timeout).map(|messages| simple_rows(messages, bounds))
     }
 
-    fn slot(&self, database: &str) -> Slot {
+    fn slot(&self, database: &str, session: Session<'_>) -> Slot {
         let mut clients = self.clients.lock().unwrap_or_else(|p| p.into_inner());
-        clients.entry(database.to_string()).or_default().clone()
+        clients.entry((database.to_string(), session.plugin.to_string(), session.read_only)).or_default().clone()
     }
 
-    async fn connected<'a>(&self, database: &str, guard: &'a mut Option<Client>) -> CapResult<&'a Client> {
+    async fn connected<'a>(&self, database: &str, session: Session<'_>, guard: &'a mut Option<Client>) -> CapResult<&'a Client> {
         if guard.as_ref().is_some_and(|c| c.is_closed()) {
             *guard = None;
         }
         if guard.is_none() {
-            *guard = Some(self.connect(database).await?);
+            *guard = Some(self.connect(database, session.read_only).await?);
         }
         guard.as_ref().ok_or_else(|| CapabilityError::Failed(format!("database {database}: no connection")))
     }
 
-    async fn connect(&self, name: &str) -> CapResult<Client> {
+    async fn connect(&self, name: &str, read_only: bool) -> CapResult<Client> {
         let db = self
             .inventory
             .database(name)
             .ok_or_else(|| CapabilityError::NotFound(format!("database {name} is not in the inventory ({})", self.inventory.source.display())))?;
         let host =
             self.inventory.host(&db.host).ok_or_else(|| CapabilityError::NotFound(format!("database {name}: host {} is not in the inventory", db.host)))?;
-        let password = self.inventory.database_password(name).map_err(|e| CapabilityError::Auth(format!("{e:#}")))?;
+        let (user, password) = match (&db.plan_user, read_only) {
+            (Some(plan_user), true) => (plan_user.as_str(), self.inventory.plan_password(name).map_err(|e| CapabilityError::Auth(format!("{e:#}")))?),
+            _ => (db.user.as_str(), self.inventory.database_password(name).map_err(|e| CapabilityError::Auth(format!("{e:#}")))?),
+        };
         let connect_timeout = Duration::from_millis(self.inventory.defaults.connect_timeout_ms);
         let mut config = tokio_postgres::Config::new();
-        config.host(&host.address).port(db.port).dbname(&db.dbname).user(&db.user).application_name("opsh").connect_timeout(connect_timeout);
+        config.host(&host.address).port(db.port).dbname(&db.dbname).user(user).application_name("opsh").connect_timeout(connect_timeout);
+        if read_only {
+            config.options("-c default_transaction_read_only=on");
+        }
         if let Some(password) = &password {
             config.password(password.expose());
         }
-        let where_ = format!("database {name} (host {} port {}, dbname {}, user {})", db.host, db.port, db.dbname, db.user);
+        let where_ = format!("database {name} (host {} port {}, dbname {}, user {user})", db.host, db.port, db.dbname);
         let connecting = async {
             if db.sslmode == SslMode::Disable {
                 config.ssl_mode(tokio_postgres::config::SslMode::Disable);
@@ -249,19 +314,231 @@ impl From<tokio_postgres::Error> for ConnectError {
 }
 
 fn refuse_side_effects(database: &str, sql: &str) -> CapResult<()> {
-    let lower = sql.to_ascii_lowercase();
-    for function in SIDE_EFFECT_FUNCTIONS {
-        if let Some(at) = lower.find(function) {
-            let before_ok = at == 0 || !lower.as_bytes()[at - 1].is_ascii_alphanumeric() && lower.as_bytes()[at - 1] != b'_';
-            let rest = lower[at + function.len()..].trim_start();
-            if before_ok && rest.starts_with('(') {
-                return Err(CapabilityError::ReadOnly(format!(
-                    "database {database}: {function}() changes the server and cannot run while planning (nothing may change yet)"
-                )));
+    match called_functions(sql).into_iter().find(|f| changes_the_server(f)) {
+        Some(function) => Err(CapabilityError::ReadOnly(format!(
+            "database {database}: {function}() changes the server and cannot run while planning or reading (nothing may change yet)"
+        ))),
+        None => Ok(()),
+    }
+}
+
+fn changes_the_server(function: &str) -> bool {
+    SIDE_EFFECT_FUNCTIONS.contains(&function) || SIDE_EFFECT_PREFIXES.iter().any(|prefix| function.starts_with(prefix))
+}
+
+/// The names of the functions a SQL text calls, as PostgreSQL's lexer sees it: comments
+/// (`--`, nested `/* */`), string literals (`'…'`, `E'…'`, `$tag$…$tag$`) are skipped, a quoted
+/// identifier is unquoted, a schema qualifier dropped, and a name followed — after any spaces
+/// or comments — by `(` is a call. Names are lower-cased (compared case-insensitively, the
+/// strict reading for quoted ones).
+fn called_functions(sql: &str) -> Vec<String> {
+    let chars: Vec<char> = sql.chars().collect();
+    let mut calls = Vec::new();
+    let mut last_name: Option<String> = None;
+    let mut i = 0;
+    while i < chars.len() {
+        let c = chars[i];
+        let next = chars.get(i + 1).copied();
+        if c == '-' && next == Some('-') {
+            while i < chars.len() && chars[i] != '\n' {
+                i += 1;
+            }
+            continue;
+        }
+        if c == '/' && next == Some('*') {
+            let mut depth = 0;
+            while i < chars.len() {
+                if chars[i] == '/' && chars.get(i + 1) == Some(&'*') {
+                    depth += 1;
+                    i += 2;
+                } else if chars[i] == '*' && chars.get(i + 1) == Some(&'/') {
+                    depth -= 1;
+                    i += 2;
+                    if depth == 0 {
+                        break;
+                    }
+                } else {
+                    i += 1;
+                }
+            }
+            continue;
+        }
+        if c.is_whitespace() {
+            i += 1;
+            continue;
+        }
+        if c == '(' {
+            if let Some(name) = last_name.take() {
+                calls.push(name);
+            }
+            i += 1;
+            continue;
+        }
+        if c == '\'' {
+            // 'it''s' and E'it\'s': skip to the closing quote.
+            let escapes = i > 0 && matches!(chars[i - 1], 'e' | 'E');
+            i += 1;
+            while i < chars.len() {
+                if escapes && chars[i] == '\\' {
+                    i += 2;
+                    continue;
+                }
+                if chars[i] == '\'' {
+                    if chars.get(i + 1) == Some(&'\'') {
+                        i += 2;
+                        continue;
+                    }
+                    break;
+                }
+                i += 1;
+            }
+            i += 1;
+            last_name = None;
+            continue;
+        }
+        if c == '$' {
+            // $tag$ … $tag$ (a parameter $1 is no tag).
+            let mut j = i + 1;
+            while j < chars.len() && (chars[j].is_alphanumeric() || chars[j] == '_') && !(j == i + 1 && chars[j].is_ascii_digit()) {
+                j += 1;
+            }
+            if chars.get(j) == Some(&'$') {
+                let tag: String = chars[i..=j].iter().collect();
+                let rest: String = chars[j + 1..].iter().collect();
+                let skipped = rest.find(&tag).map_or(chars.len(), |at| j + 1 + rest[..at].chars().count() + tag.chars().count());
+                i = skipped;
+                last_name = None;
+                continue;
             }
         }
+        if c == '"' || is_ident_start(c) {
+            // One name, possibly qualified: a."b".c — only its last part counts.
+            let mut name = String::new();
+            loop {
+                name.clear();
+                if chars.get(i) == Some(&'"') {
+                    i += 1;
+                    while i < chars.len() {
+                        if chars[i] == '"' {
+                            if chars.get(i + 1) == Some(&'"') {
+                                name.push('"');
+                                i += 2;
+                                continue;
+                            }
+                            i += 1;
+                            break;
+                        }
+                        name.push(chars[i]);
+                        i += 1;
+                    }
+                } else {
+                    while i < chars.len() && is_ident_char(chars[i]) {
+                        name.push(chars[i]);
+                        i += 1;
+                    }
+                }
+                if chars.get(i) == Some(&'.') && chars.get(i + 1).is_some_and(|n| *n == '"' || is_ident_start(*n)) {
+                    i += 1;
+                    continue;
+                }
+                break;
+            }
+            last_name = Some(name.to_lowercase());
+            continue;
+        }
+        last_name = None;
+        i += 1;
     }
-    Ok(())
+    calls
+}
+
+fn is_ident_start(c: char) -> bool {
+    c.is_alphabetic() || c == '_'
+}
+
+fn is_ident_char(c: char) -> bool {
+    c.is_alphanumeric() || c == '_' || c == '$'
+}
+
+/// Why a reading call stopped: the server's own error, or a refusal of opsh's checks (after
+/// which the session is not reused).
+enum Guarded {
+    Postgres(tokio_postgres::Error),
+    Refused(CapabilityError),
+}
+
+impl From<tokio_postgres::Error> for Guarded {
+    fn from(e: tokio_postgres::Error) -> Self {
+        Self::Postgres(e)
+    }
+}
+
+/// This transaction's identity and mode: its virtual transaction id is unique to it, so a
+/// statement that ended it (and maybe began another) is seen, whatever settings it forged.
+const GUARD: &str = "SELECT (SELECT virtualtransaction FROM pg_locks WHERE pid = pg_backend_pid() AND locktype = 'virtualxid') AS vxid, \
+                     current_setting('transaction_read_only') AS read_only";
+
+async fn guard(client: &Client) -> Result<(Option<String>, String), tokio_postgres::Error> {
+    let row = client.query_one(GUARD, &[]).await?;
+    Ok((row.try_get(0)?, row.try_get(1)?))
+}
+
+/// A reading call: one read-only transaction, every statement screened by the server's planner
+/// and the side-effect list first, and the transaction's identity checked after each.
+async fn read_only_work(client: &Client, database: &str, statements: &[Statement], bounds: &Bounds) -> Result<Vec<Rows>, Guarded> {
+    client.batch_execute("BEGIN TRANSACTION READ ONLY").await?;
+    let (started, _) = guard(client).await?;
+    let mut results = Vec::with_capacity(statements.len());
+    for (n, statement) in statements.iter().enumerate() {
+        if let Err(e) = screen(client, database, statement).await {
+            let _ = client.batch_execute("ROLLBACK").await;
+            return Err(e);
+        }
+        match run_statement(client, statement, bounds).await {
+            Ok(rows) => results.push(rows),
+            Err(e) => {
+                let _ = client.batch_execute("ROLLBACK").await;
+                return Err(Guarded::Postgres(e));
+            }
+        }
+        let (now, read_only) = guard(client).await?;
+        if now != started || started.is_none() || read_only != "on" {
+            return Err(Guarded::Refused(CapabilityError::ReadOnly(format!(
+                "database {database}: statement {} of the call ended or changed its read-only transaction; refused, and its session closed (nothing may change while planning or reading)",
+                n + 1
+            ))));
+        }
+    }
+    client.batch_execute("ROLLBACK").await?;
+    Ok(results)
+}
+
+/// Is the statement a query the server can plan, calling nothing that changes the server?
+/// `EXPLAIN (VERBOSE)` of it, through the extended protocol: one statement only; a utility
+/// statement (transaction control, SET, COPY, DO, CALL …) is no query and fails here.
+async fn screen(client: &Client, database: &str, statement: &Statement) -> Result<(), Guarded> {
+    client.prepare(&statement.sql).await?;
+    let explain = format!("EXPLAIN (VERBOSE, COSTS OFF) {}", statement.sql);
+    let prepared = match client.prepare(&explain).await {
+        Ok(prepared) => prepared,
+        Err(_) => {
+            let first = statement.sql.split_whitespace().next().unwrap_or_default().to_uppercase();
+            return Err(Guarded::Refused(CapabilityError::ReadOnly(format!(
+                "database {database}: only queries (SELECT, VALUES, TABLE, WITH …) run while planning or reading; `{first} …` is refused"
+            ))));
+        }
+    };
+    let params: Vec<TextParam> = statement.params.iter().map(TextParam::from).collect();
+    let stream = client.query_raw(&prepared, params.iter()).await?;
+    let mut stream = std::pin::pin!(stream);
+    let mut plan = String::new();
+    use futures_lite::StreamExt;
+    while let Some(row) = stream.next().await {
+        let line: String = row?.try_get(0)?;
+        plan.push_str(&line);
+        plan.push('\n');
+    }
+    refuse_side_effects(database, &plan).map_err(Guarded::Refused)
 }
 
 async fn run_statement(client: &Client, statement: &Statement, bounds: &Bounds) -> Result<Rows, tokio_postgres::Error> {
@@ -560,5 +837,30 @@ mod tests {
     fn plan_phase_refuses_admin_functions() {
         assert!(refuse_side_effects("d", "SELECT pg_promote()").is_err());
         assert!(refuse_side_effects("d", "select x from my_pg_promote_log").is_ok());
+    }
+
+    #[test]
+    fn calls_are_found_as_the_lexer_sees_them() {
+        for hidden in [
+            r#"SELECT "pg_terminate_backend"(pid) FROM pg_stat_activity"#,
+            "SELECT pg_reload_conf/**/()",
+            "SELECT pg_catalog.pg_reload_conf -- comment\n ()",
+            r#"SELECT "pg_catalog"."PG_RELOAD_CONF"()"#,
+            "SELECT /* a /* nested */ comment */ dblink('x', 'DELETE FROM t')",
+            "SELECT lo_unlink(1)",
+            "SELECT * FROM (VALUES (1), (pg_reload_conf()::int)) v",
+        ] {
+            assert!(refuse_side_effects("d", hidden).is_err(), "{hidden}");
+        }
+        for harmless in [
+            "SELECT 'pg_reload_conf()' AS text",
+            "SELECT $$ pg_terminate_backend(1) $$",
+            "SELECT $q$ it's pg_promote() $q$, $1::int",
+            "SELECT E'\\' pg_promote() '",
+            "SELECT \"pg_reload_conf\" FROM t",
+            "SELECT -- pg_promote()\n 1",
+        ] {
+            assert!(refuse_side_effects("d", harmless).is_ok(), "{harmless}: {:?}", called_functions(harmless));
+        }
     }
 }

@@ -104,6 +104,11 @@ impl CallCtx {
         result.map_err(|e| self.to_wit_error(e))
     }
 
+    /// This plugin's own session, the reading one outside `apply`.
+    fn sql_session(&self) -> capability::sql::Session<'_> {
+        capability::sql::Session { plugin: &self.plugin, read_only: !self.phase.may_change() }
+    }
+
     fn sql_statement(&self, sql: &str, params: Vec<sql::Value>) -> CapResult<capability::sql::Statement> {
         let params = params
             .into_iter()
@@ -150,9 +155,10 @@ impl sql::Host for CallCtx {
     async fn query(&mut self, database: String, sql: String, params: Vec<sql::Value>) -> Result<sql::Rows, types::CapabilityError> {
         let started = Instant::now();
         let prepared = self.grant(Capability::Sql, &database, None).and_then(|()| self.sql_statement(&sql, params));
-        let (caps, read_only) = (self.caps.clone(), !self.phase.may_change());
+        let caps = self.caps.clone();
+        let session = self.sql_session();
         let result = match prepared {
-            Ok(statement) => caps.sql.query(&database, &statement, read_only, &caps.bounds).await,
+            Ok(statement) => caps.sql.query(&database, session, &statement, &caps.bounds).await,
             Err(e) => Err(e),
         };
         let result = result.map(|rows| self.wit_rows(rows));
@@ -164,9 +170,10 @@ impl sql::Host for CallCtx {
         let prepared = self
             .grant(Capability::Sql, &database, None)
             .and_then(|()| statements.into_iter().map(|s| self.sql_statement(&s.sql, s.params)).collect::<CapResult<Vec<_>>>());
-        let (caps, read_only) = (self.caps.clone(), !self.phase.may_change());
+        let caps = self.caps.clone();
+        let session = self.sql_session();
         let result = match prepared {
-            Ok(statements) => caps.sql.transaction(&database, &statements, read_only, &caps.bounds, false).await,
+            Ok(statements) => caps.sql.transaction(&database, session, &statements, &caps.bounds, false).await,
             Err(e) => Err(e),
         };
         let result = result.map(|all| all.into_iter().map(|rows| self.wit_rows(rows)).collect());
@@ -176,9 +183,10 @@ impl sql::Host for CallCtx {
     async fn batch(&mut self, database: String, script: String) -> Result<sql::Rows, types::CapabilityError> {
         let started = Instant::now();
         let prepared = self.grant(Capability::Sql, &database, None).and_then(|()| self.reveal(&script));
-        let (caps, read_only) = (self.caps.clone(), !self.phase.may_change());
+        let caps = self.caps.clone();
+        let session = self.sql_session();
         let result = match prepared {
-            Ok(script) => caps.sql.batch(&database, &script, read_only, &caps.bounds).await,
+            Ok(script) => caps.sql.batch(&database, session, &script, &caps.bounds).await,
             Err(e) => Err(e),
         };
         let result = result.map(|rows| self.wit_rows(rows));
