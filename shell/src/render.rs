@@ -438,7 +438,7 @@ pub fn inventory(console: &Console, inventory: &Inventory, options: &LineOptions
         };
         hosts.row(vec![name.clone(), host.address.clone(), ssh, manager, format!("{:?}", host.escalation).to_lowercase()]);
     }
-    let mut databases = Grid::new("Databases", &["name", "host", "port", "dbname", "user", "password from", "sslmode"]);
+    let mut databases = Grid::new("Databases", &["name", "host", "port", "dbname", "user", "password from", "sslmode", "plans as"]);
     for (name, db) in &inventory.databases {
         // Where the password comes from, never the password.
         let source = match &db.password {
@@ -447,7 +447,12 @@ pub fn inventory(console: &Console, inventory: &Inventory, options: &LineOptions
             Some(PasswordSource::Pgpass { pgpass: true }) | None => ".pgpass".into(),
             Some(PasswordSource::Pgpass { pgpass: false }) => "none".into(),
         };
-        databases.row(vec![name.clone(), db.host.clone(), db.port.to_string(), db.dbname.clone(), db.user.clone(), source, db.sslmode.name().into()]);
+        // Without a plan-user, a superuser login is stopped during planning by opsh's checks alone.
+        let plans_as = match &db.plan_user {
+            Some(user) => format!("plan-user {user}"),
+            None => format!("{} (no plan-user: if it is a superuser, PostgreSQL cannot stop its side effects while planning)", db.user),
+        };
+        databases.row(vec![name.clone(), db.host.clone(), db.port.to_string(), db.dbname.clone(), db.user.clone(), source, db.sslmode.name().into(), plans_as]);
     }
     let mut topologies = Grid::new("Topologies", &["name", "plugin", "members"]);
     for (name, topology) in &inventory.topologies {

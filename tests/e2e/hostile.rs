@@ -228,3 +228,50 @@ fn a_plugin_session_is_its_own() {
     let status = run.stdout.lines().find(|l| l.contains("alpha-app")).unwrap_or_else(|| panic!("no alpha-app row: {run:?}"));
     assert!(!status.contains("4242"), "pg status saw its own session, not the view: {status}");
 }
+
+/// A side effect wrapped in a function body is what opsh's own checks cannot see: with a
+/// superuser login it happens (the documented limit), with a `plan-user` PostgreSQL refuses it.
+#[test]
+fn a_plan_user_stops_what_no_check_of_the_statement_can_see() {
+    let world = World::new();
+    world.install_hostile("hostile.wasm", None, GRANTS);
+    world.sql(
+        "alpha",
+        "app",
+        "CREATE FUNCTION public.opsh_wrapper(victim text) RETURNS boolean LANGUAGE plpgsql AS $$ \
+         BEGIN RETURN (SELECT bool_or(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = victim); END $$; \
+         CREATE ROLE opsh_plan LOGIN PASSWORD 'plan-secret-9'; GRANT pg_read_all_stats TO opsh_plan;",
+    );
+    let attack = |victim: &str| {
+        std::thread::scope(|scope| {
+            let session = scope.spawn(|| {
+                world.lab.psql_as_admin(world.lab.cluster("alpha").expect("alpha"), "app", &format!("SET application_name = '{victim}'; SELECT pg_sleep(4)"))
+            });
+            crate::support::wait_for(10, "the victim session", || {
+                (world.sql("alpha", "app", &format!("SELECT count(*) FROM pg_stat_activity WHERE application_name = '{victim}'")).trim() == "1").then_some(())
+            });
+            let run = world.opsh(&["hostile", "plan-sql", "alpha-app", "wrapper", victim, "--dry-run"]);
+            (run, session.join().expect("victim thread").is_ok())
+        })
+    };
+    let (_, survived) = attack("opsh-victim-superuser");
+    assert!(!survived, "as a superuser login the wrapped side effect happens: this is the limit the README states");
+
+    let password_file = world.home.path().join("plan-password");
+    std::fs::write(&password_file, "plan-secret-9\n").expect("password file");
+    let inventory = std::fs::read_to_string(&world.inventory).expect("inventory");
+    let with_plan_user = inventory.replacen(
+        "[databases.alpha-app]\n",
+        &format!("[databases.alpha-app]\nplan-user = \"opsh_plan\"\nplan-password = {{ file = \"{}\" }}\n", password_file.display()),
+        1,
+    );
+    assert_ne!(with_plan_user, inventory, "the inventory has an alpha-app table to extend");
+    std::fs::write(&world.inventory, with_plan_user).expect("write inventory");
+    let (run, survived) = attack("opsh-victim-plan-user");
+    assert!(survived, "with a plan-user PostgreSQL refused the wrapped side effect: {run:?}");
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(run.stderr.contains("(SQLSTATE 42501)"), "refused by PostgreSQL for want of privilege: {run:?}");
+    assert!(!run.all().contains("plan-secret-9"), "{run:?}");
+    let listed = world.opsh(&["inventory"]);
+    assert!(listed.stdout.contains("plan-user opsh_plan") && !listed.all().contains("plan-secret-9"), "{listed:?}");
+}

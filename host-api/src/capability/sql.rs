@@ -7,8 +7,9 @@
 //!
 //! **Reading phases**, against a plugin that lies:
 //! 1. the session is the database's `plan-user` when the inventory names one (a role that cannot
-//!    change things is the only complete defence against a superuser's side effects), and starts
-//!    with `default_transaction_read_only = on`;
+//!    change things is the only complete defence against a superuser's side effects). Its settings
+//!    are the server's own — runbooks read them (`default_transaction_read_only` tells a fenced
+//!    database) — so read-only-ness comes from the transaction, checked after every statement;
 //! 2. every call runs in `BEGIN TRANSACTION READ ONLY … ROLLBACK`, whose identity (its virtual
 //!    transaction id) is taken first — which also takes a snapshot, so `SET TRANSACTION READ
 //!    WRITE` is refused by the server;
@@ -232,9 +233,6 @@ impl SqlPool {
         let connect_timeout = Duration::from_millis(self.inventory.defaults.connect_timeout_ms);
         let mut config = tokio_postgres::Config::new();
         config.host(&host.address).port(db.port).dbname(&db.dbname).user(user).application_name("opsh").connect_timeout(connect_timeout);
-        if read_only {
-            config.options("-c default_transaction_read_only=on");
-        }
         if let Some(password) = &password {
             config.password(password.expose());
         }
