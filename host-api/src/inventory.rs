@@ -36,19 +36,25 @@ pub struct Inventory {
 }
 
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
 pub struct Defaults {
     /// Connecting (TCP + TLS + authentication) to a database or host.
     pub connect_timeout_ms: u64,
     /// One SQL statement.
     pub statement_timeout_ms: u64,
-    /// One remote command when the plugin gives no timeout.
+    /// The longest one remote command may run (a base backup, a restore): the plugin may ask
+    /// for less, never for more.
     pub command_timeout_ms: u64,
+    /// One call of a plugin outside apply (read, plan, check, verify), wall clock, its waits
+    /// (`host.sleep`, capability calls) included.
+    pub call_timeout_ms: u64,
+    /// One `apply` call of a step, wall clock.
+    pub apply_timeout_ms: u64,
 }
 
 impl Default for Defaults {
     fn default() -> Self {
-        Self { connect_timeout_ms: 10_000, statement_timeout_ms: 60_000, command_timeout_ms: 120_000 }
+        Self { connect_timeout_ms: 10_000, statement_timeout_ms: 60_000, command_timeout_ms: 3_600_000, call_timeout_ms: 600_000, apply_timeout_ms: 3_600_000 }
     }
 }
 

@@ -275,3 +275,72 @@ fn a_plan_user_stops_what_no_check_of_the_statement_can_see() {
     let listed = world.opsh(&["inventory"]);
     assert!(listed.stdout.contains("plan-user opsh_plan") && !listed.all().contains("plan-secret-9"), "{listed:?}");
 }
+
+/// Deadlines: a plugin call ends at the inventory's wall clock whatever it waits on, a plugin
+/// cannot ask a command for more time than the inventory allows, and a sleeping `describe()`
+/// cannot stall opsh's start.
+#[test]
+fn a_plugin_cannot_outwait_its_deadline() {
+    let world = World::new();
+    world.install_hostile("hostile.wasm", None, GRANTS);
+    let inventory = std::fs::read_to_string(&world.inventory).expect("inventory");
+    let shorter =
+        inventory.replacen("[defaults]\n", "[defaults]\ncall-timeout-ms = 3000\n", 1).replacen("command-timeout-ms = 60000", "command-timeout-ms = 2000", 1);
+    assert!(shorter.contains("call-timeout-ms = 3000") && shorter.contains("command-timeout-ms = 2000"), "{shorter}");
+    std::fs::write(&world.inventory, shorter).expect("write inventory");
+    let sleepy = world.opsh(&["hostile", "sleepy"]);
+    assert_eq!(sleepy.code, 1, "{sleepy:?}");
+    assert!(sleepy.stderr.contains("it ran past its deadline of 3 s for one read call (inventory [defaults] call-timeout-ms)"), "{sleepy:?}");
+    let long = world.opsh(&["hostile", "long-exec", "alpha"]);
+    assert_eq!(long.code, 4, "a command cut off by its timeout is outcome unknown: {long:?}");
+    assert!(long.stderr.contains("`sleep` on host alpha did not finish within 2 s"), "the inventory's 2 s, not the plugin's ask: {long:?}");
+}
+
+#[test]
+fn a_sleeping_describe_cannot_stall_the_start_and_a_warm_start_runs_no_plugin_code() {
+    let world = World::new();
+    world.install_hostile("sleeper.wasm", Some("sleeper"), "");
+    // With the default CPU budget (5 s): the 2 s wall clock of describe() is what stops it.
+    let output = world.command().env("OPSH_PLUGIN_CPU_MS", "5000").arg("--inventory").arg(&world.inventory).arg("plugins").output().expect("opsh");
+    let run = crate::support::run_of(output);
+    assert_eq!(run.code, 0, "opsh starts: {run:?}");
+    assert!(run.all().contains("describe() failed: it ran past its deadline of 2 s for one describe call"), "{run:?}");
+    assert!(run.stdout.contains("probe"), "the other plugins load: {run:?}");
+
+    // The describe cache: change the cached answer, and a warm start shows the change — the
+    // plugin's own describe() was not called.
+    std::fs::remove_file(world.home.path().join("data/plugins/sleeper.wasm")).expect("remove sleeper");
+    let cache = world.home.path().join("cache/components");
+    let probe_sha = crate::support::sha256_hex_bytes(&std::fs::read(crate::support::probe_wasm()).expect("probe wasm"));
+    let cached = std::fs::read_dir(&cache)
+        .expect("cache dir")
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with(&probe_sha) && n.to_string_lossy().ends_with(".describe.json")))
+        .unwrap_or_else(|| panic!("no cached describe of probe in {}", cache.display()));
+    let text = std::fs::read_to_string(&cached).expect("cached describe");
+    std::fs::write(&cached, text.replace("test fixture: exercises every capability", "answered by the describe cache")).expect("edit cache");
+    let warm = world.opsh(&["help", "probe"]);
+    assert_eq!(warm.code, 0, "{warm:?}");
+    assert!(warm.stdout.contains("answered by the describe cache"), "{warm:?}");
+}
+
+/// file-edit on real paths: a symbolic link inside a granted directory reaches nothing outside it.
+#[test]
+fn a_symlink_inside_a_granted_directory_leads_nowhere() {
+    let world = World::new();
+    let outside = tempfile::Builder::new().prefix("opsh-outside").tempdir().expect("outside dir");
+    std::os::unix::fs::symlink("/etc/passwd", world.lab.host_file("alpha", "/usr/local/etc/passwd-link")).expect("file link");
+    std::os::unix::fs::symlink(outside.path(), world.lab.host_file("alpha", "/usr/local/evil")).expect("dir link");
+    let read = world.opsh(&["--dry-run", "probe", "append", "alpha", "/usr/local/etc/passwd-link", "x"]);
+    assert_eq!(read.code, 5, "refused: {read:?}");
+    assert!(read.stderr.contains("leads through a symbolic link to /etc/passwd"), "{read:?}");
+    assert!(!read.all().contains("root:x:0:0"), "{read:?}");
+    let write = world.opsh(&["--yes", "probe", "append", "alpha", "/usr/local/evil/planted.conf", "x=1"]);
+    assert_eq!(write.code, 5, "refused: {write:?}");
+    assert!(!outside.path().join("planted.conf").exists(), "nothing was written through the linked directory");
+    // The same write to the real directory works: the refusal is about the link, not the grant.
+    let fine = world.opsh(&["--yes", "probe", "append", "alpha", "/usr/local/etc/plain.conf", "x=1"]);
+    assert_eq!(fine.code, 0, "{fine:?}");
+    assert_eq!(std::fs::read_to_string(world.lab.host_file("alpha", "/usr/local/etc/plain.conf")).expect("written"), "x=1\n");
+}

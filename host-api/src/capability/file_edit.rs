@@ -1,6 +1,11 @@
 //! Text files on inventory hosts, read and replaced through small POSIX shell scripts run by the
 //! exec driver (so the same code serves ssh hosts and `local`).
 //!
+//! The path is the path: both scripts resolve it on the target (`realpath -m`) and refuse one
+//! that goes through a symbolic link anywhere (or is not in its plain form), so a link inside a
+//! granted directory cannot read or write outside the grant. The write checks again in the same
+//! script that renames, and the rename itself replaces a link put there since, never its target.
+//!
 //! A write is atomic and checked: the new content goes to a temp file in the same directory, the
 //! current content's SHA-256 is compared with what the caller expects (no lost update), a backup
 //! is kept beside the file, mode and owner are copied, and a rename puts it in place.
@@ -28,6 +33,8 @@ pub struct WriteOutcome {
 pub const ABSENT: &str = "";
 
 const READ_SCRIPT: &str = r#"f=$1
+real=$(realpath -m -- "$f") || exit 22
+if [ "$real" != "$f" ]; then echo "the path leads through a symbolic link to $real" >&2; exit 25; fi
 if [ ! -e "$f" ]; then echo absent; exit 0; fi
 if [ ! -f "$f" ]; then echo "not a regular file" >&2; exit 21; fi
 if [ ! -r "$f" ]; then echo "permission denied" >&2; exit 22; fi
@@ -37,6 +44,8 @@ exec cat -- "$f""#;
 const WRITE_SCRIPT: &str = r#"set -u
 f=$1 expected=$2 check=$3 stamp=$4
 dir=$(dirname -- "$f")
+real=$(realpath -m -- "$f") || exit 22
+if [ "$real" != "$f" ]; then echo "the path leads through a symbolic link to $real" >&2; exit 25; fi
 [ -d "$dir" ] || { echo "directory $dir does not exist" >&2; exit 23; }
 if [ -e "$f" ]; then current=$(sha256sum -- "$f" | cut -d' ' -f1) || exit 22; else current=""; fi
 if [ "$check" = yes ] && [ "$current" != "$expected" ]; then printf 'conflict %s\n' "${current:-absent}"; exit 17; fi
@@ -137,6 +146,9 @@ fn script_error(host: &str, path: &str, op: &str, status: Option<i32>, stderr: &
             "cannot {op} {path} on host {host}: permission denied ({stderr}); set `become = \"sudo\"` on the host in the inventory if it needs root"
         )),
         Some(23) => CapabilityError::NotFound(format!("cannot {op} {path} on host {host}: {stderr}")),
+        Some(25) => CapabilityError::Denied(format!(
+            "cannot {op} {path} on host {host}: {stderr}; opsh edits a granted path only as it is (grant the real path instead)"
+        )),
         _ => CapabilityError::Failed(format!("cannot {op} {path} on host {host}: {stderr} (exit {status:?})")),
     }
 }

@@ -35,6 +35,11 @@ pub struct CallCtx {
     pub(super) host_time: Duration,
     pub(super) cpu_budget: Duration,
     pub(super) ran_out_of_cpu: bool,
+    /// Wall clock: past it every capability call fails as a timeout and the guest is stopped.
+    pub(super) deadline: Instant,
+    /// The call's wall-clock limit and where it comes from, for messages.
+    pub(super) wall_limit: (Duration, &'static str),
+    pub(super) past_deadline: bool,
 }
 
 impl WasiView for CallCtx {
@@ -46,6 +51,32 @@ impl WasiView for CallCtx {
 impl CallCtx {
     pub(super) fn guest_time(&self) -> Duration {
         self.started.elapsed().saturating_sub(self.host_time)
+    }
+
+    fn remaining(&self) -> Duration {
+        self.deadline.saturating_duration_since(Instant::now())
+    }
+
+    fn deadline_error(&self) -> CapabilityError {
+        CapabilityError::Timeout(format!(
+            "plugin {}: its {} call reached its deadline of {:.0} s ({}): outcome unknown",
+            self.plugin,
+            self.phase.name(),
+            self.wall_limit.0.as_secs_f32(),
+            self.wall_limit.1
+        ))
+    }
+
+    /// A capability call, bounded by what is left of the plugin call's deadline (the future
+    /// holds no borrow of the context: a store's data is not `Sync`).
+    fn bounded<T>(&self, work: impl Future<Output = CapResult<T>>) -> impl Future<Output = CapResult<T>> {
+        let (left, late) = (self.remaining(), self.deadline_error());
+        async move {
+            if left.is_zero() {
+                return Err(late);
+            }
+            tokio::time::timeout(left, work).await.unwrap_or(Err(late))
+        }
     }
 
     fn grant(&self, capability: Capability, target: &str, detail: Option<&str>) -> CapResult<()> {
@@ -158,7 +189,7 @@ impl sql::Host for CallCtx {
         let caps = self.caps.clone();
         let session = self.sql_session();
         let result = match prepared {
-            Ok(statement) => caps.sql.query(&database, session, &statement, &caps.bounds).await,
+            Ok(statement) => self.bounded(caps.sql.query(&database, session, &statement, &caps.bounds)).await,
             Err(e) => Err(e),
         };
         let result = result.map(|rows| self.wit_rows(rows));
@@ -173,7 +204,7 @@ impl sql::Host for CallCtx {
         let caps = self.caps.clone();
         let session = self.sql_session();
         let result = match prepared {
-            Ok(statements) => caps.sql.transaction(&database, session, &statements, &caps.bounds, false).await,
+            Ok(statements) => self.bounded(caps.sql.transaction(&database, session, &statements, &caps.bounds, false)).await,
             Err(e) => Err(e),
         };
         let result = result.map(|all| all.into_iter().map(|rows| self.wit_rows(rows)).collect());
@@ -186,7 +217,7 @@ impl sql::Host for CallCtx {
         let caps = self.caps.clone();
         let session = self.sql_session();
         let result = match prepared {
-            Ok(script) => caps.sql.batch(&database, session, &script, &caps.bounds).await,
+            Ok(script) => self.bounded(caps.sql.batch(&database, session, &script, &caps.bounds)).await,
             Err(e) => Err(e),
         };
         let result = result.map(|rows| self.wit_rows(rows));
@@ -227,7 +258,11 @@ impl CallCtx {
             }),
             None => None,
         };
-        exec.timeout = request.timeout_ms.map(|ms| Duration::from_millis(ms.into()));
+        // A plugin may ask for less time than the inventory's command timeout, never for more,
+        // and never past its own call's deadline.
+        let most = Duration::from_millis(self.caps.inventory.defaults.command_timeout_ms);
+        let asked = request.timeout_ms.map_or(most, |ms| Duration::from_millis(ms.into()).min(most));
+        exec.timeout = Some(asked.min(self.remaining()).max(Duration::from_millis(1)));
         exec.privileged = request.privileged;
         exec.max_output = self.caps.bounds.max_output_bytes;
         Ok(exec)
@@ -240,7 +275,7 @@ impl ssh::Host for CallCtx {
         let prepared = self.exec_request(&host_name, request);
         let caps = self.caps.clone();
         let result = match prepared {
-            Ok(exec) => caps.remote.exec(&host_name, exec).await,
+            Ok(exec) => self.bounded(caps.remote.exec(&host_name, exec)).await,
             Err(e) => Err(e),
         };
         let result = result.map(|out| ssh::ExecOutput {
@@ -259,7 +294,7 @@ impl file_edit::Host for CallCtx {
         let granted = self.grant(Capability::FileEdit, &host_name, Some(&path));
         let caps = self.caps.clone();
         let result = match granted {
-            Ok(()) => capability::file_edit::read(&caps.remote, &host_name, &path, true, &caps.bounds).await,
+            Ok(()) => self.bounded(capability::file_edit::read(&caps.remote, &host_name, &path, true, &caps.bounds)).await,
             Err(e) => Err(e),
         };
         let result = result.map(|snapshot| file_edit::FileSnapshot {
@@ -285,7 +320,7 @@ impl file_edit::Host for CallCtx {
             .and_then(|()| self.reveal(&content));
         let caps = self.caps.clone();
         let result = match prepared {
-            Ok(content) => capability::file_edit::write(&caps.remote, &host_name, &path, &content, expected_sha256.as_deref(), true).await,
+            Ok(content) => self.bounded(capability::file_edit::write(&caps.remote, &host_name, &path, &content, expected_sha256.as_deref(), true)).await,
             Err(e) => Err(e),
         };
         let result = result.map(|outcome| file_edit::WriteOutcome { backup_path: outcome.backup_path, sha256: outcome.sha256 });
@@ -299,7 +334,7 @@ impl service::Host for CallCtx {
         let granted = self.grant(Capability::Service, &host_name, Some(&name));
         let caps = self.caps.clone();
         let result = match granted {
-            Ok(()) => capability::service::status(&caps.remote, &caps.inventory, &host_name, &name).await,
+            Ok(()) => self.bounded(capability::service::status(&caps.remote, &caps.inventory, &host_name, &name)).await,
             Err(e) => Err(e),
         };
         let result = result.map(|state| match state {
@@ -324,7 +359,7 @@ impl service::Host for CallCtx {
             .and_then(|()| self.refuse_change(&format!("{} of service {name} on host {host_name}", action.name())));
         let caps = self.caps.clone();
         let result = match prepared {
-            Ok(()) => capability::service::control(&caps.remote, &caps.inventory, &host_name, &name, action).await,
+            Ok(()) => self.bounded(capability::service::control(&caps.remote, &caps.inventory, &host_name, &name, action)).await,
             Err(e) => Err(e),
         };
         self.finish(started, result)
@@ -346,9 +381,13 @@ impl host::Host for CallCtx {
         self.locale.clone()
     }
 
+    /// At most 60 s, never past the call's deadline; `describe()` may not wait at all.
     async fn sleep(&mut self, ms: u32) {
+        if self.phase == Phase::Describe {
+            return;
+        }
         let started = Instant::now();
-        tokio::time::sleep(Duration::from_millis(ms.min(60_000).into())).await;
+        tokio::time::sleep(Duration::from_millis(ms.min(60_000).into()).min(self.remaining())).await;
         self.host_time += started.elapsed();
     }
 

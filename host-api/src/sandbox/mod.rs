@@ -25,6 +25,8 @@ use crate::capability::{Capabilities, Phase};
 
 /// One epoch tick.
 const TICK: Duration = Duration::from_millis(10);
+/// `describe()` runs at every start for a plugin not in the describe cache: it must be quick.
+const DESCRIBE_DEADLINE: Duration = Duration::from_secs(2);
 
 #[derive(Debug, Clone)]
 pub struct Limits {
@@ -143,8 +145,23 @@ impl Sandbox {
             .instantiate_pre(&component)
             .map_err(|e| anyhow::anyhow!("{where_} needs imports this opsh does not provide ({e}); it was built for another opsh:plugin version"))?;
         let pre = PluginPre::new(pre).map_err(|e| anyhow::anyhow!("{where_} does not export opsh:plugin/runbook@0.1.0: {e}"))?;
+        let cached = self.cache_dir.join(format!("{sha256}-{}.describe.json", env!("CARGO_PKG_VERSION")));
         let mut plugin = LoadedPlugin { info: placeholder_info(), origin, sha256, pre };
-        let info = self.describe(&plugin, caps, events).await.map_err(|crash| anyhow::anyhow!("{where_}: describe() failed: {}", crash.message))?;
+        // What describe() returns depends on the component's bytes alone (it may use no
+        // capability): a warm start reads it from the cache and runs no plugin code at all.
+        let info = match std::fs::read(&cached).ok().and_then(|bytes| serde_json::from_slice::<PluginInfo>(&bytes).ok()) {
+            Some(info) => info,
+            None => {
+                let info = self.describe(&plugin, caps, events).await.map_err(|crash| anyhow::anyhow!("{where_}: describe() failed: {}", crash.message))?;
+                if let Ok(json) = serde_json::to_vec(&info) {
+                    let tmp = cached.with_extension(format!("{}.tmp", std::process::id()));
+                    if std::fs::create_dir_all(&self.cache_dir).is_ok() && std::fs::write(&tmp, json).is_ok() {
+                        let _ = std::fs::rename(&tmp, &cached);
+                    }
+                }
+                info
+            }
+        };
         if info.name.is_empty() || !info.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
             anyhow::bail!("{where_} calls itself {:?}; a plugin name is letters, digits and '-'", info.name);
         }
@@ -179,6 +196,12 @@ impl Sandbox {
     }
 
     fn store(&self, plugin: &str, phase: Phase, caps: &Arc<Capabilities>, events: &Arc<dyn Events>, locale: &str, stderr: MemoryOutputPipe) -> Store<CallCtx> {
+        let defaults = &caps.inventory.defaults;
+        let wall_limit = match phase {
+            Phase::Describe => (DESCRIBE_DEADLINE, "describe() may take no longer"),
+            Phase::Apply => (Duration::from_millis(defaults.apply_timeout_ms), "inventory [defaults] apply-timeout-ms"),
+            _ => (Duration::from_millis(defaults.call_timeout_ms), "inventory [defaults] call-timeout-ms"),
+        };
         let wasi = WasiCtxBuilder::new().stdout(stderr.clone()).stderr(stderr).build();
         let limits = StoreLimitsBuilder::new().memory_size(self.limits.memory_bytes).trap_on_grow_failure(true).build();
         let ctx = CallCtx {
@@ -194,19 +217,26 @@ impl Sandbox {
             host_time: Duration::ZERO,
             cpu_budget: self.limits.cpu_per_call,
             ran_out_of_cpu: false,
+            deadline: Instant::now() + wall_limit.0,
+            wall_limit,
+            past_deadline: false,
         };
         let mut store = Store::new(&self.engine, ctx);
         store.limiter(|ctx| &mut ctx.limits);
-        let budget_ticks = ticks(self.limits.cpu_per_call);
-        store.set_epoch_deadline(budget_ticks);
+        // The guest is looked at whenever its CPU budget or its wall-clock deadline could be up.
+        store.set_epoch_deadline(ticks(self.limits.cpu_per_call.min(wall_limit.0)));
         store.epoch_deadline_callback(move |mut ctx| {
             let data = ctx.data_mut();
             let used = data.guest_time();
-            if used >= data.cpu_budget {
+            let wall_left = data.deadline.saturating_duration_since(Instant::now());
+            if wall_left.is_zero() {
+                data.past_deadline = true;
+                Ok(UpdateDeadline::Interrupt)
+            } else if used >= data.cpu_budget {
                 data.ran_out_of_cpu = true;
                 Ok(UpdateDeadline::Interrupt)
             } else {
-                Ok(UpdateDeadline::Continue(ticks(data.cpu_budget - used).max(1)))
+                Ok(UpdateDeadline::Continue(ticks((data.cpu_budget - used).min(wall_left)).max(1)))
             }
         });
         store
@@ -336,7 +366,15 @@ fn load_cached(engine: &Engine, path: &Path) -> Result<Component> {
 
 fn describe_crash(store: &Store<CallCtx>, error: &wasmtime::Error, stderr: &MemoryOutputPipe, limits: &Limits) -> String {
     let guest_output = String::from_utf8_lossy(&stderr.contents()).trim().to_string();
-    let mut message = if store.data().ran_out_of_cpu {
+    let data = store.data();
+    let mut message = if data.past_deadline {
+        format!(
+            "it ran past its deadline of {:.0} s for one {} call ({}) and was stopped (a plugin that waits without end?)",
+            data.wall_limit.0.as_secs_f32(),
+            data.phase.name(),
+            data.wall_limit.1
+        )
+    } else if data.ran_out_of_cpu {
         format!("it used more than {:.1} s of CPU in one call and was stopped (a runaway loop?)", limits.cpu_per_call.as_secs_f32())
     } else if let Some(trap) = error.downcast_ref::<wasmtime::Trap>() {
         match trap {
