@@ -515,14 +515,16 @@ async fn read_only_work(client: &Client, database: &str, statements: &[Statement
 /// `EXPLAIN (VERBOSE)` of it, through the extended protocol: one statement only; a utility
 /// statement (transaction control, SET, COPY, DO, CALL …) is no query and fails here.
 async fn screen(client: &Client, database: &str, statement: &Statement) -> Result<(), Guarded> {
-    client.prepare(&statement.sql).await?;
     let explain = format!("EXPLAIN (VERBOSE, COSTS OFF) {}", statement.sql);
     let prepared = match client.prepare(&explain).await {
         Ok(prepared) => prepared,
-        Err(_) => {
+        Err(e) => {
+            // One round trip: the server's own words say whether the query is malformed or is
+            // no query at all (a utility statement is a syntax error after EXPLAIN).
             let first = statement.sql.split_whitespace().next().unwrap_or_default().to_uppercase();
+            let said = e.as_db_error().map(|db| db.message().to_string()).unwrap_or_else(|| e.to_string());
             return Err(Guarded::Refused(CapabilityError::ReadOnly(format!(
-                "database {database}: only queries (SELECT, VALUES, TABLE, WITH …) run while planning or reading; `{first} …` is refused"
+                "database {database}: only queries (SELECT, VALUES, TABLE, WITH …) run while planning or reading; `{first} …` is refused (the server cannot plan it: {said})"
             ))));
         }
     };

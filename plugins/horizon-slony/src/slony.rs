@@ -112,15 +112,16 @@ pub fn lag(db: &str) -> Result<Vec<(i64, i64, f64)>, CapabilityError> {
         "SELECT st_received::bigint AS node, st_lag_num_events::bigint AS events, extract(epoch FROM st_lag_time)::float8 AS seconds FROM _slony.sl_status ORDER BY 1",
         &[],
     )?;
-    Ok(rows
-        .rows
+    // An unreadable value is no "0 behind": the row is refused, never taken for caught up.
+    rows.rows
         .iter()
-        .map(|row| {
-            let int = |i: usize| if let Some(sql::Value::Int(v)) = row.get(i) { *v } else { 0 };
-            let seconds = if let Some(sql::Value::Float(v)) = row.get(2) { *v } else { 0.0 };
-            (int(0), int(1), seconds)
+        .map(|row| match (row.first(), row.get(1), row.get(2)) {
+            (Some(sql::Value::Int(node)), Some(sql::Value::Int(events)), Some(sql::Value::Float(seconds))) => Ok((*node, *events, *seconds)),
+            _ => {
+                Err(CapabilityError::Failed(format!("database {db}: _slony.sl_status has a row whose lag cannot be read ({row:?}); Slony's state is unknown")))
+            }
         })
-        .collect())
+        .collect()
 }
 
 /// What goes into the set: every table and sequence outside the system and Slony schemas.
