@@ -6,6 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
 use crate::inventory::{Inventory, LOCAL_HOST};
+use crate::probe::{self, ProbePattern};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Capability {
@@ -16,7 +17,11 @@ pub enum Capability {
 }
 
 impl Capability {
-    fn key(self) -> &'static str {
+    pub fn from_key(key: &str) -> Option<Self> {
+        [Self::Sql, Self::Ssh, Self::FileEdit, Self::Service].into_iter().find(|c| c.key() == key)
+    }
+
+    pub fn key(self) -> &'static str {
         match self {
             Self::Sql => "sql",
             Self::Ssh => "ssh",
@@ -46,6 +51,8 @@ struct PluginGrants {
     patterns: BTreeMap<Capability, Vec<String>>,
     /// Names granted whole through a topology.
     topology_members: BTreeSet<String>,
+    /// The operator's approved probes (on the hosts `ssh` grants).
+    probes: Vec<ProbePattern>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -63,6 +70,8 @@ impl Grants {
             entry.patterns.insert(Capability::Ssh, grant.ssh.clone());
             entry.patterns.insert(Capability::FileEdit, grant.file_edit.clone());
             entry.patterns.insert(Capability::Service, grant.service.clone());
+            // Validated when the inventory was read.
+            entry.probes = grant.probes.iter().filter_map(|p| ProbePattern::parse(p).ok()).collect();
         }
         for topology in inventory.topologies.values() {
             let Some(plugin) = &topology.plugin else { continue };
@@ -105,6 +114,30 @@ impl Grants {
             "plugin {plugin} may not {} {what}: not granted. To allow it, add {example} to `{} = [...]` under [grants.{plugin}] in {source}, or set plugin = \"{plugin}\" on a topology that has it as a member",
             capability.verb(),
             capability.key(),
+        ))
+    }
+
+    /// May `plugin` run this command on `host` while nothing may change? Only as a probe the
+    /// operator approved: one the plugin declared, on a member host of a topology that names the
+    /// plugin, or one of its `[grants.PLUGIN] probes` on a host its `ssh` patterns grant.
+    pub fn check_probe(&self, plugin: &str, host: &str, argv: &[String], stdin: Option<&[u8]>, declared: &[ProbePattern]) -> Result<(), String> {
+        let grants = self.plugins.get(plugin);
+        let fits = |patterns: &[ProbePattern]| patterns.iter().any(|p| p.matches(argv, stdin));
+        if let Some(grants) = grants {
+            if grants.topology_members.contains(host) && fits(declared) {
+                return Ok(());
+            }
+            let ssh = grants.patterns.get(&Capability::Ssh).is_some_and(|ps| ps.iter().any(|p| grant_matches(Capability::Ssh, p, host, host)));
+            if ssh && fits(&grants.probes) {
+                return Ok(());
+            }
+        }
+        let source = if self.inventory_source.is_empty() { "the inventory".to_string() } else { self.inventory_source.clone() };
+        let command = probe::shown(argv, stdin);
+        Err(format!(
+            "plugin {plugin} may not run `{command}` on host {host} while nothing may change: it is not a probe approved for it. \
+             If it only reads, approve it: add {} to `probes = [...]` under [grants.{plugin}] in {source} (opsh plugins shows the probes each plugin declares)",
+            toml::Value::String(command.clone()),
         ))
     }
 
@@ -205,5 +238,25 @@ mod tests {
         assert!(grants.check("q", Capability::Ssh, LOCAL_HOST, None).is_ok());
         assert!(grants.check("q", Capability::FileEdit, LOCAL_HOST, Some("/srv/app/x.conf")).is_ok());
         assert!(grants.check("q", Capability::FileEdit, LOCAL_HOST, Some("/etc/passwd")).is_err());
+    }
+
+    #[test]
+    fn a_probe_runs_where_it_was_approved_and_only_there() {
+        let inventory = Inventory::parse(
+            "[hosts.a]\naddress='127.0.0.2'\n[hosts.b]\naddress='127.0.0.3'\n[topologies.t]\nplugin='p'\nmembers={node=['a']}\n\
+             [grants.q]\nssh=['b']\nprobes=['cat */PG_VERSION']\n",
+        )
+        .expect("inventory");
+        let grants = Grants::new(&inventory);
+        let declared = vec![ProbePattern::parse("pg_ctl status -D *").expect("pattern")];
+        let argv = |words: &[&str]| words.iter().map(|w| w.to_string()).collect::<Vec<_>>();
+        let status = argv(&["pg_ctl", "status", "-D", "/d"]);
+        assert!(grants.check_probe("p", "a", &status, None, &declared).is_ok(), "declared, on a member of its topology");
+        assert!(grants.check_probe("p", "b", &status, None, &declared).is_err(), "declared, but b is not its topology's");
+        assert!(grants.check_probe("p", "a", &argv(&["pg_ctl", "stop", "-D", "/d"]), None, &declared).is_err());
+        assert!(grants.check_probe("q", "b", &argv(&["cat", "/d/PG_VERSION"]), None, &[]).is_ok(), "approved in its grants");
+        assert!(grants.check_probe("q", "b", &status, None, &declared).is_err(), "what it declares is not approved by a grant");
+        let refused = grants.check_probe("q", "b", &argv(&["cat", "/etc/shadow"]), None, &[]).unwrap_err();
+        assert!(refused.contains("`probes = [...]` under [grants.q]") && refused.contains("\"cat /etc/shadow\""), "{refused}");
     }
 }

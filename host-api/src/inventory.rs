@@ -210,6 +210,10 @@ pub struct Grant {
     /// `HOST:SERVICE` patterns.
     #[serde(default)]
     pub service: Vec<String>,
+    /// Commands the plugin may run while reading, planning or verifying, on the hosts `ssh`
+    /// grants it (argv patterns, see `probe`): the operator's approval of its probes.
+    #[serde(default)]
+    pub probes: Vec<String>,
     /// `sha256:HEX` of the one component these grants are for (`opsh plugins` shows each
     /// plugin's): a plugin file with another hash that claims the name is refused.
     pub component: Option<String>,
@@ -284,6 +288,11 @@ impl Inventory {
         for name in self.hosts.keys().chain(self.databases.keys()).chain(self.topologies.keys()) {
             if seen.insert(name.as_str(), ()).is_some() {
                 bail!("name {name:?} is used twice; hosts, databases and topologies share one namespace");
+            }
+        }
+        for (plugin, grant) in &self.grants {
+            for pattern in &grant.probes {
+                crate::probe::ProbePattern::parse(pattern).map_err(|e| anyhow::anyhow!("[grants.{plugin}] probes: {e}"))?;
             }
         }
         for (name, db) in &self.databases {

@@ -89,6 +89,13 @@ pub enum Record {
         exit: i32,
         message: String,
     },
+    /// A command run as a probe outside `apply` (while planning, checking or verifying).
+    Probe {
+        at: String,
+        during: String,
+        host: String,
+        command: String,
+    },
 }
 
 /// Where a step stands according to the journal.

@@ -10,8 +10,10 @@ pub mod journal;
 pub mod lock;
 pub mod paths;
 pub mod plugins;
+pub mod probe;
 pub mod runbook;
 pub mod sandbox;
+pub mod scrub;
 pub mod timefmt;
 
 /// Exit codes of `opsh` for scripts and cron (documented in the README).

@@ -11,16 +11,17 @@ use std::time::Duration;
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 
 use nu_ansi_term::{Color, Style};
-use opsh_host::inventory::Secret;
-use opsh_host::runbook::{Confirmation, Operator, Preview, StepPreview};
+use opsh_host::runbook::{Confirmation, Operator, Preview, ProbeRun, StepPreview};
 use opsh_host::sandbox::Events;
 use opsh_host::sandbox::bindings::host::LogLevel;
+use opsh_host::scrub::Scrubber;
 
 use crate::OutputFormat;
 use crate::term::{Ink, one_line};
 
 pub struct Console {
-    secrets: Vec<Secret>,
+    /// Known secrets, as they are and encoded.
+    scrubber: Scrubber,
     /// Every line goes through it: plugin text made visible, opsh's colours kept.
     ink: Ink,
     pub color_out: bool,
@@ -33,10 +34,10 @@ pub struct Console {
 }
 
 impl Console {
-    pub fn new(output: OutputFormat, secrets: Vec<Secret>) -> Self {
+    pub fn new(output: OutputFormat, scrubber: Scrubber) -> Self {
         let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
         Self {
-            secrets,
+            scrubber,
             ink: Ink::new(),
             color_out: !no_color && std::io::stdout().is_terminal(),
             color_err: !no_color && std::io::stderr().is_terminal(),
@@ -60,13 +61,7 @@ impl Console {
     }
 
     pub fn redact(&self, text: &str) -> String {
-        let mut out = text.to_string();
-        for secret in &self.secrets {
-            if secret.expose().len() >= 4 && out.contains(secret.expose()) {
-                out = out.replace(secret.expose(), "********");
-            }
-        }
-        out
+        self.scrubber.scrub(text).into_owned()
     }
 
     /// A result line (stdout).
@@ -112,7 +107,14 @@ impl Console {
     /// (summary, warnings, titles, ids) shows its newlines as `\n`; a statement of several lines
     /// keeps them, each continuation line indented under its `sql` line and marked `|`, so no
     /// text inside a step can pass for another step.
-    pub fn plan_text(&self, summary: &str, warnings: &[String], steps: &[StepPreview], paint: &dyn Fn(Style, &str) -> String) -> Vec<String> {
+    pub fn plan_text(
+        &self,
+        summary: &str,
+        warnings: &[String],
+        steps: &[StepPreview],
+        probes: &[ProbeRun],
+        paint: &dyn Fn(Style, &str) -> String,
+    ) -> Vec<String> {
         let mut lines = vec![paint(Style::new().bold(), &format!("Plan: {}", one_line(summary)))];
         for warning in warnings {
             lines.push(format!("  {} {}", paint(Color::Yellow.bold(), "warning:"), one_line(warning)));
@@ -161,17 +163,23 @@ impl Console {
                 }
             }
         }
+        if !probes.is_empty() {
+            lines.push(paint(Color::DarkGray.normal(), &format!("  Read while planning ({} approved probe(s)):", probes.len())));
+            for probe in probes {
+                lines.push(paint(Color::DarkGray.normal(), &format!("     on {}: {}", probe.host, one_line(&probe.command))));
+            }
+        }
         lines
     }
 }
 
 impl Operator for Console {
-    fn plan(&self, _plugin: &str, summary: &str, warnings: &[String], steps: &[StepPreview]) {
+    fn plan(&self, _plugin: &str, summary: &str, warnings: &[String], steps: &[StepPreview], probes: &[ProbeRun]) {
         if self.json() {
             return;
         }
         let paint = |style: Style, text: &str| self.paint_out(style, text);
-        for line in self.plan_text(summary, warnings, steps, &paint) {
+        for line in self.plan_text(summary, warnings, steps, probes, &paint) {
             self.out(&line);
         }
     }
@@ -250,9 +258,11 @@ impl Events for Console {
         self.note(&self.paint_err(Color::DarkGray.normal(), &format!("  … [{plugin}]{percent} {}", one_line(message))));
     }
 
-    fn probe(&self, plugin: &str, host: &str, argv: &[String]) {
+    /// Plans list their probes (and the journal keeps them); other calls' probes are shown
+    /// as they run with OPSH_DEBUG.
+    fn probe(&self, plugin: &str, phase: &str, host: &str, command: &str) {
         if std::env::var_os("OPSH_DEBUG").is_some() {
-            self.note(&self.paint_err(Color::DarkGray.normal(), &format!("  · [{plugin}] probe on {host}: {}", shell_words::join(argv))));
+            self.note(&self.paint_err(Color::DarkGray.normal(), &format!("  · [{plugin}] {phase} probe on {host}: {}", one_line(command))));
         }
     }
 }

@@ -3,6 +3,7 @@
 use nu_ansi_term::{Color, Style};
 use opsh_host::Exit;
 use opsh_host::inventory::{Inventory, PasswordSource, ServiceManager};
+use opsh_host::journal::Record;
 use opsh_host::plugins::Registry;
 use opsh_host::runbook::{Outcome, pick};
 use opsh_host::sandbox::Origin;
@@ -303,6 +304,22 @@ pub fn journal(console: &Console, dir: &std::path::Path, args: &[String], option
                 ]);
             }
             grid.print(console);
+            let probes: Vec<Vec<String>> = log
+                .records
+                .iter()
+                .filter_map(|r| match r {
+                    Record::Probe { at, during, host, command } => Some(vec![at.clone(), during.clone(), host.clone(), command.clone()]),
+                    _ => None,
+                })
+                .collect();
+            if !probes.is_empty() {
+                console.out("");
+                let mut grid = Grid::new("Probes (commands run while nothing could change)", &["at", "during", "host", "command"]);
+                for row in probes {
+                    grid.row(row);
+                }
+                grid.print(console);
+            }
             let diffs: Vec<String> = previews
                 .iter()
                 .flat_map(|p| p.effects.iter())
@@ -401,7 +418,7 @@ fn kind(kind: CommandKind) -> &'static str {
     }
 }
 
-pub fn plugins(console: &Console, registry: &Registry, options: &LineOptions) {
+pub fn plugins(console: &Console, registry: &Registry, inventory: &Inventory, options: &LineOptions) {
     let mut grid = Grid::new("Plugins", &["name", "version", "from", "component", "commands", "capabilities"]);
     for plugin in &registry.plugins {
         grid.row(vec![
@@ -413,10 +430,19 @@ pub fn plugins(console: &Console, registry: &Registry, options: &LineOptions) {
             },
             format!("sha256:{}", plugin.sha256),
             plugin.info.commands.iter().map(|c| c.name.clone()).collect::<Vec<_>>().join(", "),
-            plugin.info.capabilities.join(", "),
+            plugin.declared.capability_names().join(", "),
         ]);
     }
     let mut grids_out = vec![grid];
+    let mut probes = Grid::new("Declared probes (granted with a topology that names the plugin)", &["plugin", "probe"]);
+    for plugin in &registry.plugins {
+        for probe in &plugin.declared.probes {
+            probes.row(vec![plugin.name().into(), probe.to_string()]);
+        }
+    }
+    if !probes.rows.is_empty() {
+        grids_out.push(probes);
+    }
     if !registry.problems.is_empty() {
         let mut problems = Grid::new("Not loaded", &["problem"]);
         for problem in &registry.problems {
@@ -425,6 +451,20 @@ pub fn plugins(console: &Console, registry: &Registry, options: &LineOptions) {
         grids_out.push(problems);
     }
     grids(console, options, &grids_out, json!({}));
+    warn_plan_users(console, inventory);
+}
+
+/// PostgreSQL keeps a plan read-only for a login without superuser; a superuser is held by
+/// opsh's own checks alone. Said wherever the operator looks at what plugins may do.
+fn warn_plan_users(console: &Console, inventory: &Inventory) {
+    let without: Vec<&str> = inventory.databases.iter().filter(|(_, db)| db.plan_user.is_none()).map(|(name, _)| name.as_str()).collect();
+    if !without.is_empty() {
+        console.warn(&format!(
+            "no plan-user for {}: plugins plan there as the login itself; if it is a superuser, PostgreSQL cannot stop a side effect while planning (opsh's own checks still screen every statement). Set plan-user to a role without superuser in {}",
+            without.join(", "),
+            inventory.source.display()
+        ));
+    }
 }
 
 pub fn inventory(console: &Console, inventory: &Inventory, options: &LineOptions) {
@@ -459,9 +499,16 @@ pub fn inventory(console: &Console, inventory: &Inventory, options: &LineOptions
         let members: Vec<String> = topology.members.iter().map(|(role, names)| format!("{role}: {}", names.join(", "))).collect();
         topologies.row(vec![name.clone(), topology.plugin.clone().unwrap_or_else(|| "-".into()), members.join("; ")]);
     }
-    let mut grants = Grid::new("Grants", &["plugin", "sql", "ssh", "file-edit", "service"]);
+    let mut grants = Grid::new("Grants", &["plugin", "sql", "ssh", "file-edit", "service", "probes"]);
     for (plugin, grant) in &inventory.grants {
-        grants.row(vec![plugin.clone(), grant.sql.join(", "), grant.ssh.join(", "), grant.file_edit.join(", "), grant.service.join(", ")]);
+        grants.row(vec![
+            plugin.clone(),
+            grant.sql.join(", "),
+            grant.ssh.join(", "),
+            grant.file_edit.join(", "),
+            grant.service.join(", "),
+            grant.probes.join(" | "),
+        ]);
     }
     let source = inventory.source.display().to_string();
     if options.output == OutputFormat::Text {
@@ -469,4 +516,5 @@ pub fn inventory(console: &Console, inventory: &Inventory, options: &LineOptions
         console.out("");
     }
     grids(console, options, &[hosts, databases, topologies, grants], json!({ "source": source }));
+    warn_plan_users(console, inventory);
 }

@@ -82,7 +82,7 @@ impl Session {
         let control_dir = paths.data_dir.join("ssh");
         create_private_dir(&control_dir)?;
         let caps = Arc::new(Capabilities::new(Arc::new(inventory), control_dir));
-        let console = Arc::new(Console::new(defaults.output, caps.inventory.known_secrets()));
+        let console = Arc::new(Console::new(defaults.output, caps.scrubber.clone()));
         let events: Arc<dyn Events> = console.clone();
         let sandbox = Sandbox::new(paths.component_cache_dir(), Limits::from_env())?;
         let reserved: Vec<&str> = BUILTINS.iter().map(|(name, _)| *name).chain(RESERVED_WORDS.iter().copied()).collect();
@@ -228,7 +228,7 @@ impl Session {
             "journal" => render::journal(&self.console, &self.paths.journal_dir(), args, options),
             "help" => render::help(&self.console, self, args, options),
             "plugins" => {
-                render::plugins(&self.console, &self.registry, options);
+                render::plugins(&self.console, &self.registry, &self.caps.inventory, options);
                 Exit::Success
             }
             "inventory" => {

@@ -306,7 +306,7 @@ fn no_file_or_output_of_the_suite_holds_a_password() {
     let password = world.password();
     let mut outputs = vec![
         runbook(&world, &[]),
-        world.opsh(&["probe", "secret", "alpha", "alpha-app"]),
+        world.opsh(&["--yes", "probe", "secret", "alpha", "alpha-app"]),
         world.opsh(&["journal"]),
         world.opsh(&["--output", "json", "journal", &world.runs().pop().unwrap_or_default()]),
         world.opsh(&["inventory"]),

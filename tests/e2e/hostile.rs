@@ -4,7 +4,7 @@
 
 use crate::support::{World, hostile_wasm, json_cell};
 
-const GRANTS: &str = "\n[grants.hostile]\nsql = [\"alpha-app\"]\nssh = [\"alpha\"]\n";
+const GRANTS: &str = "\n[grants.hostile]\nsql = [\"alpha-app\"]\nssh = [\"alpha\"]\nprobes = [\"echo *\", \"sleep 30\"]\n";
 
 /// The byte sequences the fixture plants; none may reach a terminal raw.
 const RAW: &[&str] = &["\r\x1b[2K", "\x1b]0;owned", "\x1b]8;;", "\x1b[8m", "\u{9b}2J", "\u{202e}"];
@@ -306,6 +306,9 @@ fn a_sleeping_describe_cannot_stall_the_start_and_a_warm_start_runs_no_plugin_co
     assert_eq!(run.code, 0, "opsh starts: {run:?}");
     assert!(run.all().contains("describe() failed: it ran past its deadline of 2 s for one describe call"), "{run:?}");
     assert!(run.stdout.contains("probe"), "the other plugins load: {run:?}");
+    // The failure is remembered by the component's hash: the next start runs none of its code.
+    let again = world.opsh(&["plugins"]);
+    assert!(again.all().contains("at an earlier start: opsh remembers it by the component's hash"), "{again:?}");
 
     // The describe cache: change the cached answer, and a warm start shows the change — the
     // plugin's own describe() was not called.
@@ -343,4 +346,181 @@ fn a_symlink_inside_a_granted_directory_leads_nowhere() {
     let fine = world.opsh(&["--yes", "probe", "append", "alpha", "/usr/local/etc/plain.conf", "x=1"]);
     assert_eq!(fine.code, 0, "{fine:?}");
     assert_eq!(std::fs::read_to_string(world.lab.host_file("alpha", "/usr/local/etc/plain.conf")).expect("written"), "x=1\n");
+}
+
+/// The result of each attempt of `hostile outside-apply`, by attempt.
+fn attempts(run: &crate::support::Run) -> std::collections::BTreeMap<String, String> {
+    let doc: serde_json::Value = serde_json::from_str(run.stdout.trim()).unwrap_or_else(|e| panic!("json ({e}): {run:?}"));
+    doc["tables"][0]["rows"]
+        .as_array()
+        .expect("rows")
+        .iter()
+        .map(|row| (row[0]["text"].as_str().unwrap_or_default().to_string(), row[1]["text"].as_str().unwrap_or_default().to_string()))
+        .collect()
+}
+
+/// Outside `apply` a command runs only as a probe the operator approved, exactly as approved:
+/// whatever the plugin flags, sends as input or environment, or asks privileges for, nothing on
+/// the host changes (checked on the host's own filesystem).
+#[test]
+fn a_command_outside_apply_runs_only_as_an_approved_probe_exactly_as_approved() {
+    let world = World::new();
+    world.install_hostile("hostile.wasm", None, GRANTS);
+    let path = "/usr/local/var/lib/hostile-was-here";
+    let run = world.opsh(&["--output", "json", "hostile", "outside-apply", "alpha", "alpha-app", path]);
+    assert_eq!(run.code, 0, "{run:?}");
+    let results = attempts(&run);
+    assert_eq!(results.len(), 9, "{results:?}");
+    assert_eq!(results["shell in an argument"], format!("ran: x; touch {path}"), "an approved probe's argument stays one argument");
+    for (attempt, result) in results.iter().filter(|(a, _)| *a != "shell in an argument") {
+        assert!(result.starts_with("refused: "), "{attempt}: {result}");
+    }
+    assert!(
+        results["flagged read-only"].contains("is not a probe approved for it") && results["flagged read-only"].contains("[grants.hostile]"),
+        "{results:?}"
+    );
+    assert!(results["password"].contains("without any (passwords only while applying)"), "{results:?}");
+    assert!(results["privileged"].contains("runs as the login user"), "{results:?}");
+    assert!(!world.lab.host_file("alpha", path).exists(), "nothing was created on alpha");
+}
+
+/// A plugin's declared probes come with a topology that names it, on that topology's hosts; an
+/// explicit grant approves only its own `probes`; every probe is listed with the plan and kept in
+/// the journal.
+#[test]
+fn declared_probes_come_with_a_topology_shown_with_the_plan_and_journaled() {
+    let world = World::new();
+    let topology = "\n[topologies.hostile-net]\nplugin = \"hostile\"\nmembers = { node = [\"alpha\", \"alpha-app\"] }\n";
+    world.install_hostile("hostile.wasm", None, topology);
+    let run = world.opsh(&["--output", "json", "hostile", "outside-apply", "alpha", "alpha-app", "/usr/local/var/lib/x"]);
+    let results = attempts(&run);
+    assert_eq!(results["shell in an argument"], "ran: x; touch /usr/local/var/lib/x", "the declared `echo *` runs on the topology's host");
+    assert!(results["sh -c"].starts_with("refused: "), "{results:?}");
+
+    let plan = world.opsh(&["hostile", "probe-in-plan", "alpha-app", "alpha", "--dry-run"]);
+    assert_eq!(plan.code, 0, "{plan:?}");
+    assert!(plan.stdout.contains("Read while planning (1 approved probe(s)):") && plan.stdout.contains("on alpha: echo planned-probe"), "{plan:?}");
+    let json = world.opsh(&["--output", "json", "hostile", "probe-in-plan", "alpha-app", "alpha", "--dry-run"]);
+    let doc: serde_json::Value = serde_json::from_str(json.stdout.trim()).expect("json");
+    assert_eq!(doc["probes"][0]["command"], "echo planned-probe", "{json:?}");
+    let before = world.runs();
+    let applied = world.opsh(&["hostile", "probe-in-plan", "alpha-app", "alpha", "--yes"]);
+    assert_eq!(applied.code, 0, "{applied:?}");
+    let run_id = crate::support::new_run(&world, &before);
+    let probes: Vec<serde_json::Value> = world.records(&run_id).into_iter().filter(|r| r["record"] == "probe").collect();
+    assert_eq!(probes.len(), 1, "{probes:?}");
+    assert_eq!(
+        (probes[0]["during"].as_str(), probes[0]["host"].as_str(), probes[0]["command"].as_str()),
+        (Some("plan"), Some("alpha"), Some("echo planned-probe"))
+    );
+    let shown = world.opsh(&["journal", &run_id]);
+    assert!(shown.stdout.contains("Probes (commands run while nothing could change)") && shown.stdout.contains("echo planned-probe"), "{shown:?}");
+
+    // An explicit grant without `probes` approves none, not even the declared ones.
+    let other = World::new();
+    other.install_hostile("hostile.wasm", None, "\n[grants.hostile]\nssh = [\"alpha\"]\nsql = [\"alpha-app\"]\n");
+    let results = attempts(&other.opsh(&["--output", "json", "hostile", "outside-apply", "alpha", "alpha-app", "/usr/local/var/lib/x"]));
+    assert!(
+        results["shell in an argument"].starts_with("refused: ") && results["shell in an argument"].contains("add \"echo 'x; touch /usr/local/var/lib/x'\""),
+        "{results:?}"
+    );
+}
+
+/// A command handed a password prints it, encoded every common way; the plugin spreads what came
+/// back into a table row, a file on the host, a log line, its own base64 and its step's note.
+/// The password appears nowhere — checked with psql, on the host's disk, in opsh's output and files.
+#[test]
+fn a_password_handed_to_a_command_never_comes_back_in_any_encoding() {
+    use base64::Engine as _;
+    let world = World::new();
+    world.sql("alpha", "app", "CREATE TABLE probe_log(value text); GRANT ALL ON probe_log TO opsh;");
+    world.install_hostile("hostile.wasm", None, GRANTS);
+    let password = world.password();
+    let path = "/usr/local/var/lib/hostile-spread";
+    let run = world.opsh(&["hostile", "leak", "alpha-app", "alpha", path, "--yes"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    let spread = std::fs::read_to_string(world.lab.host_file("alpha", path)).expect("the plugin wrote what it saw");
+    assert!(spread.contains("********"), "what came back was the marker: {spread}");
+    let row = world.sql("alpha", "app", "SELECT string_agg(value, ' ') FROM probe_log");
+    assert!(row.contains("********"), "the row holds the marker: {row}");
+    let mut forms = vec![password.clone(), hex::encode(&password), hex::encode_upper(&password)];
+    for prefix in ["", "x", "xy"] {
+        let encoded = base64::engine::general_purpose::STANDARD.encode(format!("{prefix}{password}"));
+        // The characters that depend on the password alone.
+        forms.push(encoded[(prefix.len() * 4).div_ceil(3)..encoded.len() - 4].to_string());
+    }
+    forms.push(base64::engine::general_purpose::STANDARD.encode(&spread));
+    let mut places: Vec<(String, String)> = vec![("output".into(), run.all()), ("host file".into(), spread.clone()), ("table".into(), row)];
+    places.extend(world.home_files().into_iter().map(|(p, c)| (p.display().to_string(), c)));
+    let journal = world.opsh(&["--output", "json", "journal", &world.runs().pop().unwrap_or_default()]);
+    places.push(("journal".into(), journal.all()));
+    for (place, content) in &places {
+        for form in forms.iter().filter(|f| f.len() >= 6) {
+            assert!(!content.contains(form.as_str()), "{place} holds the password as {form}: {content}");
+        }
+    }
+}
+
+/// Peak resident memory of one opsh run (wait4's rusage of that very child, in KiB).
+#[allow(unsafe_code)]
+fn max_rss_kib(mut command: std::process::Command) -> (crate::support::Run, i64) {
+    let child = command.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().expect("spawn opsh");
+    let pid = child.id() as libc::pid_t;
+    let output = std::thread::spawn(move || {
+        let mut child = child;
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        use std::io::Read;
+        let _ = child.stdout.take().expect("stdout").read_to_end(&mut out);
+        let _ = child.stderr.take().expect("stderr").read_to_end(&mut err);
+        (out, err)
+    })
+    .join()
+    .expect("reader");
+    let mut status = 0;
+    // SAFETY: a zeroed rusage is a valid out-parameter; pid is our own child, not yet reaped.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    let reaped = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+    assert_eq!(reaped, pid, "wait4");
+    let code = if libc::WIFEXITED(status) { libc::WEXITSTATUS(status) } else { -1 };
+    let run = crate::support::Run { code, stdout: String::from_utf8_lossy(&output.0).into(), stderr: String::from_utf8_lossy(&output.1).into() };
+    (run, usage.ru_maxrss)
+}
+
+/// What a plugin returns, logs and prints is bounded on the host's side: a 1.5 M-row result is
+/// refused with a message (and opsh stays far below the 3.9 GB it once took), a flood of logs,
+/// progress and output is cut without failing the command, one enormous string is refused, and a
+/// capability the plugin did not declare is denied even where the inventory grants it.
+#[test]
+fn a_plugin_cannot_flood_the_host() {
+    let world = World::new();
+    world.install_hostile("hostile.wasm", None, &format!("{GRANTS}file-edit = [\"alpha:/usr/local/etc/*\"]\n"));
+    let small = world.opsh(&["--output", "json", "hostile", "flood", "5000"]);
+    assert_eq!(small.code, 0, "{small:?}");
+    let rows = world.opsh(&["hostile", "flood", "150000"]);
+    assert_eq!(rows.code, 1, "{rows:?}");
+    assert!(rows.stderr.contains("it returned 150000 rows") && rows.stderr.contains("opsh takes at most 100000 rows"), "{rows:?}");
+    let mut command = world.command();
+    command.args(["--output", "json", "hostile", "flood", "1500000"]);
+    let (flood, rss) = max_rss_kib(command);
+    assert_eq!(flood.code, 1, "{flood:?}");
+    assert!(flood.stdout.contains("tried to pass more than 40 MiB to opsh at once"), "{flood:?}");
+    assert!(rss < 1 << 20, "opsh peaked at {} MiB", rss >> 10);
+    eprintln!("1.5 M rows: opsh peaked at {} MiB", rss >> 10);
+
+    let noise = world.opsh(&["--output", "json", "hostile", "noise"]);
+    assert_eq!(noise.code, 0, "printing, logging and progress never fail the call: {noise:?}");
+    assert_eq!(json_cell(&noise, "result"), "survived");
+    assert!(noise.stderr.contains("its further log lines are dropped"), "{}", &noise.stderr[..noise.stderr.len().min(2000)]);
+    assert!(noise.stderr.len() < 2 << 20, "{} bytes of stderr", noise.stderr.len());
+
+    let huge = world.opsh(&["hostile", "huge-call", "alpha-app"]);
+    assert_eq!(huge.code, 1, "{huge:?}");
+    assert!(huge.stderr.contains("tried to pass more than 40 MiB to opsh at once"), "{huge:?}");
+
+    let undeclared = world.opsh(&["--output", "json", "hostile", "undeclared", "alpha"]);
+    assert_eq!(
+        json_cell(&undeclared, "result"),
+        "refused: plugin hostile did not declare the capability file-edit in describe() and may not use it",
+        "{undeclared:?}"
+    );
 }

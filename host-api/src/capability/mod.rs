@@ -14,6 +14,7 @@ use std::sync::Arc;
 use crate::address_book::AddressBook;
 use crate::grants::Grants;
 use crate::inventory::Inventory;
+use crate::scrub::Scrubber;
 
 /// Why a capability call failed. The message names the target and the operation and says what
 /// to do; it never contains a secret.
@@ -121,6 +122,8 @@ pub struct Capabilities {
     pub remote: exec::Remote,
     pub sql: sql::SqlPool,
     pub bounds: Bounds,
+    /// The inventory's passwords, kept out of everything a plugin gets back and the operator sees.
+    pub scrubber: Scrubber,
 }
 
 impl Capabilities {
@@ -131,6 +134,7 @@ impl Capabilities {
             remote: exec::Remote::new(inventory.clone(), control_dir),
             sql: sql::SqlPool::new(inventory.clone()),
             bounds: Bounds::default(),
+            scrubber: Scrubber::new(&inventory.known_secrets()),
             inventory,
         }
     }

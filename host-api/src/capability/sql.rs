@@ -200,8 +200,18 @@ impl SqlPool {
         let mut guard = slot.lock().await;
         let timeout = Duration::from_millis(self.inventory.defaults.statement_timeout_ms);
         let client = self.connected(database, session, &mut guard).await?;
-        let outcome = tokio::time::timeout(timeout, client.simple_query(script)).await;
-        settle(database, outcome, &mut guard, false, timeout).map(|messages| simple_rows(messages, bounds))
+        let work = async {
+            use futures_lite::StreamExt;
+            let stream = client.simple_query_raw(script).await?;
+            let mut stream = std::pin::pin!(stream);
+            let mut rows = ScriptRows::default();
+            while let Some(message) = stream.next().await {
+                rows.push(message?, bounds);
+            }
+            Ok::<_, tokio_postgres::Error>(rows.result)
+        };
+        let outcome = tokio::time::timeout(timeout, work).await;
+        settle(database, outcome, &mut guard, false, timeout)
     }
 
     fn slot(&self, database: &str, session: Session<'_>) -> Slot {
@@ -572,34 +582,45 @@ async fn run_statement(client: &Client, statement: &Statement, bounds: &Bounds) 
     Ok(Rows { columns, rows, affected, truncated })
 }
 
-fn simple_rows(messages: Vec<SimpleQueryMessage>, bounds: &Bounds) -> Rows {
-    let mut result = Rows::default();
-    let mut current: Vec<Vec<Value>> = Vec::new();
-    let mut columns: Vec<Column> = Vec::new();
-    for message in messages {
+/// The rows of the last statement of a script that returned any, read as they arrive and
+/// bounded like a query's (rows and bytes), however many the script produces.
+#[derive(Default)]
+struct ScriptRows {
+    result: Rows,
+    current: Vec<Vec<Value>>,
+    columns: Vec<Column>,
+    bytes: usize,
+    truncated: bool,
+}
+
+impl ScriptRows {
+    fn push(&mut self, message: SimpleQueryMessage, bounds: &Bounds) {
         match message {
             SimpleQueryMessage::RowDescription(description) => {
-                columns = description.iter().map(|c| Column { name: c.name().to_string(), type_name: "text".into() }).collect();
-                current.clear();
+                self.columns = description.iter().map(|c| Column { name: c.name().to_string(), type_name: "text".into() }).collect();
+                self.current.clear();
+                (self.bytes, self.truncated) = (0, false);
             }
             SimpleQueryMessage::Row(row) => {
-                if current.len() >= bounds.max_rows {
-                    result.truncated = true;
-                    continue;
+                let values: Vec<Value> = (0..row.len()).map(|i| row.get(i).map_or(Value::Null, |v| Value::Text(v.to_string()))).collect();
+                self.bytes += values.iter().map(value_size).sum::<usize>();
+                if self.current.len() >= bounds.max_rows || self.bytes > bounds.max_result_bytes {
+                    self.truncated = true;
+                    return;
                 }
-                current.push((0..row.len()).map(|i| row.get(i).map_or(Value::Null, |v| Value::Text(v.to_string()))).collect());
+                self.current.push(values);
             }
             SimpleQueryMessage::CommandComplete(n) => {
-                result.affected = n;
-                if !columns.is_empty() {
-                    result.columns = std::mem::take(&mut columns);
-                    result.rows = std::mem::take(&mut current);
+                self.result.affected = n;
+                if !self.columns.is_empty() {
+                    self.result.columns = std::mem::take(&mut self.columns);
+                    self.result.rows = std::mem::take(&mut self.current);
+                    self.result.truncated = self.truncated;
                 }
             }
             _ => {}
         }
     }
-    result
 }
 
 fn value_size(value: &Value) -> usize {

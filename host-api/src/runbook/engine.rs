@@ -20,12 +20,13 @@ use std::time::Instant;
 use futures_util::StreamExt;
 use similar::TextDiff;
 
-use super::{Confirmation, Operator, Outcome, Preview, RunOptions, StepPreview, StepReport, pick};
+use super::{Confirmation, Operator, Outcome, Preview, ProbeRun, RunOptions, StepPreview, StepReport, pick};
 use crate::capability::{Capabilities, file_edit};
 use crate::grants::Capability;
 use crate::journal::{Journal, Record, Redactor, RunLog, SCHEMA, StepState, StepStatus};
 use crate::lock;
 use crate::plugins::Registry;
+use crate::sandbox::bindings::host::LogLevel;
 use crate::sandbox::bindings::runbook::{ChangePlan, CheckState, CommandError, CommandInfo, CommandKind, Effect, Invocation, Step, Table};
 use crate::sandbox::bindings::types::CapabilityError as WitError;
 use crate::sandbox::{CallError, Events, LoadedPlugin, Sandbox};
@@ -111,6 +112,59 @@ impl Drop for ApplyingGuard {
     }
 }
 
+/// The probes of one command's plugin calls: collected while planning (to show with the plan),
+/// journaled as they run once the run has a journal.
+struct Trace {
+    inner: Arc<dyn Events>,
+    pending: std::sync::Mutex<Vec<ProbeRun>>,
+    journal: std::sync::Mutex<Option<Arc<Journal>>>,
+}
+
+impl Trace {
+    fn new(inner: &Arc<dyn Events>) -> Arc<Self> {
+        Arc::new(Self { inner: inner.clone(), pending: Default::default(), journal: Default::default() })
+    }
+
+    /// The probes run so far and not journaled.
+    fn pending(&self) -> Vec<ProbeRun> {
+        self.pending.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// From now on every probe is journaled as it runs; the pending ones first.
+    fn attach(&self, journal: &Arc<Journal>) {
+        let pending = std::mem::take(&mut *self.pending.lock().unwrap_or_else(|p| p.into_inner()));
+        for probe in pending {
+            let _ = journal.append(&probe_record(probe));
+        }
+        *self.journal.lock().unwrap_or_else(|p| p.into_inner()) = Some(journal.clone());
+    }
+}
+
+fn probe_record(probe: ProbeRun) -> Record {
+    Record::Probe { at: timefmt::now(), during: probe.during, host: probe.host, command: probe.command }
+}
+
+impl Events for Trace {
+    fn log(&self, plugin: &str, level: LogLevel, message: &str) {
+        self.inner.log(plugin, level, message);
+    }
+
+    fn progress(&self, plugin: &str, message: &str, fraction: Option<f32>) {
+        self.inner.progress(plugin, message, fraction);
+    }
+
+    fn probe(&self, plugin: &str, phase: &str, host: &str, command: &str) {
+        self.inner.probe(plugin, phase, host, command);
+        let probe = ProbeRun { during: phase.to_string(), host: host.to_string(), command: command.to_string() };
+        match self.journal.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
+            Some(journal) => {
+                let _ = journal.append(&probe_record(probe));
+            }
+            None => self.pending.lock().unwrap_or_else(|p| p.into_inner()).push(probe),
+        }
+    }
+}
+
 pub struct Engine<'a> {
     pub sandbox: &'a Sandbox,
     pub caps: &'a Arc<Capabilities>,
@@ -131,6 +185,8 @@ struct RunCtx<'r> {
     plan: &'r ChangePlan,
     previews: &'r [StepPreview],
     journal: &'r Journal,
+    /// The events every plugin call of the run reports to (its probes are journaled).
+    events: Arc<dyn Events>,
     lang: &'r str,
     /// `run`, `resume` or `retry`: written with each intent.
     by: &'r str,
@@ -150,7 +206,7 @@ struct Reopened {
     previews: Vec<StepPreview>,
     line: String,
     run: String,
-    journal: Journal,
+    journal: Arc<Journal>,
     locks: lock::Locks,
 }
 
@@ -183,15 +239,18 @@ impl Engine<'_> {
                 Err(e) => self.call_failure(&who, e, false, None, None, lang, Vec::new()),
             };
         }
-        let plan = match self.sandbox.plan(plugin, call, self.caps, self.events, lang).await {
+        let trace = Trace::new(self.events);
+        let events: Arc<dyn Events> = trace.clone();
+        let plan = match self.sandbox.plan(plugin, call, self.caps, &events, lang).await {
             Ok(plan) => plan,
             Err(e) => return self.call_failure(&format!("{who} (planning)"), e, false, None, None, lang, Vec::new()),
         };
         let previews = self.previews(plugin.name(), &plan, lang).await;
         let warnings: Vec<String> = plan.warnings.iter().map(|w| self.reveal(pick(w, lang))).collect();
-        self.operator.plan(plugin.name(), &self.reveal(pick(&plan.summary, lang)), &warnings, &previews);
+        let probes = trace.pending();
+        self.operator.plan(plugin.name(), &self.reveal(pick(&plan.summary, lang)), &warnings, &previews, &probes);
         if options.dry_run {
-            return Outcome::Planned { steps: previews };
+            return Outcome::Planned { steps: previews, probes };
         }
         if plan.steps.is_empty() {
             return Outcome::Done { run: None, steps: previews, results: Vec::new(), verification: Vec::new(), message: "nothing to do".into() };
@@ -200,7 +259,7 @@ impl Engine<'_> {
             return refusal;
         }
         let journal = match Journal::create(&self.journal_dir, self.redact.clone()) {
-            Ok(journal) => journal,
+            Ok(journal) => Arc::new(journal),
             Err(e) => {
                 return Outcome::Failed { message: format!("{who}: {e:#}; nothing was changed"), changed: false, step: None, run: None, results: Vec::new() };
             }
@@ -228,6 +287,7 @@ impl Engine<'_> {
                 results: Vec::new(),
             };
         }
+        trace.attach(&journal);
         let _locks = match self.lock(&plan, &journal.run) {
             Ok(locks) => locks,
             Err(message) => {
@@ -236,7 +296,7 @@ impl Engine<'_> {
                 return Outcome::Refused { message, run: Some(journal.run.clone()) };
             }
         };
-        let ctx = RunCtx { plugin, call, plan: &plan, previews: &previews, journal: &journal, lang, by: "run", who, check_first: false };
+        let ctx = RunCtx { plugin, call, plan: &plan, previews: &previews, journal: &journal, events, lang, by: "run", who, check_first: false };
         let mut states = vec![StepState::NotStarted; plan.steps.len()];
         self.execute(&ctx, &mut states).await
     }
@@ -266,16 +326,19 @@ impl Engine<'_> {
             &format!("resume {run}: {line} — {done} of {} steps done, {} to go", plan.steps.len(), remaining.len()),
             &[],
             &remaining,
+            &[],
         );
         if options.dry_run {
-            return Outcome::Planned { steps: remaining };
+            return Outcome::Planned { steps: remaining, probes: Vec::new() };
         }
         if !remaining.is_empty()
             && let Some(refusal) = self.confirm(options, remaining.len(), &who)
         {
             return refusal;
         }
-        let ctx = RunCtx { plugin: &plugin, call: &call, plan: &plan, previews: &previews, journal: &journal, lang, by: "resume", who, check_first: true };
+        let events = self.journaled_events(&journal);
+        let ctx =
+            RunCtx { plugin: &plugin, call: &call, plan: &plan, previews: &previews, journal: &journal, events, lang, by: "resume", who, check_first: true };
         self.execute(&ctx, &mut states).await
     }
 
@@ -292,7 +355,8 @@ impl Engine<'_> {
             return Outcome::Usage { message: format!("run {run} has no step {step_id:?}; its steps: {}", ids.join(", ")) };
         };
         let step = &plan.steps[index];
-        let check = self.sandbox.check(&plugin, &call, step, self.caps, self.events, lang).await;
+        let events = self.journaled_events(&journal);
+        let check = self.sandbox.check(&plugin, &call, step, self.caps, &events, lang).await;
         let (state, detail) = match check {
             Ok(check) => (check.state, self.reveal(pick(&check.detail, lang))),
             Err(e) => (CheckState::Unknown, self.call_error_text(e, lang)),
@@ -311,14 +375,15 @@ impl Engine<'_> {
             CheckState::Stale => return Outcome::Refused { message: format!("{who}: the step no longer fits the live state: {detail}"), run: Some(run) },
             CheckState::NotDone | CheckState::Unknown => {}
         }
-        self.operator.plan(plugin.name(), &format!("retry step {step_id} of {run}: {line}"), &[], std::slice::from_ref(&previews[index]));
+        self.operator.plan(plugin.name(), &format!("retry step {step_id} of {run}: {line}"), &[], std::slice::from_ref(&previews[index]), &[]);
         if options.dry_run {
-            return Outcome::Planned { steps: vec![previews[index].clone()] };
+            return Outcome::Planned { steps: vec![previews[index].clone()], probes: Vec::new() };
         }
         if let Some(refusal) = self.confirm(options, 1, &who) {
             return refusal;
         }
-        let ctx = RunCtx { plugin: &plugin, call: &call, plan: &plan, previews: &previews, journal: &journal, lang, by: "retry", who, check_first: false };
+        let ctx =
+            RunCtx { plugin: &plugin, call: &call, plan: &plan, previews: &previews, journal: &journal, events, lang, by: "retry", who, check_first: false };
         let _applying = self.interrupt.begin();
         let mut reports = Vec::new();
         let changed = log.states().contains(&StepState::Done);
@@ -355,9 +420,17 @@ impl Engine<'_> {
         let (call, plan, previews, line) = (call.clone(), plan.clone(), previews.to_vec(), line.to_string());
         let who = format!("{verb} {run} ({line})");
         let journal = Journal::reopen(&self.journal_dir, &run, self.redact.clone()).map_err(|e| Outcome::refused(format!("{who}: {e:#}")))?;
+        let journal = Arc::new(journal);
         let locks =
             self.lock(&plan, &run).map_err(|message| Outcome::Refused { message: format!("{who}: {message}; nothing was changed"), run: Some(run.clone()) })?;
         Ok(Reopened { log, plugin, call, plan, previews, line, run, journal, locks })
+    }
+
+    /// Events for the plugin calls of a journaled run: its probes go to the journal.
+    fn journaled_events(&self, journal: &Arc<Journal>) -> Arc<dyn Events> {
+        let trace = Trace::new(self.events);
+        trace.attach(journal);
+        trace
     }
 
     fn confirm(&self, options: &RunOptions, steps: usize, who: &str) -> Option<Outcome> {
@@ -435,7 +508,7 @@ impl Engine<'_> {
             }
             index = end;
         }
-        match self.sandbox.verify(ctx.plugin, ctx.call, self.caps, self.events, ctx.lang).await {
+        match self.sandbox.verify(ctx.plugin, ctx.call, self.caps, &ctx.events, ctx.lang).await {
             Ok(tables) => {
                 let message = "every step applied and verified".to_string();
                 let _ = ctx.journal.end("done", 0, &message);
@@ -460,7 +533,7 @@ impl Engine<'_> {
     async fn precheck(&self, ctx: &RunCtx<'_>, index: usize, state: StepState, reports: &mut Vec<StepReport>) -> Result<bool, Stop> {
         let step = &ctx.plan.steps[index];
         let title = &ctx.previews[index].title;
-        let (check, detail) = match self.sandbox.check(ctx.plugin, ctx.call, step, self.caps, self.events, ctx.lang).await {
+        let (check, detail) = match self.sandbox.check(ctx.plugin, ctx.call, step, self.caps, &ctx.events, ctx.lang).await {
             Ok(check) => (check.state, self.reveal(pick(&check.detail, ctx.lang))),
             Err(e) => (CheckState::Unknown, self.call_error_text(e, ctx.lang)),
         };
@@ -622,11 +695,11 @@ impl Engine<'_> {
     /// Apply a step, then ask its check whether it took effect.
     async fn apply_and_check(&self, ctx: &RunCtx<'_>, step: &Step) -> StepOutcome {
         let lang = ctx.lang;
-        let note = match self.sandbox.apply(ctx.plugin, ctx.call, step, self.caps, self.events, lang).await {
+        let note = match self.sandbox.apply(ctx.plugin, ctx.call, step, self.caps, &ctx.events, lang).await {
             Ok(note) => self.reveal(pick(&note, lang)),
             Err(e) => return self.step_error(e, lang),
         };
-        match self.sandbox.check(ctx.plugin, ctx.call, step, self.caps, self.events, lang).await {
+        match self.sandbox.check(ctx.plugin, ctx.call, step, self.caps, &ctx.events, lang).await {
             Ok(check) => {
                 let detail = self.reveal(pick(&check.detail, lang));
                 match check.state {

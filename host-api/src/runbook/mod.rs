@@ -129,6 +129,16 @@ pub enum Preview {
     },
 }
 
+/// A probe a plugin ran outside `apply`: shown with the plan, kept in the journal.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ProbeRun {
+    /// The call it ran in: `plan`, `check` or `verify`.
+    pub during: String,
+    pub host: String,
+    /// As the host ran it (addresses revealed), `argv <<< stdin`.
+    pub command: String,
+}
+
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct StepPreview {
     pub id: String,
@@ -148,7 +158,8 @@ pub enum Confirmation {
 
 /// The shell's side of a run: showing, asking, reporting progress.
 pub trait Operator: Send + Sync {
-    fn plan(&self, plugin: &str, summary: &str, warnings: &[String], steps: &[StepPreview]);
+    /// The plan to confirm, and the probes the plugin ran to make it.
+    fn plan(&self, plugin: &str, summary: &str, warnings: &[String], steps: &[StepPreview], probes: &[ProbeRun]);
     fn confirm(&self, steps: usize) -> Confirmation;
     fn step_started(&self, index: usize, total: usize, step: &StepPreview);
     fn step_finished(&self, index: usize, total: usize, step: &StepPreview, outcome: &Result<String, String>);
@@ -183,6 +194,8 @@ pub enum Outcome {
     /// `--dry-run`: the plan, nothing changed.
     Planned {
         steps: Vec<StepPreview>,
+        /// The probes run while planning.
+        probes: Vec<ProbeRun>,
     },
     /// Every step applied and verified (or, for `retry`, the one step).
     Done {

@@ -18,12 +18,14 @@ use crate::grants::Capability;
 pub trait Events: Send + Sync {
     fn log(&self, plugin: &str, level: host::LogLevel, message: &str);
     fn progress(&self, plugin: &str, message: &str, fraction: Option<f32>);
-    /// A read-only probe command ran while planning or reading.
-    fn probe(&self, plugin: &str, host: &str, argv: &[String]);
+    /// An approved probe is about to run outside `apply` (`command` as `probe::shown` writes it).
+    fn probe(&self, plugin: &str, phase: &str, host: &str, command: &str);
 }
 
 pub struct CallCtx {
     pub plugin: String,
+    /// What the plugin declared in `describe()`: it may use nothing else.
+    pub declared: Arc<super::Declared>,
     pub phase: Phase,
     pub caps: Arc<Capabilities>,
     pub events: Arc<dyn Events>,
@@ -40,6 +42,36 @@ pub struct CallCtx {
     /// The call's wall-clock limit and where it comes from, for messages.
     pub(super) wall_limit: (Duration, &'static str),
     pub(super) past_deadline: bool,
+    /// What this call has logged so far (bounded, see `host::Host::log`).
+    pub(super) logged: Logged,
+}
+
+/// Log lines and progress of one call: capped in number, size and rate, so that a plugin cannot
+/// flood the operator's terminal or the host's memory.
+#[derive(Debug, Default)]
+pub struct Logged {
+    lines: usize,
+    bytes: usize,
+    dropped: usize,
+    last_progress: Option<Instant>,
+}
+
+const MAX_LOG_LINES: usize = 2_000;
+const MAX_LOG_BYTES: usize = 1 << 20;
+const MAX_LOG_LINE: usize = 4 << 10;
+const MAX_PROGRESS_LINE: usize = 512;
+const PROGRESS_EVERY: Duration = Duration::from_millis(100);
+
+/// At most `max` bytes of `text`, cut at a character boundary, saying how much was cut.
+fn cut(text: &str, max: usize) -> std::borrow::Cow<'_, str> {
+    if text.len() <= max {
+        return text.into();
+    }
+    let mut at = max;
+    while !text.is_char_boundary(at) {
+        at -= 1;
+    }
+    format!("{} … ({} more bytes)", &text[..at], text.len() - at).into()
 }
 
 impl WasiView for CallCtx {
@@ -83,6 +115,12 @@ impl CallCtx {
         if self.phase == Phase::Describe {
             return Err(CapabilityError::Denied(format!("plugin {}: describe() may not use capabilities", self.plugin)));
         }
+        if !self.declared.capabilities.contains(&capability) {
+            return Err(CapabilityError::Denied(format!(
+                "plugin {} did not declare the capability {capability} in describe() and may not use it",
+                self.plugin
+            )));
+        }
         self.caps.grants.check(&self.plugin, capability, target, detail).map_err(CapabilityError::Denied)
     }
 
@@ -103,14 +141,17 @@ impl CallCtx {
         self.caps.addresses.reveal_for(text, &|host| self.sees(host)).map_err(CapabilityError::Invalid)
     }
 
+    /// Everything that comes back into the sandbox: addresses as tokens, known secrets (and
+    /// their encodings) as the marker.
     fn conceal(&self, text: &str) -> String {
-        self.caps.addresses.conceal_for(text, &|host| self.sees(host))
+        let concealed = self.caps.addresses.conceal_for(text, &|host| self.sees(host));
+        self.caps.scrubber.scrub(&concealed).into_owned()
     }
 
     fn conceal_bytes(&self, bytes: Vec<u8>) -> Vec<u8> {
         match String::from_utf8(bytes) {
             Ok(text) => self.conceal(&text).into_bytes(),
-            Err(e) => e.into_bytes(),
+            Err(e) => self.caps.scrubber.scrub_bytes(e.into_bytes()),
         }
     }
 
@@ -226,13 +267,18 @@ impl sql::Host for CallCtx {
 }
 
 impl CallCtx {
-    fn exec_request(&self, host_name: &str, request: ssh::ExecRequest) -> CapResult<ExecRequest> {
+    fn exec_request(&self, host_name: &str, mut request: ssh::ExecRequest) -> CapResult<ExecRequest> {
         self.grant(Capability::Ssh, host_name, None)?;
         let argv = request.argv.iter().map(|a| self.reveal(a)).collect::<CapResult<Vec<_>>>()?;
-        if !request.read_only {
-            self.refuse_change(&format!("running `{}` on host {host_name} (not declared read-only)", argv.first().map_or("", String::as_str)))?;
-        } else if !self.phase.may_change() {
-            self.events.probe(&self.plugin, host_name, &argv);
+        let stdin = match request.stdin.take() {
+            Some(bytes) => Some(match String::from_utf8(bytes) {
+                Ok(text) => self.reveal(&text)?.into_bytes(),
+                Err(e) => e.into_bytes(),
+            }),
+            None => None,
+        };
+        if !self.phase.may_change() {
+            self.probe_allowed(host_name, &request, &argv, stdin.as_deref())?;
         }
         let mut exec = ExecRequest::new(argv);
         for (name, value) in request.env {
@@ -240,6 +286,7 @@ impl CallCtx {
                 ssh::EnvValue::Plain(text) => EnvValue::Plain(self.reveal(&text)?),
                 ssh::EnvValue::DatabasePassword(database) => {
                     self.grant(Capability::Sql, &database, None)?;
+                    self.refuse_change(&format!("handing the password of database {database} to a command on host {host_name}"))?;
                     let secret = self
                         .caps
                         .inventory
@@ -251,13 +298,7 @@ impl CallCtx {
             };
             exec.env.push((name, value));
         }
-        exec.stdin = match request.stdin {
-            Some(bytes) => Some(match String::from_utf8(bytes) {
-                Ok(text) => self.reveal(&text)?.into_bytes(),
-                Err(e) => e.into_bytes(),
-            }),
-            None => None,
-        };
+        exec.stdin = stdin;
         // A plugin may ask for less time than the inventory's command timeout, never for more,
         // and never past its own call's deadline.
         let most = Duration::from_millis(self.caps.inventory.defaults.command_timeout_ms);
@@ -266,6 +307,33 @@ impl CallCtx {
         exec.privileged = request.privileged;
         exec.max_output = self.caps.bounds.max_output_bytes;
         Ok(exec)
+    }
+}
+
+impl CallCtx {
+    /// Outside `apply` a command runs only as a probe the operator approved, exactly as
+    /// approved (no environment, no privilege), and the operator sees and the journal keeps it.
+    fn probe_allowed(&self, host_name: &str, request: &ssh::ExecRequest, argv: &[String], stdin: Option<&[u8]>) -> CapResult<()> {
+        let command = crate::probe::shown(argv, stdin);
+        let phase = self.phase.name();
+        if !request.read_only {
+            return self.refuse_change(&format!("running `{command}` on host {host_name} (not declared read-only)"));
+        }
+        if !request.env.is_empty() {
+            return Err(CapabilityError::ReadOnly(format!(
+                "plugin {}: `{command}` on host {host_name} asks for environment variables in its {phase} phase; a probe runs without any (passwords only while applying)",
+                self.plugin
+            )));
+        }
+        if request.privileged {
+            return Err(CapabilityError::ReadOnly(format!(
+                "plugin {}: `{command}` on host {host_name} asks for privileges in its {phase} phase; a probe runs as the login user",
+                self.plugin
+            )));
+        }
+        self.caps.grants.check_probe(&self.plugin, host_name, argv, stdin, &self.declared.probes).map_err(CapabilityError::Denied)?;
+        self.events.probe(&self.plugin, phase, host_name, &command);
+        Ok(())
     }
 }
 
@@ -319,10 +387,22 @@ impl file_edit::Host for CallCtx {
             .and_then(|()| self.refuse_change(&format!("writing {path} on host {host_name}")))
             .and_then(|()| self.reveal(&content));
         let caps = self.caps.clone();
-        let result = match prepared {
-            Ok(content) => self.bounded(capability::file_edit::write(&caps.remote, &host_name, &path, &content, expected_sha256.as_deref(), true)).await,
-            Err(e) => Err(e),
+        let write = async {
+            let content = prepared?;
+            // The plugin saw this file with its secrets as the marker: writing that back would
+            // replace a password with asterisks.
+            if content.contains(crate::scrub::MARKER) {
+                let current = capability::file_edit::read(&caps.remote, &host_name, &path, true, &caps.bounds).await?;
+                if caps.scrubber.holds_secret(&current.content) {
+                    return Err(CapabilityError::Conflict(format!(
+                        "{path} on host {host_name} holds a password from the inventory, which the plugin was shown as {}: writing its edit would replace the password; edit this file by hand",
+                        crate::scrub::MARKER
+                    )));
+                }
+            }
+            capability::file_edit::write(&caps.remote, &host_name, &path, &content, expected_sha256.as_deref(), true).await
         };
+        let result = self.bounded(write).await;
         let result = result.map(|outcome| file_edit::WriteOutcome { backup_path: outcome.backup_path, sha256: outcome.sha256 });
         self.finish(started, result)
     }
@@ -368,12 +448,35 @@ impl service::Host for CallCtx {
 
 impl host::Host for CallCtx {
     async fn log(&mut self, level: host::LogLevel, message: String) {
+        let logged = &mut self.logged;
+        if logged.lines >= MAX_LOG_LINES || logged.bytes >= MAX_LOG_BYTES {
+            logged.dropped += 1;
+            if logged.dropped == 1 {
+                let note = format!(
+                    "plugin {} logs more than {MAX_LOG_LINES} lines or {} KiB in one call: its further log lines are dropped",
+                    self.plugin,
+                    MAX_LOG_BYTES >> 10
+                );
+                self.events.log(&self.plugin, host::LogLevel::Warn, &note);
+            }
+            return;
+        }
+        let message = cut(&message, MAX_LOG_LINE);
+        logged.lines += 1;
+        logged.bytes += message.len();
         let message = self.caps.addresses.reveal_lossy(&message);
         self.events.log(&self.plugin, level, &message);
     }
 
+    /// Shown at most every 100 ms (the last one of a burst is the one that counts, and the next
+    /// log line or the step's end replaces it anyway).
     async fn progress(&mut self, message: String, fraction: Option<f32>) {
-        let message = self.caps.addresses.reveal_lossy(&message);
+        let now = Instant::now();
+        if self.logged.last_progress.is_some_and(|at| now.duration_since(at) < PROGRESS_EVERY) {
+            return;
+        }
+        self.logged.last_progress = Some(now);
+        let message = self.caps.addresses.reveal_lossy(&cut(&message, MAX_PROGRESS_LINE));
         self.events.progress(&self.plugin, &message, fraction);
     }
 

@@ -5,7 +5,10 @@
 
 pub mod bindings;
 pub mod ctx;
+mod output;
+mod size;
 
+use std::collections::BTreeSet;
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -16,17 +19,25 @@ use sha2::{Digest, Sha256};
 use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
 use wasmtime::{Config, Engine, Store, StoreLimitsBuilder, UpdateDeadline};
 use wasmtime_wasi::WasiCtxBuilder;
-use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 
 use self::bindings::runbook::{ChangePlan, CheckResult, CommandError, Invocation, PluginInfo, Step, Table, Text};
 use self::bindings::{Plugin, PluginPre};
 pub use self::ctx::{CallCtx, Events};
+use self::output::GuestOutput;
 use crate::capability::{Capabilities, Phase};
+use crate::grants::Capability;
+use crate::probe::{self, ProbePattern};
 
 /// One epoch tick.
 const TICK: Duration = Duration::from_millis(10);
 /// `describe()` runs at every start for a plugin not in the describe cache: it must be quick.
 const DESCRIBE_DEADLINE: Duration = Duration::from_secs(2);
+/// How much of a guest's stdout/stderr is kept for crash messages (its last bytes).
+const GUEST_OUTPUT_KEPT: usize = 64 * 1024;
+/// The most data a guest may pass to the host at once — in one capability call (SQL text, a
+/// file's new content, argv …) or as one call's result — counted by wasmtime as it copies: above
+/// the largest file a plugin may write, far below what would strain the host.
+const HOSTCALL_FUEL: usize = 40 << 20;
 
 #[derive(Debug, Clone)]
 pub struct Limits {
@@ -70,7 +81,35 @@ pub struct LoadedPlugin {
     /// Hex SHA-256 of the component's bytes: with its name, the plugin's identity (a grant can
     /// be pinned to it).
     pub sha256: String,
+    /// What it declared in `describe()`, enforced on every call.
+    pub declared: Arc<Declared>,
     pre: PluginPre<CallCtx>,
+}
+
+/// What a plugin declares in `describe().capabilities`, and the host holds it to: a capability
+/// it did not declare is denied, and its declared probes are what a topology that names it lets
+/// it run while nothing may change.
+#[derive(Debug, Clone, Default)]
+pub struct Declared {
+    pub capabilities: BTreeSet<Capability>,
+    pub probes: Vec<ProbePattern>,
+}
+
+impl Declared {
+    fn parse(entries: &[String]) -> Result<Self, String> {
+        let mut declared = Self { probes: probe::declared(entries)?, ..Self::default() };
+        for entry in entries.iter().filter(|e| !e.starts_with(probe::DECLARED_PREFIX)) {
+            let capability = Capability::from_key(entry)
+                .ok_or_else(|| format!("declares the capability {entry:?}; opsh:plugin@0.1.0 has sql, ssh, file-edit, service and probe:PATTERN"))?;
+            declared.capabilities.insert(capability);
+        }
+        Ok(declared)
+    }
+
+    /// The `capabilities` entries that are not probes, for `opsh plugins`.
+    pub fn capability_names(&self) -> Vec<String> {
+        self.capabilities.iter().map(ToString::to_string).collect()
+    }
 }
 
 impl LoadedPlugin {
@@ -146,13 +185,29 @@ impl Sandbox {
             .map_err(|e| anyhow::anyhow!("{where_} needs imports this opsh does not provide ({e}); it was built for another opsh:plugin version"))?;
         let pre = PluginPre::new(pre).map_err(|e| anyhow::anyhow!("{where_} does not export opsh:plugin/runbook@0.1.0: {e}"))?;
         let cached = self.cache_dir.join(format!("{sha256}-{}.describe.json", env!("CARGO_PKG_VERSION")));
-        let mut plugin = LoadedPlugin { info: placeholder_info(), origin, sha256, pre };
+        let failed = cached.with_extension("failed");
+        if let Ok(message) = std::fs::read_to_string(&failed) {
+            anyhow::bail!(
+                "{where_}: describe() failed: {message} (at an earlier start: opsh remembers it by the component's hash; delete {} to try again)",
+                failed.display()
+            );
+        }
+        let mut plugin = LoadedPlugin { info: placeholder_info(), origin, sha256, declared: Arc::default(), pre };
         // What describe() returns depends on the component's bytes alone (it may use no
-        // capability): a warm start reads it from the cache and runs no plugin code at all.
+        // capability): a warm start reads it from the cache and runs no plugin code at all —
+        // nor does it run a describe() that failed before.
         let info = match std::fs::read(&cached).ok().and_then(|bytes| serde_json::from_slice::<PluginInfo>(&bytes).ok()) {
             Some(info) => info,
             None => {
-                let info = self.describe(&plugin, caps, events).await.map_err(|crash| anyhow::anyhow!("{where_}: describe() failed: {}", crash.message))?;
+                let info = match self.describe(&plugin, caps, events).await {
+                    Ok(info) => info,
+                    Err(crash) => {
+                        if std::fs::create_dir_all(&self.cache_dir).is_ok() {
+                            let _ = std::fs::write(&failed, &crash.message);
+                        }
+                        anyhow::bail!("{where_}: describe() failed: {}", crash.message);
+                    }
+                };
                 if let Ok(json) = serde_json::to_vec(&info) {
                     let tmp = cached.with_extension(format!("{}.tmp", std::process::id()));
                     if std::fs::create_dir_all(&self.cache_dir).is_ok() && std::fs::write(&tmp, json).is_ok() {
@@ -166,6 +221,8 @@ impl Sandbox {
             anyhow::bail!("{where_} calls itself {:?}; a plugin name is letters, digits and '-'", info.name);
         }
         check_described(&info).map_err(|problem| anyhow::anyhow!("{where_} (plugin {}): describe() {problem}", info.name))?;
+        let declared = Declared::parse(&info.capabilities).map_err(|problem| anyhow::anyhow!("{where_} (plugin {}): describe() {problem}", info.name))?;
+        plugin.declared = Arc::new(declared);
         plugin.info = info;
         Ok(plugin)
     }
@@ -195,7 +252,16 @@ impl Sandbox {
         Ok(component)
     }
 
-    fn store(&self, plugin: &str, phase: Phase, caps: &Arc<Capabilities>, events: &Arc<dyn Events>, locale: &str, stderr: MemoryOutputPipe) -> Store<CallCtx> {
+    fn store(
+        &self,
+        plugin: &LoadedPlugin,
+        phase: Phase,
+        caps: &Arc<Capabilities>,
+        events: &Arc<dyn Events>,
+        locale: &str,
+        stderr: GuestOutput,
+    ) -> Store<CallCtx> {
+        let name = if plugin.info.name.is_empty() { "(loading)" } else { plugin.info.name.as_str() };
         let defaults = &caps.inventory.defaults;
         let wall_limit = match phase {
             Phase::Describe => (DESCRIBE_DEADLINE, "describe() may take no longer"),
@@ -205,7 +271,8 @@ impl Sandbox {
         let wasi = WasiCtxBuilder::new().stdout(stderr.clone()).stderr(stderr).build();
         let limits = StoreLimitsBuilder::new().memory_size(self.limits.memory_bytes).trap_on_grow_failure(true).build();
         let ctx = CallCtx {
-            plugin: plugin.to_string(),
+            plugin: name.to_string(),
+            declared: plugin.declared.clone(),
             phase,
             caps: caps.clone(),
             events: events.clone(),
@@ -220,9 +287,11 @@ impl Sandbox {
             deadline: Instant::now() + wall_limit.0,
             wall_limit,
             past_deadline: false,
+            logged: Default::default(),
         };
         let mut store = Store::new(&self.engine, ctx);
         store.limiter(|ctx| &mut ctx.limits);
+        store.set_hostcall_fuel(HOSTCALL_FUEL);
         // The guest is looked at whenever its CPU budget or its wall-clock deadline could be up.
         store.set_epoch_deadline(ticks(self.limits.cpu_per_call.min(wall_limit.0)));
         store.epoch_deadline_callback(move |mut ctx| {
@@ -252,8 +321,8 @@ impl Sandbox {
         locale: &str,
     ) -> Result<Call, PluginCrash> {
         let name = if plugin.info.name.is_empty() { "(loading)" } else { plugin.info.name.as_str() };
-        let stderr = MemoryOutputPipe::new(64 * 1024);
-        let mut store = self.store(name, phase, caps, events, locale, stderr.clone());
+        let stderr = GuestOutput::new(GUEST_OUTPUT_KEPT);
+        let mut store = self.store(plugin, phase, caps, events, locale, stderr.clone());
         match plugin.pre.instantiate_async(&mut store).await {
             Ok(instance) => Ok(Call { instance, store, stderr }),
             Err(e) => Err(PluginCrash { plugin: name.to_string(), message: describe_crash(&store, &e, &stderr, &self.limits) }),
@@ -280,7 +349,7 @@ impl Sandbox {
     ) -> Result<Vec<Table>, CallError> {
         let mut call = self.instance(plugin, Phase::Read, caps, events, locale).await.map_err(CallError::Crash)?;
         let result = call.instance.opsh_plugin_runbook().call_read(&mut call.store, invocation).await;
-        flatten(result.map_err(|e| self.crash(&call, e)))
+        within(&call, flatten(result.map_err(|e| self.crash(&call, e))), |t| size::tables(t))
     }
 
     pub async fn plan(
@@ -293,7 +362,7 @@ impl Sandbox {
     ) -> Result<ChangePlan, CallError> {
         let mut call = self.instance(plugin, Phase::Plan, caps, events, locale).await.map_err(CallError::Crash)?;
         let result = call.instance.opsh_plugin_runbook().call_plan(&mut call.store, invocation).await;
-        flatten(result.map_err(|e| self.crash(&call, e)))
+        within(&call, flatten(result.map_err(|e| self.crash(&call, e))), size::plan)
     }
 
     pub async fn apply(
@@ -307,7 +376,7 @@ impl Sandbox {
     ) -> Result<Text, CallError> {
         let mut call = self.instance(plugin, Phase::Apply, caps, events, locale).await.map_err(CallError::Crash)?;
         let result = call.instance.opsh_plugin_runbook().call_apply(&mut call.store, invocation, step).await;
-        flatten(result.map_err(|e| self.crash(&call, e)))
+        within(&call, flatten(result.map_err(|e| self.crash(&call, e))), size::note)
     }
 
     pub async fn check(
@@ -321,7 +390,7 @@ impl Sandbox {
     ) -> Result<CheckResult, CallError> {
         let mut call = self.instance(plugin, Phase::Verify, caps, events, locale).await.map_err(CallError::Crash)?;
         let result = call.instance.opsh_plugin_runbook().call_check(&mut call.store, invocation, step).await;
-        flatten(result.map_err(|e| self.crash(&call, e)))
+        within(&call, flatten(result.map_err(|e| self.crash(&call, e))), |c| size::note(&c.detail))
     }
 
     pub async fn verify(
@@ -334,7 +403,7 @@ impl Sandbox {
     ) -> Result<Vec<Table>, CallError> {
         let mut call = self.instance(plugin, Phase::Verify, caps, events, locale).await.map_err(CallError::Crash)?;
         let result = call.instance.opsh_plugin_runbook().call_verify(&mut call.store, invocation).await;
-        flatten(result.map_err(|e| self.crash(&call, e)))
+        within(&call, flatten(result.map_err(|e| self.crash(&call, e))), |t| size::tables(t))
     }
 }
 
@@ -342,7 +411,17 @@ impl Sandbox {
 struct Call {
     instance: Plugin,
     store: Store<CallCtx>,
-    stderr: MemoryOutputPipe,
+    stderr: GuestOutput,
+}
+
+/// A result the host can show: within its bounds, and an error message of a sane length.
+fn within<T>(call: &Call, result: Result<T, CallError>, bound: impl Fn(&T) -> Result<(), String>) -> Result<T, CallError> {
+    let crash = |message| CallError::Crash(PluginCrash { plugin: call.store.data().plugin.clone(), message });
+    match result {
+        Ok(value) => bound(&value).map(|()| value).map_err(crash),
+        Err(CallError::Command(error)) => Err(CallError::Command(size::error(error))),
+        Err(other) => Err(other),
+    }
 }
 
 fn flatten<T>(result: Result<Result<T, CommandError>, PluginCrash>) -> Result<T, CallError> {
@@ -364,8 +443,8 @@ fn load_cached(engine: &Engine, path: &Path) -> Result<Component> {
     unsafe { Component::deserialize_file(engine, path) }.map_err(|e| anyhow::anyhow!("{e}"))
 }
 
-fn describe_crash(store: &Store<CallCtx>, error: &wasmtime::Error, stderr: &MemoryOutputPipe, limits: &Limits) -> String {
-    let guest_output = String::from_utf8_lossy(&stderr.contents()).trim().to_string();
+fn describe_crash(store: &Store<CallCtx>, error: &wasmtime::Error, stderr: &GuestOutput, limits: &Limits) -> String {
+    let guest_output = String::from_utf8_lossy(&stderr.tail().0).trim().to_string();
     let data = store.data();
     let mut message = if data.past_deadline {
         format!(
@@ -384,10 +463,25 @@ fn describe_crash(store: &Store<CallCtx>, error: &wasmtime::Error, stderr: &Memo
         }
     } else {
         let root = format!("{}", error.root_cause());
-        if root.contains("memory") || root.contains("grow") { format!("it ran out of memory (limit {} MiB): {root}", limits.memory_bytes >> 20) } else { root }
+        if root.contains("fuel allocated for hostcalls") {
+            format!("it tried to pass more than {} MiB to opsh at once (in one capability call or one result) and was stopped", HOSTCALL_FUEL >> 20)
+        } else if root.contains("memory") || root.contains("grow") {
+            format!("it ran out of memory (limit {} MiB): {root}", limits.memory_bytes >> 20)
+        } else {
+            root
+        }
     };
     if !guest_output.is_empty() {
-        let tail: Vec<&str> = guest_output.lines().rev().take(8).collect();
+        // Its last lines, each cut short: what a panic says fits in them.
+        let tail: Vec<String> = guest_output
+            .lines()
+            .rev()
+            .take(8)
+            .map(|line| match line.char_indices().nth(300) {
+                Some((at, _)) => format!("{} …", &line[..at]),
+                None => line.to_string(),
+            })
+            .collect();
         message.push_str("; its output: ");
         message.push_str(&tail.into_iter().rev().collect::<Vec<_>>().join(" | "));
     }

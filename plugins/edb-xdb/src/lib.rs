@@ -37,7 +37,10 @@ impl Guest for Xdb {
                 "EDB xDB Replication Server 6.2: controlled switchover of publication and subscription",
                 "EDB xDB Replication Server 6.2: 公開・購読データベースの切り替え",
             ),
-            capabilities: vec!["sql".into(), "ssh".into(), "file-edit".into(), "service".into()],
+            capabilities: opsh_plugin_sdk::capabilities(
+                &["sql", "ssh", "file-edit", "service"],
+                &[&format!("sh -c {} verify * *", opsh_plugin_sdk::quote::shell(VERIFY_DUMP))],
+            ),
             commands: vec![
                 topology(command(
                     "status",
@@ -349,9 +352,12 @@ echo "backed up to $file"
 "#;
 
 /// Is the backup readable and does it hold every schema?
-const VERIFY_DUMP: &str = r#"file=$1; shift
+/// Does the backup FILE hold every schema of the comma-separated SCHEMAS? The one command
+/// this plugin runs while nothing may change (declared in `describe()`).
+const VERIFY_DUMP: &str = r#"file=$1 schemas=$2
 [ -f "$file" ] || { echo "no backup at $file" >&2; exit 1; }
-for s in "$@"; do pg_restore --list "$file" | grep -q " SCHEMA - $s " || { echo "$file does not hold schema $s" >&2; exit 1; }; done
+IFS=,
+for s in $schemas; do pg_restore --list "$file" | grep -q " SCHEMA - $s " || { echo "$file does not hold schema $s" >&2; exit 1; }; done
 "#;
 
 const RESTORE: &str = r#"set -eu
@@ -858,8 +864,7 @@ fn script_argv(script: &str, data: &StepData) -> Result<Vec<String>, CommandErro
 }
 
 fn backup_readable(host: &str, file: &str, schemas: &str) -> Result<(), String> {
-    let mut argv = vec!["sh".to_string(), "-c".to_string(), VERIFY_DUMP.to_string(), "verify".to_string(), file.to_string()];
-    argv.extend(schemas.split(',').map(str::to_string));
+    let argv = vec!["sh".to_string(), "-c".to_string(), VERIFY_DUMP.to_string(), "verify".to_string(), file.to_string(), schemas.to_string()];
     let request = ssh::ExecRequest { argv, env: Vec::new(), stdin: None, timeout_ms: Some(60_000), privileged: false, read_only: true };
     match ssh::exec(host, &request) {
         Ok(out) if out.status == Some(0) => Ok(()),

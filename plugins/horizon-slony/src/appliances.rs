@@ -8,6 +8,10 @@ use crate::slony::{self, Role};
 
 const DOCS: &str = "plugins/horizon-slony/README.md";
 
+/// What this plugin runs on an appliance while nothing may change (declared in `describe()`):
+/// is it up, and is slon running there.
+pub const PROBES: &[&str] = &["true", "sh -c 'pgrep -x slon || true'", "sh -c 'pgrep -a -x slon || true'"];
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PairKind {
     ServiceProvider,

@@ -34,7 +34,7 @@ impl Guest for HorizonPlugin {
                 "Horizon DaaS database failover on Slony-I (appliances before 9.0.0)",
                 "Horizon DaaS の Slony-I データベース フェイルオーバー (9.0.0 より前のアプライアンス)",
             ),
-            capabilities: vec!["sql".into(), "ssh".into(), "file-edit".into(), "service".into()],
+            capabilities: opsh_plugin_sdk::capabilities(&["sql", "ssh", "file-edit", "service"], appliances::PROBES),
             commands: vec![
                 command(
                     "status",

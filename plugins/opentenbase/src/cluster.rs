@@ -9,6 +9,20 @@ use opsh_plugin_sdk::{CapabilityError, CommandError, RowsExt, host, inventory, n
 
 pub const DOCS: &str = "plugins/opentenbase/README.md";
 
+/// What this plugin runs on a member's host while nothing may change (declared in
+/// `describe()`): is the server running, which marker files and PostgreSQL major its data
+/// directory has, the GTM's role and configuration, and whether the host answers.
+pub const PROBES: &[&str] = &[
+    "true",
+    "pg_ctl status -D *",
+    "*/pg_ctl status -D *",
+    "test -e *",
+    "cat */PG_VERSION",
+    "gtm_ctl -Z gtm -D * -P * status",
+    "*/gtm_ctl -Z gtm -D * -P * status",
+    "cat */gtm.conf",
+];
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
     Coordinator,

@@ -42,7 +42,7 @@ impl Guest for Otb {
                 "OpenTenBase: DN, CN and GTM failover with routes fixed on every node",
                 "OpenTenBase: DN・CN・GTM のフェイルオーバーと全ノードのルート変更",
             ),
-            capabilities: vec!["sql".into(), "ssh".into()],
+            capabilities: opsh_plugin_sdk::capabilities(&["sql", "ssh"], cluster::PROBES),
             commands: vec![
                 command(
                     "status",

@@ -18,7 +18,7 @@ impl Guest for Pg {
             name: "pg".into(),
             version: env!("CARGO_PKG_VERSION").into(),
             summary: text("PostgreSQL status and settings", "PostgreSQL の状態と設定"),
-            capabilities: vec!["sql".into()],
+            capabilities: opsh_plugin_sdk::capabilities(&["sql"], &[]),
             commands: vec![
                 command(
                     "status",

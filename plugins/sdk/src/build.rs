@@ -7,6 +7,14 @@ pub fn text(en: &str, ja: &str) -> Text {
     Text { en: en.to_string(), ja: ja.to_string() }
 }
 
+/// `describe().capabilities`: the capabilities the plugin uses (the host denies any other), and
+/// the probes it runs while nothing may change — argv patterns, one glob per argument, optional
+/// `<<< STDIN` (e.g. `*/pg_ctl status -D *`). A topology that names the plugin grants them on its
+/// hosts; elsewhere the operator approves them in `[grants.PLUGIN] probes`.
+pub fn capabilities(uses: &[&str], probes: &[&str]) -> Vec<String> {
+    uses.iter().map(|c| c.to_string()).chain(probes.iter().map(|p| format!("probe:{p}"))).collect()
+}
+
 pub fn command(name: &str, kind: CommandKind, summary: Text) -> CommandBuilder {
     CommandBuilder(CommandInfo { name: name.to_string(), kind, summary: summary.clone(), help: summary, args: Vec::new(), examples: Vec::new() })
 }

@@ -42,7 +42,7 @@ pub use opsh::plugin::types::{CapabilityError, Text};
 pub use opsh::plugin::{file_edit, host, service, sql, ssh};
 
 pub use args::Args;
-pub use build::{bad, command, good, plain, step, table, text, warn};
+pub use build::{bad, capabilities, command, good, plain, step, table, text, warn};
 pub use data::StepData;
 pub use rows::{RowsExt, display};
 

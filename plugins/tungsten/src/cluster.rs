@@ -10,6 +10,11 @@ use opsh_plugin_sdk::{CapabilityError, CommandError, host, inventory, names, ssh
 
 const DOCS: &str = "plugins/tungsten/README.md";
 
+/// What this plugin runs on a Tungsten host while nothing may change (declared in
+/// `describe()`): whether it answers, cctrl's `ls`, and the replicators' status.
+pub const PROBES: &[&str] =
+    &["true", "*/tungsten-manager/bin/cctrl <<< ls", "*/tungsten-replicator/bin/trepctl -service * status", "*/tungsten-replicator/bin/replicator status"];
+
 pub struct Deployment {
     pub topology: String,
     /// Dataservice name → its hosts, in inventory order.

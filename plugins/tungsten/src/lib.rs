@@ -28,7 +28,7 @@ impl Guest for Tungsten {
                 "Tungsten Cluster multi-site active/active: status and re-provisioning of a failed dataservice",
                 "Tungsten Cluster マルチサイト アクティブ/アクティブ: 状態表示と障害データサービスの再プロビジョニング",
             ),
-            capabilities: vec!["ssh".into()],
+            capabilities: opsh_plugin_sdk::capabilities(&["ssh"], cluster::PROBES),
             commands: vec![
                 command(
                     "status",

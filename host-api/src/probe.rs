@@ -1,0 +1,128 @@
+//! Probes: the only commands a plugin may run on a host while nothing may change (reading,
+//! planning, checking, verifying). A plugin's own `read-only` flag is a claim, not a guarantee;
+//! what runs is what the operator approved — the probes a plugin declares in `describe()`
+//! (granted with a topology that names the plugin), or the `probes` of its `[grants.PLUGIN]`.
+//!
+//! A pattern is the argv written as shell words, one glob per argument (`*` matches any run of
+//! characters inside that one argument, never across arguments), optionally followed by
+//! `<<< TEXT`, the standard input the command gets (one trailing newline ignored). Without
+//! `<<<` the command must get no input.
+//!
+//! ```text
+//! */pg_ctl status -D *
+//! test -e */standby.signal
+//! cctrl <<< ls
+//! ```
+
+use std::fmt;
+
+use crate::grants::glob_match;
+
+/// How a plugin declares a probe in `describe()` under WIT 0.1: a `capabilities` entry
+/// `probe:PATTERN`.
+pub const DECLARED_PREFIX: &str = "probe:";
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProbePattern {
+    words: Vec<String>,
+    stdin: Option<String>,
+    source: String,
+}
+
+impl ProbePattern {
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let bad = |why: &str| format!("probe pattern {text:?} {why}");
+        let mut words = shell_words::split(text).map_err(|e| bad(&format!("is not valid shell words ({e})")))?;
+        let mut stdin = None;
+        if let Some(at) = words.iter().position(|w| w == "<<<") {
+            let rest = words.split_off(at);
+            match rest.as_slice() {
+                [_, input] => stdin = Some(input.clone()),
+                _ => return Err(bad("needs exactly one word after `<<<` (quote it if it has spaces)")),
+            }
+        }
+        match words.first().map(String::as_str) {
+            None => return Err(bad("names no program")),
+            Some(program) if program.trim_matches('*').is_empty() => {
+                return Err(bad("lets the plugin choose the program; name it (e.g. `*/pg_ctl status -D *`)"));
+            }
+            Some(_) => {}
+        }
+        if words.iter().chain(stdin.iter()).any(|w| w.chars().any(|c| c.is_control() && c != '\n' && c != '\t')) {
+            return Err(bad("contains control characters"));
+        }
+        Ok(Self { words, stdin, source: text.trim().to_string() })
+    }
+
+    /// Does this command (argv as the host will run it, and its standard input) fit the pattern?
+    pub fn matches(&self, argv: &[String], stdin: Option<&[u8]>) -> bool {
+        if argv.len() != self.words.len() || !self.words.iter().zip(argv).all(|(p, a)| glob_match(p, a)) {
+            return false;
+        }
+        let input = stdin.unwrap_or_default();
+        match &self.stdin {
+            None => input.is_empty(),
+            Some(pattern) => match std::str::from_utf8(input) {
+                Ok(text) => glob_match(pattern, text.strip_suffix('\n').unwrap_or(text)),
+                Err(_) => false,
+            },
+        }
+    }
+}
+
+impl fmt::Display for ProbePattern {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.source)
+    }
+}
+
+/// The probes a plugin declares among its `describe()` capabilities.
+pub fn declared(capabilities: &[String]) -> Result<Vec<ProbePattern>, String> {
+    capabilities.iter().filter_map(|c| c.strip_prefix(DECLARED_PREFIX)).map(ProbePattern::parse).collect()
+}
+
+/// How a probe reads in plans, the journal and error messages.
+pub fn shown(argv: &[String], stdin: Option<&[u8]>) -> String {
+    let line = shell_words::join(argv);
+    match stdin.filter(|s| !s.is_empty()) {
+        Some(input) => format!("{line} <<< {}", shell_words::quote(String::from_utf8_lossy(input).trim_end_matches('\n'))),
+        None => line,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn argv(words: &[&str]) -> Vec<String> {
+        words.iter().map(|w| w.to_string()).collect()
+    }
+
+    #[test]
+    fn one_glob_per_argument_never_across() {
+        let p = ProbePattern::parse("*/pg_ctl status -D *").expect("pattern");
+        assert!(p.matches(&argv(&["/usr/lib/postgresql/15/bin/pg_ctl", "status", "-D", "/srv/dn 01"]), None));
+        assert!(!p.matches(&argv(&["/usr/bin/pg_ctl", "stop", "-D", "/srv/dn01"]), None));
+        assert!(!p.matches(&argv(&["/usr/bin/pg_ctl", "status", "-D", "/srv/dn01", "-m", "fast"]), None), "an extra argument");
+        assert!(!p.matches(&argv(&["/usr/bin/pg_ctl", "status", "-D"]), None), "a missing argument");
+        assert!(!p.matches(&argv(&["/usr/bin/pg_ctl", "status", "-D", "/x"]), Some(b"y\n")), "input it does not allow");
+    }
+
+    #[test]
+    fn standard_input_is_part_of_the_pattern() {
+        let p = ProbePattern::parse("cctrl <<< ls").expect("pattern");
+        assert!(p.matches(&argv(&["cctrl"]), Some(b"ls\n")));
+        assert!(!p.matches(&argv(&["cctrl"]), Some(b"ls\nset policy maintenance\n")));
+        assert!(!p.matches(&argv(&["cctrl"]), None));
+        assert_eq!(shown(&argv(&["cctrl"]), Some(b"ls\n")), "cctrl <<< ls");
+    }
+
+    #[test]
+    fn a_pattern_must_name_its_program() {
+        for bad in ["", "* status", "** -c x", "cctrl <<<", "cctrl <<< a b", "'unterminated"] {
+            assert!(ProbePattern::parse(bad).is_err(), "{bad:?} accepted");
+        }
+        let declared = declared(&["sql".into(), "probe:true".into(), "probe:test -e *".into()]).expect("declared");
+        assert_eq!(declared.iter().map(ToString::to_string).collect::<Vec<_>>(), ["true", "test -e *"]);
+    }
+}
