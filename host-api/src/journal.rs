@@ -16,8 +16,8 @@ use std::time::SystemTime;
 use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
 
+use crate::plan::{Invocation, Plan};
 use crate::runbook::StepPreview;
-use crate::sandbox::bindings::runbook::{ChangePlan, Invocation};
 use crate::timefmt;
 
 pub const SCHEMA: u32 = 1;
@@ -54,7 +54,7 @@ pub enum Record {
         lang: String,
         inventory: String,
         /// The plan as the plugin made it (addresses as tokens; no secrets).
-        plan: ChangePlan,
+        plan: Plan,
         /// What the operator was shown: SQL, diffs, commands (addresses revealed).
         previews: Vec<StepPreview>,
     },
@@ -242,7 +242,7 @@ impl RunLog {
         list_files(dir).iter().filter_map(|p| file_run_id(p)).filter_map(|id| Self::read(dir, &id).ok()).collect()
     }
 
-    pub fn header(&self) -> Option<(&str, &Invocation, &ChangePlan, &[StepPreview], &str, &str)> {
+    pub fn header(&self) -> Option<(&str, &Invocation, &Plan, &[StepPreview], &str, &str)> {
         match self.records.first() {
             Some(Record::Run { plugin, invocation, plan, previews, line, lang, .. }) => Some((plugin, invocation, plan, previews, line, lang)),
             _ => None,
@@ -333,11 +333,11 @@ impl RunLog {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sandbox::bindings::runbook::{Step, Text};
+    use crate::plan::{Step, Text};
 
-    fn plan(n: usize) -> ChangePlan {
+    fn plan(n: usize) -> Plan {
         let text = || Text { en: "t".into(), ja: String::new() };
-        ChangePlan {
+        Plan {
             summary: text(),
             warnings: vec![],
             steps: (0..n)

@@ -9,6 +9,7 @@ pub mod inventory;
 pub mod journal;
 pub mod lock;
 pub mod paths;
+pub mod plan;
 pub mod plugins;
 pub mod probe;
 pub mod runbook;

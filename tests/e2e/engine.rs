@@ -348,3 +348,44 @@ fn a_step_whose_check_says_the_world_changed_is_refused_on_resume() {
     assert_eq!(log, "once\n", "the steps before it ran; nothing after it");
     assert_eq!(world.lab.host_exec("alpha", &["/usr/local/bin/labsvc", "status", "app"]).expect("status").status.code(), Some(3), "start-app did not run");
 }
+
+/// A journal written by opsh before the journal owned its record types (the fixture is a real
+/// run of `probe runbook` that failed at step 3, kept byte for byte): today's opsh shows it and
+/// resumes it to the state an uninterrupted run leaves.
+#[test]
+fn a_run_journaled_by_an_earlier_opsh_is_shown_and_resumed() {
+    let world = World::new();
+    prepare(&world);
+    // What steps 1 and 2 of that run did.
+    world.sql("alpha", "app", "INSERT INTO probe_log(value) VALUES ('step-1')");
+    let stopped = world.lab.host_exec("alpha", &["/usr/local/bin/labsvc", "stop", "app"]).expect("stop app");
+    assert!(stopped.status.success());
+    let run = "20261201-130229-25b6";
+    std::fs::create_dir_all(world.journal_dir()).expect("journal dir");
+    let fixture = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/journal/v1-runbook-failed-at-step-3.jsonl");
+    std::fs::copy(&fixture, world.journal_dir().join(format!("{run}.jsonl"))).expect("copy the fixture journal");
+
+    let shown = world.opsh(&["journal", run]);
+    assert_eq!(shown.code, 0, "{shown:?}");
+    let states: Vec<&str> = ["insert-1", "stop-app", "edit-conf", "log-once"]
+        .iter()
+        .map(|id| {
+            shown.stdout.lines().find(|l| l.contains(id)).map_or("missing", |l| {
+                if l.contains("not started") {
+                    "not started"
+                } else if l.contains("failed") {
+                    "failed"
+                } else if l.contains("done") {
+                    "done"
+                } else {
+                    "?"
+                }
+            })
+        })
+        .collect();
+    assert_eq!(states, ["done", "done", "failed", "not started"], "{shown:?}");
+
+    let resumed = world.opsh(&["--yes", "resume", run]);
+    assert_eq!(resumed.code, 0, "{resumed:?}");
+    assert_eq!(end_state(&world), uninterrupted(), "{resumed:?}");
+}

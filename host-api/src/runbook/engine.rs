@@ -272,10 +272,10 @@ impl Engine<'_> {
             plugin: plugin.name().to_string(),
             plugin_version: plugin.info.version.clone(),
             line: line.to_string(),
-            invocation: call.clone(),
+            invocation: call.into(),
             lang: lang.to_string(),
             inventory: self.caps.inventory.source.display().to_string(),
-            plan: plan.clone(),
+            plan: (&plan).into(),
             previews: previews.clone(),
         };
         if let Err(e) = journal.append(&record) {
@@ -417,7 +417,7 @@ impl Engine<'_> {
                 run: Some(run),
             });
         }
-        let (call, plan, previews, line) = (call.clone(), plan.clone(), previews.to_vec(), line.to_string());
+        let (call, plan, previews, line) = (Invocation::from(call), ChangePlan::from(plan), previews.to_vec(), line.to_string());
         let who = format!("{verb} {run} ({line})");
         let journal = Journal::reopen(&self.journal_dir, &run, self.redact.clone()).map_err(|e| Outcome::refused(format!("{who}: {e:#}")))?;
         let journal = Arc::new(journal);
