@@ -9,7 +9,7 @@ use std::process::Command;
 /// Crates embedded in the binary, by package name.
 const BUNDLED: &[&str] = &["opsh-plugin-pg", "opsh-plugin-opentenbase", "opsh-plugin-horizon-slony", "opsh-plugin-tungsten", "opsh-plugin-edb-xdb"];
 /// Built for the tests only.
-const FIXTURES: &[&str] = &["opsh-probe-plugin", "opsh-hostile-plugin"];
+const FIXTURES: &[&str] = &["opsh-probe-plugin", "opsh-hostile-plugin", "opsh-v2-plugin"];
 
 fn main() {
     let manifest = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));

@@ -57,6 +57,12 @@ pub enum Record {
         plan: Plan,
         /// What the operator was shown: SQL, diffs, commands (addresses revealed).
         previews: Vec<StepPreview>,
+        /// `user@host` who applied it (absent in journals of earlier opsh).
+        #[serde(default, skip_serializing_if = "String::is_empty")]
+        operator: String,
+        /// The saved plan it applies (`apply FILE`), and who made that.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        saved: Option<SavedFrom>,
     },
     Intent {
         at: String,
@@ -96,6 +102,14 @@ pub enum Record {
         host: String,
         command: String,
     },
+}
+
+/// The saved plan a run applies.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SavedFrom {
+    pub file: String,
+    pub planned_by: String,
+    pub planned_at: String,
 }
 
 /// Where a step stands according to the journal.
@@ -349,6 +363,7 @@ mod tests {
                     group: String::new(),
                     idempotent: false,
                     data: String::new(),
+                    runs: Default::default(),
                 })
                 .collect(),
         }
@@ -373,6 +388,8 @@ mod tests {
                 inventory: "i".into(),
                 plan: plan(3),
                 previews: vec![],
+                operator: "me@here".into(),
+                saved: None,
             })
             .expect("run");
         journal.intent(0, "s0", "run").expect("intent");

@@ -63,11 +63,45 @@ impl ProbePattern {
         match &self.stdin {
             None => input.is_empty(),
             Some(pattern) => match std::str::from_utf8(input) {
-                Ok(text) => glob_match(pattern, text.strip_suffix('\n').unwrap_or(text)),
+                Ok(text) => input_matches(pattern, text.strip_suffix('\n').unwrap_or(text)),
                 Err(_) => false,
             },
         }
     }
+
+    /// A probe a plugin declares may not leave an interpreter's program open: `sh -c *`,
+    /// `python3 -c *`, `env *` or a shell reading `*` from its input would let the plugin run
+    /// anything while planning. (An operator may still approve such a pattern in a grant.)
+    fn fit_to_declare(&self) -> Result<(), String> {
+        const INTERPRETERS: &[&str] =
+            &["sh", "bash", "dash", "zsh", "ksh", "busybox", "env", "python", "python3", "perl", "ruby", "node", "psql", "awk", "xargs", "sudo"];
+        let program = self.words[0].rsplit('/').next().unwrap_or_default();
+        if !INTERPRETERS.contains(&program) {
+            return Ok(());
+        }
+        let open = match program {
+            "env" | "xargs" | "sudo" | "busybox" => self.words.iter().skip(1).any(|w| w.contains('*')),
+            _ => {
+                let script = self.words.iter().position(|w| w == "-c" || w == "-e").and_then(|at| self.words.get(at + 1));
+                script.is_some_and(|s| s.contains('*')) || self.stdin.as_ref().is_some_and(|s| s.contains('*'))
+            }
+        };
+        if open { Err(format!("probe pattern {:?} leaves {program}'s program open to the plugin; declare the exact script", self.source)) } else { Ok(()) }
+    }
+}
+
+/// Like a glob, but `*` in a probe's input never spans a line or a `;`: the input is one
+/// statement or command, as approved.
+fn input_matches(pattern: &str, text: &str) -> bool {
+    let (p, t): (Vec<char>, Vec<char>) = (pattern.chars().collect(), text.chars().collect());
+    fn at(p: &[char], t: &[char]) -> bool {
+        match p.split_first() {
+            None => t.is_empty(),
+            Some(('*', rest)) => (0..=t.len()).take_while(|&n| n == 0 || !matches!(t[n - 1], '\n' | ';')).any(|n| at(rest, &t[n..])),
+            Some((c, rest)) => t.first() == Some(c) && at(rest, &t[1..]),
+        }
+    }
+    at(&p, &t)
 }
 
 impl fmt::Display for ProbePattern {
@@ -78,7 +112,11 @@ impl fmt::Display for ProbePattern {
 
 /// The probes a plugin declares among its `describe()` capabilities.
 pub fn declared(capabilities: &[String]) -> Result<Vec<ProbePattern>, String> {
-    capabilities.iter().filter_map(|c| c.strip_prefix(DECLARED_PREFIX)).map(ProbePattern::parse).collect()
+    capabilities
+        .iter()
+        .filter_map(|c| c.strip_prefix(DECLARED_PREFIX))
+        .map(|text| ProbePattern::parse(text).and_then(|p| p.fit_to_declare().map(|()| p)))
+        .collect()
 }
 
 /// How a probe reads in plans, the journal and error messages.
@@ -122,7 +160,19 @@ mod tests {
         for bad in ["", "* status", "** -c x", "cctrl <<<", "cctrl <<< a b", "'unterminated"] {
             assert!(ProbePattern::parse(bad).is_err(), "{bad:?} accepted");
         }
-        let declared = declared(&["sql".into(), "probe:true".into(), "probe:test -e *".into()]).expect("declared");
-        assert_eq!(declared.iter().map(ToString::to_string).collect::<Vec<_>>(), ["true", "test -e *"]);
+        let declared =
+            declared(&["sql".into(), "probe:true".into(), "probe:test -e *".into(), "probe:sh -c 'pgrep -x slon || true'".into()]).expect("declared");
+        assert_eq!(declared.iter().map(ToString::to_string).collect::<Vec<_>>(), ["true", "test -e *", "sh -c 'pgrep -x slon || true'"]);
+        for open in ["probe:sh -c *", "probe:/bin/bash -c 'echo *'", "probe:env *", "probe:psql -X <<< *", "probe:python3 -c *"] {
+            assert!(super::declared(&[open.into()]).is_err(), "{open} declared");
+        }
+    }
+
+    #[test]
+    fn a_wildcard_in_the_input_stays_in_one_statement() {
+        let p = ProbePattern::parse("psql -XAt <<< 'select * from pg_stat_replication'").expect("pattern");
+        assert!(p.matches(&argv(&["psql", "-XAt"]), Some(b"select client_addr from pg_stat_replication\n")));
+        assert!(!p.matches(&argv(&["psql", "-XAt"]), Some(b"select 1; drop table t; select 1 from pg_stat_replication")));
+        assert!(!p.matches(&argv(&["psql", "-XAt"]), Some(b"select 1\n\\! touch /tmp/x\nselect 1 from pg_stat_replication")));
     }
 }

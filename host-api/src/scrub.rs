@@ -17,28 +17,43 @@ use crate::inventory::Secret;
 /// What a secret is replaced by.
 pub const MARKER: &str = "********";
 
-/// Forms shorter than this are not replaced (they would match ordinary text).
+/// A secret shorter than this is not replaced as it is (it would match ordinary text)...
 const SHORTEST: usize = 4;
+/// ... nor encoded below this (a 2-byte secret's hex would match inside any hash).
+const SHORTEST_ENCODED: usize = 6;
 
 #[derive(Debug, Clone, Default)]
 pub struct Scrubber {
     /// Every form of every secret, longest first (a longer form contains shorter ones).
     forms: Vec<Vec<u8>>,
-    /// The secrets themselves, to tell whether a text holds one.
-    secrets: Vec<Vec<u8>>,
+    /// The base64 forms, also looked for across line breaks (`base64` and PostgreSQL's
+    /// `encode(…, 'base64')` wrap at 76 characters).
+    wrapped: Vec<Vec<u8>>,
 }
 
 impl Scrubber {
     pub fn new(secrets: &[Secret]) -> Self {
-        let mut forms: Vec<Vec<u8>> = secrets.iter().flat_map(|s| forms_of(s.expose().as_bytes())).filter(|f| f.len() >= SHORTEST).collect();
-        forms.sort_by(|a, b| b.len().cmp(&a.len()).then_with(|| a.cmp(b)));
-        forms.dedup();
-        let secrets = secrets.iter().map(|s| s.expose().as_bytes().to_vec()).filter(|s| s.len() >= SHORTEST).collect();
-        Self { forms, secrets }
+        let mut forms = Vec::new();
+        let mut wrapped = Vec::new();
+        for secret in secrets.iter().map(|s| s.expose().as_bytes()).filter(|s| s.len() >= SHORTEST) {
+            forms.push(secret.to_vec());
+            if secret.len() >= SHORTEST_ENCODED {
+                forms.extend(encoded_forms(secret));
+                for engine in [STANDARD_NO_PAD, URL_SAFE_NO_PAD] {
+                    wrapped.extend(base64_cores(secret, &engine));
+                }
+            }
+        }
+        for list in [&mut forms, &mut wrapped] {
+            list.retain(|f| f.len() >= SHORTEST);
+            list.sort_by(|a, b| b.len().cmp(&a.len()).then_with(|| a.cmp(b)));
+            list.dedup();
+        }
+        Self { forms, wrapped }
     }
 
     pub fn scrub<'a>(&self, text: &'a str) -> Cow<'a, str> {
-        if !self.forms.iter().any(|f| contains(text.as_bytes(), f)) {
+        if !self.holds_secret(text) {
             return Cow::Borrowed(text);
         }
         // Replacing whole UTF-8 sequences by ASCII keeps the text valid UTF-8.
@@ -51,12 +66,44 @@ impl Scrubber {
                 bytes = replace(&bytes, form, MARKER.as_bytes());
             }
         }
+        if bytes.contains(&b'\n') {
+            bytes = self.unwrap_scrub(bytes);
+        }
         bytes
     }
 
-    /// Does the text hold a secret as it is?
+    /// Base64 forms split by line breaks: looked for in the text without its line breaks, and
+    /// the span they cover in the text replaced.
+    fn unwrap_scrub(&self, bytes: Vec<u8>) -> Vec<u8> {
+        let (joined, at): (Vec<u8>, Vec<usize>) = bytes.iter().enumerate().filter(|(_, b)| **b != b'\n' && **b != b'\r').map(|(i, b)| (*b, i)).unzip();
+        let mut spans: Vec<(usize, usize)> = Vec::new();
+        for form in &self.wrapped {
+            for start in memchr::memmem::find_iter(&joined, form) {
+                spans.push((at[start], at[start + form.len() - 1] + 1));
+            }
+        }
+        if spans.is_empty() {
+            return bytes;
+        }
+        spans.sort_unstable();
+        let mut out = Vec::with_capacity(bytes.len());
+        let mut last = 0;
+        for (start, end) in spans {
+            if start < last {
+                last = last.max(end);
+                continue;
+            }
+            out.extend_from_slice(&bytes[last..start]);
+            out.extend_from_slice(MARKER.as_bytes());
+            last = end;
+        }
+        out.extend_from_slice(&bytes[last..]);
+        out
+    }
+
+    /// Does the text hold a secret, as it is or encoded?
     pub fn holds_secret(&self, text: &str) -> bool {
-        self.secrets.iter().any(|s| contains(text.as_bytes(), s))
+        self.forms.iter().any(|f| contains(text.as_bytes(), f)) || (text.contains('\n') && self.unwrap_scrub(text.as_bytes().to_vec()) != text.as_bytes())
     }
 }
 
@@ -79,12 +126,19 @@ fn replace(haystack: &[u8], needle: &[u8], with: &[u8]) -> Vec<u8> {
     out
 }
 
-/// The secret and its encodings.
-fn forms_of(secret: &[u8]) -> Vec<Vec<u8>> {
-    let mut forms = vec![secret.to_vec(), hex::encode(secret).into_bytes(), hex::encode_upper(secret).into_bytes()];
+/// The secret's encodings: hex, URL-encoding, JSON string escaping, base64.
+fn encoded_forms(secret: &[u8]) -> Vec<Vec<u8>> {
+    let mut forms = vec![hex::encode(secret).into_bytes(), hex::encode_upper(secret).into_bytes()];
+    if let Ok(text) = std::str::from_utf8(secret)
+        && let Ok(json) = serde_json::to_string(text)
+    {
+        forms.push(json.trim_matches('"').as_bytes().to_vec());
+    }
     for upper in [true, false] {
         for plus in [true, false] {
-            forms.push(url_encoded(secret, upper, plus).into_bytes());
+            forms.push(url_encoded(secret, upper, plus, false).into_bytes());
+            // As Python's quote() and others write it: '/' kept.
+            forms.push(url_encoded(secret, upper, plus, true).into_bytes());
         }
         // Every byte as %XX, as some encoders (and `od | sed`) write it.
         forms.push(secret.iter().map(|b| if upper { format!("%{b:02X}") } else { format!("%{b:02x}") }).collect::<String>().into_bytes());
@@ -95,12 +149,13 @@ fn forms_of(secret: &[u8]) -> Vec<Vec<u8>> {
     forms
 }
 
-/// `%XX` for every byte but unreserved ones; a space as `+` or `%20`.
-fn url_encoded(secret: &[u8], upper: bool, plus: bool) -> String {
+/// `%XX` for every byte but unreserved ones (and `/` if `slash`); a space as `+` or `%20`.
+fn url_encoded(secret: &[u8], upper: bool, plus: bool, slash: bool) -> String {
     let mut out = String::new();
     for &b in secret {
         match b {
             b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => out.push(b as char),
+            b'/' if slash => out.push('/'),
             b' ' if plus => out.push('+'),
             _ if upper => out.push_str(&format!("%{b:02X}")),
             _ => out.push_str(&format!("%{b:02x}")),
@@ -147,12 +202,26 @@ mod tests {
             let text = format!("before {leak} after");
             let scrubbed = scrubber.scrub(&text);
             assert!(scrubbed.contains(MARKER), "{leak} not caught: {scrubbed}");
-            for form in forms_of(raw.as_bytes()).iter().filter(|f| f.len() >= 6) {
+            for form in encoded_forms(raw.as_bytes()).iter().chain(std::iter::once(&raw.as_bytes().to_vec())).filter(|f| f.len() >= 6) {
                 assert!(!contains(scrubbed.as_bytes(), form), "{scrubbed} still holds {}", String::from_utf8_lossy(form));
             }
         }
         assert_eq!(scrubber.scrub("nothing here"), "nothing here");
         assert!(scrubber.holds_secret("x s3cr3t pa/ss+w y"));
+    }
+
+    #[test]
+    fn wrapped_base64_json_escapes_and_short_secrets() {
+        let scrubber = Scrubber::new(&[secret("a\"quoted\\secret"), secret("xy")]);
+        let long = format!("{}a\"quoted\\secret{}", "p".repeat(70), "q".repeat(40));
+        let encoded = base64::engine::general_purpose::STANDARD.encode(&long);
+        let wrapped: String = encoded.as_bytes().chunks(76).map(|c| format!("{}\n", String::from_utf8_lossy(c))).collect();
+        let scrubbed = scrubber.scrub(&wrapped);
+        assert!(scrubbed.contains(MARKER), "wrapped base64 caught: {scrubbed}");
+        let json = serde_json::to_string("a\"quoted\\secret").expect("json");
+        assert!(scrubber.scrub(&format!("{{\"v\":{json}}}")).contains(MARKER), "JSON-escaped caught");
+        // A 2-byte secret is replaced nowhere: its hex would match inside any hash.
+        assert_eq!(scrubber.scrub("7879 sha 78797879"), "7879 sha 78797879");
     }
 
     #[test]

@@ -116,6 +116,12 @@ impl Console {
         paint: &dyn Fn(Style, &str) -> String,
     ) -> Vec<String> {
         let mut lines = vec![paint(Style::new().bold(), &format!("Plan: {}", one_line(summary)))];
+        if steps.iter().any(|s| s.runs == "plugin") {
+            lines.push(paint(
+                Color::DarkGray.normal(),
+                "  (a plugin built for opsh:plugin 0.1: it applies its steps itself; what it changes is not bound to this preview)",
+            ));
+        }
         for warning in warnings {
             lines.push(format!("  {} {}", paint(Color::Yellow.bold(), "warning:"), one_line(warning)));
         }
@@ -130,17 +136,44 @@ impl Console {
                 paint(Style::new().bold(), &one_line(&step.title)),
                 paint(Color::DarkGray.normal(), &format!("({}, on {})", one_line(&step.id), one_line(&step.target)))
             ));
+            if step.runs == "custom" {
+                lines.push(format!(
+                    "       {} {}",
+                    paint(Color::Yellow.normal(), "not previewable, applied by the plugin (each change must be one below):"),
+                    one_line(&step.custom)
+                ));
+            }
             for effect in &step.effects {
                 match effect {
-                    Preview::Sql { database, statements } => {
-                        for statement in statements {
+                    Preview::Sql { database, statements, params, transaction, expect_affected } => {
+                        if *transaction && statements.len() > 1 {
+                            lines.push(format!("       sql {database}: in one transaction:"));
+                        }
+                        for (i, statement) in statements.iter().enumerate() {
                             let mut statement_lines = statement.lines();
                             lines.push(format!("       sql {database}: {}", statement_lines.next().unwrap_or_default()));
                             lines.extend(statement_lines.map(|line| format!("         | {line}")));
+                            if let Some(values) = params.get(i).filter(|v| !v.is_empty()) {
+                                let bound: Vec<String> = values.iter().enumerate().map(|(n, v)| format!("${} = {}", n + 1, one_line(v))).collect();
+                                lines.push(format!("         | with {}", bound.join(", ")));
+                            }
+                        }
+                        if let Some(n) = expect_affected {
+                            lines.push(format!("         | exactly {n} row(s), else {}", if *transaction { "rolled back" } else { "the step fails" }));
                         }
                     }
                     Preview::Service { host, service, action } => lines.push(format!("       service {host}: {action} {service}")),
-                    Preview::Exec { host, argv } => lines.push(format!("       run on {host}: {}", shell_words::join(argv))),
+                    Preview::Exec { host, argv, env, stdin, privileged } => {
+                        let env = env.iter().map(|e| format!("{} ", one_line(e))).collect::<String>();
+                        let how = if *privileged { " (privileged)" } else { "" };
+                        lines.push(format!("       run on {host}{how}: {env}{}", shell_words::join(argv)));
+                        if let Some(input) = stdin {
+                            let mut input_lines = input.lines();
+                            lines.push(format!("         | input: {}", input_lines.next().unwrap_or_default()));
+                            lines.extend(input_lines.map(|line| format!("         | {line}")));
+                        }
+                    }
+                    Preview::Wait { until, timeout_ms } => lines.push(format!("       wait until {} (at most {} s)", one_line(until), timeout_ms / 1000)),
                     Preview::Opaque { text } => {
                         lines.push(format!("       {} {}", paint(Color::Yellow.normal(), "(cannot be previewed exactly)"), one_line(text)))
                     }

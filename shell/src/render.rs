@@ -173,6 +173,9 @@ pub fn outcome(console: &Console, options: &LineOptions, outcome: &Outcome, exit
             }
         }
         Outcome::Planned { .. } => console.note("dry run: nothing was changed"),
+        Outcome::Saved { file, steps, .. } => {
+            console.note(&format!("plan saved to {file} ({} step(s)); nothing was changed. Review it, then: opsh apply {file}", steps.len()))
+        }
         Outcome::Done { verification, message, run, .. } => {
             for table in verification {
                 Grid::from_table(table, lang).print(console);
@@ -419,11 +422,12 @@ fn kind(kind: CommandKind) -> &'static str {
 }
 
 pub fn plugins(console: &Console, registry: &Registry, inventory: &Inventory, options: &LineOptions) {
-    let mut grid = Grid::new("Plugins", &["name", "version", "from", "component", "commands", "capabilities"]);
+    let mut grid = Grid::new("Plugins", &["name", "version", "api", "from", "component", "commands", "capabilities"]);
     for plugin in &registry.plugins {
         grid.row(vec![
             plugin.name().into(),
             plugin.info.version.clone(),
+            format!("opsh:plugin {}", plugin.wit_version()),
             match &plugin.origin {
                 Origin::Bundled => "bundled".into(),
                 Origin::File(path) => path.display().to_string(),

@@ -20,11 +20,12 @@ use crate::render;
 
 /// Words of opsh itself that are no `BUILTINS` line: the CLI's subcommands and aliases, and the
 /// built-in host.
-const RESERVED_WORDS: &[&str] = &["quit", "run", "apply", "status", "local", "opsh"];
+const RESERVED_WORDS: &[&str] = &["quit", "run", "status", "local", "opsh"];
 
 pub const BUILTINS: &[(&str, &str)] = &[
     ("help", "help [PLUGIN [COMMAND]] — commands, their arguments and examples"),
-    ("plan", "plan COMMAND… — the plan of a change, nothing changed (same as --dry-run)"),
+    ("plan", "plan COMMAND… [--out FILE] — the plan of a change, nothing changed; with --out, saved for `apply FILE`"),
+    ("apply", "apply FILE — apply exactly the plan saved in FILE (refused if the plugin, inventory or a planned file changed)"),
     ("journal", "journal [RUN] — the runs of changes, or one run step by step with durations and diffs"),
     ("resume", "resume RUN — continue a run from the first step not known to be done"),
     ("retry", "retry RUN STEP — apply one failed step again"),
@@ -64,6 +65,8 @@ pub enum Prepared {
         call: opsh_host::sandbox::bindings::runbook::Invocation,
         /// The command line as typed (for the journal).
         line: String,
+        /// `plan … --out FILE`: save the plan there instead of applying it.
+        save_to: Option<std::path::PathBuf>,
     },
     Exit,
 }
@@ -130,13 +133,28 @@ impl Session {
         let prepared = match first.as_str() {
             "exit" | "quit" => Prepared::Exit,
             "plan" => {
-                let (prepared, mut options) = self.prepare(words[1..].to_vec())?;
-                if !matches!(prepared, Prepared::Plugin { .. }) {
-                    return Err("plan: give a plugin command, e.g. `plan pg set-config alpha-app work_mem 8MB`".into());
+                let mut rest = Vec::with_capacity(words.len());
+                let mut save_to = None;
+                let mut iter = words[1..].iter();
+                while let Some(word) = iter.next() {
+                    match (word.as_str(), word.strip_prefix("--out=")) {
+                        ("--out", _) => save_to = Some(iter.next().ok_or("plan: --out needs a file name")?.into()),
+                        (_, Some(file)) => save_to = Some(file.into()),
+                        _ => rest.push(word.clone()),
+                    }
                 }
+                let (mut prepared, mut options) = self.prepare(rest)?;
+                let Prepared::Plugin { save_to: to, .. } = &mut prepared else {
+                    return Err("plan: give a plugin command, e.g. `plan pg set-config alpha-app work_mem 8MB` (add --out FILE to save it)".into());
+                };
+                *to = save_to;
                 options.dry_run = true;
                 return Ok((prepared, options));
             }
+            "apply" => match &words[1..] {
+                [_file] => Prepared::Builtin(first.clone(), words[1..].to_vec()),
+                _ => return Err("usage: apply FILE (a plan saved with `plan COMMAND… --out FILE`)".into()),
+            },
             "help" | "plugins" | "inventory" | "journal" => Prepared::Builtin(first.clone(), words[1..].to_vec()),
             "resume" => match &words[1..] {
                 [_run] => Prepared::Builtin(first.clone(), words[1..].to_vec()),
@@ -153,7 +171,7 @@ impl Session {
                     format!("unknown command {name:?}; known: {} (try `help`)", known.join(", "))
                 })?;
                 let (command, call) = runbook::parse_invocation(&plugin.info, &words[1..]).map_err(|e| e.0)?;
-                Prepared::Plugin { plugin: plugin.clone(), command: command.clone(), call, line: shell_words::join(&words) }
+                Prepared::Plugin { plugin: plugin.clone(), command: command.clone(), call, line: shell_words::join(&words), save_to: None }
             }
         };
         Ok((prepared, options))
@@ -205,8 +223,12 @@ impl Session {
             Prepared::Exit => return Exit::Success,
             Prepared::Builtin(name, args) if name == "resume" => self.engine().resume(&self.registry, &args[0], &run_options).await,
             Prepared::Builtin(name, args) if name == "retry" => self.engine().retry(&self.registry, &args[0], &args[1], &run_options).await,
+            Prepared::Builtin(name, args) if name == "apply" => self.engine().apply_saved(&self.registry, std::path::Path::new(&args[0]), &run_options).await,
+            Prepared::Plugin { plugin, command, call, line, save_to: Some(file) } => {
+                self.engine().save_plan(&plugin, &command, &call, &line, &run_options, &file).await
+            }
             Prepared::Builtin(name, args) => return self.builtin(&name, &args, options),
-            Prepared::Plugin { plugin, command, call, line } => {
+            Prepared::Plugin { plugin, command, call, line, save_to: None } => {
                 if options.check && command.kind != opsh_host::sandbox::bindings::runbook::CommandKind::Read {
                     self.console.error(&format!("--check applies to read commands (e.g. `{} status --check`); {line} changes things", plugin.name()));
                     return Exit::Usage;

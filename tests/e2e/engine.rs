@@ -389,3 +389,67 @@ fn a_run_journaled_by_an_earlier_opsh_is_shown_and_resumed() {
     assert_eq!(resumed.code, 0, "{resumed:?}");
     assert_eq!(end_state(&world), uninterrupted(), "{resumed:?}");
 }
+
+/// `plan … --out FILE` then `apply FILE`: the saved plan is applied exactly (not planned again),
+/// only while the plugin, the inventory and every file it edits are as they were; the file holds
+/// no secret, and the journal says who planned and who applied.
+#[test]
+fn a_saved_plan_is_applied_exactly_and_refused_when_anything_changed() {
+    use base64::Engine as _;
+    let world = World::new();
+    prepare(&world);
+    let file = world.home.path().join("promote.plan");
+    let file_arg = file.display().to_string();
+    let saved = world.opsh(&["plan", "probe", "runbook", "alpha", "alpha-app", "--out", &file_arg]);
+    assert_eq!(saved.code, 0, "{saved:?}");
+    assert!(saved.stderr.contains(&format!("plan saved to {file_arg} (6 step(s)); nothing was changed")), "{saved:?}");
+    assert_eq!(end_state(&world).rows, "", "saving a plan changed nothing");
+    let text = std::fs::read_to_string(&file).expect("plan file");
+    let password = world.password();
+    for secret in [password.clone(), base64::engine::general_purpose::STANDARD.encode(&password)] {
+        assert!(!text.contains(&secret), "the plan file holds the password");
+    }
+    assert_eq!(std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&file).expect("meta").permissions()) & 0o777, 0o600);
+    let doc: serde_json::Value = serde_json::from_str(&text).expect("json");
+    let probe_sha = crate::support::sha256_hex_bytes(&std::fs::read(crate::support::probe_wasm()).expect("probe wasm"));
+    assert_eq!(doc["component"], format!("sha256:{probe_sha}"));
+    assert_eq!(doc["files"][0]["path"], "/usr/local/etc/runbook.conf");
+
+    // A planned file changed: refused, nothing done.
+    let conf = world.lab.host_file("alpha", "/usr/local/etc/runbook.conf");
+    std::fs::write(&conf, "base=1\nedited=1\n").expect("edit conf");
+    let refused = world.opsh(&["--yes", "apply", &file_arg]);
+    assert_eq!(refused.code, 5, "{refused:?}");
+    assert!(refused.stderr.contains("alpha:/usr/local/etc/runbook.conf changed since the plan read it"), "{refused:?}");
+    assert_eq!(end_state(&world).rows, "");
+    std::fs::write(&conf, "base=1\n").expect("restore conf");
+
+    // The inventory changed, the plugin changed: refused.
+    let inventory = std::fs::read_to_string(&world.inventory).expect("inventory");
+    std::fs::write(&world.inventory, format!("{inventory}\n# edited\n")).expect("edit inventory");
+    let refused = world.opsh(&["--yes", "apply", &file_arg]);
+    assert_eq!(refused.code, 5, "{refused:?}");
+    assert!(refused.stderr.contains("the inventory changed since the plan was made"), "{refused:?}");
+    std::fs::write(&world.inventory, &inventory).expect("restore inventory");
+    let installed = world.home.path().join("data/plugins/probe.wasm");
+    let original = std::fs::read(&installed).expect("installed probe");
+    std::fs::write(&installed, crate::hostile::append_custom_section(original.clone())).expect("another build");
+    let refused = world.opsh(&["--yes", "apply", &file_arg]);
+    assert_eq!(refused.code, 5, "{refused:?}");
+    assert!(refused.stderr.contains("plugin probe changed since the plan was made"), "{refused:?}");
+    std::fs::write(&installed, original).expect("restore plugin");
+    assert_eq!(end_state(&world).rows, "", "nothing was changed by any refused apply");
+
+    // As it was: applied, exactly the saved plan.
+    let before = world.runs();
+    let applied = world.opsh(&["--yes", "apply", &file_arg]);
+    assert_eq!(applied.code, 0, "{applied:?}");
+    assert!(applied.stdout.contains(&format!("(saved plan {file_arg}, made by ")), "{applied:?}");
+    assert_eq!(end_state(&world), uninterrupted());
+    let run = crate::support::new_run(&world, &before);
+    let header = &world.records(&run)[0];
+    assert_eq!(header["plan"], doc["plan"], "the journaled plan is the saved one");
+    assert_eq!(header["saved"]["file"], file_arg.as_str());
+    assert_eq!(header["saved"]["planned_by"], doc["planned_by"]);
+    assert!(header["operator"].as_str().is_some_and(|o| o.contains('@')), "{header}");
+}

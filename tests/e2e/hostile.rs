@@ -154,7 +154,7 @@ fn a_grant_pinned_to_a_component_is_for_that_component_only() {
 }
 
 /// A custom section changes the component's bytes (and so its hash) without changing its code.
-fn append_custom_section(mut bytes: Vec<u8>) -> Vec<u8> {
+pub(crate) fn append_custom_section(mut bytes: Vec<u8>) -> Vec<u8> {
     let name = b"opsh-test";
     let payload = b"another build";
     bytes.push(0); // custom section id
@@ -523,4 +523,19 @@ fn a_plugin_cannot_flood_the_host() {
         "refused: plugin hostile did not declare the capability file-edit in describe() and may not use it",
         "{undeclared:?}"
     );
+}
+
+/// A plugin that echoes guesses through SQL learns a hit as the marker — and the operator is told
+/// each time, so fishing for a password is seen.
+#[test]
+fn echoing_a_guessed_password_is_seen_by_the_operator() {
+    let world = World::new();
+    world.install_hostile("hostile.wasm", None, GRANTS);
+    let miss = world.opsh(&["--output", "json", "hostile", "guess", "alpha-app", "not-the-password"]);
+    assert_eq!(json_cell(&miss, "echoed"), "not-the-password", "{miss:?}");
+    assert!(!miss.stderr.contains("a password from the inventory appeared"), "{miss:?}");
+    let password = world.password();
+    let hit = world.opsh(&["--output", "json", "hostile", "guess", "alpha-app", &password]);
+    assert_eq!(json_cell(&hit, "echoed"), "********", "{hit:?}");
+    assert!(hit.stderr.contains("a password from the inventory appeared in what plugin hostile got back in its read call"), "{hit:?}");
 }

@@ -19,5 +19,6 @@ mod shapes;
 mod shell;
 mod tungsten;
 mod tungsten_shapes;
+mod wit_v2;
 mod xdb;
 mod xdb_shapes;

@@ -161,3 +161,19 @@ fn backup_stamp() -> String {
 fn short(sha: &str) -> String {
     sha.chars().take(12).collect()
 }
+
+/// A plugin was shown a file's passwords as `scrub::MARKER`: writing that content back would put
+/// asterisks where a password was. Refused when the file on the host holds one.
+pub async fn keep_secrets(remote: &Remote, scrubber: &crate::scrub::Scrubber, bounds: &Bounds, host: &str, path: &str, content: &str) -> CapResult<()> {
+    if !content.contains(crate::scrub::MARKER) {
+        return Ok(());
+    }
+    let current = read(remote, host, path, true, bounds).await?;
+    if scrubber.holds_secret(&current.content) {
+        return Err(CapabilityError::Conflict(format!(
+            "{path} on host {host} holds a password from the inventory, which the plugin was shown as {}: writing its edit would replace the password; edit this file by hand",
+            crate::scrub::MARKER
+        )));
+    }
+    Ok(())
+}

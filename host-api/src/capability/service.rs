@@ -22,6 +22,11 @@ pub enum Action {
 }
 
 impl Action {
+    /// A changing action by name (`status` changes nothing and is not one).
+    pub fn from_name(name: &str) -> Option<Self> {
+        [Self::Start, Self::Stop, Self::Restart, Self::Reload].into_iter().find(|a| a.name() == name)
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             Self::Start => "start",

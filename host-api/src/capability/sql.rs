@@ -139,6 +139,20 @@ impl SqlPool {
 
     /// Several statements in one transaction (or, with `autocommit` and one statement, none).
     pub async fn transaction(&self, database: &str, session: Session<'_>, statements: &[Statement], bounds: &Bounds, autocommit: bool) -> CapResult<Vec<Rows>> {
+        self.transaction_expecting(database, session, statements, bounds, autocommit, None).await
+    }
+
+    /// `transaction`, rolled back unless the statements affect exactly `expected` rows in all
+    /// (a plan's "update the one row of appliance A": zero or two rows mean the plan is wrong).
+    pub async fn transaction_expecting(
+        &self,
+        database: &str,
+        session: Session<'_>,
+        statements: &[Statement],
+        bounds: &Bounds,
+        autocommit: bool,
+        expected: Option<u64>,
+    ) -> CapResult<Vec<Rows>> {
         let read_only = session.read_only;
         if read_only {
             for statement in statements {
@@ -162,8 +176,9 @@ impl SqlPool {
                 Err(elapsed) => settle(database, Err::<Result<Vec<Rows>, tokio_postgres::Error>, _>(elapsed), &mut guard, true, timeout),
             };
         }
+        let mut affected_instead = None;
         let work = async {
-            let single = autocommit && statements.len() == 1;
+            let single = autocommit && statements.len() == 1 && expected.is_none();
             if !single {
                 client.batch_execute("BEGIN").await?;
             }
@@ -179,13 +194,25 @@ impl SqlPool {
                     }
                 }
             }
+            let affected: u64 = results.iter().map(|r| r.affected).sum();
+            if expected.is_some_and(|n| n != affected) {
+                client.batch_execute("ROLLBACK").await?;
+                affected_instead = Some(affected);
+                return Ok(results);
+            }
             if !single {
                 client.batch_execute("COMMIT").await?;
             }
             Ok::<_, tokio_postgres::Error>(results)
         };
         let outcome = tokio::time::timeout(timeout, work).await;
-        settle(database, outcome, &mut guard, false, timeout)
+        let results = settle(database, outcome, &mut guard, false, timeout)?;
+        match (affected_instead, expected) {
+            (Some(affected), Some(n)) => Err(CapabilityError::Conflict(format!(
+                "database {database}: the statements affected {affected} row(s), the plan expected exactly {n}; rolled back, nothing was changed"
+            ))),
+            _ => Ok(results),
+        }
     }
 
     /// A script of several statements (simple-query protocol, no parameters). Values arrive as

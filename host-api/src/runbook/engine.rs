@@ -12,7 +12,7 @@
 //! - the first failure stops the run; the message says what was changed and how to resume.
 
 use std::collections::BTreeSet;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
@@ -20,14 +20,18 @@ use std::time::Instant;
 use futures_util::StreamExt;
 use similar::TextDiff;
 
-use super::{Confirmation, Operator, Outcome, Preview, ProbeRun, RunOptions, StepPreview, StepReport, pick};
+use super::{Confirmation, Operator, Outcome, Preview, ProbeRun, RunOptions, StepPreview, StepReport, pick, pick_text};
+use super::{effects, saved};
+use crate::capability::CapabilityError;
 use crate::capability::{Capabilities, file_edit};
 use crate::grants::Capability;
+use crate::journal::SavedFrom;
 use crate::journal::{Journal, Record, Redactor, RunLog, SCHEMA, StepState, StepStatus};
 use crate::lock;
+use crate::plan::{Effect, Plan, Step};
 use crate::plugins::Registry;
 use crate::sandbox::bindings::host::LogLevel;
-use crate::sandbox::bindings::runbook::{ChangePlan, CheckState, CommandError, CommandInfo, CommandKind, Effect, Invocation, Step, Table};
+use crate::sandbox::bindings::runbook::{CheckState, CommandError, CommandInfo, CommandKind, Invocation, Table};
 use crate::sandbox::bindings::types::CapabilityError as WitError;
 use crate::sandbox::{CallError, Events, LoadedPlugin, Sandbox};
 use crate::timefmt;
@@ -178,11 +182,24 @@ pub struct Engine<'a> {
     pub parallel: usize,
 }
 
+/// A confirmed plan about to be journaled and applied.
+struct Start<'a> {
+    plugin: &'a LoadedPlugin,
+    call: &'a Invocation,
+    line: &'a str,
+    lang: &'a str,
+    plan: Plan,
+    previews: Vec<StepPreview>,
+    trace: Arc<Trace>,
+    who: String,
+    saved: Option<SavedFrom>,
+}
+
 /// One run being applied.
 struct RunCtx<'r> {
     plugin: &'r LoadedPlugin,
     call: &'r Invocation,
-    plan: &'r ChangePlan,
+    plan: &'r Plan,
     previews: &'r [StepPreview],
     journal: &'r Journal,
     /// The events every plugin call of the run reports to (its probes are journaled).
@@ -202,7 +219,7 @@ struct Reopened {
     log: RunLog,
     plugin: Arc<LoadedPlugin>,
     call: Invocation,
-    plan: ChangePlan,
+    plan: Plan,
     previews: Vec<StepPreview>,
     line: String,
     run: String,
@@ -239,25 +256,138 @@ impl Engine<'_> {
                 Err(e) => self.call_failure(&who, e, false, None, None, lang, Vec::new()),
             };
         }
+        let (plan, previews, trace) = match self.make_plan(plugin, call, lang, &who).await {
+            Ok(made) => made,
+            Err(outcome) => return outcome,
+        };
+        let probes = trace.pending();
+        if options.dry_run {
+            return Outcome::Planned { steps: previews, probes };
+        }
+        self.start(Start { plugin, call, line, lang, plan, previews, trace, who, saved: None }, options).await
+    }
+
+    /// `plan COMMAND… --out FILE`: the plan, shown and written to FILE for `apply FILE`.
+    pub async fn save_plan(&self, plugin: &LoadedPlugin, command: &CommandInfo, call: &Invocation, line: &str, options: &RunOptions, out: &Path) -> Outcome {
+        let (lang, who) = (options.lang.as_str(), format!("{} {}", plugin.name(), command.name));
+        if command.kind == CommandKind::Read {
+            return Outcome::Usage { message: format!("{line} only reads: it has no plan to save") };
+        }
+        let (plan, previews, trace) = match self.make_plan(plugin, call, lang, &who).await {
+            Ok(made) => made,
+            Err(outcome) => return outcome,
+        };
+        let saved = saved::SavedPlan {
+            kind: saved::KIND.into(),
+            schema: saved::SCHEMA,
+            created: timefmt::now(),
+            planned_by: saved::operator(),
+            line: line.to_string(),
+            plugin: plugin.name().to_string(),
+            plugin_version: plugin.info.version.clone(),
+            component: format!("sha256:{}", plugin.sha256),
+            inventory: self.caps.inventory.source.display().to_string(),
+            inventory_sha256: match saved::digest_of(&self.caps.inventory.source) {
+                Ok(digest) => digest,
+                Err(e) => return Outcome::Failed { message: format!("{who}: {e:#}"), changed: false, step: None, run: None, results: Vec::new() },
+            },
+            lang: lang.to_string(),
+            invocation: call.into(),
+            files: saved::planned_files(&plan),
+            plan,
+            previews: previews.clone(),
+            probes: trace.pending(),
+        };
+        let redact = self.redact.clone();
+        match saved.write(out, &|text| redact(text)) {
+            Ok(()) => Outcome::Saved { file: out.display().to_string(), steps: previews, probes: saved.probes },
+            Err(e) => Outcome::Failed { message: format!("{who}: {e:#}; nothing was changed"), changed: false, step: None, run: None, results: Vec::new() },
+        }
+    }
+
+    /// `apply FILE`: exactly the saved plan, if the plugin, the inventory and every file it
+    /// edits are as they were when it was made.
+    pub async fn apply_saved(&self, registry: &Registry, file: &Path, options: &RunOptions) -> Outcome {
+        let saved = match saved::SavedPlan::read(file) {
+            Ok(saved) => saved,
+            Err(e) => return Outcome::Usage { message: format!("{e:#}") },
+        };
+        let who = format!("apply {} ({})", file.display(), saved.line);
+        let refuse = |why: String| Outcome::refused(format!("{who}: {why}; nothing was changed — make the plan again"));
+        let Some(plugin) = registry.find(&saved.plugin) else {
+            return refuse(format!("plugin {} is not loaded here", saved.plugin));
+        };
+        let loaded = format!("sha256:{}", plugin.sha256);
+        if loaded != saved.component {
+            return refuse(format!("plugin {} changed since the plan was made (planned with {}, loaded is {loaded})", saved.plugin, saved.component));
+        }
+        if let Err(why) = fits_its_plugin(plugin, &saved.plan).and_then(|()| crate::sandbox::size::plan(&saved.plan)) {
+            return refuse(why);
+        }
+        let inventory = self.caps.inventory.source.display().to_string();
+        match saved::digest_of(&self.caps.inventory.source) {
+            Ok(digest) if digest == saved.inventory_sha256 && inventory == saved.inventory => {}
+            Ok(_) => return refuse(format!("the inventory changed since the plan was made ({} then, {inventory} now)", saved.inventory)),
+            Err(e) => return refuse(format!("{e:#}")),
+        }
+        // What the file says it edits is checked against the plan itself, not its own list.
+        for planned in &saved::planned_files(&saved.plan) {
+            match file_edit::read(&self.caps.remote, &planned.host, &planned.path, true, &self.caps.bounds).await {
+                Ok(now) if now.sha256 == planned.sha256 => {}
+                Ok(now) => {
+                    return refuse(format!(
+                        "{}:{} changed since the plan read it (sha256 {} → {})",
+                        planned.host,
+                        planned.path,
+                        short(&planned.sha256),
+                        if now.exists { short(&now.sha256) } else { "no file".into() }
+                    ));
+                }
+                Err(e) => return refuse(format!("cannot read {}:{} to check it: {e}", planned.host, planned.path)),
+            }
+        }
+        let lang = options.lang.as_str();
+        let warnings: Vec<String> = saved.plan.warnings.iter().map(|w| self.reveal(pick_text(w, lang))).collect();
+        let summary =
+            format!("{} (saved plan {}, made by {} at {})", self.reveal(pick_text(&saved.plan.summary, lang)), file.display(), saved.planned_by, saved.created);
+        // What is shown is made from the plan that will run, never taken from the file.
+        let previews = self.previews(plugin.name(), &saved.plan, lang).await;
+        self.operator.plan(plugin.name(), &summary, &warnings, &previews, &saved.probes);
+        if options.dry_run {
+            return Outcome::Planned { steps: previews, probes: saved.probes };
+        }
+        let call = Invocation::from(&saved.invocation);
+        let from = SavedFrom { file: file.display().to_string(), planned_by: saved.planned_by.clone(), planned_at: saved.created.clone() };
+        let trace = Trace::new(self.events);
+        let start = Start { plugin, call: &call, line: &saved.line, lang, plan: saved.plan, previews, trace, who, saved: Some(from) };
+        self.start(start, options).await
+    }
+
+    /// Ask the plugin for its plan; preview it (file diffs read now) and show it.
+    async fn make_plan(&self, plugin: &LoadedPlugin, call: &Invocation, lang: &str, who: &str) -> Result<(Plan, Vec<StepPreview>, Arc<Trace>), Outcome> {
         let trace = Trace::new(self.events);
         let events: Arc<dyn Events> = trace.clone();
         let plan = match self.sandbox.plan(plugin, call, self.caps, &events, lang).await {
             Ok(plan) => plan,
-            Err(e) => return self.call_failure(&format!("{who} (planning)"), e, false, None, None, lang, Vec::new()),
+            Err(e) => return Err(self.call_failure(&format!("{who} (planning)"), e, false, None, None, lang, Vec::new())),
         };
         let previews = self.previews(plugin.name(), &plan, lang).await;
-        let warnings: Vec<String> = plan.warnings.iter().map(|w| self.reveal(pick(w, lang))).collect();
-        let probes = trace.pending();
-        self.operator.plan(plugin.name(), &self.reveal(pick(&plan.summary, lang)), &warnings, &previews, &probes);
-        if options.dry_run {
-            return Outcome::Planned { steps: previews, probes };
-        }
+        let warnings: Vec<String> = plan.warnings.iter().map(|w| self.reveal(pick_text(w, lang))).collect();
+        self.operator.plan(plugin.name(), &self.reveal(pick_text(&plan.summary, lang)), &warnings, &previews, &trace.pending());
+        Ok((plan, previews, trace))
+    }
+
+    /// From confirmation on: journal, lock, every step, verification.
+    async fn start(&self, start: Start<'_>, options: &RunOptions) -> Outcome {
+        let Start { plugin, call, line, lang, plan, previews, trace, who, saved } = start;
+        let events: Arc<dyn Events> = trace.clone();
         if plan.steps.is_empty() {
             return Outcome::Done { run: None, steps: previews, results: Vec::new(), verification: Vec::new(), message: "nothing to do".into() };
         }
         if let Some(refusal) = self.confirm(options, plan.steps.len(), &who) {
             return refusal;
         }
+        let check_first = saved.is_some();
         let journal = match Journal::create(&self.journal_dir, self.redact.clone()) {
             Ok(journal) => Arc::new(journal),
             Err(e) => {
@@ -275,8 +405,10 @@ impl Engine<'_> {
             invocation: call.into(),
             lang: lang.to_string(),
             inventory: self.caps.inventory.source.display().to_string(),
-            plan: (&plan).into(),
+            plan: plan.clone(),
             previews: previews.clone(),
+            operator: saved::operator(),
+            saved,
         };
         if let Err(e) = journal.append(&record) {
             return Outcome::Failed {
@@ -296,7 +428,9 @@ impl Engine<'_> {
                 return Outcome::Refused { message, run: Some(journal.run.clone()) };
             }
         };
-        let ctx = RunCtx { plugin, call, plan: &plan, previews: &previews, journal: &journal, events, lang, by: "run", who, check_first: false };
+        // A saved plan's steps are each checked first: one found in effect is skipped, one that no
+        // longer fits the live state stops the run.
+        let ctx = RunCtx { plugin, call, plan: &plan, previews: &previews, journal: &journal, events, lang, by: "run", who, check_first };
         let mut states = vec![StepState::NotStarted; plan.steps.len()];
         self.execute(&ctx, &mut states).await
     }
@@ -417,7 +551,15 @@ impl Engine<'_> {
                 run: Some(run),
             });
         }
-        let (call, plan, previews, line) = (Invocation::from(call), ChangePlan::from(plan), previews.to_vec(), line.to_string());
+        let (call, plan, previews, line) = (Invocation::from(call), plan.clone(), previews.to_vec(), line.to_string());
+        if previews.len() != plan.steps.len() {
+            return Err(Outcome::refused(format!(
+                "run {run}: the journal is damaged ({} steps, {} previews); see `journal {run}`",
+                plan.steps.len(),
+                previews.len()
+            )));
+        }
+        fits_its_plugin(&plugin, &plan).map_err(|why| Outcome::refused(format!("run {run}: {why}")))?;
         let who = format!("{verb} {run} ({line})");
         let journal = Journal::reopen(&self.journal_dir, &run, self.redact.clone()).map_err(|e| Outcome::refused(format!("{who}: {e:#}")))?;
         let journal = Arc::new(journal);
@@ -444,17 +586,15 @@ impl Engine<'_> {
         }
     }
 
-    fn lock(&self, plan: &ChangePlan, run: &str) -> Result<lock::Locks, String> {
+    fn lock(&self, plan: &Plan, run: &str) -> Result<lock::Locks, String> {
         let mut targets = BTreeSet::new();
         for step in &plan.steps {
             targets.insert(step.target.clone());
             for effect in &step.effects {
                 match effect {
-                    Effect::Sql(e) => targets.insert(e.database.clone()),
-                    Effect::File(e) => targets.insert(e.host.clone()),
-                    Effect::Service(e) => targets.insert(e.host.clone()),
-                    Effect::Exec(e) => targets.insert(e.host.clone()),
-                    Effect::Opaque(_) => false,
+                    Effect::Sql { database, .. } => targets.insert(database.clone()),
+                    Effect::File { host, .. } | Effect::Service { host, .. } | Effect::Exec { host, .. } => targets.insert(host.clone()),
+                    Effect::Opaque(_) | Effect::Wait { .. } => false,
                 };
             }
         }
@@ -695,9 +835,16 @@ impl Engine<'_> {
     /// Apply a step, then ask its check whether it took effect.
     async fn apply_and_check(&self, ctx: &RunCtx<'_>, step: &Step) -> StepOutcome {
         let lang = ctx.lang;
-        let note = match self.sandbox.apply(ctx.plugin, ctx.call, step, self.caps, &ctx.events, lang).await {
-            Ok(note) => self.reveal(pick(&note, lang)),
-            Err(e) => return self.step_error(e, lang),
+        let note = if step.runs == crate::plan::Runner::Host {
+            match self.perform(ctx, step).await {
+                Ok(note) => note,
+                Err(outcome) => return outcome,
+            }
+        } else {
+            match self.sandbox.apply(ctx.plugin, ctx.call, step, self.caps, &ctx.events, lang).await {
+                Ok(note) => self.reveal(pick(&note, lang)),
+                Err(e) => return self.step_error(e, lang),
+            }
         };
         match self.sandbox.check(ctx.plugin, ctx.call, step, self.caps, &ctx.events, lang).await {
             Ok(check) => {
@@ -713,6 +860,49 @@ impl Engine<'_> {
         }
     }
 
+    /// A declared step: the host performs its effects in order, exactly as confirmed; a `wait`
+    /// asks the step's check until it says done.
+    async fn perform(&self, ctx: &RunCtx<'_>, step: &Step) -> Result<String, StepOutcome> {
+        let on_behalf = effects::OnBehalf { plugin: ctx.plugin.name(), declared: &ctx.plugin.declared, caps: self.caps };
+        let mut notes = Vec::new();
+        for effect in &step.effects {
+            if let Effect::Wait { until, interval_ms, timeout_ms } = effect {
+                notes.push(self.wait(ctx, step, &self.reveal(pick_text(until, ctx.lang)), *interval_ms, *timeout_ms).await?);
+                continue;
+            }
+            match on_behalf.perform(effect).await {
+                Ok(note) if note.is_empty() => {}
+                Ok(note) => notes.push(note),
+                Err(CapabilityError::Timeout(m)) => return Err(StepOutcome::Unknown(self.reveal(&m))),
+                Err(CapabilityError::Unreachable(m)) => return Err(StepOutcome::Unreachable(self.reveal(&m))),
+                Err(e) => return Err(StepOutcome::Failed(self.reveal(e.message()))),
+            }
+        }
+        Ok(notes.join("; "))
+    }
+
+    async fn wait(&self, ctx: &RunCtx<'_>, step: &Step, until: &str, interval_ms: u32, timeout_ms: u32) -> Result<String, StepOutcome> {
+        let started = Instant::now();
+        // Never longer than an apply call may take (the run holds its locks meanwhile).
+        let timeout_ms = u64::from(timeout_ms).min(self.caps.inventory.defaults.apply_timeout_ms);
+        let deadline = started + std::time::Duration::from_millis(timeout_ms);
+        let interval = std::time::Duration::from_millis(interval_ms.clamp(100, 60_000).into());
+        loop {
+            let (state, detail) = match self.sandbox.check(ctx.plugin, ctx.call, step, self.caps, &ctx.events, ctx.lang).await {
+                Ok(check) => (check.state, self.reveal(pick(&check.detail, ctx.lang))),
+                Err(e) => (CheckState::Unknown, self.call_error_text(e, ctx.lang)),
+            };
+            match state {
+                CheckState::Done => return Ok(format!("{until}: after {:.1} s", started.elapsed().as_secs_f32())),
+                CheckState::Stale => return Err(StepOutcome::Failed(format!("waiting until {until}: the plan no longer fits the live state: {detail}"))),
+                CheckState::NotDone | CheckState::Unknown if Instant::now() + interval > deadline => {
+                    return Err(StepOutcome::Failed(format!("{until}: not so after {} s (last check: {detail})", timeout_ms / 1000)));
+                }
+                CheckState::NotDone | CheckState::Unknown => tokio::time::sleep(interval).await,
+            }
+        }
+    }
+
     fn step_error(&self, error: CallError, lang: &str) -> StepOutcome {
         match error {
             CallError::Command(CommandError::Capability(WitError::Timeout(m))) => StepOutcome::Unknown(self.reveal(&m)),
@@ -724,22 +914,22 @@ impl Engine<'_> {
     /// A file effect whose file changed since the plan read it: the step must not be applied.
     async fn stale_files(&self, plugin: &str, step: &Step) -> Option<String> {
         for effect in &step.effects {
-            let Effect::File(file) = effect else { continue };
-            if self.caps.grants.check(plugin, Capability::FileEdit, &file.host, Some(&file.path)).is_err() {
+            let Effect::File { host, path, expected_sha256, new_content } = effect else { continue };
+            if self.caps.grants.check(plugin, Capability::FileEdit, host, Some(path)).is_err() {
                 continue; // the plugin's own write will be refused with the grant message
             }
-            match file_edit::read(&self.caps.remote, &file.host, &file.path, true, &self.caps.bounds).await {
-                Ok(snapshot) if snapshot.sha256 == file.expected_sha256 => {}
+            match file_edit::read(&self.caps.remote, host, path, true, &self.caps.bounds).await {
+                Ok(snapshot) if snapshot.sha256 == *expected_sha256 => {}
                 Ok(snapshot) => {
-                    let wanted = self.reveal(&file.new_content);
+                    let wanted = self.reveal(new_content);
                     if snapshot.content == wanted {
                         continue; // already has the planned content: the step's check decides
                     }
                     return Some(format!(
                         "{}:{} changed since the plan read it (sha256 {} → {}); the plan is outdated and was not applied blindly — run the command again to plan from the current content",
-                        file.host,
-                        file.path,
-                        short(&file.expected_sha256),
+                        host,
+                        path,
+                        short(expected_sha256),
                         if snapshot.exists { short(&snapshot.sha256) } else { "no file".into() }
                     ));
                 }
@@ -854,22 +1044,42 @@ impl Engine<'_> {
 
     /// Render every effect of the plan for the operator, with real addresses, and each file edit
     /// as a unified diff against the file's current content.
-    async fn previews(&self, plugin: &str, plan: &ChangePlan, lang: &str) -> Vec<StepPreview> {
+    async fn previews(&self, plugin: &str, plan: &Plan, lang: &str) -> Vec<StepPreview> {
         let mut out = Vec::with_capacity(plan.steps.len());
         for step in &plan.steps {
             let mut effects = Vec::new();
             for effect in &step.effects {
                 effects.push(match effect {
-                    Effect::Sql(e) => Preview::Sql { database: e.database.clone(), statements: e.statements.iter().map(|s| self.reveal(s)).collect() },
-                    Effect::Service(e) => Preview::Service { host: e.host.clone(), service: e.service.clone(), action: e.action.clone() },
-                    Effect::Exec(e) => Preview::Exec { host: e.host.clone(), argv: e.argv.iter().map(|a| self.reveal(a)).collect() },
-                    Effect::Opaque(text) => Preview::Opaque { text: self.reveal(pick(text, lang)) },
-                    Effect::File(e) => self.file_preview(plugin, &e.host, &e.path, &e.expected_sha256, &e.new_content).await,
+                    Effect::Sql { database, statements, params, transaction, expect_affected } => Preview::Sql {
+                        database: database.clone(),
+                        statements: statements.iter().map(|s| self.reveal(s)).collect(),
+                        params: params.iter().map(|ps| ps.iter().map(|p| self.reveal(&effects::literal(p))).collect()).collect(),
+                        transaction: *transaction,
+                        expect_affected: *expect_affected,
+                    },
+                    Effect::Service { host, service, action } => Preview::Service { host: host.clone(), service: service.clone(), action: action.clone() },
+                    Effect::Exec { host, argv, env, stdin, privileged, .. } => Preview::Exec {
+                        host: host.clone(),
+                        argv: argv.iter().map(|a| self.reveal(a)).collect(),
+                        env: env.iter().map(|(name, value)| effects::env_shown(name, value, &|t| self.reveal(t))).collect(),
+                        stdin: stdin.as_ref().map(|bytes| self.reveal(&String::from_utf8_lossy(bytes))),
+                        privileged: *privileged,
+                    },
+                    Effect::Opaque(text) => Preview::Opaque { text: self.reveal(pick_text(text, lang)) },
+                    Effect::Wait { until, timeout_ms, .. } => Preview::Wait { until: self.reveal(pick_text(until, lang)), timeout_ms: *timeout_ms },
+                    Effect::File { host, path, expected_sha256, new_content } => self.file_preview(plugin, host, path, expected_sha256, new_content).await,
                 });
             }
+            let (runs, custom) = match &step.runs {
+                crate::plan::Runner::Plugin => ("plugin", String::new()),
+                crate::plan::Runner::Host => ("host", String::new()),
+                crate::plan::Runner::Custom(reason) => ("custom", self.reveal(pick_text(reason, lang))),
+            };
             out.push(StepPreview {
                 id: step.id.clone(),
-                title: self.reveal(pick(&step.title, lang)),
+                title: self.reveal(pick_text(&step.title, lang)),
+                runs: runs.into(),
+                custom,
                 target: step.target.clone(),
                 group: step.group.clone(),
                 effects,
@@ -904,6 +1114,22 @@ enum StepOutcome {
     Failed(String),
     Unreachable(String),
     Unknown(String),
+}
+
+/// A plan from a file (journal, saved plan) is applied only by the kind of plugin that makes
+/// such steps: a 0.2 plugin's steps are the host's or custom, never its own unbound apply.
+fn fits_its_plugin(plugin: &LoadedPlugin, plan: &Plan) -> Result<(), String> {
+    let v1 = plugin.wit_version() == "0.1";
+    match plan.steps.iter().find(|s| (s.runs == crate::plan::Runner::Plugin) != v1) {
+        Some(step) => Err(format!(
+            "step {} was planned for a plugin built against another opsh:plugin version than {} {} (opsh:plugin {}): make the plan again",
+            step.id,
+            plugin.name(),
+            plugin.info.version,
+            plugin.wit_version()
+        )),
+        None => Ok(()),
+    }
 }
 
 fn check_name(state: CheckState) -> &'static str {

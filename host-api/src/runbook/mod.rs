@@ -10,6 +10,11 @@ pub fn pick<'a>(text: &'a Text, lang: &str) -> &'a str {
     if lang == "ja" && !text.ja.is_empty() { &text.ja } else { &text.en }
 }
 
+/// `pick` for a text of a plan as opsh keeps it.
+pub fn pick_text<'a>(text: &'a crate::plan::Text, lang: &str) -> &'a str {
+    if lang == "ja" && !text.ja.is_empty() { &text.ja } else { &text.en }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UsageError(pub String);
 
@@ -107,6 +112,13 @@ pub enum Preview {
     Sql {
         database: String,
         statements: Vec<String>,
+        /// Each statement's parameters, as SQL literals (`$1` is the first).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        params: Vec<Vec<String>>,
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        transaction: bool,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        expect_affected: Option<u64>,
     },
     File {
         host: String,
@@ -122,6 +134,18 @@ pub enum Preview {
     Exec {
         host: String,
         argv: Vec<String>,
+        /// `NAME=value`, or `NAME=(password of database DB)`: never a password.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        env: Vec<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        stdin: Option<String>,
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        privileged: bool,
+    },
+    /// The host asks the step's check until it says done.
+    Wait {
+        until: String,
+        timeout_ms: u32,
     },
     /// Cannot be previewed exactly; the text says what it does.
     Opaque {
@@ -143,9 +167,24 @@ pub struct ProbeRun {
 pub struct StepPreview {
     pub id: String,
     pub title: String,
+    /// Who performs it: `host` (exactly these effects), `plugin` (a 0.1 plugin's own apply; the
+    /// effects are its preview) or `custom` (a 0.2 plugin's apply, each change bound to these).
+    #[serde(default = "plugin_runner", skip_serializing_if = "is_plugin_runner")]
+    pub runs: String,
+    /// Why a custom step cannot be performed by the host.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub custom: String,
     pub target: String,
     pub group: String,
     pub effects: Vec<Preview>,
+}
+
+fn plugin_runner() -> String {
+    "plugin".into()
+}
+
+fn is_plugin_runner(runs: &String) -> bool {
+    runs == "plugin"
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -197,6 +236,12 @@ pub enum Outcome {
         /// The probes run while planning.
         probes: Vec<ProbeRun>,
     },
+    /// `plan … --out FILE`: the plan, written to FILE; nothing changed.
+    Saved {
+        file: String,
+        steps: Vec<StepPreview>,
+        probes: Vec<ProbeRun>,
+    },
     /// Every step applied and verified (or, for `retry`, the one step).
     Done {
         run: Option<String>,
@@ -233,7 +278,7 @@ pub enum Outcome {
 impl Outcome {
     pub fn exit(&self) -> Exit {
         match self {
-            Self::Tables { .. } | Self::Planned { .. } | Self::Done { .. } => Exit::Success,
+            Self::Tables { .. } | Self::Planned { .. } | Self::Saved { .. } | Self::Done { .. } => Exit::Success,
             Self::Usage { .. } => Exit::Usage,
             Self::Refused { .. } => Exit::Refused,
             Self::Failed { changed: false, .. } => Exit::Failed,
@@ -253,10 +298,12 @@ impl Outcome {
             | Self::Refused { message, .. }
             | Self::Failed { message, .. }
             | Self::Unknown { message, .. } => message,
-            Self::Tables { .. } | Self::Planned { .. } => "",
+            Self::Tables { .. } | Self::Planned { .. } | Self::Saved { .. } => "",
         }
     }
 }
 
+pub mod effects;
 pub mod engine;
+pub mod saved;
 pub use engine::{Engine, Interrupt};

@@ -5,6 +5,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use sha2::Digest;
 use wasmtime::StoreLimits;
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
@@ -44,6 +45,32 @@ pub struct CallCtx {
     pub(super) past_deadline: bool,
     /// What this call has logged so far (bounded, see `host::Host::log`).
     pub(super) logged: Logged,
+    /// Applying a custom step: the effects the operator approved; every changing call must be
+    /// one of them, whole, and each is used once.
+    pub(super) approved: Option<Approved>,
+    /// Whether the operator was told that a password reached this call's answers.
+    pub(super) told_of_secret: std::sync::atomic::AtomicBool,
+}
+
+/// The declared effects of the custom step being applied, and which were used.
+pub struct Approved {
+    effects: Vec<crate::plan::Effect>,
+    used: std::sync::Mutex<Vec<bool>>,
+}
+
+impl Approved {
+    pub fn new(effects: Vec<crate::plan::Effect>) -> Self {
+        let used = std::sync::Mutex::new(vec![false; effects.len()]);
+        Self { effects, used }
+    }
+
+    /// The first unused effect that `fits`, now used.
+    fn take(&self, fits: impl Fn(&crate::plan::Effect) -> bool) -> Option<&crate::plan::Effect> {
+        let mut used = self.used.lock().unwrap_or_else(|p| p.into_inner());
+        let index = self.effects.iter().enumerate().position(|(i, e)| !used[i] && fits(e))?;
+        used[index] = true;
+        Some(&self.effects[index])
+    }
 }
 
 /// Log lines and progress of one call: capped in number, size and rate, so that a plugin cannot
@@ -145,13 +172,39 @@ impl CallCtx {
     /// their encodings) as the marker.
     fn conceal(&self, text: &str) -> String {
         let concealed = self.caps.addresses.conceal_for(text, &|host| self.sees(host));
-        self.caps.scrubber.scrub(&concealed).into_owned()
+        match self.caps.scrubber.scrub(&concealed) {
+            std::borrow::Cow::Borrowed(_) => concealed,
+            std::borrow::Cow::Owned(scrubbed) => {
+                self.tell_of_secret();
+                scrubbed
+            }
+        }
     }
 
     fn conceal_bytes(&self, bytes: Vec<u8>) -> Vec<u8> {
         match String::from_utf8(bytes) {
             Ok(text) => self.conceal(&text).into_bytes(),
-            Err(e) => self.caps.scrubber.scrub_bytes(e.into_bytes()),
+            Err(e) => {
+                let raw = e.into_bytes();
+                let scrubbed = self.caps.scrubber.scrub_bytes(raw.clone());
+                if scrubbed != raw {
+                    self.tell_of_secret();
+                }
+                scrubbed
+            }
+        }
+    }
+
+    /// A password reached what a plugin gets back (it sees the marker): the operator is told,
+    /// once per call — a plugin fishing for a password by echoing guesses is seen doing it.
+    fn tell_of_secret(&self) {
+        if !self.told_of_secret.swap(true, std::sync::atomic::Ordering::Relaxed) {
+            let message = format!(
+                "a password from the inventory appeared in what plugin {} got back in its {} call; it was shown ******** instead",
+                self.plugin,
+                self.phase.name()
+            );
+            self.events.log(&self.plugin, host::LogLevel::Warn, &message);
         }
     }
 
@@ -176,9 +229,41 @@ impl CallCtx {
         result.map_err(|e| self.to_wit_error(e))
     }
 
-    /// This plugin's own session, the reading one outside `apply`.
-    fn sql_session(&self) -> capability::sql::Session<'_> {
-        capability::sql::Session { plugin: &self.plugin, read_only: !self.phase.may_change() }
+    /// This plugin's session for these statements — the reading one outside `apply` — and the
+    /// rows they must affect. In a custom step, SQL that is not, whole and in order, one of the
+    /// step's unused approved effects runs as a read: PostgreSQL refuses it a change.
+    fn sql_session(&self, database: &str, statements: &[(&str, &[sql::Value])], transaction: bool) -> (bool, Option<u64>) {
+        if !self.phase.may_change() {
+            return (true, None);
+        }
+        let Some(approved) = &self.approved else { return (false, None) };
+        let fits = |e: &crate::plan::Effect| match e {
+            crate::plan::Effect::Sql { database: d, statements: texts, params, transaction: t, .. } => {
+                d == database
+                    && texts.len() == statements.len()
+                    && (*t == transaction || statements.len() == 1)
+                    && statements.iter().enumerate().all(|(i, (text, values))| {
+                        let want = params.get(i).map(Vec::as_slice).unwrap_or_default();
+                        texts[i] == *text && want.len() == values.len() && want.iter().zip(values.iter()).all(|(w, v)| *w == crate::plan::SqlParam::from(v))
+                    })
+            }
+            _ => false,
+        };
+        match approved.take(fits) {
+            Some(crate::plan::Effect::Sql { expect_affected, .. }) => (false, *expect_affected),
+            _ => (true, None),
+        }
+    }
+
+    /// In a custom step, a change must be one of the step's approved effects not yet used.
+    fn approve(&self, what: &str, fits: impl Fn(&crate::plan::Effect) -> bool) -> CapResult<()> {
+        match &self.approved {
+            Some(approved) if approved.take(fits).is_none() => Err(CapabilityError::Denied(format!(
+                "plugin {}: {what} is not in the approved plan (the step's declared effects, each once); nothing was changed",
+                self.plugin
+            ))),
+            _ => Ok(()),
+        }
     }
 
     fn sql_statement(&self, sql: &str, params: Vec<sql::Value>) -> CapResult<capability::sql::Statement> {
@@ -226,10 +311,15 @@ impl types::Host for CallCtx {}
 impl sql::Host for CallCtx {
     async fn query(&mut self, database: String, sql: String, params: Vec<sql::Value>) -> Result<sql::Rows, types::CapabilityError> {
         let started = Instant::now();
-        let prepared = self.grant(Capability::Sql, &database, None).and_then(|()| self.sql_statement(&sql, params));
         let caps = self.caps.clone();
-        let session = self.sql_session();
+        let (read_only, expected) = self.sql_session(&database, &[(sql.as_str(), params.as_slice())], false);
+        let session = capability::sql::Session { plugin: &self.plugin, read_only };
+        let prepared = self.grant(Capability::Sql, &database, None).and_then(|()| self.sql_statement(&sql, params));
         let result = match prepared {
+            Ok(statement) if expected.is_some() => self
+                .bounded(caps.sql.transaction_expecting(&database, session, std::slice::from_ref(&statement), &caps.bounds, true, expected))
+                .await
+                .map(|mut rows| rows.pop().unwrap_or_default()),
             Ok(statement) => self.bounded(caps.sql.query(&database, session, &statement, &caps.bounds)).await,
             Err(e) => Err(e),
         };
@@ -239,13 +329,17 @@ impl sql::Host for CallCtx {
 
     async fn transaction(&mut self, database: String, statements: Vec<sql::Statement>) -> Result<Vec<sql::Rows>, types::CapabilityError> {
         let started = Instant::now();
+        let (read_only, expected) = {
+            let texts: Vec<(&str, &[sql::Value])> = statements.iter().map(|s| (s.sql.as_str(), s.params.as_slice())).collect();
+            self.sql_session(&database, &texts, true)
+        };
         let prepared = self
             .grant(Capability::Sql, &database, None)
             .and_then(|()| statements.into_iter().map(|s| self.sql_statement(&s.sql, s.params)).collect::<CapResult<Vec<_>>>());
         let caps = self.caps.clone();
-        let session = self.sql_session();
+        let session = capability::sql::Session { plugin: &self.plugin, read_only };
         let result = match prepared {
-            Ok(statements) => self.bounded(caps.sql.transaction(&database, session, &statements, &caps.bounds, false)).await,
+            Ok(statements) => self.bounded(caps.sql.transaction_expecting(&database, session, &statements, &caps.bounds, false, expected)).await,
             Err(e) => Err(e),
         };
         let result = result.map(|all| all.into_iter().map(|rows| self.wit_rows(rows)).collect());
@@ -254,9 +348,10 @@ impl sql::Host for CallCtx {
 
     async fn batch(&mut self, database: String, script: String) -> Result<sql::Rows, types::CapabilityError> {
         let started = Instant::now();
+        let (read_only, _) = self.sql_session(&database, &[(script.as_str(), &[])], false);
         let prepared = self.grant(Capability::Sql, &database, None).and_then(|()| self.reveal(&script));
         let caps = self.caps.clone();
-        let session = self.sql_session();
+        let session = capability::sql::Session { plugin: &self.plugin, read_only };
         let result = match prepared {
             Ok(script) => self.bounded(caps.sql.batch(&database, session, &script, &caps.bounds)).await,
             Err(e) => Err(e),
@@ -270,6 +365,7 @@ impl CallCtx {
     fn exec_request(&self, host_name: &str, mut request: ssh::ExecRequest) -> CapResult<ExecRequest> {
         self.grant(Capability::Ssh, host_name, None)?;
         let argv = request.argv.iter().map(|a| self.reveal(a)).collect::<CapResult<Vec<_>>>()?;
+        let raw_stdin = request.stdin.clone();
         let stdin = match request.stdin.take() {
             Some(bytes) => Some(match String::from_utf8(bytes) {
                 Ok(text) => self.reveal(&text)?.into_bytes(),
@@ -277,8 +373,32 @@ impl CallCtx {
             }),
             None => None,
         };
-        if !self.phase.may_change() {
+        if !self.phase.may_change() || (self.approved.is_some() && request.read_only) {
             self.probe_allowed(host_name, &request, &argv, stdin.as_deref())?;
+        } else {
+            let env: Vec<(String, crate::plan::EnvSpec)> = request
+                .env
+                .iter()
+                .map(|(name, value)| {
+                    let value = match value {
+                        ssh::EnvValue::Plain(v) => crate::plan::EnvSpec::Plain(v.clone()),
+                        ssh::EnvValue::DatabasePassword(db) => crate::plan::EnvSpec::DatabasePassword(db.clone()),
+                    };
+                    (name.clone(), value)
+                })
+                .collect();
+            let shown = crate::probe::shown(&argv, stdin.as_deref());
+            self.approve(&format!("running `{shown}` on host {host_name}"), |e| match e {
+                crate::plan::Effect::Exec { host, argv: a, env: e, stdin: input, timeout_ms, privileged, .. } => {
+                    host == host_name
+                        && *a == request.argv
+                        && *e == env
+                        && *input == raw_stdin
+                        && *privileged == request.privileged
+                        && timeout_ms.is_none_or(|most| request.timeout_ms.is_some_and(|asked| asked <= most))
+                }
+                _ => false,
+            })?;
         }
         let mut exec = ExecRequest::new(argv);
         for (name, value) in request.env {
@@ -365,11 +485,15 @@ impl file_edit::Host for CallCtx {
             Ok(()) => self.bounded(capability::file_edit::read(&caps.remote, &host_name, &path, true, &caps.bounds)).await,
             Err(e) => Err(e),
         };
-        let result = result.map(|snapshot| file_edit::FileSnapshot {
-            exists: snapshot.exists,
-            content: self.conceal(&snapshot.content),
-            sha256: snapshot.sha256,
-            mode: snapshot.mode,
+        let result = result.map(|snapshot| {
+            // The hash of a file that holds a password would let a plugin test guesses offline:
+            // it gets the hash of what it was shown (writing such a file is refused anyway).
+            let sha256 = if caps.scrubber.holds_secret(&snapshot.content) {
+                hex::encode(sha2::Sha256::digest(self.conceal(&snapshot.content).as_bytes()))
+            } else {
+                snapshot.sha256
+            };
+            file_edit::FileSnapshot { exists: snapshot.exists, content: self.conceal(&snapshot.content), sha256, mode: snapshot.mode }
         });
         self.finish(started, result)
     }
@@ -385,21 +509,16 @@ impl file_edit::Host for CallCtx {
         let prepared = self
             .grant(Capability::FileEdit, &host_name, Some(&path))
             .and_then(|()| self.refuse_change(&format!("writing {path} on host {host_name}")))
+            .and_then(|()| {
+                self.approve(&format!("writing {path} on host {host_name}"), |e| {
+                    matches!(e, crate::plan::Effect::File { host, path: p, new_content, expected_sha256: want } if *host == host_name && *p == path && *new_content == content && expected_sha256.as_deref() == Some(want.as_str()))
+                })
+            })
             .and_then(|()| self.reveal(&content));
         let caps = self.caps.clone();
         let write = async {
             let content = prepared?;
-            // The plugin saw this file with its secrets as the marker: writing that back would
-            // replace a password with asterisks.
-            if content.contains(crate::scrub::MARKER) {
-                let current = capability::file_edit::read(&caps.remote, &host_name, &path, true, &caps.bounds).await?;
-                if caps.scrubber.holds_secret(&current.content) {
-                    return Err(CapabilityError::Conflict(format!(
-                        "{path} on host {host_name} holds a password from the inventory, which the plugin was shown as {}: writing its edit would replace the password; edit this file by hand",
-                        crate::scrub::MARKER
-                    )));
-                }
-            }
+            capability::file_edit::keep_secrets(&caps.remote, &caps.scrubber, &caps.bounds, &host_name, &path, &content).await?;
             capability::file_edit::write(&caps.remote, &host_name, &path, &content, expected_sha256.as_deref(), true).await
         };
         let result = self.bounded(write).await;
@@ -434,9 +553,14 @@ impl service::Host for CallCtx {
             service::ServiceAction::Restart => Action::Restart,
             service::ServiceAction::Reload => Action::Reload,
         };
-        let prepared = self
-            .grant(Capability::Service, &host_name, Some(&name))
-            .and_then(|()| self.refuse_change(&format!("{} of service {name} on host {host_name}", action.name())));
+        let prepared =
+            self.grant(Capability::Service, &host_name, Some(&name))
+                .and_then(|()| self.refuse_change(&format!("{} of service {name} on host {host_name}", action.name())))
+                .and_then(|()| {
+                    self.approve(&format!("{} of service {name} on host {host_name}", action.name()), |e| {
+                    matches!(e, crate::plan::Effect::Service { host, service, action: a } if *host == host_name && *service == name && a == action.name())
+                })
+                });
         let caps = self.caps.clone();
         let result = match prepared {
             Ok(()) => self.bounded(capability::service::control(&caps.remote, &caps.inventory, &host_name, &name, action)).await,

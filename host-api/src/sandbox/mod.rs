@@ -6,7 +6,7 @@
 pub mod bindings;
 pub mod ctx;
 mod output;
-mod size;
+pub(crate) mod size;
 
 use std::collections::BTreeSet;
 use std::hash::{Hash, Hasher};
@@ -20,18 +20,21 @@ use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
 use wasmtime::{Config, Engine, Store, StoreLimitsBuilder, UpdateDeadline};
 use wasmtime_wasi::WasiCtxBuilder;
 
-use self::bindings::runbook::{ChangePlan, CheckResult, CommandError, Invocation, PluginInfo, Step, Table, Text};
+use self::bindings::runbook::{CheckResult, CommandError, Invocation, PluginInfo, Table, Text};
 use self::bindings::{Plugin, PluginPre};
 pub use self::ctx::{CallCtx, Events};
 use self::output::GuestOutput;
 use crate::capability::{Capabilities, Phase};
 use crate::grants::Capability;
+use crate::plan::{Plan, Step as PlanStep};
 use crate::probe::{self, ProbePattern};
 
 /// One epoch tick.
 const TICK: Duration = Duration::from_millis(10);
 /// `describe()` runs at every start for a plugin not in the describe cache: it must be quick.
 const DESCRIBE_DEADLINE: Duration = Duration::from_secs(2);
+/// How long a failed `describe()` is remembered.
+const FAILED_DESCRIBE_KEPT: Duration = Duration::from_secs(600);
 /// How much of a guest's stdout/stderr is kept for crash messages (its last bytes).
 const GUEST_OUTPUT_KEPT: usize = 64 * 1024;
 /// The most data a guest may pass to the host at once — in one capability call (SQL text, a
@@ -83,7 +86,23 @@ pub struct LoadedPlugin {
     pub sha256: String,
     /// What it declared in `describe()`, enforced on every call.
     pub declared: Arc<Declared>,
-    pre: PluginPre<CallCtx>,
+    pre: Pre,
+}
+
+/// A plugin ready to instantiate, by the WIT version it was built against.
+enum Pre {
+    V1(PluginPre<CallCtx>),
+    V2(bindings::v2::PluginPre<CallCtx>),
+}
+
+impl LoadedPlugin {
+    /// The opsh:plugin version it was built against.
+    pub fn wit_version(&self) -> &'static str {
+        match self.pre {
+            Pre::V1(_) => "0.1",
+            Pre::V2(_) => "0.2",
+        }
+    }
 }
 
 /// What a plugin declares in `describe().capabilities`, and the host holds it to: a capability
@@ -183,12 +202,23 @@ impl Sandbox {
             .linker
             .instantiate_pre(&component)
             .map_err(|e| anyhow::anyhow!("{where_} needs imports this opsh does not provide ({e}); it was built for another opsh:plugin version"))?;
-        let pre = PluginPre::new(pre).map_err(|e| anyhow::anyhow!("{where_} does not export opsh:plugin/runbook@0.1.0: {e}"))?;
+        // The newest version it exports, then the older ones.
+        let pre = match bindings::v2::PluginPre::new(pre.clone()) {
+            Ok(v2) => Pre::V2(v2),
+            Err(e2) => Pre::V1(
+                PluginPre::new(pre)
+                    .map_err(|e1| anyhow::anyhow!("{where_} exports neither opsh:plugin/runbook@0.2.0 ({e2}) nor opsh:plugin/runbook@0.1.0 ({e1})"))?,
+            ),
+        };
         let cached = self.cache_dir.join(format!("{sha256}-{}.describe.json", env!("CARGO_PKG_VERSION")));
+        // A failed describe() is remembered for a while (a stalling one would cost every start
+        // its deadline), not for ever (it may have failed on a machine under load).
         let failed = cached.with_extension("failed");
-        if let Ok(message) = std::fs::read_to_string(&failed) {
+        let recent = std::fs::metadata(&failed).and_then(|m| m.modified()).ok().and_then(|at| at.elapsed().ok()).is_some_and(|age| age < FAILED_DESCRIBE_KEPT);
+        if recent && let Ok(message) = std::fs::read_to_string(&failed) {
             anyhow::bail!(
-                "{where_}: describe() failed: {message} (at an earlier start: opsh remembers it by the component's hash; delete {} to try again)",
+                "{where_}: describe() failed: {message} (at an earlier start: opsh remembers it by the component's hash for {} minutes; delete {} to try again now)",
+                FAILED_DESCRIBE_KEPT.as_secs() / 60,
                 failed.display()
             );
         }
@@ -288,6 +318,8 @@ impl Sandbox {
             wall_limit,
             past_deadline: false,
             logged: Default::default(),
+            approved: None,
+            told_of_secret: Default::default(),
         };
         let mut store = Store::new(&self.engine, ctx);
         store.limiter(|ctx| &mut ctx.limits);
@@ -323,7 +355,11 @@ impl Sandbox {
         let name = if plugin.info.name.is_empty() { "(loading)" } else { plugin.info.name.as_str() };
         let stderr = GuestOutput::new(GUEST_OUTPUT_KEPT);
         let mut store = self.store(plugin, phase, caps, events, locale, stderr.clone());
-        match plugin.pre.instantiate_async(&mut store).await {
+        let instance = match &plugin.pre {
+            Pre::V1(pre) => pre.instantiate_async(&mut store).await.map(Instance::V1),
+            Pre::V2(pre) => pre.instantiate_async(&mut store).await.map(Instance::V2),
+        };
+        match instance {
             Ok(instance) => Ok(Call { instance, store, stderr }),
             Err(e) => Err(PluginCrash { plugin: name.to_string(), message: describe_crash(&store, &e, &stderr, &self.limits) }),
         }
@@ -335,7 +371,10 @@ impl Sandbox {
 
     async fn describe(&self, plugin: &LoadedPlugin, caps: &Arc<Capabilities>, events: &Arc<dyn Events>) -> Result<PluginInfo, PluginCrash> {
         let mut call = self.instance(plugin, Phase::Describe, caps, events, "en").await?;
-        let result = call.instance.opsh_plugin_runbook().call_describe(&mut call.store).await;
+        let result = match &call.instance {
+            Instance::V1(i) => i.opsh_plugin0_1_0_runbook().call_describe(&mut call.store).await,
+            Instance::V2(i) => i.opsh_plugin0_2_0_runbook().call_describe(&mut call.store).await.and_then(|info| same_shape(&info)),
+        };
         result.map_err(|e| self.crash(&call, e))
     }
 
@@ -348,10 +387,15 @@ impl Sandbox {
         locale: &str,
     ) -> Result<Vec<Table>, CallError> {
         let mut call = self.instance(plugin, Phase::Read, caps, events, locale).await.map_err(CallError::Crash)?;
-        let result = call.instance.opsh_plugin_runbook().call_read(&mut call.store, invocation).await;
+        let result = match &call.instance {
+            Instance::V1(i) => i.opsh_plugin0_1_0_runbook().call_read(&mut call.store, invocation).await,
+            Instance::V2(i) => from_v2(i.opsh_plugin0_2_0_runbook().call_read(&mut call.store, &v2_call(invocation)).await),
+        };
         within(&call, flatten(result.map_err(|e| self.crash(&call, e))), |t| size::tables(t))
     }
 
+    /// The plan, as opsh keeps it whatever WIT version the plugin was built against (a 0.1
+    /// plugin's steps are its own to apply; a 0.2 plugin's are the host's unless custom).
     pub async fn plan(
         &self,
         plugin: &LoadedPlugin,
@@ -359,9 +403,12 @@ impl Sandbox {
         caps: &Arc<Capabilities>,
         events: &Arc<dyn Events>,
         locale: &str,
-    ) -> Result<ChangePlan, CallError> {
+    ) -> Result<Plan, CallError> {
         let mut call = self.instance(plugin, Phase::Plan, caps, events, locale).await.map_err(CallError::Crash)?;
-        let result = call.instance.opsh_plugin_runbook().call_plan(&mut call.store, invocation).await;
+        let result = match &call.instance {
+            Instance::V1(i) => i.opsh_plugin0_1_0_runbook().call_plan(&mut call.store, invocation).await.map(|r| r.map(|p| Plan::from(&p))),
+            Instance::V2(i) => from_v2(i.opsh_plugin0_2_0_runbook().call_plan(&mut call.store, &v2_call(invocation)).await.map(|r| r.map(|p| Plan::from(&p)))),
+        };
         within(&call, flatten(result.map_err(|e| self.crash(&call, e))), size::plan)
     }
 
@@ -369,13 +416,19 @@ impl Sandbox {
         &self,
         plugin: &LoadedPlugin,
         invocation: &Invocation,
-        step: &Step,
+        step: &PlanStep,
         caps: &Arc<Capabilities>,
         events: &Arc<dyn Events>,
         locale: &str,
     ) -> Result<Text, CallError> {
         let mut call = self.instance(plugin, Phase::Apply, caps, events, locale).await.map_err(CallError::Crash)?;
-        let result = call.instance.opsh_plugin_runbook().call_apply(&mut call.store, invocation, step).await;
+        if let crate::plan::Runner::Custom(_) = &step.runs {
+            call.store.data_mut().approved = Some(ctx::Approved::new(step.effects.clone()));
+        }
+        let result = match &call.instance {
+            Instance::V1(i) => i.opsh_plugin0_1_0_runbook().call_apply(&mut call.store, invocation, &step.into()).await,
+            Instance::V2(i) => from_v2(i.opsh_plugin0_2_0_runbook().call_apply(&mut call.store, &v2_call(invocation), &step.into()).await),
+        };
         within(&call, flatten(result.map_err(|e| self.crash(&call, e))), size::note)
     }
 
@@ -383,13 +436,16 @@ impl Sandbox {
         &self,
         plugin: &LoadedPlugin,
         invocation: &Invocation,
-        step: &Step,
+        step: &PlanStep,
         caps: &Arc<Capabilities>,
         events: &Arc<dyn Events>,
         locale: &str,
     ) -> Result<CheckResult, CallError> {
         let mut call = self.instance(plugin, Phase::Verify, caps, events, locale).await.map_err(CallError::Crash)?;
-        let result = call.instance.opsh_plugin_runbook().call_check(&mut call.store, invocation, step).await;
+        let result = match &call.instance {
+            Instance::V1(i) => i.opsh_plugin0_1_0_runbook().call_check(&mut call.store, invocation, &step.into()).await,
+            Instance::V2(i) => from_v2(i.opsh_plugin0_2_0_runbook().call_check(&mut call.store, &v2_call(invocation), &step.into()).await),
+        };
         within(&call, flatten(result.map_err(|e| self.crash(&call, e))), |c| size::note(&c.detail))
     }
 
@@ -402,14 +458,42 @@ impl Sandbox {
         locale: &str,
     ) -> Result<Vec<Table>, CallError> {
         let mut call = self.instance(plugin, Phase::Verify, caps, events, locale).await.map_err(CallError::Crash)?;
-        let result = call.instance.opsh_plugin_runbook().call_verify(&mut call.store, invocation).await;
+        let result = match &call.instance {
+            Instance::V1(i) => i.opsh_plugin0_1_0_runbook().call_verify(&mut call.store, invocation).await,
+            Instance::V2(i) => from_v2(i.opsh_plugin0_2_0_runbook().call_verify(&mut call.store, &v2_call(invocation)).await),
+        };
         within(&call, flatten(result.map_err(|e| self.crash(&call, e))), |t| size::tables(t))
     }
 }
 
+/// 0.2's describe, invocation, table, check and error types are 0.1's in shape (the same names
+/// and fields): serde carries a value from one version's type to the other's.
+fn same_shape<A: serde::Serialize, B: serde::de::DeserializeOwned>(value: &A) -> wasmtime::Result<B> {
+    serde_json::to_value(value).and_then(serde_json::from_value).map_err(|e| wasmtime::Error::msg(format!("converting between opsh:plugin versions: {e}")))
+}
+
+fn from_v2<T2: serde::Serialize, T1: serde::de::DeserializeOwned>(
+    result: wasmtime::Result<Result<T2, bindings::v2::runbook::CommandError>>,
+) -> wasmtime::Result<Result<T1, CommandError>> {
+    match result? {
+        Ok(value) => Ok(Ok(same_shape(&value)?)),
+        Err(error) => Ok(Err(same_shape(&error)?)),
+    }
+}
+
+fn v2_call(invocation: &Invocation) -> bindings::v2::runbook::Invocation {
+    (&crate::plan::Invocation::from(invocation)).into()
+}
+
+/// The plugin's instance, by the WIT version it was built against.
+enum Instance {
+    V1(Plugin),
+    V2(bindings::v2::Plugin),
+}
+
 /// One plugin call in progress.
 struct Call {
-    instance: Plugin,
+    instance: Instance,
     store: Store<CallCtx>,
     stderr: GuestOutput,
 }

@@ -3,8 +3,9 @@
 //! message instead of taking the operator's machine's memory. (While it is read out of the
 //! guest, a result is bounded by the guest's own memory limit.)
 
-use super::bindings::runbook::{Cell, ChangePlan, CommandError, Effect, Table, Text};
+use super::bindings::runbook::{Cell, CommandError, Table, Text};
 use super::bindings::types::CapabilityError;
+use crate::plan::{Effect, Plan};
 
 /// Rows over all tables of one result.
 pub const MAX_ROWS: usize = 100_000;
@@ -43,20 +44,27 @@ pub fn tables(tables: &[Table]) -> Result<(), String> {
     Ok(())
 }
 
-pub fn plan(plan: &ChangePlan) -> Result<(), String> {
+pub fn plan(plan: &Plan) -> Result<(), String> {
+    let text = |t: &crate::plan::Text| t.en.len() + t.ja.len();
+    // Close enough: what the plan's JSON in the journal and on screen will hold.
     let effect_len = |e: &Effect| match e {
-        Effect::Sql(s) => s.database.len() + s.statements.iter().map(String::len).sum::<usize>(),
-        Effect::File(f) => f.host.len() + f.path.len() + f.expected_sha256.len() + f.new_content.len(),
-        Effect::Service(s) => s.host.len() + s.service.len() + s.action.len(),
-        Effect::Exec(x) => x.host.len() + x.argv.iter().map(String::len).sum::<usize>(),
-        Effect::Opaque(t) => text_len(t),
+        Effect::Sql { database, statements, params, .. } => {
+            database.len() + statements.iter().map(String::len).sum::<usize>() + params.iter().flatten().map(|p| format!("{p:?}").len()).sum::<usize>()
+        }
+        Effect::File { host, path, expected_sha256, new_content } => host.len() + path.len() + expected_sha256.len() + new_content.len(),
+        Effect::Service { host, service, action } => host.len() + service.len() + action.len(),
+        Effect::Exec { host, argv, env, stdin, .. } => {
+            host.len() + argv.iter().map(String::len).sum::<usize>() + env.len() * 64 + stdin.as_ref().map_or(0, Vec::len)
+        }
+        Effect::Opaque(t) => text(t),
+        Effect::Wait { until, .. } => text(until),
     };
-    let bytes = text_len(&plan.summary)
-        + plan.warnings.iter().map(text_len).sum::<usize>()
+    let bytes = text(&plan.summary)
+        + plan.warnings.iter().map(text).sum::<usize>()
         + plan
             .steps
             .iter()
-            .map(|s| s.id.len() + text_len(&s.title) + s.target.len() + s.group.len() + s.data.len() + s.effects.iter().map(effect_len).sum::<usize>())
+            .map(|s| s.id.len() + text(&s.title) + s.target.len() + s.group.len() + s.data.len() + s.effects.iter().map(effect_len).sum::<usize>())
             .sum::<usize>();
     if plan.steps.len() > MAX_STEPS || bytes > MAX_PLAN_BYTES {
         return Err(format!(

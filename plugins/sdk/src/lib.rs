@@ -12,7 +12,7 @@
 //! here, never copied between plugins.
 
 wit_bindgen::generate!({
-    path: "../../wit",
+    path: "../../wit/deps/plugin-0.1.0",
     world: "plugin",
     pub_export_macro: true,
     export_macro_name: "export",
