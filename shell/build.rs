@@ -10,6 +10,9 @@ use std::process::Command;
 const BUNDLED: &[&str] = &["opsh-plugin-pg", "opsh-plugin-opentenbase", "opsh-plugin-horizon-slony", "opsh-plugin-tungsten", "opsh-plugin-edb-xdb"];
 /// Built for the tests only.
 const FIXTURES: &[&str] = &["opsh-probe-plugin", "opsh-hostile-plugin", "opsh-v2-plugin"];
+/// Those whose SDK is built against opsh:plugin@0.2.0 (its `wit-0-2` feature): a cargo run of
+/// their own, since features unify across the packages of one run.
+const ON_WIT_0_2: &[&str] = &["opsh-plugin-pg"];
 
 fn main() {
     let manifest = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
@@ -19,10 +22,32 @@ fn main() {
         println!("cargo:rerun-if-changed={}", root.join(path).display());
     }
 
+    let all: Vec<&str> = BUNDLED.iter().chain(FIXTURES).copied().collect();
+    let (newer, older): (Vec<&str>, Vec<&str>) = all.into_iter().partition(|p| ON_WIT_0_2.contains(p));
+    for packages in [older, newer] {
+        build_plugins(&root, &target_dir, &packages);
+    }
+
+    let wasm_dir = target_dir.join("wasm32-wasip2").join("plugin");
+    let mut generated = String::from("/// Plugin components embedded in this binary.\npub static BUNDLED: &[&[u8]] = &[\n");
+    for package in BUNDLED {
+        let file = wasm_dir.join(format!("{}.wasm", package.replace('-', "_")));
+        generated.push_str(&format!("    include_bytes!({:?}),\n", file.display().to_string()));
+    }
+    generated.push_str("];\n");
+    let out = PathBuf::from(std::env::var("OUT_DIR").expect("cargo sets OUT_DIR")).join("bundled.rs");
+    std::fs::write(out, generated).expect("writing bundled.rs");
+}
+
+/// One nested cargo run for these plugin crates.
+fn build_plugins(root: &PathBuf, target_dir: &PathBuf, packages: &[&str]) {
+    if packages.is_empty() {
+        return;
+    }
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut command = Command::new(cargo);
-    command.current_dir(&root).args(["build", "--quiet", "--target", "wasm32-wasip2", "--profile", "plugin", "--target-dir"]).arg(&target_dir);
-    for package in BUNDLED.iter().chain(FIXTURES) {
+    command.current_dir(root).args(["build", "--quiet", "--target", "wasm32-wasip2", "--profile", "plugin", "--target-dir"]).arg(target_dir);
+    for package in packages {
         command.args(["-p", package]);
     }
     for (key, _) in std::env::vars_os() {
@@ -41,14 +66,4 @@ fn main() {
             "building the opsh plugins for wasm32-wasip2 failed (see above). If the target is missing: `rustup target add wasm32-wasip2` (scripts/test and scripts/demo do this)"
         );
     }
-
-    let wasm_dir = target_dir.join("wasm32-wasip2").join("plugin");
-    let mut generated = String::from("/// Plugin components embedded in this binary.\npub static BUNDLED: &[&[u8]] = &[\n");
-    for package in BUNDLED {
-        let file = wasm_dir.join(format!("{}.wasm", package.replace('-', "_")));
-        generated.push_str(&format!("    include_bytes!({:?}),\n", file.display().to_string()));
-    }
-    generated.push_str("];\n");
-    let out = PathBuf::from(std::env::var("OUT_DIR").expect("cargo sets OUT_DIR")).join("bundled.rs");
-    std::fs::write(out, generated).expect("writing bundled.rs");
 }

@@ -130,3 +130,25 @@ fn an_edited_plan_file_shows_what_would_run_or_is_refused() {
     assert!(refused.stderr.contains("was planned for a plugin built against another opsh:plugin version"), "{refused:?}");
     assert_eq!(count(&world, "v2-declared"), "0", "nothing ran");
 }
+
+/// The bundled `pg` plugin is built against 0.2: the host runs its ALTER SYSTEM and reload and
+/// waits for the value, exactly as the plan shows them; psql sees the new setting.
+#[test]
+fn the_bundled_pg_plugin_is_performed_by_the_host() {
+    let world = World::new();
+    let plan = world.opsh(&["pg", "set-config", "beta-app", "work_mem", "8MB", "--dry-run"]);
+    assert_eq!(plan.code, 0, "{plan:?}");
+    for line in
+        ["sql beta-app: ALTER SYSTEM SET \"work_mem\" = '8MB'", "sql beta-app: SELECT pg_reload_conf()", "wait until work_mem = 8MB is in effect (at most 5 s)"]
+    {
+        assert!(plan.stdout.contains(line), "{line:?}: {plan:?}");
+    }
+    assert!(!plan.stdout.contains("built for opsh:plugin 0.1"), "{plan:?}");
+    let before = world.runs();
+    let run = world.opsh(&["--yes", "pg", "set-config", "beta-app", "work_mem", "8MB"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert_eq!(world.sql("beta", "app", "SHOW work_mem"), "8MB");
+    let id = crate::support::new_run(&world, &before);
+    let steps = world.records(&id)[0]["plan"]["steps"].clone();
+    assert!(steps.as_array().is_some_and(|s| s.len() == 2 && s.iter().all(|s| s["runs"] == "host")), "{steps}");
+}

@@ -53,8 +53,17 @@ pub fn plan(plan: &Plan) -> Result<(), String> {
         }
         Effect::File { host, path, expected_sha256, new_content } => host.len() + path.len() + expected_sha256.len() + new_content.len(),
         Effect::Service { host, service, action } => host.len() + service.len() + action.len(),
-        Effect::Exec { host, argv, env, stdin, .. } => {
-            host.len() + argv.iter().map(String::len).sum::<usize>() + env.len() * 64 + stdin.as_ref().map_or(0, Vec::len)
+        Effect::Exec { host, argv, env, stdin, ok_status, .. } => {
+            let env: usize = env
+                .iter()
+                .map(|(name, value)| {
+                    name.len()
+                        + match value {
+                            crate::plan::EnvSpec::Plain(v) | crate::plan::EnvSpec::DatabasePassword(v) => v.len(),
+                        }
+                })
+                .sum();
+            host.len() + argv.iter().map(String::len).sum::<usize>() + env + stdin.as_ref().map_or(0, Vec::len) + ok_status.len() * 4
         }
         Effect::Opaque(t) => text(t),
         Effect::Wait { until, .. } => text(until),

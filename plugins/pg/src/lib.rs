@@ -3,6 +3,9 @@
 //! - `pg status` — reachability, role (primary / standby), version, replication of each database.
 //! - `pg set-config DATABASE NAME VALUE` — `ALTER SYSTEM SET` then `pg_reload_conf()`, verified
 //!   by reading `pg_settings` back; warns when the setting needs a restart.
+//!
+//! Built against opsh:plugin@0.2.0: each step declares its SQL and the host runs exactly that
+//! (and waits, asking `check`, until the reloaded value is in effect); the plugin applies nothing.
 #![cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
 
 use opsh_plugin_sdk::{
@@ -77,33 +80,19 @@ impl Guest for Pg {
                 .sql(database, &[&alter])
                 .idempotent()
                 .build(),
-                step("reload", text("Reload the configuration", "設定を再読み込み"), database).sql(database, &["SELECT pg_reload_conf()"]).idempotent().build(),
+                step("reload", text("Reload the configuration", "設定を再読み込み"), database)
+                    .sql(database, &["SELECT pg_reload_conf()"])
+                    // pg_reload_conf() only signals the server: the value takes effect soon after.
+                    .wait_until(text(&format!("{name} = {value} is in effect"), &format!("{name} = {value} が反映される")), 100, 5_000)
+                    .idempotent()
+                    .build(),
             ],
         })
     }
 
-    fn apply(call: Invocation, step: Step) -> CommandResult<opsh_plugin_sdk::Text> {
-        let args = Args(&call);
-        let (database, name, value) = (args.required("database")?, args.required("name")?, args.required("value")?);
-        match step.id.as_str() {
-            "alter-system" => {
-                sql::query(database, &format!("ALTER SYSTEM SET {} = {}", quote::ident(name), quote::literal(value)), &[])?;
-                Ok(text("written", "書き込み済み"))
-            }
-            "reload" => {
-                sql::query(database, "SELECT pg_reload_conf()", &[])?;
-                // pg_reload_conf() only signals the server: wait until the value is in effect.
-                for _ in 0..50 {
-                    let rows = sql::query(database, IN_EFFECT, &[sql::Value::Text(name.into()), sql::Value::Text(value.into())])?;
-                    if rows.first_bool("done") == Some(true) {
-                        break;
-                    }
-                    host::sleep(100);
-                }
-                Ok(text("reloaded", "再読み込み済み"))
-            }
-            other => Err(CommandError::Failed(format!("unknown step {other}"))),
-        }
+    /// Every step is declared: the host performs it.
+    fn apply(_call: Invocation, step: Step) -> CommandResult<opsh_plugin_sdk::Text> {
+        Err(CommandError::Failed(format!("pg applies no step itself; step {} is the host's", step.id)))
     }
 
     fn check(call: Invocation, step: Step) -> CommandResult<CheckResult> {

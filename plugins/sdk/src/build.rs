@@ -63,6 +63,8 @@ pub fn step(id: &str, title: Text, target: &str) -> StepBuilder {
         group: String::new(),
         idempotent: false,
         data: String::new(),
+        #[cfg(feature = "wit-0-2")]
+        custom: None,
     })
 }
 
@@ -74,16 +76,76 @@ impl StepBuilder {
         self
     }
 
+    #[cfg(not(feature = "wit-0-2"))]
     pub fn sql(self, database: &str, statements: &[&str]) -> Self {
         self.effect(Effect::Sql(crate::SqlEffect { database: database.to_string(), statements: statements.iter().map(|s| s.to_string()).collect() }))
     }
 
+    /// Statements without parameters; several run in one transaction.
+    #[cfg(feature = "wit-0-2")]
+    pub fn sql(self, database: &str, statements: &[&str]) -> Self {
+        let statements = statements.iter().map(|s| crate::sql::Statement { sql: s.to_string(), params: Vec::new() }).collect::<Vec<_>>();
+        let transaction = statements.len() > 1;
+        self.effect(Effect::Sql(crate::SqlEffect { database: database.to_string(), statements, transaction, expect_affected: None }))
+    }
+
+    /// One statement with parameters (`$1` …).
+    #[cfg(feature = "wit-0-2")]
+    pub fn sql_with(self, database: &str, sql: &str, params: Vec<crate::sql::Value>) -> Self {
+        let statements = vec![crate::sql::Statement { sql: sql.to_string(), params }];
+        self.effect(Effect::Sql(crate::SqlEffect { database: database.to_string(), statements, transaction: false, expect_affected: None }))
+    }
+
+    /// The last SQL effect must affect exactly `rows` rows (else the host rolls it back).
+    #[cfg(feature = "wit-0-2")]
+    pub fn expect_rows(mut self, rows: u64) -> Self {
+        if let Some(Effect::Sql(sql)) = self.0.effects.iter_mut().rev().find(|e| matches!(e, Effect::Sql(_))) {
+            sql.expect_affected = Some(rows);
+            sql.transaction = true;
+        }
+        self
+    }
+
+    /// Wait until the step's check says done, asking every `interval_ms`, at most `timeout_ms`.
+    #[cfg(feature = "wit-0-2")]
+    pub fn wait_until(self, until: Text, interval_ms: u32, timeout_ms: u32) -> Self {
+        self.effect(Effect::Wait(crate::WaitEffect { until, interval_ms, timeout_ms }))
+    }
+
+    /// The plugin's `apply` performs this step (the host cannot from a declaration): `reason`
+    /// is shown; each change it makes must be one of the step's effects.
+    #[cfg(feature = "wit-0-2")]
+    pub fn custom(mut self, reason: Text) -> Self {
+        self.0.custom = Some(reason);
+        self
+    }
+
+    #[cfg(not(feature = "wit-0-2"))]
     pub fn service(self, host: &str, service: &str, action: &str) -> Self {
         self.effect(Effect::Service(crate::ServiceEffect { host: host.into(), service: service.into(), action: action.into() }))
     }
 
+    #[cfg(feature = "wit-0-2")]
+    pub fn service(self, host: &str, service: &str, action: crate::service::ServiceAction) -> Self {
+        self.effect(Effect::Service(crate::ServiceEffect { host: host.into(), service: service.into(), action }))
+    }
+
+    #[cfg(not(feature = "wit-0-2"))]
     pub fn exec(self, host: &str, argv: &[&str]) -> Self {
         self.effect(Effect::Exec(crate::ExecEffect { host: host.into(), argv: argv.iter().map(|a| a.to_string()).collect() }))
+    }
+
+    #[cfg(feature = "wit-0-2")]
+    pub fn exec(self, host: &str, argv: &[&str]) -> Self {
+        self.effect(Effect::Exec(crate::ExecEffect {
+            host: host.into(),
+            argv: argv.iter().map(|a| a.to_string()).collect(),
+            env: Vec::new(),
+            stdin: None,
+            timeout_ms: None,
+            privileged: false,
+            ok_status: Vec::new(),
+        }))
     }
 
     pub fn file(self, host: &str, path: &str, expected_sha256: &str, new_content: &str) -> Self {

@@ -5,6 +5,8 @@
 use crate::{CheckResult, CheckState, CommandError, Effect, Step, file_edit, text};
 
 /// Write the step's file effect (the host checks the file still has the content the plan read).
+/// Under opsh:plugin 0.2 the host writes it itself.
+#[cfg(not(feature = "wit-0-2"))]
 pub fn apply(step: &Step) -> Result<String, CommandError> {
     let Some(Effect::File(file)) = step.effects.iter().find(|e| matches!(e, Effect::File(_))) else {
         return Err(CommandError::Failed(format!("step {} has no file effect", step.id)));

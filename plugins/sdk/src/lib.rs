@@ -11,6 +11,7 @@
 //! Helpers shared by several plugins (e.g. editing `.properties` or `pg_hba.conf` text) belong
 //! here, never copied between plugins.
 
+#[cfg(not(feature = "wit-0-2"))]
 wit_bindgen::generate!({
     path: "../../wit/deps/plugin-0.1.0",
     world: "plugin",
@@ -19,6 +20,25 @@ wit_bindgen::generate!({
     default_bindings_module: "opsh_plugin_sdk",
     additional_derives: [PartialEq],
 });
+
+#[cfg(feature = "wit-0-2")]
+wit_bindgen::generate!({
+    path: "../../wit",
+    world: "opsh:plugin/plugin@0.2.0",
+    generate_all,
+    pub_export_macro: true,
+    export_macro_name: "export",
+    default_bindings_module: "opsh_plugin_sdk",
+    additional_derives: [PartialEq],
+});
+
+/// The bindings of the WIT version this build is for, under one set of names.
+mod wit {
+    #[cfg(not(feature = "wit-0-2"))]
+    pub use crate::{exports::opsh::plugin::runbook, opsh::plugin::*};
+    #[cfg(feature = "wit-0-2")]
+    pub use crate::{exports::opsh::plugin0_2_0::runbook, opsh::plugin0_1_0::*};
+}
 
 pub mod args;
 pub mod build;
@@ -34,12 +54,14 @@ pub mod quote;
 pub mod rows;
 pub mod wait;
 
-pub use exports::opsh::plugin::runbook::{
+#[cfg(feature = "wit-0-2")]
+pub use wit::runbook::WaitEffect;
+pub use wit::runbook::{
     self, ArgInfo, ArgKind, Cell, ChangePlan, CheckResult, CheckState, CommandError, CommandInfo, CommandKind, Completion, Effect, Example, ExecEffect,
     FileEffect, Guest, Invocation, PluginInfo, ServiceEffect, SqlEffect, Step, Table,
 };
-pub use opsh::plugin::types::{CapabilityError, Text};
-pub use opsh::plugin::{file_edit, host, service, sql, ssh};
+pub use wit::types::{CapabilityError, Text};
+pub use wit::{file_edit, host, service, sql, ssh};
 
 pub use args::Args;
 pub use build::{bad, capabilities, command, good, plain, step, table, text, warn};
