@@ -60,6 +60,9 @@ pub enum Record {
         /// `user@host` who applied it (absent in journals of earlier opsh).
         #[serde(default, skip_serializing_if = "String::is_empty")]
         operator: String,
+        /// `sha256:HEX` of the plugin's component (absent in journals of earlier opsh).
+        #[serde(default, skip_serializing_if = "String::is_empty")]
+        component: String,
         /// The saved plan it applies (`apply FILE`), and who made that.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         saved: Option<SavedFrom>,
@@ -256,6 +259,14 @@ impl RunLog {
         list_files(dir).iter().filter_map(|p| file_run_id(p)).filter_map(|id| Self::read(dir, &id).ok()).collect()
     }
 
+    /// The component the run was planned with, when the journal says.
+    pub fn component(&self) -> Option<&str> {
+        match self.records.first() {
+            Some(Record::Run { component, .. }) if !component.is_empty() => Some(component),
+            _ => None,
+        }
+    }
+
     pub fn header(&self) -> Option<(&str, &Invocation, &Plan, &[StepPreview], &str, &str)> {
         match self.records.first() {
             Some(Record::Run { plugin, invocation, plan, previews, line, lang, .. }) => Some((plugin, invocation, plan, previews, line, lang)),
@@ -389,6 +400,7 @@ mod tests {
                 plan: plan(3),
                 previews: vec![],
                 operator: "me@here".into(),
+                component: String::new(),
                 saved: None,
             })
             .expect("run");

@@ -69,39 +69,49 @@ impl ProbePattern {
         }
     }
 
-    /// A probe a plugin declares may not leave an interpreter's program open: `sh -c *`,
-    /// `python3 -c *`, `env *` or a shell reading `*` from its input would let the plugin run
+    /// A probe a plugin declares may not leave a program open: its program's name is fixed
+    /// (a directory may vary: `*/pg_ctl`), and an interpreter or a wrapper that runs another
+    /// program (`sh`, `python3.11`, `env`, `sudo`, `xargs` …) gets no wildcard at all, in its
+    /// arguments or its input — `sh -c *`, `bash -lc *`, `env sh <<< *` would let the plugin run
     /// anything while planning. (An operator may still approve such a pattern in a grant.)
     fn fit_to_declare(&self) -> Result<(), String> {
-        const INTERPRETERS: &[&str] =
-            &["sh", "bash", "dash", "zsh", "ksh", "busybox", "env", "python", "python3", "perl", "ruby", "node", "psql", "awk", "xargs", "sudo"];
+        const RUNS_PROGRAMS: &[&str] = &[
+            "sh", "bash", "dash", "zsh", "ksh", "csh", "tcsh", "fish", "busybox", "env", "python", "perl", "ruby", "node", "nodejs", "php", "lua", "tclsh",
+            "psql", "awk", "gawk", "mawk", "sed", "xargs", "sudo", "su", "doas", "nice", "ionice", "nohup", "timeout", "setsid", "stdbuf", "chroot", "ssh",
+            "find", "watch", "script", "expect",
+        ];
         let program = self.words[0].rsplit('/').next().unwrap_or_default();
-        if !INTERPRETERS.contains(&program) {
-            return Ok(());
+        if program.contains('*') {
+            return Err(format!("probe pattern {:?} does not name its program: only its directory may vary (e.g. */pg_ctl)", self.source));
         }
-        let open = match program {
-            "env" | "xargs" | "sudo" | "busybox" => self.words.iter().skip(1).any(|w| w.contains('*')),
-            _ => {
-                let script = self.words.iter().position(|w| w == "-c" || w == "-e").and_then(|at| self.words.get(at + 1));
-                script.is_some_and(|s| s.contains('*')) || self.stdin.as_ref().is_some_and(|s| s.contains('*'))
-            }
-        };
-        if open { Err(format!("probe pattern {:?} leaves {program}'s program open to the plugin; declare the exact script", self.source)) } else { Ok(()) }
+        let bare = program.trim_end_matches(|c: char| c.is_ascii_digit() || c == '.');
+        let open = self.words.iter().skip(1).chain(self.stdin.iter()).any(|w| w.contains('*'));
+        if RUNS_PROGRAMS.contains(&bare) && open {
+            return Err(format!("probe pattern {:?} leaves {program}'s program open to the plugin; declare the exact command, without wildcards", self.source));
+        }
+        Ok(())
     }
 }
 
-/// Like a glob, but `*` in a probe's input never spans a line or a `;`: the input is one
-/// statement or command, as approved.
+/// A probe's input against its pattern: split at every line break, `;` and `\\` (psql's
+/// backslash commands), the pieces must correspond one to one and each match its glob — so a
+/// `*` never reaches past a statement, a line or a backslash.
 fn input_matches(pattern: &str, text: &str) -> bool {
-    let (p, t): (Vec<char>, Vec<char>) = (pattern.chars().collect(), text.chars().collect());
-    fn at(p: &[char], t: &[char]) -> bool {
-        match p.split_first() {
-            None => t.is_empty(),
-            Some(('*', rest)) => (0..=t.len()).take_while(|&n| n == 0 || !matches!(t[n - 1], '\n' | ';')).any(|n| at(rest, &t[n..])),
-            Some((c, rest)) => t.first() == Some(c) && at(rest, &t[1..]),
+    let pieces = |s: &str| -> Vec<(String, Option<char>)> {
+        let mut out = Vec::new();
+        let mut current = String::new();
+        for c in s.chars() {
+            if matches!(c, '\n' | ';' | '\\') {
+                out.push((std::mem::take(&mut current), Some(c)));
+            } else {
+                current.push(c);
+            }
         }
-    }
-    at(&p, &t)
+        out.push((current, None));
+        out
+    };
+    let (p, t) = (pieces(pattern), pieces(text));
+    p.len() == t.len() && p.iter().zip(&t).all(|((pp, ps), (tp, ts))| ps == ts && glob_match(pp, tp))
 }
 
 impl fmt::Display for ProbePattern {
@@ -163,7 +173,22 @@ mod tests {
         let declared =
             declared(&["sql".into(), "probe:true".into(), "probe:test -e *".into(), "probe:sh -c 'pgrep -x slon || true'".into()]).expect("declared");
         assert_eq!(declared.iter().map(ToString::to_string).collect::<Vec<_>>(), ["true", "test -e *", "sh -c 'pgrep -x slon || true'"]);
-        for open in ["probe:sh -c *", "probe:/bin/bash -c 'echo *'", "probe:env *", "probe:psql -X <<< *", "probe:python3 -c *"] {
+        for open in [
+            "probe:sh -c *",
+            "probe:/bin/bash -c 'echo *'",
+            "probe:env *",
+            "probe:psql -X <<< *",
+            "probe:python3 -c *",
+            "probe:bash -lc *",
+            "probe:sh * *",
+            "probe:env sh <<< *",
+            "probe:sudo -n bash <<< *",
+            "probe:*sh -c x",
+            "probe:/bin/b*sh -c x",
+            "probe:python3.11 -c *",
+            "probe:sh -c 'eval \"$0\"' *",
+            "probe:timeout 5 *",
+        ] {
             assert!(super::declared(&[open.into()]).is_err(), "{open} declared");
         }
     }
@@ -174,5 +199,13 @@ mod tests {
         assert!(p.matches(&argv(&["psql", "-XAt"]), Some(b"select client_addr from pg_stat_replication\n")));
         assert!(!p.matches(&argv(&["psql", "-XAt"]), Some(b"select 1; drop table t; select 1 from pg_stat_replication")));
         assert!(!p.matches(&argv(&["psql", "-XAt"]), Some(b"select 1\n\\! touch /tmp/x\nselect 1 from pg_stat_replication")));
+        assert!(!p.matches(&argv(&["psql", "-XAt"]), Some(b"select 1 \\! touch /tmp/x # from pg_stat_replication")), "a backslash command");
+    }
+
+    #[test]
+    fn matching_stays_linear_whatever_the_input() {
+        let p = ProbePattern::parse("cat <<< '**********x'").expect("pattern");
+        let input = "a".repeat(100_000);
+        assert!(!p.matches(&argv(&["cat"]), Some(input.as_bytes())));
     }
 }

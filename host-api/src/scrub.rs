@@ -75,6 +75,9 @@ impl Scrubber {
     /// Base64 forms split by line breaks: looked for in the text without its line breaks, and
     /// the span they cover in the text replaced.
     fn unwrap_scrub(&self, bytes: Vec<u8>) -> Vec<u8> {
+        if self.wrapped.is_empty() {
+            return bytes;
+        }
         let (joined, at): (Vec<u8>, Vec<usize>) = bytes.iter().enumerate().filter(|(_, b)| **b != b'\n' && **b != b'\r').map(|(i, b)| (*b, i)).unzip();
         let mut spans: Vec<(usize, usize)> = Vec::new();
         for form in &self.wrapped {

@@ -220,7 +220,6 @@ struct Reopened {
     plugin: Arc<LoadedPlugin>,
     call: Invocation,
     plan: Plan,
-    previews: Vec<StepPreview>,
     line: String,
     run: String,
     journal: Arc<Journal>,
@@ -408,6 +407,7 @@ impl Engine<'_> {
             plan: plan.clone(),
             previews: previews.clone(),
             operator: saved::operator(),
+            component: format!("sha256:{}", plugin.sha256),
             saved,
         };
         if let Err(e) = journal.append(&record) {
@@ -437,12 +437,15 @@ impl Engine<'_> {
 
     /// Continue a journaled run from the first step not known to be done.
     pub async fn resume(&self, registry: &Registry, run: &str, options: &RunOptions) -> Outcome {
-        let Reopened { log, plugin, call, plan, previews, line, run, journal, locks: _locks } = match self.reopen(registry, run, "resume") {
+        let Reopened { log, plugin, call, plan, line, run, journal, locks: _locks } = match self.reopen(registry, run, "resume") {
             Ok(reopened) => reopened,
             Err(outcome) => return outcome,
         };
         let lang = options.lang.as_str();
         let who = format!("resume {run} ({line})");
+        // Shown as it would run now (addresses of today's inventory, files as they are).
+        let previews = self.previews(plugin.name(), &plan, lang).await;
+        let warnings = changed_plugin(&log, &plugin);
         let mut states = log.states();
         if states.iter().all(|s| *s == StepState::Done) && log.status() == "done" {
             return Outcome::Done {
@@ -458,7 +461,7 @@ impl Engine<'_> {
         self.operator.plan(
             plugin.name(),
             &format!("resume {run}: {line} — {done} of {} steps done, {} to go", plan.steps.len(), remaining.len()),
-            &[],
+            &warnings,
             &remaining,
             &[],
         );
@@ -478,12 +481,14 @@ impl Engine<'_> {
 
     /// Apply one step of a journaled run again (after fixing what made it fail).
     pub async fn retry(&self, registry: &Registry, run: &str, step_id: &str, options: &RunOptions) -> Outcome {
-        let Reopened { log, plugin, call, plan, previews, line, run, journal, locks: _locks } = match self.reopen(registry, run, &format!("retry {step_id}")) {
+        let Reopened { log, plugin, call, plan, line, run, journal, locks: _locks } = match self.reopen(registry, run, &format!("retry {step_id}")) {
             Ok(reopened) => reopened,
             Err(outcome) => return outcome,
         };
         let lang = options.lang.as_str();
         let who = format!("retry {run} {step_id} ({line})");
+        let previews = self.previews(plugin.name(), &plan, lang).await;
+        let warnings = changed_plugin(&log, &plugin);
         let Some(index) = plan.steps.iter().position(|s| s.id == step_id) else {
             let ids: Vec<&str> = plan.steps.iter().map(|s| s.id.as_str()).collect();
             return Outcome::Usage { message: format!("run {run} has no step {step_id:?}; its steps: {}", ids.join(", ")) };
@@ -509,7 +514,7 @@ impl Engine<'_> {
             CheckState::Stale => return Outcome::Refused { message: format!("{who}: the step no longer fits the live state: {detail}"), run: Some(run) },
             CheckState::NotDone | CheckState::Unknown => {}
         }
-        self.operator.plan(plugin.name(), &format!("retry step {step_id} of {run}: {line}"), &[], std::slice::from_ref(&previews[index]), &[]);
+        self.operator.plan(plugin.name(), &format!("retry step {step_id} of {run}: {line}"), &warnings, std::slice::from_ref(&previews[index]), &[]);
         if options.dry_run {
             return Outcome::Planned { steps: vec![previews[index].clone()], probes: Vec::new() };
         }
@@ -565,7 +570,7 @@ impl Engine<'_> {
         let journal = Arc::new(journal);
         let locks =
             self.lock(&plan, &run).map_err(|message| Outcome::Refused { message: format!("{who}: {message}; nothing was changed"), run: Some(run.clone()) })?;
-        Ok(Reopened { log, plugin, call, plan, previews, line, run, journal, locks })
+        Ok(Reopened { log, plugin, call, plan, line, run, journal, locks })
     }
 
     /// Events for the plugin calls of a journaled run: its probes go to the journal.
@@ -1114,6 +1119,19 @@ enum StepOutcome {
     Failed(String),
     Unreachable(String),
     Unknown(String),
+}
+
+/// A run resumed with another build of its plugin than it was planned with: said, not refused
+/// (upgrading opsh changes every bundled plugin's hash; each step's check runs first anyway).
+fn changed_plugin(log: &RunLog, plugin: &LoadedPlugin) -> Vec<String> {
+    let now = format!("sha256:{}", plugin.sha256);
+    match log.component() {
+        Some(then) if then != now => vec![format!(
+            "plugin {} is another build than the one this run was planned with ({then} then, {now} now); each step's check runs before it",
+            plugin.name()
+        )],
+        _ => Vec::new(),
+    }
 }
 
 /// A plan from a file (journal, saved plan) is applied only by the kind of plugin that makes

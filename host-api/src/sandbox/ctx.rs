@@ -171,14 +171,12 @@ impl CallCtx {
     /// Everything that comes back into the sandbox: addresses as tokens, known secrets (and
     /// their encodings) as the marker.
     fn conceal(&self, text: &str) -> String {
-        let concealed = self.caps.addresses.conceal_for(text, &|host| self.sees(host));
-        match self.caps.scrubber.scrub(&concealed) {
-            std::borrow::Cow::Borrowed(_) => concealed,
-            std::borrow::Cow::Owned(scrubbed) => {
-                self.tell_of_secret();
-                scrubbed
-            }
+        // Secrets first: a password that holds an address is still a password.
+        let scrubbed = self.caps.scrubber.scrub(text);
+        if matches!(scrubbed, std::borrow::Cow::Owned(_)) {
+            self.tell_of_secret();
         }
+        self.caps.addresses.conceal_for(&scrubbed, &|host| self.sees(host))
     }
 
     fn conceal_bytes(&self, bytes: Vec<u8>) -> Vec<u8> {
@@ -348,7 +346,8 @@ impl sql::Host for CallCtx {
 
     async fn batch(&mut self, database: String, script: String) -> Result<sql::Rows, types::CapabilityError> {
         let started = Instant::now();
-        let (read_only, _) = self.sql_session(&database, &[(script.as_str(), &[])], false);
+        // A script is never one of a custom step's effects: it could not keep their row counts.
+        let read_only = !self.phase.may_change() || self.approved.is_some();
         let prepared = self.grant(Capability::Sql, &database, None).and_then(|()| self.reveal(&script));
         let caps = self.caps.clone();
         let session = capability::sql::Session { plugin: &self.plugin, read_only };

@@ -18,6 +18,9 @@ use opsh_plugin_sdk::{
 };
 use system::{Node, PUB_SCHEMAS, SUB_SCHEMA, System};
 
+/// Written for opsh:plugin 0.1 (see `opsh_plugin_sdk::WIT_MINOR`).
+const _: () = assert!(opsh_plugin_sdk::WIT_MINOR == 1, "this plugin is written for opsh:plugin 0.1");
+
 struct Xdb;
 
 impl Guest for Xdb {
@@ -37,10 +40,7 @@ impl Guest for Xdb {
                 "EDB xDB Replication Server 6.2: controlled switchover of publication and subscription",
                 "EDB xDB Replication Server 6.2: 公開・購読データベースの切り替え",
             ),
-            capabilities: opsh_plugin_sdk::capabilities(
-                &["sql", "ssh", "file-edit", "service"],
-                &[&format!("sh -c {} verify * *", opsh_plugin_sdk::quote::shell(VERIFY_DUMP))],
-            ),
+            capabilities: opsh_plugin_sdk::capabilities(&["sql", "ssh", "file-edit", "service"], &[LIST_BACKUP]),
             commands: vec![
                 topology(command(
                     "status",
@@ -351,14 +351,9 @@ mv "$file.tmp" "$file"
 echo "backed up to $file"
 "#;
 
-/// Is the backup readable and does it hold every schema?
-/// Does the backup FILE hold every schema of the comma-separated SCHEMAS? The one command
-/// this plugin runs while nothing may change (declared in `describe()`).
-const VERIFY_DUMP: &str = r#"file=$1 schemas=$2
-[ -f "$file" ] || { echo "no backup at $file" >&2; exit 1; }
-IFS=,
-for s in $schemas; do pg_restore --list "$file" | grep -q " SCHEMA - $s " || { echo "$file does not hold schema $s" >&2; exit 1; }; done
-"#;
+/// The one command this plugin runs while nothing may change (declared in `describe()`): the
+/// table of contents of a backup, which `backup_readable` reads for the schemas.
+const LIST_BACKUP: &str = "pg_restore --list *";
 
 const RESTORE: &str = r#"set -eu
 addr=$1 port=$2 user=$3 db=$4 file=$5
@@ -863,13 +858,17 @@ fn script_argv(script: &str, data: &StepData) -> Result<Vec<String>, CommandErro
     Ok(argv)
 }
 
+/// Is the backup FILE readable, and does it hold every schema of the comma-separated SCHEMAS?
 fn backup_readable(host: &str, file: &str, schemas: &str) -> Result<(), String> {
-    let argv = vec!["sh".to_string(), "-c".to_string(), VERIFY_DUMP.to_string(), "verify".to_string(), file.to_string(), schemas.to_string()];
-    let request = ssh::ExecRequest { argv, env: Vec::new(), stdin: None, timeout_ms: Some(60_000), privileged: false, read_only: true };
-    match ssh::exec(host, &request) {
-        Ok(out) if out.status == Some(0) => Ok(()),
-        Ok(out) => Err(String::from_utf8_lossy(&out.stderr).trim().to_string()),
-        Err(e) => Err(e.brief()),
+    let out = match opsh_plugin_sdk::probe(host, &["pg_restore", "--list", file], Some(60_000)) {
+        Ok(out) if out.status == Some(0) => out,
+        Ok(out) => return Err(format!("no readable backup at {file}: {}", String::from_utf8_lossy(&out.stderr).trim())),
+        Err(e) => return Err(e.brief()),
+    };
+    let listing = String::from_utf8_lossy(&out.stdout);
+    match schemas.split(',').find(|s| !listing.lines().any(|line| line.contains(&format!(" SCHEMA - {s} ")))) {
+        Some(missing) => Err(format!("{file} does not hold schema {missing}")),
+        None => Ok(()),
     }
 }
 

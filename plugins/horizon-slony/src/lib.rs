@@ -22,6 +22,9 @@ use opsh_plugin_sdk::{
     Args, ChangePlan, CheckResult, CommandError, CommandKind, CommandResult, Completion, Guest, Invocation, PluginInfo, Step, Table, Text, command, text,
 };
 
+/// Written for opsh:plugin 0.1 (see `opsh_plugin_sdk::WIT_MINOR`).
+const _: () = assert!(opsh_plugin_sdk::WIT_MINOR == 1, "this plugin is written for opsh:plugin 0.1");
+
 struct HorizonPlugin;
 
 impl Guest for HorizonPlugin {

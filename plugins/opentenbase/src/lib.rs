@@ -31,6 +31,9 @@ use opsh_plugin_sdk::{
     Table, Text, bad, command, data, good, names, plain, quote, sql, ssh, step, table, text, wait, warn,
 };
 
+/// Written for opsh:plugin 0.1 (see `opsh_plugin_sdk::WIT_MINOR`).
+const _: () = assert!(opsh_plugin_sdk::WIT_MINOR == 1, "this plugin is written for opsh:plugin 0.1");
+
 struct Otb;
 
 impl Guest for Otb {

@@ -13,6 +13,9 @@ use opsh_plugin_sdk::{
     command, good, host, plain, quote, sql, step, table, text, warn,
 };
 
+/// Written for opsh:plugin 0.2 (see `opsh_plugin_sdk::WIT_MINOR`).
+const _: () = assert!(opsh_plugin_sdk::WIT_MINOR == 2, "this plugin is written for opsh:plugin 0.2");
+
 struct Pg;
 
 impl Guest for Pg {

@@ -32,6 +32,15 @@ wit_bindgen::generate!({
     additional_derives: [PartialEq],
 });
 
+/// The minor version of opsh:plugin this build of the SDK is for. A plugin asserts the one it is
+/// written for (`const _: () = assert!(opsh_plugin_sdk::WIT_MINOR == 1);`): cargo features unify,
+/// so a workspace build that also builds a 0.2 plugin must fail, not quietly turn a 0.1 plugin's
+/// previews into effects the host performs.
+#[cfg(not(feature = "wit-0-2"))]
+pub const WIT_MINOR: u32 = 1;
+#[cfg(feature = "wit-0-2")]
+pub const WIT_MINOR: u32 = 2;
+
 /// The bindings of the WIT version this build is for, under one set of names.
 mod wit {
     #[cfg(not(feature = "wit-0-2"))]

@@ -8,8 +8,3 @@ pub fn ident(name: &str) -> String {
 pub fn literal(value: &str) -> String {
     format!("'{}'", value.replace('\'', "''"))
 }
-
-/// One word for a POSIX shell (and for a probe pattern): single-quoted, `'` written as `'\''`.
-pub fn shell(word: &str) -> String {
-    format!("'{}'", word.replace('\'', r"'\''"))
-}

@@ -17,6 +17,9 @@ use opsh_plugin_sdk::{
     Table, Text, bad, command, data, good, plain, step, table, text, warn,
 };
 
+/// Written for opsh:plugin 0.1 (see `opsh_plugin_sdk::WIT_MINOR`).
+const _: () = assert!(opsh_plugin_sdk::WIT_MINOR == 1, "this plugin is written for opsh:plugin 0.1");
+
 struct Tungsten;
 
 impl Guest for Tungsten {
