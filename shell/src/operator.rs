@@ -163,9 +163,19 @@ impl Console {
                         }
                     }
                     Preview::Service { host, service, action } => lines.push(format!("       service {host}: {action} {service}")),
-                    Preview::Exec { host, argv, env, stdin, privileged } => {
+                    Preview::Exec { host, argv, env, stdin, privileged, ok_status, timeout_ms } => {
                         let env = env.iter().map(|e| format!("{} ", one_line(e))).collect::<String>();
-                        let how = if *privileged { " (privileged)" } else { "" };
+                        let mut how: Vec<String> = Vec::new();
+                        if *privileged {
+                            how.push("privileged".into());
+                        }
+                        if !ok_status.is_empty() {
+                            how.push(format!("success: exit {}", ok_status.iter().map(ToString::to_string).collect::<Vec<_>>().join(" or ")));
+                        }
+                        if let Some(ms) = timeout_ms {
+                            how.push(format!("at most {} s", ms / 1000));
+                        }
+                        let how = if how.is_empty() { String::new() } else { format!(" ({})", how.join(", ")) };
                         lines.push(format!("       run on {host}{how}: {env}{}", shell_words::join(argv)));
                         if let Some(input) = stdin {
                             let mut input_lines = input.lines();

@@ -453,3 +453,25 @@ fn a_saved_plan_is_applied_exactly_and_refused_when_anything_changed() {
     assert_eq!(header["saved"]["planned_by"], doc["planned_by"]);
     assert!(header["operator"].as_str().is_some_and(|o| o.contains('@')), "{header}");
 }
+
+/// Resuming with another build of the plugin than the run was planned with is said, not refused
+/// (an upgrade of opsh changes every bundled plugin's hash), and the run still ends as an
+/// uninterrupted one would.
+#[test]
+fn resume_with_another_build_of_the_plugin_says_so_and_finishes() {
+    let world = World::new();
+    prepare(&world);
+    std::fs::write(marker(&world, "fail-edit-conf"), "").expect("marker");
+    let run = runbook(&world, &[]);
+    assert_eq!(run.code, 3, "{run:?}");
+    let id = world.runs().pop().expect("run");
+    assert!(world.records(&id)[0]["component"].as_str().is_some_and(|c| c.starts_with("sha256:")), "the journal names the component");
+    std::fs::remove_file(marker(&world, "fail-edit-conf")).expect("fix");
+    let installed = world.home.path().join("data/plugins/probe.wasm");
+    let original = std::fs::read(&installed).expect("installed probe");
+    std::fs::write(&installed, crate::hostile::append_custom_section(original)).expect("another build");
+    let resumed = world.opsh(&["--yes", "resume", &id]);
+    assert_eq!(resumed.code, 0, "{resumed:?}");
+    assert!(resumed.stdout.contains("plugin probe is another build than the one this run was planned with"), "{resumed:?}");
+    assert_eq!(end_state(&world), uninterrupted());
+}

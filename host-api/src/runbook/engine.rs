@@ -1063,12 +1063,22 @@ impl Engine<'_> {
                         expect_affected: *expect_affected,
                     },
                     Effect::Service { host, service, action } => Preview::Service { host: host.clone(), service: service.clone(), action: action.clone() },
-                    Effect::Exec { host, argv, env, stdin, privileged, .. } => Preview::Exec {
+                    Effect::Exec { host, argv, env, stdin, privileged, ok_status, timeout_ms } => Preview::Exec {
                         host: host.clone(),
                         argv: argv.iter().map(|a| self.reveal(a)).collect(),
                         env: env.iter().map(|(name, value)| effects::env_shown(name, value, &|t| self.reveal(t))).collect(),
-                        stdin: stdin.as_ref().map(|bytes| self.reveal(&String::from_utf8_lossy(bytes))),
+                        // Input that is not text is shown as its size and hash, never lossily.
+                        stdin: stdin.as_ref().map(|bytes| match std::str::from_utf8(bytes) {
+                            Ok(text) => self.reveal(text),
+                            Err(_) => format!(
+                                "({} bytes, sha256 {})",
+                                bytes.len(),
+                                hex::encode(sha2::Digest::finalize(<sha2::Sha256 as sha2::Digest>::new_with_prefix(bytes)))
+                            ),
+                        }),
                         privileged: *privileged,
+                        ok_status: ok_status.clone(),
+                        timeout_ms: *timeout_ms,
                     },
                     Effect::Opaque(text) => Preview::Opaque { text: self.reveal(pick_text(text, lang)) },
                     Effect::Wait { until, timeout_ms, .. } => Preview::Wait { until: self.reveal(pick_text(until, lang)), timeout_ms: *timeout_ms },

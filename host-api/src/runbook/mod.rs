@@ -141,6 +141,11 @@ pub enum Preview {
         stdin: Option<String>,
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         privileged: bool,
+        /// Exit statuses that mean success besides 0 (or instead of it).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        ok_status: Vec<i32>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        timeout_ms: Option<u32>,
     },
     /// The host asks the step's check until it says done.
     Wait {
