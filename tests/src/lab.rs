@@ -552,27 +552,25 @@ impl Lab {
     /// passwords into data directories or scripts).
     /// Lines of other labs (other address blocks) are kept.
     fn write_server_pgpass(&self, password: &str, uid: u32, gid: u32) -> Result<()> {
-        let path = PathBuf::from(format!("/home/{LAB_USER}/.pgpass"));
         let prefix = format!("127.42.{}.", self.state.block);
         let dns_suffix = format!(".b{}.{DNS_DOMAIN}:", self.state.block);
-        let mut lines: Vec<String> = fs::read_to_string(&path)
-            .unwrap_or_default()
-            .lines()
-            .filter(|l| !l.starts_with(&prefix) && !l.split(':').next().is_some_and(|h| format!("{h}:").ends_with(&dns_suffix)))
-            .map(str::to_string)
-            .collect();
+        let mut ours = Vec::new();
         for cluster in &self.state.clusters {
-            lines.push(format!("{}:{}:*:opsh:{password}", cluster.address, cluster.port));
+            ours.push(format!("{}:{}:*:opsh:{password}", cluster.address, cluster.port));
             // libpq matches the host as the connection names it: a DNS name needs its own line.
             if let Some(dns) = self.host(&cluster.host).ok().and_then(|h| h.dns.clone()) {
-                lines.push(format!("{dns}:{}:*:opsh:{password}", cluster.port));
+                ours.push(format!("{dns}:{}:*:opsh:{password}", cluster.port));
             }
         }
-        if let Some(home) = path.parent() {
-            fs::create_dir_all(home)?;
-        }
-        write_private(&path, &(lines.join("\n") + "\n"))?;
-        chown(&path, uid, gid)
+        edit_server_pgpass(uid, gid, |text| {
+            let mut lines: Vec<String> = text
+                .lines()
+                .filter(|l| !l.starts_with(&prefix) && !l.split(':').next().is_some_and(|h| format!("{h}:").ends_with(&dns_suffix)))
+                .map(str::to_string)
+                .collect();
+            lines.extend(ours);
+            lines.join("\n") + "\n"
+        })
     }
 
     /// Start a stopped (crashed) cluster again.
@@ -973,15 +971,31 @@ pub fn lab_ids() -> Result<(u32, u32)> {
 /// A line for the lab user's ~/.pgpass (another database user than opsh, e.g. the ones xDB
 /// records), by address and by DNS name; lines of other labs are kept.
 pub fn add_server_pgpass(lab: &Lab, cluster: &ClusterState, user: &str, password: &str) -> Result<()> {
-    let path = PathBuf::from(format!("/home/{LAB_USER}/.pgpass"));
-    let mut text = fs::read_to_string(&path).unwrap_or_default();
     let mut names = vec![cluster.address.clone()];
     names.extend(lab.host(&cluster.host)?.dns.clone());
-    for name in names {
-        text.push_str(&format!("{name}:{}:*:{user}:{password}\n", cluster.port));
-    }
-    write_private(&path, &text)?;
     let (uid, gid) = lab_ids()?;
+    edit_server_pgpass(uid, gid, |text| {
+        let mut text = text.to_string();
+        for name in names {
+            text.push_str(&format!("{name}:{}:*:{user}:{password}\n", cluster.port));
+        }
+        text
+    })
+}
+
+/// The lab user's ~/.pgpass is shared by every lab on the machine: it is read and rewritten
+/// under a lock, or two labs starting at once lose each other's lines (slonik then finds no
+/// password).
+fn edit_server_pgpass(uid: u32, gid: u32, change: impl FnOnce(&str) -> String) -> Result<()> {
+    const LOCK: &str = "/run/opsh-lab-pgpass.lock";
+    let path = PathBuf::from(format!("/home/{LAB_USER}/.pgpass"));
+    let lock = fs::OpenOptions::new().create(true).truncate(false).write(true).open(LOCK).with_context(|| format!("opening {LOCK}"))?;
+    lock.lock()?;
+    if let Some(home) = path.parent() {
+        fs::create_dir_all(home)?;
+    }
+    let text = fs::read_to_string(&path).unwrap_or_default();
+    write_private(&path, &change(&text))?;
     chown(&path, uid, gid)
 }
 
