@@ -334,17 +334,7 @@ impl From<&wit2::Effect> for Effect {
             wit2::Effect::Exec(x) => Self::Exec {
                 host: x.host.clone(),
                 argv: x.argv.clone(),
-                env: x
-                    .env
-                    .iter()
-                    .map(|(name, value)| {
-                        let value = match value {
-                            ssh::EnvValue::Plain(v) => EnvSpec::Plain(v.clone()),
-                            ssh::EnvValue::DatabasePassword(db) => EnvSpec::DatabasePassword(db.clone()),
-                        };
-                        (name.clone(), value)
-                    })
-                    .collect(),
+                env: x.env.iter().map(|(name, value)| (name.clone(), value.into())).collect(),
                 stdin: x.stdin.clone(),
                 timeout_ms: x.timeout_ms,
                 privileged: x.privileged,
@@ -355,6 +345,15 @@ impl From<&wit2::Effect> for Effect {
             }
             wit2::Effect::Service(s) => Self::Service { host: s.host.clone(), service: s.service.clone(), action: action_name(s.action).to_string() },
             wit2::Effect::Wait(w) => Self::Wait { until: (&w.until).into(), interval_ms: w.interval_ms, timeout_ms: w.timeout_ms },
+        }
+    }
+}
+
+impl From<&ssh::EnvValue> for EnvSpec {
+    fn from(value: &ssh::EnvValue) -> Self {
+        match value {
+            ssh::EnvValue::Plain(v) => Self::Plain(v.clone()),
+            ssh::EnvValue::DatabasePassword(db) => Self::DatabasePassword(db.clone()),
         }
     }
 }

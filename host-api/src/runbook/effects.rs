@@ -41,18 +41,11 @@ pub struct OnBehalf<'a> {
 
 impl OnBehalf<'_> {
     fn grant(&self, capability: Capability, target: &str, detail: Option<&str>) -> CapResult<()> {
-        if !self.declared.capabilities.contains(&capability) {
-            return Err(CapabilityError::Denied(format!(
-                "plugin {} did not declare the capability {capability} in describe() and may not use it",
-                self.plugin
-            )));
-        }
-        self.caps.grants.check(self.plugin, capability, target, detail).map_err(CapabilityError::Denied)
+        crate::sandbox::ctx::permitted(self.plugin, self.declared, self.caps, capability, target, detail)
     }
 
     fn reveal(&self, text: &str) -> CapResult<String> {
-        let sees = |host: &str| self.caps.grants.may_see(self.plugin, host) || self.caps.grants.manages_topology(self.plugin, &self.caps.inventory, host);
-        self.caps.addresses.reveal_for(text, &sees).map_err(CapabilityError::Invalid)
+        crate::sandbox::ctx::reveal_for(self.plugin, self.caps, text)
     }
 
     /// Perform one effect (a `wait` is the engine's: it polls the step's check). Returns what

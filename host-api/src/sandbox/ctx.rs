@@ -89,6 +89,32 @@ const MAX_LOG_LINE: usize = 4 << 10;
 const MAX_PROGRESS_LINE: usize = 512;
 const PROGRESS_EVERY: Duration = Duration::from_millis(100);
 
+/// A plugin's authority, the same whether it makes a call or the host acts for it (a declared
+/// step): the capability is one it declared, and the inventory grants it on the target.
+pub(crate) fn permitted(
+    plugin: &str,
+    declared: &super::Declared,
+    caps: &Capabilities,
+    capability: Capability,
+    target: &str,
+    detail: Option<&str>,
+) -> CapResult<()> {
+    if !declared.capabilities.contains(&capability) {
+        return Err(CapabilityError::Denied(format!("plugin {plugin} did not declare the capability {capability} in describe() and may not use it")));
+    }
+    caps.grants.check(plugin, capability, target, detail).map_err(CapabilityError::Denied)
+}
+
+/// May this plugin see host `name` (and so send to it, and learn which host a name is)?
+pub(crate) fn sees(plugin: &str, caps: &Capabilities, name: &str) -> bool {
+    caps.grants.may_see(plugin, name) || caps.grants.manages_topology(plugin, &caps.inventory, name)
+}
+
+/// Address tokens in what the plugin sends, as addresses, for the hosts it may see only.
+pub(crate) fn reveal_for(plugin: &str, caps: &Capabilities, text: &str) -> CapResult<String> {
+    caps.addresses.reveal_for(text, &|host| sees(plugin, caps, host)).map_err(CapabilityError::Invalid)
+}
+
 /// At most `max` bytes of `text`, cut at a character boundary, saying how much was cut.
 fn cut(text: &str, max: usize) -> std::borrow::Cow<'_, str> {
     if text.len() <= max {
@@ -142,13 +168,7 @@ impl CallCtx {
         if self.phase == Phase::Describe {
             return Err(CapabilityError::Denied(format!("plugin {}: describe() may not use capabilities", self.plugin)));
         }
-        if !self.declared.capabilities.contains(&capability) {
-            return Err(CapabilityError::Denied(format!(
-                "plugin {} did not declare the capability {capability} in describe() and may not use it",
-                self.plugin
-            )));
-        }
-        self.caps.grants.check(&self.plugin, capability, target, detail).map_err(CapabilityError::Denied)
+        permitted(&self.plugin, &self.declared, &self.caps, capability, target, detail)
     }
 
     fn refuse_change(&self, what: &str) -> CapResult<()> {
@@ -161,11 +181,11 @@ impl CallCtx {
 
     /// May this plugin see host `name` (and so send to it, and learn which host a name is)?
     fn sees(&self, name: &str) -> bool {
-        self.caps.grants.may_see(&self.plugin, name) || self.caps.grants.manages_topology(&self.plugin, &self.caps.inventory, name)
+        sees(&self.plugin, &self.caps, name)
     }
 
     fn reveal(&self, text: &str) -> CapResult<String> {
-        self.caps.addresses.reveal_for(text, &|host| self.sees(host)).map_err(CapabilityError::Invalid)
+        reveal_for(&self.plugin, &self.caps, text)
     }
 
     /// Everything that comes back into the sandbox: addresses as tokens, known secrets (and
@@ -375,17 +395,7 @@ impl CallCtx {
         if !self.phase.may_change() || (self.approved.is_some() && request.read_only) {
             self.probe_allowed(host_name, &request, &argv, stdin.as_deref())?;
         } else {
-            let env: Vec<(String, crate::plan::EnvSpec)> = request
-                .env
-                .iter()
-                .map(|(name, value)| {
-                    let value = match value {
-                        ssh::EnvValue::Plain(v) => crate::plan::EnvSpec::Plain(v.clone()),
-                        ssh::EnvValue::DatabasePassword(db) => crate::plan::EnvSpec::DatabasePassword(db.clone()),
-                    };
-                    (name.clone(), value)
-                })
-                .collect();
+            let env: Vec<(String, crate::plan::EnvSpec)> = request.env.iter().map(|(name, value)| (name.clone(), value.into())).collect();
             let shown = crate::probe::shown(&argv, stdin.as_deref());
             self.approve(&format!("running `{shown}` on host {host_name}"), |e| match e {
                 crate::plan::Effect::Exec { host, argv: a, env: e, stdin: input, timeout_ms, privileged, .. } => {
