@@ -12,7 +12,7 @@ const BUNDLED: &[&str] = &["opsh-plugin-pg", "opsh-plugin-opentenbase", "opsh-pl
 const FIXTURES: &[&str] = &["opsh-probe-plugin", "opsh-hostile-plugin", "opsh-v2-plugin"];
 /// Those whose SDK is built against opsh:plugin@0.2.0 (its `wit-0-2` feature): a cargo run of
 /// their own, since features unify across the packages of one run.
-const ON_WIT_0_2: &[&str] = &["opsh-plugin-pg"];
+const ON_WIT_0_2: &[&str] = &["opsh-plugin-pg", "opsh-plugin-horizon-slony", "opsh-plugin-edb-xdb"];
 
 fn main() {
     let manifest = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));

@@ -98,6 +98,13 @@ pub enum Record {
         exit: i32,
         message: String,
     },
+    /// An effect of a declared step as the host sent it, written right before it is sent.
+    Performed {
+        at: String,
+        index: usize,
+        step: String,
+        effect: crate::plan::Performed,
+    },
     /// A command run as a probe outside `apply` (while planning, checking or verifying).
     Probe {
         at: String,

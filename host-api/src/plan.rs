@@ -132,6 +132,81 @@ pub enum EnvSpec {
     DatabasePassword(String),
 }
 
+/// SQL as the operator sees it before it runs and the journal keeps it as sent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SqlShown {
+    pub database: String,
+    pub statements: Vec<String>,
+    /// Each statement's parameters, as SQL literals (`$1` is the first).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub params: Vec<Vec<String>>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub transaction: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expect_affected: Option<u64>,
+}
+
+/// A command as shown and as sent (addresses revealed, passwords only named).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExecShown {
+    pub host: String,
+    pub argv: Vec<String>,
+    /// `NAME=value`, or `NAME=(password of database DB)`: never a password.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub env: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stdin: Option<String>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub privileged: bool,
+    /// Exit statuses that mean success besides 0 (or instead of it).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ok_status: Vec<i32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_ms: Option<u32>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceShown {
+    pub host: String,
+    pub service: String,
+    pub action: String,
+}
+
+/// One effect as the host sent it on a plugin's behalf: journaled right before it is sent, so
+/// the journal shows what was done, not what was meant. SQL, commands and services have the
+/// fields of their preview (`runbook::Preview`), so the two compare as they are.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", tag = "kind")]
+pub enum Performed {
+    Sql(SqlShown),
+    Exec(ExecShown),
+    /// The content written is kept as its hash (it is in the plan; a diff is in the preview).
+    File {
+        host: String,
+        path: String,
+        expected_sha256: String,
+        sha256: String,
+    },
+    Service(ServiceShown),
+}
+
+impl Performed {
+    /// One line of it, for `journal RUN`.
+    pub fn summary(&self) -> String {
+        match self {
+            Performed::Sql(SqlShown { database, statements, .. }) => format!("sql {database}: {}", statements.join("; ")),
+            Performed::Exec(ExecShown { host, argv, stdin, privileged, .. }) => format!(
+                "{host}: {}{}{}",
+                if *privileged { "(privileged) " } else { "" },
+                argv.join(" "),
+                stdin.as_ref().map(|input| format!(" (input: {} line(s))", input.lines().count())).unwrap_or_default()
+            ),
+            Performed::File { host, path, sha256, .. } => format!("write {host}:{path} (sha256 {})", &sha256[..sha256.len().min(12)]),
+            Performed::Service(ServiceShown { host, service, action }) => format!("{action} {service} on {host}"),
+        }
+    }
+}
+
 impl From<&crate::sandbox::bindings::types::Text> for Text {
     fn from(t: &wit::Text) -> Self {
         Self { en: t.en.clone(), ja: t.ja.clone() }

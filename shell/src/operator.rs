@@ -145,7 +145,7 @@ impl Console {
             }
             for effect in &step.effects {
                 match effect {
-                    Preview::Sql { database, statements, params, transaction, expect_affected } => {
+                    Preview::Sql(opsh_host::plan::SqlShown { database, statements, params, transaction, expect_affected }) => {
                         if *transaction && statements.len() > 1 {
                             lines.push(format!("       sql {database}: in one transaction:"));
                         }
@@ -162,8 +162,10 @@ impl Console {
                             lines.push(format!("         | exactly {n} row(s), else {}", if *transaction { "rolled back" } else { "the step fails" }));
                         }
                     }
-                    Preview::Service { host, service, action } => lines.push(format!("       service {host}: {action} {service}")),
-                    Preview::Exec { host, argv, env, stdin, privileged, ok_status, timeout_ms } => {
+                    Preview::Service(opsh_host::plan::ServiceShown { host, service, action }) => {
+                        lines.push(format!("       service {host}: {action} {service}"))
+                    }
+                    Preview::Exec(opsh_host::plan::ExecShown { host, argv, env, stdin, privileged, ok_status, timeout_ms }) => {
                         let env = env.iter().map(|e| format!("{} ", one_line(e))).collect::<String>();
                         let mut how: Vec<String> = Vec::new();
                         if *privileged {
@@ -176,7 +178,11 @@ impl Console {
                             how.push(format!("at most {} s", ms / 1000));
                         }
                         let how = if how.is_empty() { String::new() } else { format!(" ({})", how.join(", ")) };
-                        lines.push(format!("       run on {host}{how}: {env}{}", shell_words::join(argv)));
+                        // A script in an argument keeps its lines, each marked as the statement's are.
+                        let command = shell_words::join(argv);
+                        let mut command_lines = command.lines();
+                        lines.push(format!("       run on {host}{how}: {env}{}", command_lines.next().unwrap_or_default()));
+                        lines.extend(command_lines.map(|line| format!("         | {line}")));
                         if let Some(input) = stdin {
                             let mut input_lines = input.lines();
                             lines.push(format!("         | input: {}", input_lines.next().unwrap_or_default()));

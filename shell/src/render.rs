@@ -323,6 +323,22 @@ pub fn journal(console: &Console, dir: &std::path::Path, args: &[String], option
                 }
                 grid.print(console);
             }
+            let performed: Vec<Vec<String>> = log
+                .records
+                .iter()
+                .filter_map(|r| match r {
+                    Record::Performed { at, index, effect, .. } => Some(vec![at.clone(), (index + 1).to_string(), effect.summary()]),
+                    _ => None,
+                })
+                .collect();
+            if !performed.is_empty() {
+                console.out("");
+                let mut grid = Grid::new("Performed by the host (as sent)", &["at", "#", "effect"]);
+                for row in performed {
+                    grid.row(row);
+                }
+                grid.print(console);
+            }
             let diffs: Vec<String> = previews
                 .iter()
                 .flat_map(|p| p.effects.iter())

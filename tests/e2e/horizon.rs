@@ -125,10 +125,18 @@ fn promote_service_provider_moves_the_primary_bits_and_slony_replicates_back() {
         dry.stdout.contains("set add table (set id = 1, origin = 1, id = 1, fully qualified name = 'public.appliance')"),
         "the slonik script is shown: {dry:?}"
     );
+    let json = world.opsh(&["--output", "json", "--dry-run", "horizon", "promote", "service-provider", "sp2", "--old", "sp1"]);
+    let planned: serde_json::Value = serde_json::from_str(json.stdout.trim()).unwrap_or_else(|e| panic!("{e}: {json:?}"));
     assert_eq!(state(&world), before, "--dry-run changed nothing");
 
+    let runs = world.runs();
     let run = world.opsh(&["--yes", "horizon", "promote", "service-provider", "sp2", "--old", "sp1"]);
     assert_eq!(run.code, 0, "{run:?}");
+    let id = crate::support::new_run(&world, &runs);
+    let custom: Vec<&serde_json::Value> = planned["steps"].as_array().into_iter().flatten().filter(|s| s["runs"] != "host").map(|s| &s["id"]).collect();
+    assert_eq!(custom, ["slony-subscribe-fdb"], "every step but the subscription is the host's");
+    let compared = crate::support::performed_as_shown(&world, &planned, &id);
+    assert!(compared >= 10, "the host performed {compared} effects");
     let bits = "SELECT string_agg(name || '=' || capabilities, ',' ORDER BY name) FROM appliance WHERE name IN ('sp1', 'sp2')";
     assert_eq!(world.sql("sp2", "fdb", bits), "sp1=3903,sp2=4095", "capabilities & 65343 on sp1, | 192 on sp2");
     assert_eq!(seed_query(&world, "sp2", "fdb"), "1|All tables and Sequences|1|t");

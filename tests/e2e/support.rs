@@ -29,7 +29,8 @@ impl Run {
 
 impl std::fmt::Debug for Run {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "exit {}\n--- stdout\n{}\n--- stderr\n{}", self.code, self.stdout, self.stderr)
+        // stderr first: it says what failed, and a long plan on stdout must not push it out of a cut log.
+        write!(f, "exit {}\n--- stderr\n{}\n--- stdout\n{}", self.code, self.stderr, self.stdout)
     }
 }
 
@@ -275,4 +276,32 @@ pub fn new_run(world: &World, before: &[String]) -> String {
 
 pub fn has(world: &World, run: &str, record: &str, index: usize) -> bool {
     world.records(run).iter().any(|r| r["record"] == record && r["index"] == index)
+}
+
+/// What the journal of `run` says the host sent equals, step by step and in order, what the
+/// `--dry-run` JSON `planned` of the same command showed: byte for byte after address reveal
+/// (a file edit by host and path: the preview shows its diff, the journal its hash). Every
+/// step the host performs ran all of its effects. Returns how many effects were compared.
+pub fn performed_as_shown(world: &World, planned: &serde_json::Value, run: &str) -> usize {
+    let records = world.records(run);
+    let steps = planned["steps"].as_array().unwrap_or_else(|| panic!("no steps in the planned JSON: {planned}"));
+    let mut compared = 0;
+    for (index, step) in steps.iter().enumerate() {
+        let performed: Vec<&serde_json::Value> = records.iter().filter(|r| r["record"] == "performed" && r["index"] == index).map(|r| &r["effect"]).collect();
+        if step["runs"] != "host" {
+            assert!(performed.is_empty(), "step {} is not the host's, yet the host performed {performed:?}", step["id"]);
+            continue;
+        }
+        let shown: Vec<&serde_json::Value> = step["effects"].as_array().into_iter().flatten().filter(|e| e["kind"] != "wait").collect();
+        assert_eq!(performed.len(), shown.len(), "step {}: performed {performed:#?}\nshown {shown:#?}", step["id"]);
+        for (done, said) in performed.iter().zip(&shown) {
+            if said["kind"] == "file" {
+                assert_eq!((&done["host"], &done["path"]), (&said["host"], &said["path"]), "step {}", step["id"]);
+            } else {
+                assert_eq!(*done, *said, "step {}: what was sent differs from what was shown", step["id"]);
+            }
+            compared += 1;
+        }
+    }
+    compared
 }

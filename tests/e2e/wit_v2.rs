@@ -144,6 +144,8 @@ fn the_bundled_pg_plugin_is_performed_by_the_host() {
         assert!(plan.stdout.contains(line), "{line:?}: {plan:?}");
     }
     assert!(!plan.stdout.contains("built for opsh:plugin 0.1"), "{plan:?}");
+    let json = world.opsh(&["--output", "json", "pg", "set-config", "beta-app", "work_mem", "8MB", "--dry-run"]);
+    let planned: serde_json::Value = serde_json::from_str(json.stdout.trim()).unwrap_or_else(|e| panic!("{e}: {json:?}"));
     let before = world.runs();
     let run = world.opsh(&["--yes", "pg", "set-config", "beta-app", "work_mem", "8MB"]);
     assert_eq!(run.code, 0, "{run:?}");
@@ -151,4 +153,7 @@ fn the_bundled_pg_plugin_is_performed_by_the_host() {
     let id = crate::support::new_run(&world, &before);
     let steps = world.records(&id)[0]["plan"]["steps"].clone();
     assert!(steps.as_array().is_some_and(|s| s.len() == 2 && s.iter().all(|s| s["runs"] == "host")), "{steps}");
+    assert_eq!(crate::support::performed_as_shown(&world, &planned, &id), 2, "ALTER SYSTEM and the reload, as shown");
+    let journal = world.opsh(&["journal", &id]);
+    assert!(journal.stdout.contains("sql beta-app: ALTER SYSTEM SET \"work_mem\" = '8MB'"), "journal RUN lists what the host sent: {journal:?}");
 }

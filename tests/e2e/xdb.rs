@@ -83,10 +83,18 @@ fn switchover_moves_everything_and_running_it_again_switches_back() {
     assert!(dry.stdout.contains(&format!("-host={node1}")) && dry.stdout.contains(&format!("+host={node2}")), "the configuration file diff: {dry:?}");
     assert!(dry.stdout.contains(&format!("+host edb opsh {node1}/32 scram-sha-256")), "the pg_hba.conf diff: {dry:?}");
     assert!(dry.stdout.contains("UPDATE _edb_replicator_pub.xdb_pub_database"), "the control-schema update: {dry:?}");
+    assert!(dry.stdout.contains("CREATE TRIGGER rrpi_"), "the triggers restored are shown: {dry:?}");
+    let json = world.opsh(&["--output", "json", "--dry-run", "xdb", "switchover", "--topology", "xdb-trigger"]);
+    let planned: serde_json::Value = serde_json::from_str(json.stdout.trim()).unwrap_or_else(|e| panic!("{e}: {json:?}"));
+    assert!(planned["steps"].as_array().is_some_and(|s| s.iter().all(|s| s["runs"] == "host")), "the host performs every step: {planned}");
     assert_eq!(state(&world), before, "--dry-run changed nothing");
 
+    let runs = world.runs();
     let run = world.opsh(&["--yes", "xdb", "switchover", "--topology", "xdb-trigger"]);
     assert_eq!(run.code, 0, "{run:?}");
+    let id = new_run(&world, &runs);
+    let compared = crate::support::performed_as_shown(&world, &planned, &id);
+    assert!(compared >= 16, "the host performed {compared} effects");
     assert_roles(&world, "node2", "node1");
     assert!(hba(&world, "node2").contains(&format!("host edb opsh {node1}/32 scram-sha-256")), "pg_hba admits the servers to the new publication");
     assert!(hba(&world, "node1").contains(&format!("host edb opsh {node1}/32 scram-sha-256")), "and to the new subscription");

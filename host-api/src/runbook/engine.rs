@@ -869,13 +869,26 @@ impl Engine<'_> {
     /// asks the step's check until it says done.
     async fn perform(&self, ctx: &RunCtx<'_>, step: &Step) -> Result<String, StepOutcome> {
         let on_behalf = effects::OnBehalf { plugin: ctx.plugin.name(), declared: &ctx.plugin.declared, caps: self.caps };
+        let index = ctx.plan.steps.iter().position(|s| s.id == step.id).unwrap_or_default();
         let mut notes = Vec::new();
         for effect in &step.effects {
             if let Effect::Wait { until, interval_ms, timeout_ms } = effect {
                 notes.push(self.wait(ctx, step, &self.reveal(pick_text(until, ctx.lang)), *interval_ms, *timeout_ms).await?);
                 continue;
             }
-            match on_behalf.perform(effect).await {
+            let performed = match on_behalf.prepare(effect) {
+                Ok(Some(prepared)) => {
+                    // What is sent is journaled before it is sent: it cannot run unrecorded.
+                    let record = Record::Performed { at: timefmt::now(), index, step: step.id.clone(), effect: prepared.performed() };
+                    if let Err(e) = ctx.journal.append(&record) {
+                        return Err(StepOutcome::Failed(format!("{e:#}; the effect was not performed")));
+                    }
+                    on_behalf.run(prepared).await
+                }
+                Ok(None) => continue,
+                Err(e) => Err(e),
+            };
+            match performed {
                 Ok(note) if note.is_empty() => {}
                 Ok(note) => notes.push(note),
                 Err(CapabilityError::Timeout(m)) => return Err(StepOutcome::Unknown(self.reveal(&m))),
@@ -1055,31 +1068,26 @@ impl Engine<'_> {
             let mut effects = Vec::new();
             for effect in &step.effects {
                 effects.push(match effect {
-                    Effect::Sql { database, statements, params, transaction, expect_affected } => Preview::Sql {
+                    Effect::Sql { database, statements, params, transaction, expect_affected } => Preview::Sql(crate::plan::SqlShown {
                         database: database.clone(),
                         statements: statements.iter().map(|s| self.reveal(s)).collect(),
                         params: params.iter().map(|ps| ps.iter().map(|p| self.reveal(&effects::literal(p))).collect()).collect(),
                         transaction: *transaction,
                         expect_affected: *expect_affected,
-                    },
-                    Effect::Service { host, service, action } => Preview::Service { host: host.clone(), service: service.clone(), action: action.clone() },
-                    Effect::Exec { host, argv, env, stdin, privileged, ok_status, timeout_ms } => Preview::Exec {
+                    }),
+                    Effect::Service { host, service, action } => {
+                        Preview::Service(crate::plan::ServiceShown { host: host.clone(), service: service.clone(), action: action.clone() })
+                    }
+                    Effect::Exec { host, argv, env, stdin, privileged, ok_status, timeout_ms } => Preview::Exec(crate::plan::ExecShown {
                         host: host.clone(),
                         argv: argv.iter().map(|a| self.reveal(a)).collect(),
                         env: env.iter().map(|(name, value)| effects::env_shown(name, value, &|t| self.reveal(t))).collect(),
                         // Input that is not text is shown as its size and hash, never lossily.
-                        stdin: stdin.as_ref().map(|bytes| match std::str::from_utf8(bytes) {
-                            Ok(text) => self.reveal(text),
-                            Err(_) => format!(
-                                "({} bytes, sha256 {})",
-                                bytes.len(),
-                                hex::encode(sha2::Digest::finalize(<sha2::Sha256 as sha2::Digest>::new_with_prefix(bytes)))
-                            ),
-                        }),
+                        stdin: stdin.as_ref().map(|bytes| self.reveal(&effects::input_shown(bytes))),
                         privileged: *privileged,
                         ok_status: ok_status.clone(),
                         timeout_ms: *timeout_ms,
-                    },
+                    }),
                     Effect::Opaque(text) => Preview::Opaque { text: self.reveal(pick_text(text, lang)) },
                     Effect::Wait { until, timeout_ms, .. } => Preview::Wait { until: self.reveal(pick_text(until, lang)), timeout_ms: *timeout_ms },
                     Effect::File { host, path, expected_sha256, new_content } => self.file_preview(plugin, host, path, expected_sha256, new_content).await,

@@ -109,44 +109,15 @@ pub fn parse_invocation<'a>(info: &'a PluginInfo, words: &[String]) -> Result<(&
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case", tag = "kind")]
 pub enum Preview {
-    Sql {
-        database: String,
-        statements: Vec<String>,
-        /// Each statement's parameters, as SQL literals (`$1` is the first).
-        #[serde(default, skip_serializing_if = "Vec::is_empty")]
-        params: Vec<Vec<String>>,
-        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-        transaction: bool,
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        expect_affected: Option<u64>,
-    },
+    Sql(crate::plan::SqlShown),
     File {
         host: String,
         path: String,
         diff: String,
         stale: bool,
     },
-    Service {
-        host: String,
-        service: String,
-        action: String,
-    },
-    Exec {
-        host: String,
-        argv: Vec<String>,
-        /// `NAME=value`, or `NAME=(password of database DB)`: never a password.
-        #[serde(default, skip_serializing_if = "Vec::is_empty")]
-        env: Vec<String>,
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        stdin: Option<String>,
-        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-        privileged: bool,
-        /// Exit statuses that mean success besides 0 (or instead of it).
-        #[serde(default, skip_serializing_if = "Vec::is_empty")]
-        ok_status: Vec<i32>,
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        timeout_ms: Option<u32>,
-    },
+    Service(crate::plan::ServiceShown),
+    Exec(crate::plan::ExecShown),
     /// The host asks the step's check until it says done.
     Wait {
         until: String,

@@ -14,12 +14,13 @@ use opsh_plugin_sdk::invariants::{Invariants, Seen};
 use opsh_plugin_sdk::{
     Args, CapabilityError, ChangePlan, CheckResult, CheckState, CommandError, CommandKind, CommandResult, Completion, Effect, Guest, Invocation, PluginInfo,
     RowsExt, Step, StepData, Table, Text, address_of, bad, command, data, file_edit, files, good, names, pg_hba, plain, properties, quote, service, sql, ssh,
-    step, table, text, wait, warn,
+    step, table, text, warn,
 };
 use system::{Node, PUB_SCHEMAS, SUB_SCHEMA, System};
 
-/// Written for opsh:plugin 0.1 (see `opsh_plugin_sdk::WIT_MINOR`).
-const _: () = assert!(opsh_plugin_sdk::WIT_MINOR == 1, "this plugin is written for opsh:plugin 0.1");
+/// Written for opsh:plugin 0.2 (see `opsh_plugin_sdk::WIT_MINOR`): the host performs every
+/// step as declared; the plugin applies none.
+const _: () = assert!(opsh_plugin_sdk::WIT_MINOR == 2, "this plugin is written for opsh:plugin 0.2");
 
 struct Xdb;
 
@@ -115,8 +116,9 @@ impl Guest for Xdb {
         }
     }
 
+    /// Every step is declared: the host performs it.
     fn apply(_call: Invocation, step: Step) -> CommandResult<Text> {
-        apply_step(&step)
+        Err(CommandError::Failed(format!("xdb applies no step itself; step {} is the host's", step.id)))
     }
 
     fn check(_call: Invocation, step: Step) -> CommandResult<CheckResult> {
@@ -460,7 +462,8 @@ fn plan_switchover(system: &System, quiesce: &str, server_host: Option<&str>, dr
         if quiesce == "connection-limit" {
             steps.push(
                 step("quiesce", titled("1", &format!("Stop transaction processing on {}: CONNECTION LIMIT 0, end non-superuser sessions", a.db)), &a.db)
-                    .sql(&a.db, &[&format!("ALTER DATABASE {} CONNECTION LIMIT 0", quote::ident(&a.dbname)), "SELECT pg_terminate_backend(pid) FROM pg_stat_activity JOIN pg_roles ON rolname = usename WHERE datname = current_database() AND pid <> pg_backend_pid() AND NOT rolsuper"])
+                    .sql(&a.db, &[&format!("ALTER DATABASE {} CONNECTION LIMIT 0", quote::ident(&a.dbname)), "SELECT count(pg_terminate_backend(pid))::bigint AS ended FROM pg_stat_activity JOIN pg_roles ON rolname = usename WHERE datname = current_database() AND pid <> pg_backend_pid() AND NOT rolsuper"])
+                    .one_by_one()
                     .idempotent()
                     .data(enc(&[("action", "limit"), ("db", &a.db), ("dbname", &a.dbname), ("limit", "0"), ("terminate", "yes")]))
                     .build(),
@@ -477,7 +480,11 @@ fn plan_switchover(system: &System, quiesce: &str, server_host: Option<&str>, dr
                 &Direction { publication: &a, subscription: &b, tables: &tables },
                 "Synchronize pending updates and wait until every published table is equal on both",
             );
+            // The subscription must then hold exactly the publication's data — xDB keeps
+            // applied shadow rows, so only the tables can tell.
             sync.data.push_str(&enc(&[("equal", "yes")]));
+            let until = text(&format!("every published table of {} is equal on {}", a.db, b.db), "");
+            sync.effects.push(Effect::Wait(opsh_plugin_sdk::WaitEffect { until, interval_ms: 500, timeout_ms: 120_000 }));
             steps.push(sync);
         } else {
             warnings.push(text(
@@ -500,30 +507,32 @@ fn plan_switchover(system: &System, quiesce: &str, server_host: Option<&str>, dr
         &format!("Back up {} from {} to {pub_dump} (verified readable)", PUB_SCHEMAS.join(", "), a.db),
         &a.host,
         dump_argv,
+        &a.db,
         &[("action", "dump"), ("host", &a.host), ("db", &a.db), ("file", &pub_dump), ("schemas", &PUB_SCHEMAS.join(","))],
     ));
+    // Step 6: the triggers' and functions' definitions are read now, so the backup written and
+    // the statements that drop and later restore them are the ones shown.
     let trigger_file = system.backup(&a, "triggers.sql");
+    let saved = system::capture_ddl(&a.db)?;
+    if let Some((_, missing)) = a_live.triggers.iter().find(|(_, g)| !saved.triggers.iter().any(|(name, _)| name == g)) {
+        return Err(refused(format!("{}: pg_get_triggerdef gave no definition of capture trigger {missing}; nothing can be backed up safely", a.db)));
+    }
+    let backup = file_edit::read(&a.host, &trigger_file)?;
     steps.push(
         step(
             "backup-triggers",
             titled("6", &format!("Back up {} capture triggers and their functions from {} to {trigger_file}", a_live.triggers.len(), a.db)),
             &a.host,
         )
-        .effect(Effect::Opaque(text(
-            &format!(
-                "pg_get_functiondef / pg_get_triggerdef of {} written to {}:{trigger_file}",
-                a_live.triggers.iter().map(|(t, g)| format!("{g} on {t}")).collect::<Vec<_>>().join(", "),
-                a.host
-            ),
-            "",
-        )))
+        .file(&a.host, &trigger_file, &backup.sha256, &saved.backup(&a.db))
         .idempotent()
         .data(enc(&[("action", "backup-triggers"), ("host", &a.host), ("db", &a.db), ("file", &trigger_file), ("triggers", &trigger_list(&a_live.triggers))]))
         .build(),
     );
-    let drops: Vec<String> = a_live.triggers.iter().map(|(t, g)| format!("DROP TRIGGER IF EXISTS {} ON {t}", quote::ident(g))).collect();
+    let mut drops: Vec<String> = a_live.triggers.iter().map(|(t, g)| format!("DROP TRIGGER IF EXISTS {} ON {t}", quote::ident(g))).collect();
+    drops.extend(saved.trigger_functions.iter().map(|f| format!("DROP FUNCTION IF EXISTS {f}()")));
     steps.push(
-        step("drop-triggers", titled("6", &format!("Drop the capture triggers and functions on {} (their backup checked first)", a.db)), &a.db)
+        step("drop-triggers", titled("6", &format!("Drop the capture triggers and functions on {} (saved in {trigger_file} first)", a.db)), &a.db)
             .sql(&a.db, &drops.iter().map(String::as_str).collect::<Vec<_>>())
             .idempotent()
             .data(enc(&[("action", "drop-triggers"), ("host", &a.host), ("db", &a.db), ("file", &trigger_file), ("triggers", &trigger_list(&a_live.triggers))]))
@@ -542,6 +551,7 @@ fn plan_switchover(system: &System, quiesce: &str, server_host: Option<&str>, dr
         &format!("Back up {SUB_SCHEMA} from {} to {sub_dump} (verified readable)", b.db),
         &b.host,
         sub_argv,
+        &b.db,
         &[("action", "dump"), ("host", &b.host), ("db", &b.db), ("file", &sub_dump), ("schemas", SUB_SCHEMA)],
     ));
     steps.push(drop_schemas_step("7", "drop-subscription-schema", &b, &[SUB_SCHEMA], &sub_dump));
@@ -549,7 +559,7 @@ fn plan_switchover(system: &System, quiesce: &str, server_host: Option<&str>, dr
     steps.push(restore_step("8", "restore-publication-schemas", &pub_dump, &a, &b, &PUB_SCHEMAS));
     steps.push(
         step("restore-triggers", titled("8", &format!("Restore the capture triggers and functions from {trigger_file} on {}", b.db)), &b.db)
-            .effect(Effect::Opaque(text(&format!("the SQL in {}:{trigger_file} runs in {}", a.host, b.db), "")))
+            .sql(&b.db, &saved.restore(&system::triggers(&b.db)?).iter().map(String::as_str).collect::<Vec<_>>())
             .idempotent()
             .data(enc(&[
                 ("action", "restore-triggers"),
@@ -589,8 +599,8 @@ fn plan_switchover(system: &System, quiesce: &str, server_host: Option<&str>, dr
                     .sql(
                         &b.db,
                         &[
-                            &format!("UPDATE _edb_replicator_sub.xdb_subscriptions SET pub_server_ip = '{address}'"),
-                            &format!("UPDATE _edb_replicator_pub.xdb_sub_servers SET sub_server_ip = '{address}'"),
+                            &format!("UPDATE _edb_replicator_sub.xdb_subscriptions SET pub_server_ip = {}", quote::literal(&address)),
+                            &format!("UPDATE _edb_replicator_pub.xdb_sub_servers SET sub_server_ip = {}", quote::literal(&address)),
                         ],
                     )
                     .idempotent()
@@ -632,7 +642,7 @@ fn plan_switchover(system: &System, quiesce: &str, server_host: Option<&str>, dr
                 &system.config_file,
                 &conf,
                 &content,
-                &[],
+                None,
             ));
         } else {
             warnings.push(text(
@@ -685,16 +695,24 @@ fn plan_switchover(system: &System, quiesce: &str, server_host: Option<&str>, dr
                     &path,
                     &hba,
                     &content,
-                    &[("reload", &node.db)],
+                    Some(&node.db),
                 ));
             }
         }
         // Step 14.
         if log_based {
             for (slot, plugin) in a_live.slots.iter().filter(|(_, p)| p == "test_decoding") {
+                let slot_literal = quote::literal(slot);
                 steps.push(
                     step(&format!("create-slot-{slot}"), titled("14", &format!("Create replication slot {slot} ({plugin}) on {}", b.db)), &b.db)
-                        .sql(&b.db, &[&format!("SELECT pg_create_logical_replication_slot({}, {})", quote::literal(slot), quote::literal(plugin))])
+                        // Only if it is not there yet (a resumed run): one statement, no gap.
+                        .sql(
+                            &b.db,
+                            &[&format!(
+                                "SELECT count(pg_create_logical_replication_slot({slot_literal}, {}))::bigint AS created FROM (SELECT WHERE NOT EXISTS (SELECT FROM pg_replication_slots WHERE slot_name = {slot_literal})) AS absent",
+                                quote::literal(plugin)
+                            )],
+                        )
                         .idempotent()
                         .data(enc(&[("action", "create-slot"), ("db", &b.db), ("slot", slot), ("plugin", plugin)]))
                         .build(),
@@ -702,7 +720,12 @@ fn plan_switchover(system: &System, quiesce: &str, server_host: Option<&str>, dr
                 if drop_old_slot {
                     steps.push(
                         step(&format!("drop-slot-{slot}"), titled("14", &format!("Drop replication slot {slot} on {}", a.db)), &a.db)
-                            .sql(&a.db, &[&format!("SELECT pg_drop_replication_slot({})", quote::literal(slot))])
+                            .sql(
+                                &a.db,
+                                &[&format!(
+                                    "SELECT count(pg_drop_replication_slot(slot_name)::text)::bigint AS dropped FROM pg_replication_slots WHERE slot_name = {slot_literal}"
+                                )],
+                            )
                             .idempotent()
                             .data(enc(&[("action", "drop-slot"), ("db", &a.db), ("slot", slot)]))
                             .build(),
@@ -766,17 +789,33 @@ fn trigger_list(triggers: &[(String, String)]) -> String {
     triggers.iter().map(|(t, g)| format!("{t}:{g}")).collect::<Vec<_>>().join(",")
 }
 
-fn exec_step(seed: &str, id: &str, title: &str, host: &str, argv: Vec<String>, pairs: &[(&str, &str)]) -> Step {
-    let mut all: Vec<(&str, &str)> = pairs.to_vec();
-    let args = data::encode_list(&argv[4..]);
-    all.push(("args", &args));
+/// A script on `host` that is handed the password of database `password_of`.
+fn exec_step(seed: &str, id: &str, title: &str, host: &str, argv: Vec<String>, password_of: &str, pairs: &[(&str, &str)]) -> Step {
     let shown: Vec<&str> = argv.iter().map(String::as_str).collect();
-    step(id, titled(seed, title), host).exec(host, &shown).idempotent().data(enc(&all)).build()
+    step(id, titled(seed, title), host)
+        .exec(host, &shown)
+        .env("DB_PASSWORD", ssh::EnvValue::DatabasePassword(password_of.into()))
+        .timeout_ms(3_600_000)
+        .idempotent()
+        .data(enc(pairs))
+        .build()
 }
+
+/// Before a schema is dropped, its backup must list it (also when a resumed run gets here).
+const BACKUP_HOLDS: &str = r#"set -eu
+file=$1; shift
+for s in "$@"; do
+  pg_restore --list "$file" | grep -q " SCHEMA - $s " || { echo "the backup $file does not hold schema $s: nothing is dropped" >&2; exit 1; }
+done
+echo "$file holds $*"
+"#;
 
 fn drop_schemas_step(seed: &str, id: &str, node: &Node, schemas: &[&str], backup: &str) -> Step {
     let statements: Vec<String> = schemas.iter().map(|s| format!("DROP SCHEMA IF EXISTS {s} CASCADE")).collect();
+    let guard: Vec<&str> = ["sh", "-c", BACKUP_HOLDS, "backup-holds", backup].into_iter().chain(schemas.iter().copied()).collect();
     step(id, titled(seed, &format!("Drop {} on {} (its backup {backup} is checked readable first)", schemas.join(", "), node.db)), &node.db)
+        .exec(&node.host, &guard)
+        .timeout_ms(600_000)
         .sql(&node.db, &statements.iter().map(String::as_str).collect::<Vec<_>>())
         .idempotent()
         .data(enc(&[("action", "drop-schemas"), ("host", &node.host), ("db", &node.db), ("file", backup), ("schemas", &schemas.join(","))]))
@@ -788,11 +827,12 @@ fn restore_step(seed: &str, id: &str, file: &str, from: &Node, to: &Node, schema
     argv.extend(node_args(to));
     argv.push(file.to_string());
     let shown: Vec<&str> = argv.iter().map(String::as_str).collect();
-    let args = data::encode_list(&argv[4..]);
     step(id, titled(seed, &format!("Restore {} into {} from {file} (on {})", schemas.join(", "), to.db, from.host)), &to.db)
         .exec(&from.host, &shown)
+        .env("DB_PASSWORD", ssh::EnvValue::DatabasePassword(to.db.clone()))
+        .timeout_ms(3_600_000)
         .idempotent()
-        .data(enc(&[("action", "restore"), ("host", &from.host), ("db", &to.db), ("file", file), ("schemas", &schemas.join(",")), ("args", &args)]))
+        .data(enc(&[("action", "restore"), ("host", &from.host), ("db", &to.db), ("file", file), ("schemas", &schemas.join(","))]))
         .build()
 }
 
@@ -802,10 +842,17 @@ fn services_step(seed: &str, id: &str, system: &System, action: &str) -> Step {
         titled(seed, &format!("{} the publication and subscription servers on {}", if action == "stop" { "Stop" } else { "Start" }, system.server_host)),
         &system.server_host,
     );
+    let (verb, state) = if action == "stop" { (service::ServiceAction::Stop, "stopped") } else { (service::ServiceAction::Start, "running") };
     for name in &system.services {
-        builder = builder.service(&system.server_host, name, action);
+        builder = builder.service(&system.server_host, name, verb);
     }
-    builder.idempotent().data(enc(&[("action", "services"), ("host", &system.server_host), ("services", &system.services.join(",")), ("want", action)])).build()
+    let verb_be = if system.services.len() == 1 { "is" } else { "are" };
+    let until = text(&format!("{} on {} {verb_be} {state}", system.services.join(", "), system.server_host), "");
+    builder
+        .wait_until(until, 500, 60_000)
+        .idempotent()
+        .data(enc(&[("action", "services"), ("host", &system.server_host), ("services", &system.services.join(",")), ("want", action)]))
+        .build()
 }
 
 /// Which way replication runs: the publication, the subscription, the published tables.
@@ -820,42 +867,21 @@ fn repcli_step(seed: &str, id: &str, op: &str, system: &System, direction: &Dire
     let argv = [system.repcli.as_str(), op, system.subscription.as_str(), "-repsvrfile", system.repsvrfile.as_str()];
     step(id, titled(seed, &format!("{what} ({} {op} {})", system.repcli, system.subscription)), &system.server_host)
         .exec(&system.server_host, &argv)
+        .timeout_ms(3_600_000)
         .idempotent()
-        .data(enc(&[
-            ("action", "repcli"),
-            ("host", &system.server_host),
-            ("repcli", &system.repcli),
-            ("op", op),
-            ("subscription", &system.subscription),
-            ("repsvrfile", &system.repsvrfile),
-            ("db", &publication.db),
-            ("sub-db", &subscription.db),
-            ("tables", &data::encode_list(tables)),
-        ]))
+        .data(enc(&[("action", "repcli"), ("db", &publication.db), ("sub-db", &subscription.db), ("tables", &data::encode_list(tables))]))
         .build()
 }
 
+/// A file replaced (and, for a server's pg_hba.conf, the server reloaded).
 #[allow(clippy::too_many_arguments)]
-fn file_step(seed: &str, id: &str, title: &str, host: &str, path: &str, snapshot: &file_edit::FileSnapshot, content: &str, extra: &[(&str, &str)]) -> Step {
-    let mut pairs: Vec<(&str, &str)> = vec![("action", "file"), ("host", host), ("path", path)];
-    pairs.extend_from_slice(extra);
-    step(id, titled(seed, title), host).file(host, path, &snapshot.sha256, content).idempotent().data(enc(&pairs)).build()
-}
-
-fn run(host: &str, argv: Vec<String>, env: Vec<(String, ssh::EnvValue)>, timeout_ms: u32) -> Result<String, CommandError> {
-    let request = ssh::ExecRequest { argv, env, stdin: None, timeout_ms: Some(timeout_ms), privileged: false, read_only: false };
-    let out = ssh::exec(host, &request)?;
-    let stdout = String::from_utf8_lossy(&out.stdout).trim().to_string();
-    if out.status != Some(0) {
-        return Err(CommandError::Failed(format!("on {host}: {}", String::from_utf8_lossy(&out.stderr).trim())));
-    }
-    Ok(stdout)
-}
-
-fn script_argv(script: &str, data: &StepData) -> Result<Vec<String>, CommandError> {
-    let mut argv = vec!["sh".to_string(), "-c".to_string(), script.to_string(), "xdb".to_string()];
-    argv.extend(data.list("args")?);
-    Ok(argv)
+fn file_step(seed: &str, id: &str, title: &str, host: &str, path: &str, snapshot: &file_edit::FileSnapshot, content: &str, reload: Option<&str>) -> Step {
+    let builder = step(id, titled(seed, title), host).file(host, path, &snapshot.sha256, content);
+    let builder = match reload {
+        Some(db) => builder.sql(db, &["SELECT pg_reload_conf()"]),
+        None => builder,
+    };
+    builder.idempotent().data(enc(&[("action", "file"), ("host", host), ("path", path)])).build()
 }
 
 /// Is the backup FILE readable, and does it hold every schema of the comma-separated SCHEMAS?
@@ -876,202 +902,6 @@ fn schemas_present(db: &str, schemas: &str) -> Result<usize, CommandError> {
     let wanted: Vec<&str> = schemas.split(',').collect();
     let live = system::live(&Node { db: db.into(), host: String::new(), port: String::new(), dbname: String::new(), user: String::new() })?;
     Ok(wanted.iter().filter(|s| live.schemas.iter().any(|l| l == *s)).count())
-}
-
-fn apply_step(step: &Step) -> CommandResult<Text> {
-    let data = StepData::parse(&step.data);
-    let done = |en: String| Ok(text(&en, ""));
-    match data.get("action")? {
-        "limit" => {
-            let db = data.get("db")?;
-            sql::query(
-                db,
-                &format!(
-                    "ALTER DATABASE {} CONNECTION LIMIT {}",
-                    quote::ident(data.get("dbname")?),
-                    data.get("limit")?.parse::<i64>().map_err(|_| CommandError::Failed("the plan's connection limit is not a number".into()))?
-                ),
-                &[],
-            )?;
-            let mut ended = 0;
-            if data.get("terminate")? == "yes" {
-                let rows = sql::query(
-                    db,
-                    "SELECT count(pg_terminate_backend(pid))::bigint AS n FROM pg_stat_activity JOIN pg_roles ON rolname = usename WHERE datname = current_database() AND pid <> pg_backend_pid() AND NOT rolsuper",
-                    &[],
-                )?;
-                ended = rows.first_int("n").unwrap_or(0);
-            }
-            done(format!("connection limit {}; {ended} sessions ended", data.get("limit")?))
-        }
-        "repcli" => {
-            let host = data.get("host")?;
-            let said = run(
-                host,
-                vec![
-                    data.get("repcli")?.into(),
-                    data.get("op")?.into(),
-                    data.get("subscription")?.into(),
-                    "-repsvrfile".into(),
-                    data.get("repsvrfile")?.into(),
-                ],
-                Vec::new(),
-                3_600_000,
-            )?;
-            // Step 2 (writers stopped): the subscription must now hold exactly the publication's
-            // data — xDB keeps applied shadow rows, so only the tables can tell.
-            if data.get("op")? == "-dosynchronize" && data.get("equal").is_ok() {
-                let (db, sub) = (data.get("db")?, data.get("sub-db")?);
-                let tables = data.list("tables")?;
-                wait::until(120_000, 500, &format!("every published table of {db} to be equal on {sub}"), || {
-                    system::differing_tables(db, sub, &tables).map(|d| d.is_empty()).map_err(|e| e.brief())
-                })?;
-            }
-            done(said)
-        }
-        "services" => {
-            let host = data.get("host")?;
-            let start = data.get("want")? == "start";
-            for name in data.get("services")?.split(',') {
-                service::control(host, name, if start { service::ServiceAction::Start } else { service::ServiceAction::Stop })?;
-            }
-            let want = if start { service::ServiceState::Running } else { service::ServiceState::Stopped };
-            let services = data.get("services")?;
-            wait::until(60_000, 500, &format!("{services} on {host}"), || {
-                Ok(services.split(',').all(|s| service::status(host, s).is_ok_and(|st| st == want)))
-            })?;
-            done(format!("{services} {}", if start { "running" } else { "stopped" }))
-        }
-        "dump" => {
-            let argv = script_argv(DUMP, &data)?;
-            done(run(data.get("host")?, argv, vec![("DB_PASSWORD".into(), ssh::EnvValue::DatabasePassword(data.get("db")?.into()))], 3_600_000)?)
-        }
-        "drop-schemas" => {
-            // Never drop what has no readable backup, also when resuming.
-            backup_readable(data.get("host")?, data.get("file")?, data.get("schemas")?)
-                .map_err(|e| CommandError::Failed(format!("the backup is not readable ({e}); nothing was dropped")))?;
-            let drops: Vec<String> = data.get("schemas")?.split(',').map(|s| format!("DROP SCHEMA IF EXISTS {s} CASCADE;")).collect();
-            sql::batch(data.get("db")?, &format!("SET client_min_messages = warning; {}", drops.join(" ")))?;
-            done(format!("dropped {}", data.get("schemas")?))
-        }
-        "backup-triggers" => {
-            let db = data.get("db")?;
-            let functions = sql::query(
-                db,
-                "SELECT coalesce(string_agg(pg_get_functiondef(p.oid) || ';', E'\\n' ORDER BY p.proname), '') AS ddl FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace \
-                 WHERE p.proname ~ '^rrp[iud]_.*_tgfunc$' OR (p.proname = 'capturetruncateevent' AND n.nspname = '_edb_replicator_pub')",
-                &[],
-            )?
-            .first_text("ddl")
-            .unwrap_or_default();
-            // pg_get_triggerdef leaves out whether a trigger is ENABLE ALWAYS / REPLICA or
-            // DISABLEd (tgenabled): it is saved as a statement of its own.
-            let triggers = sql::query(
-                db,
-                "SELECT coalesce(string_agg(pg_get_triggerdef(t.oid) || ';' || CASE t.tgenabled WHEN 'A' THEN format(E'\\nALTER TABLE %s ENABLE ALWAYS TRIGGER %I;', t.tgrelid::regclass, t.tgname) \
-                 WHEN 'R' THEN format(E'\\nALTER TABLE %s ENABLE REPLICA TRIGGER %I;', t.tgrelid::regclass, t.tgname) WHEN 'D' THEN format(E'\\nALTER TABLE %s DISABLE TRIGGER %I;', t.tgrelid::regclass, t.tgname) ELSE '' END, \
-                 E'\\n' ORDER BY t.tgname), '') AS ddl FROM pg_trigger t WHERE NOT t.tgisinternal AND t.tgname ~ '^rrp[iudt]_'",
-                &[],
-            )?
-                .first_text("ddl")
-                .unwrap_or_default();
-            let content = format!("-- xDB capture triggers and functions of {db}, saved by opsh xdb before they were dropped\n{functions}\n{triggers}\n");
-            let host = data.get("host")?;
-            let file = data.get("file")?;
-            let current = file_edit::read(host, file)?;
-            file_edit::write(host, file, &content, Some(&current.sha256))?;
-            done(format!("saved to {file}"))
-        }
-        "drop-triggers" => {
-            let content = file_edit::read(data.get("host")?, data.get("file")?)?.content;
-            let list = data.get("triggers")?;
-            for pair in list.split(',').filter(|p| !p.is_empty()) {
-                let (_, trigger) = pair.split_once(':').unwrap_or(("", pair));
-                if !content.contains(&format!("CREATE TRIGGER {trigger} ")) {
-                    return Err(CommandError::Failed(format!("the trigger backup {} lacks {trigger}; nothing was dropped", data.get("file")?)));
-                }
-            }
-            let mut statements: Vec<String> = list
-                .split(',')
-                .filter(|p| !p.is_empty())
-                .map(|pair| {
-                    let (table, trigger) = pair.split_once(':').unwrap_or(("", pair));
-                    format!("DROP TRIGGER IF EXISTS {} ON {table};", quote::ident(trigger))
-                })
-                .collect();
-            let functions = sql::query(
-                data.get("db")?,
-                "SELECT coalesce(string_agg(format('DROP FUNCTION IF EXISTS %I.%I();', n.nspname, p.proname), ' '), '') AS d FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace WHERE p.proname ~ '^rrp[iud]_.*_tgfunc$'",
-                &[],
-            )?;
-            statements.push(functions.first_text("d").unwrap_or_default());
-            sql::batch(data.get("db")?, &format!("BEGIN; {} COMMIT;", statements.join(" ")))?;
-            done("capture triggers and functions dropped".into())
-        }
-        "restore" => {
-            let argv = script_argv(RESTORE, &data)?;
-            done(run(data.get("host")?, argv, vec![("DB_PASSWORD".into(), ssh::EnvValue::DatabasePassword(data.get("db")?.into()))], 3_600_000)?)
-        }
-        "restore-triggers" => {
-            let content = file_edit::read(data.get("host")?, data.get("file")?)?.content;
-            let statements = content.replace("CREATE FUNCTION", "CREATE OR REPLACE FUNCTION");
-            let existing: Vec<String> = system::triggers(data.get("db")?)?.into_iter().map(|(_, g)| g).collect();
-            let kept: Vec<&str> = statements.lines().filter(|l| !existing.iter().any(|g| l.starts_with(&format!("CREATE TRIGGER {g} ")))).collect();
-            sql::batch(data.get("db")?, &format!("BEGIN;\n{}\nCOMMIT;", kept.join("\n")))?;
-            done(format!("capture triggers restored on {}", data.get("db")?))
-        }
-        "swap" => {
-            sql::transaction(data.get("db")?, &[sql::Statement { sql: SWAP.into(), params: Vec::new() }])?;
-            done("publication and subscription database definitions swapped".into())
-        }
-        "server-ip" => {
-            let address = data.get("address")?;
-            sql::transaction(
-                data.get("db")?,
-                &[
-                    sql::Statement {
-                        sql: "UPDATE _edb_replicator_sub.xdb_subscriptions SET pub_server_ip = $1".into(),
-                        params: vec![sql::Value::Text(address.into())],
-                    },
-                    sql::Statement {
-                        sql: "UPDATE _edb_replicator_pub.xdb_sub_servers SET sub_server_ip = $1".into(),
-                        params: vec![sql::Value::Text(address.into())],
-                    },
-                ],
-            )?;
-            done("server metadata moved".into())
-        }
-        "file" => {
-            let backup = files::apply(step)?;
-            if let Ok(db) = data.get("reload") {
-                sql::query(db, "SELECT pg_reload_conf()", &[])?;
-            }
-            done(format!("written (previous content kept in {backup})"))
-        }
-        "create-slot" => {
-            let db = data.get("db")?;
-            let exists =
-                sql::query(db, "SELECT count(*)::bigint AS n FROM pg_replication_slots WHERE slot_name = $1", &[sql::Value::Text(data.get("slot")?.into())])?;
-            if exists.first_int("n") == Some(0) {
-                sql::query(
-                    db,
-                    "SELECT (pg_create_logical_replication_slot($1, $2)).slot_name::text AS slot",
-                    &[sql::Value::Text(data.get("slot")?.into()), sql::Value::Text(data.get("plugin")?.into())],
-                )?;
-            }
-            done(format!("slot {} exists on {db}", data.get("slot")?))
-        }
-        "drop-slot" => {
-            let db = data.get("db")?;
-            sql::query(
-                db,
-                "SELECT count(pg_drop_replication_slot(slot_name)::text)::bigint AS n FROM pg_replication_slots WHERE slot_name = $1",
-                &[sql::Value::Text(data.get("slot")?.into())],
-            )?;
-            done(format!("slot {} dropped on {db}", data.get("slot")?))
-        }
-        other => Err(CommandError::Failed(format!("unknown action {other}"))),
-    }
 }
 
 fn check_step(step: &Step) -> CommandResult<CheckResult> {

@@ -242,3 +242,101 @@ pub fn recorded(db: &str) -> Result<(Recorded, Recorded), CommandError> {
     };
     Ok((one("_edb_replicator_pub.xdb_pub_database", "pub_db_id")?, one("_edb_replicator_sub.xdb_sub_database", "sub_db_id")?))
 }
+
+/// The definitions of a publication database's capture triggers and their functions, read
+/// while planning: what the backup file holds and what restores them, statement by statement.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct CaptureDdl {
+    /// `CREATE OR REPLACE FUNCTION …` of the trigger functions and `capturetruncateevent`.
+    pub functions: Vec<String>,
+    /// `schema.name` of the trigger functions (`rrp[iud]_…_tgfunc`), dropped with the triggers.
+    pub trigger_functions: Vec<String>,
+    /// Each trigger's name and statements: its `CREATE TRIGGER`, and (pg_get_triggerdef leaves
+    /// it out) the `ALTER TABLE … ENABLE ALWAYS / REPLICA` or `DISABLE` its `tgenabled` says.
+    pub triggers: Vec<(String, Vec<String>)>,
+}
+
+pub fn capture_ddl(db: &str) -> Result<CaptureDdl, CommandError> {
+    let functions = sql::query(
+        db,
+        "SELECT pg_get_functiondef(p.oid) AS ddl, format('%I.%I', n.nspname, p.proname) AS name, p.proname ~ '^rrp[iud]_.*_tgfunc$' AS trigger_function \
+         FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace \
+         WHERE p.proname ~ '^rrp[iud]_.*_tgfunc$' OR (p.proname = 'capturetruncateevent' AND n.nspname = '_edb_replicator_pub') ORDER BY p.proname",
+        &[],
+    )?;
+    let triggers = sql::query(
+        db,
+        "SELECT t.tgname::text AS name, pg_get_triggerdef(t.oid) AS ddl, CASE t.tgenabled \
+         WHEN 'A' THEN format('ALTER TABLE %s ENABLE ALWAYS TRIGGER %I', t.tgrelid::regclass, t.tgname) \
+         WHEN 'R' THEN format('ALTER TABLE %s ENABLE REPLICA TRIGGER %I', t.tgrelid::regclass, t.tgname) \
+         WHEN 'D' THEN format('ALTER TABLE %s DISABLE TRIGGER %I', t.tgrelid::regclass, t.tgname) ELSE '' END AS mode \
+         FROM pg_trigger t WHERE NOT t.tgisinternal AND t.tgname ~ '^rrp[iudt]_' ORDER BY t.tgname",
+        &[],
+    )?;
+    let is_trigger_function = opsh_plugin_sdk::rows::texts(&functions, "trigger_function");
+    let names = opsh_plugin_sdk::rows::texts(&functions, "name");
+    let modes = opsh_plugin_sdk::rows::texts(&triggers, "mode");
+    Ok(CaptureDdl {
+        functions: opsh_plugin_sdk::rows::texts(&functions, "ddl").into_iter().map(|d| d.trim_end().to_string()).collect(),
+        trigger_functions: names.into_iter().zip(is_trigger_function).filter(|(_, t)| t == "t").map(|(n, _)| n).collect(),
+        triggers: opsh_plugin_sdk::rows::texts(&triggers, "name")
+            .into_iter()
+            .zip(opsh_plugin_sdk::rows::texts(&triggers, "ddl"))
+            .zip(modes)
+            .map(|((name, ddl), mode)| (name, std::iter::once(ddl).chain((!mode.is_empty()).then_some(mode)).collect()))
+            .collect(),
+    })
+}
+
+impl CaptureDdl {
+    /// The backup file: a SQL script that recreates them.
+    pub fn backup(&self, db: &str) -> String {
+        let mut out = format!("-- xDB capture triggers and functions of {db}, saved by opsh xdb before they were dropped\n");
+        for statement in self.functions.iter().chain(self.triggers.iter().flat_map(|(_, s)| s)) {
+            out.push_str(statement);
+            out.push_str(";\n");
+        }
+        out
+    }
+
+    /// The statements that restore them where `existing` (table, trigger) are already in place:
+    /// every function (they replace), and each trigger not there yet.
+    pub fn restore(&self, existing: &[(String, String)]) -> Vec<String> {
+        let present = |name: &str| existing.iter().any(|(_, g)| g == name);
+        self.functions.iter().cloned().chain(self.triggers.iter().filter(|(name, _)| !present(name)).flat_map(|(_, s)| s.iter().cloned())).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::CaptureDdl;
+
+    fn ddl() -> CaptureDdl {
+        CaptureDdl {
+            functions: vec!["CREATE OR REPLACE FUNCTION _edb_replicator_pub.rrpi_public_orders_tgfunc() RETURNS trigger AS $$ BEGIN RETURN NEW; END $$ LANGUAGE plpgsql".into()],
+            trigger_functions: vec!["_edb_replicator_pub.rrpi_public_orders_tgfunc".into()],
+            triggers: vec![
+                ("rrpi_public_orders".into(), vec!["CREATE TRIGGER rrpi_public_orders AFTER INSERT ON public.orders FOR EACH ROW EXECUTE FUNCTION _edb_replicator_pub.rrpi_public_orders_tgfunc()".into(), "ALTER TABLE orders ENABLE ALWAYS TRIGGER rrpi_public_orders".into()]),
+                ("rrpu_public_orders".into(), vec!["CREATE TRIGGER rrpu_public_orders AFTER UPDATE ON public.orders FOR EACH ROW EXECUTE FUNCTION _edb_replicator_pub.rrpi_public_orders_tgfunc()".into()]),
+            ],
+        }
+    }
+
+    #[test]
+    fn the_backup_holds_every_statement_and_the_trigger_modes() {
+        let backup = ddl().backup("node1-edb");
+        assert!(backup.starts_with("-- xDB capture triggers and functions of node1-edb"));
+        assert_eq!(backup.matches(";\n").count(), 4, "{backup}");
+        assert!(backup.contains("ALTER TABLE orders ENABLE ALWAYS TRIGGER rrpi_public_orders;\n"), "{backup}");
+    }
+
+    #[test]
+    fn a_restore_skips_triggers_already_in_place_but_replaces_every_function() {
+        let existing = [("public.orders".to_string(), "rrpi_public_orders".to_string())];
+        let restore = ddl().restore(&existing);
+        assert_eq!(restore.len(), 2, "{restore:#?}");
+        assert!(restore[0].starts_with("CREATE OR REPLACE FUNCTION"));
+        assert!(restore[1].starts_with("CREATE TRIGGER rrpu_public_orders "));
+        assert_eq!(ddl().restore(&[]).len(), 4);
+    }
+}

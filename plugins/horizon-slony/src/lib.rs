@@ -22,8 +22,9 @@ use opsh_plugin_sdk::{
     Args, ChangePlan, CheckResult, CommandError, CommandKind, CommandResult, Completion, Guest, Invocation, PluginInfo, Step, Table, Text, command, text,
 };
 
-/// Written for opsh:plugin 0.1 (see `opsh_plugin_sdk::WIT_MINOR`).
-const _: () = assert!(opsh_plugin_sdk::WIT_MINOR == 1, "this plugin is written for opsh:plugin 0.1");
+/// Written for opsh:plugin 0.2 (see `opsh_plugin_sdk::WIT_MINOR`): the host performs every step
+/// as declared, except the Slony subscription (see `steps::apply`).
+const _: () = assert!(opsh_plugin_sdk::WIT_MINOR == 2, "this plugin is written for opsh:plugin 0.2");
 
 struct HorizonPlugin;
 

@@ -1,7 +1,7 @@
 //! The kinds of step a Horizon runbook is made of: how each is planned (what the operator sees),
 //! applied, and checked (for resume, and to confirm an applied step took effect).
 
-use opsh_plugin_sdk::{CheckResult, CheckState, CommandError, CommandResult, Effect, Step, StepData, Text, data, file_edit, service, ssh, step, text};
+use opsh_plugin_sdk::{CheckResult, CheckState, CommandError, CommandResult, Step, StepData, Text, data, file_edit, service, ssh, step, text};
 
 use crate::appliances::Database;
 use crate::slony::{self, Role};
@@ -14,9 +14,15 @@ pub fn titled(seed: &str, en: &str, ja: &str) -> Text {
 }
 
 fn services_step(id: &str, title: Text, appliance: &str, services: &[String], action: &str) -> Step {
+    let (verb, state) = if action == "start" { (service::ServiceAction::Start, "running") } else { (service::ServiceAction::Stop, "stopped") };
     let mut builder = step(id, title, appliance);
     for service in services {
-        builder = builder.service(appliance, service, action);
+        builder = builder.service(appliance, service, verb);
+    }
+    if action == "start" {
+        let list = services.join(", ");
+        let be = if services.len() == 1 { "is" } else { "are" };
+        builder = builder.wait_until(text(&format!("{list} on {appliance} {be} {state}"), &format!("{appliance} の {list} が稼働中")), 500, 60_000);
     }
     builder.idempotent().data(data::encode(&[("action", "services"), ("host", appliance), ("services", &services.join(",")), ("want", action)])).build()
 }
@@ -54,6 +60,10 @@ pub fn stop_slon(seed: &str, appliance: &str) -> Step {
         appliance,
     )
     .exec(appliance, &["killall", "slon"])
+    .privileged()
+    // 1: no slon ran (already stopped).
+    .ok_status(&[0, 1])
+    .wait_until(text(&format!("no slon runs on {appliance}"), &format!("{appliance} で slon が動いていない")), 500, 15_000)
     .group("stop-slon")
     .idempotent()
     .data(data::encode(&[("action", "slon-stop"), ("host", appliance)]))
@@ -76,9 +86,10 @@ pub fn fence_db(seed: &str, db: &Database) -> Step {
         &db.name,
     )
     .sql(&db.name, &[&alter, terminate])
+    .one_by_one()
     .group("fence")
     .idempotent()
-    .data(data::encode(&[("action", "fence"), ("db", &db.name), ("alter", &alter), ("terminate", terminate)]))
+    .data(data::encode(&[("action", "fence"), ("db", &db.name)]))
     .build()
 }
 
@@ -124,8 +135,11 @@ pub fn restore(seed: &str, from: &Database, to: &Database, backup_dir: &str) -> 
         &to.name,
     )
     .exec(&to.appliance, &argv)
+    .env("SOURCE_PASSWORD", ssh::EnvValue::DatabasePassword(from.name.clone()))
+    .env("TARGET_PASSWORD", ssh::EnvValue::DatabasePassword(to.name.clone()))
+    .timeout_ms(3_600_000)
     .idempotent()
-    .data(data::encode(&[("action", "restore"), ("host", &to.appliance), ("from", &from.name), ("to", &to.name), ("args", &data::encode_list(&args))]))
+    .data(data::encode(&[("action", "restore"), ("from", &from.name), ("to", &to.name)]))
     .build()
 }
 
@@ -160,9 +174,13 @@ pub fn av_setup(seed: &str, appliance: &str, script: &str, password_of: &str) ->
         ),
         appliance,
     )
-    .exec(appliance, &["env", &format!("DB_HOST={}", opsh_plugin_sdk::address_of(appliance)), "DB_PASSWORD=(hidden)", script])
+    .exec(appliance, &[script])
+    .env("DB_HOST", ssh::EnvValue::Plain(opsh_plugin_sdk::address_of(appliance)))
+    .env("DB_PASSWORD", ssh::EnvValue::DatabasePassword(password_of.to_string()))
+    .privileged()
+    .timeout_ms(600_000)
     .idempotent()
-    .data(data::encode(&[("action", "av-setup"), ("host", appliance), ("script", script), ("password-of", password_of)]))
+    .data(data::encode(&[("action", "av-setup")]))
     .build()
 }
 
@@ -179,6 +197,8 @@ pub fn capabilities(seed: &str, db: &str, old: &str, new: &str) -> Step {
             &format!("update appliance set capabilities = (capabilities | 192) where name={}", opsh_plugin_sdk::quote::literal(new)),
         ],
     )
+    // One row each: none or several mean the plan read another table than the one it changes.
+    .expect_rows(2)
     .idempotent()
     .data(data::encode(&[("action", "capabilities"), ("db", db), ("old", old), ("new", new)]))
     .build()
@@ -203,24 +223,26 @@ pub fn slony_init(seed: &str, nodes: &[&Database], tables: &[String], sequences:
         ),
         &origin.name,
     )
-    .effects_each(nodes, |node| {
+    .each(nodes, |builder, node| {
         // Leftovers of an interrupted attempt would make `init cluster` fail, and a fenced copy
-        // could not take what Slony copies into it: every node starts from nothing.
-        Effect::Sql(opsh_plugin_sdk::SqlEffect {
-            database: node.name.clone(),
-            statements: vec![
-                "SET default_transaction_read_only = off".into(),
-                format!("ALTER DATABASE {} RESET default_transaction_read_only", opsh_plugin_sdk::quote::ident(&node.dbname)),
-                DROP_SLONY.into(),
-            ],
-        })
+        // could not take what Slony copies into it: every node starts from nothing. One by
+        // one: a fenced database's session starts read-only until the first statement.
+        builder
+            .sql(
+                &node.name,
+                &[
+                    "SET default_transaction_read_only = off",
+                    &format!("ALTER DATABASE {} RESET default_transaction_read_only", opsh_plugin_sdk::quote::ident(&node.dbname)),
+                    DROP_SLONY,
+                ],
+            )
+            .one_by_one()
     })
-    .effect(Effect::Opaque(text(
-        &format!("slonik on {} reads:\n{script}", origin.appliance),
-        &format!("{} の slonik に渡すスクリプト:\n{script}", origin.appliance),
-    )))
+    .exec(&origin.appliance, &["slonik"])
+    .stdin(&script)
+    .timeout_ms(300_000)
     .idempotent()
-    .data(data::encode(&[("action", "slony-init"), ("host", &origin.appliance), ("nodes", &names(nodes)), ("script", &script)]))
+    .data(data::encode(&[("action", "slony-init"), ("nodes", &names(nodes))]))
     .build()
 }
 
@@ -235,12 +257,13 @@ pub fn start_slon(seed: &str, appliance: &str, dbs: &[&str], scripts: &[String])
         appliance,
     );
     for script in scripts {
-        builder = builder.exec(appliance, &[script]);
+        builder = builder.exec(appliance, &[script]).privileged().timeout_ms(60_000);
     }
     builder
+        .wait_until(text(&format!("a slon runs for each of {}", dbs.join(", ")), &format!("{} の slon がそれぞれ稼働", dbs.join("、"))), 500, 30_000)
         .group("start-slon")
         .idempotent()
-        .data(data::encode(&[("action", "slon-start"), ("host", appliance), ("dbs", &dbs.join(",")), ("scripts", &scripts.join(","))]))
+        .data(data::encode(&[("action", "slon-start"), ("host", appliance), ("dbs", &dbs.join(","))]))
         .build()
 }
 
@@ -257,10 +280,13 @@ pub fn subscribe(seed: &str, nodes: &[&Database]) -> Step {
         ),
         &origin.name,
     )
-    .effect(Effect::Opaque(text(
-        &format!("slonik on {} reads:\n{script}", origin.appliance),
-        &format!("{} の slonik に渡すスクリプト:\n{script}", origin.appliance),
-    )))
+    .exec(&origin.appliance, &["slonik"])
+    .stdin(&script)
+    .timeout_ms(300_000)
+    .custom(text(
+        "slonik subscribes only when the set has no subscribers yet (a resumed run must not subscribe twice); then opsh waits until the copy is done",
+        "購読がまだ無いときだけ slonik で購読する (再開時に二重に購読しない)。その後コピー完了を待つ",
+    ))
     .idempotent()
     .data(data::encode(&[("action", "subscribe"), ("host", &origin.appliance), ("nodes", &names(nodes)), ("script", &script)]))
     .build()
@@ -280,10 +306,9 @@ pub fn sync_wait(seed: &str, origin: &Database, origin_id: i64, subscribers: &[(
         ),
         &origin.name,
     )
-    .effect(Effect::Opaque(text(
-        &format!("slonik on {} reads:\n{script}", origin.appliance),
-        &format!("{} の slonik に渡すスクリプト:\n{script}", origin.appliance),
-    )))
+    .exec(&origin.appliance, &["slonik"])
+    .stdin(&script)
+    .timeout_ms(300_000)
     .group("sync")
     .idempotent()
     .data(data::encode(&[
@@ -291,7 +316,6 @@ pub fn sync_wait(seed: &str, origin: &Database, origin_id: i64, subscribers: &[(
         ("host", &origin.appliance),
         ("origin", &origin.name),
         ("subscribers", &subscribers.iter().map(|(_, id)| id.to_string()).collect::<Vec<_>>().join(",")),
-        ("script", &script),
     ]))
     .build()
 }
@@ -306,7 +330,7 @@ pub fn confirm_origin(seed: &str, db: &Database) -> Step {
         ),
         &db.name,
     )
-    .sql(&db.name, &[slony::VERIFY])
+    .wait_until(text(&format!("{} is the origin (master_node = t)", db.name), &format!("{} が origin (master_node = t)", db.name)), 500, 10_000)
     .idempotent()
     .data(data::encode(&[("action", "confirm-origin"), ("db", &db.name)]))
     .build()
@@ -316,136 +340,11 @@ fn names(nodes: &[&Database]) -> String {
     nodes.iter().map(|n| n.name.as_str()).collect::<Vec<_>>().join(",")
 }
 
+/// The one step the host cannot perform from its declaration: subscribing is not idempotent, so
+/// slonik runs (its declared effect) only when the set has no subscribers yet.
 pub fn apply(step: &Step) -> CommandResult<Text> {
     let data = StepData::parse(&step.data);
     match data.get("action")? {
-        "services" => {
-            let host_name = data.get("host")?;
-            let want = data.get("want")?;
-            let action = if want == "start" { service::ServiceAction::Start } else { service::ServiceAction::Stop };
-            for name in data.get("services")?.split(',') {
-                service::control(host_name, name, action)?;
-            }
-            if want == "start" {
-                let services = data.get("services")?;
-                wait_until(60, &format!("{} on {host_name} to be running", data.get("services")?), || {
-                    services_in(host_name, services, service::ServiceState::Running)
-                })?;
-                Ok(text("started; running", "開始しました (稼働中)"))
-            } else {
-                Ok(text("stopped", "停止しました"))
-            }
-        }
-        "slon-stop" => {
-            let host_name = data.get("host")?;
-            for signal in ["TERM", "TERM", "KILL"] {
-                let out = ssh::exec(host_name, &privileged(&["killall", &format!("-{signal}"), "slon"]))?;
-                if out.status == Some(1) && String::from_utf8_lossy(&out.stderr).contains("no process found") {
-                    break;
-                }
-                if wait_until(10, "slon to exit", || slon_gone(host_name)).is_ok() {
-                    break;
-                }
-            }
-            wait_until(5, &format!("every slon on {host_name} to exit"), || slon_gone(host_name))?;
-            Ok(text("no slon runs", "slon は停止しています"))
-        }
-        "drop-slony" => {
-            opsh_plugin_sdk::sql::batch(data.get("db")?, "SET client_min_messages = warning; DROP SCHEMA IF EXISTS _slony CASCADE")?;
-            Ok(text("_slony dropped; its tables take writes", "_slony を削除しました。書き込み可能です"))
-        }
-        "restore" => {
-            let args = data.list("args")?;
-            let mut argv: Vec<String> = vec!["sh".into(), "-c".into(), RESTORE.into(), "restore".into()];
-            argv.extend(args);
-            let request = ssh::ExecRequest {
-                argv,
-                env: vec![
-                    ("SOURCE_PASSWORD".into(), ssh::EnvValue::DatabasePassword(data.get("from")?.into())),
-                    ("TARGET_PASSWORD".into(), ssh::EnvValue::DatabasePassword(data.get("to")?.into())),
-                ],
-                stdin: None,
-                timeout_ms: Some(3_600_000),
-                privileged: false,
-                read_only: false,
-            };
-            let out = ssh::exec(data.get("host")?, &request)?;
-            if out.status != Some(0) {
-                return Err(CommandError::Failed(format!("restoring {}: {}", data.get("to")?, String::from_utf8_lossy(&out.stderr).trim())));
-            }
-            let said = String::from_utf8_lossy(&out.stdout).trim().to_string();
-            Ok(text(&said, &said))
-        }
-        "file" => {
-            let backup = opsh_plugin_sdk::files::apply(step)?;
-            Ok(text(&format!("written; the previous content is kept in {backup}"), &format!("書き込みました。以前の内容は {backup} に保存")))
-        }
-        "av-setup" => {
-            let host_name = data.get("host")?;
-            let request = ssh::ExecRequest {
-                argv: vec![data.get("script")?.to_string()],
-                env: vec![
-                    ("DB_HOST".into(), ssh::EnvValue::Plain(opsh_plugin_sdk::address_of(host_name))),
-                    ("DB_PASSWORD".into(), ssh::EnvValue::DatabasePassword(data.get("password-of")?.into())),
-                ],
-                stdin: None,
-                timeout_ms: Some(600_000),
-                privileged: true,
-                read_only: false,
-            };
-            let out = ssh::exec(host_name, &request)?;
-            if out.status != Some(0) {
-                return Err(CommandError::Failed(format!(
-                    "av-setup on {host_name} exited with {:?}: {}",
-                    out.status,
-                    String::from_utf8_lossy(&out.stderr).trim()
-                )));
-            }
-            let said = String::from_utf8_lossy(&out.stdout).trim().to_string();
-            Ok(text(&said, &said))
-        }
-        "capabilities" => {
-            let db = data.get("db")?;
-            let statement =
-                |sql: &str, name: &str| opsh_plugin_sdk::sql::Statement { sql: sql.into(), params: vec![opsh_plugin_sdk::sql::Value::Text(name.into())] };
-            let results = opsh_plugin_sdk::sql::transaction(
-                db,
-                &[
-                    statement("UPDATE appliance SET capabilities = (capabilities & 65343) WHERE name = $1", data.get("old")?),
-                    statement("UPDATE appliance SET capabilities = (capabilities | 192) WHERE name = $1", data.get("new")?),
-                ],
-            )?;
-            if results.iter().any(|r| r.affected != 1) {
-                return Err(CommandError::Failed(format!("{db}: the appliance rows of {} and {} were not both updated", data.get("old")?, data.get("new")?)));
-            }
-            Ok(text("primary bits moved", "プライマリ ビットを移動しました"))
-        }
-        "slony-init" => {
-            // Leftovers of an interrupted attempt would make `init cluster` fail: this step
-            // builds the cluster from nothing, on nodes whose slon is stopped.
-            for effect in &step.effects {
-                if let Effect::Sql(sql) = effect {
-                    opsh_plugin_sdk::sql::batch(&sql.database, "SET client_min_messages = warning")?;
-                    for statement in &sql.statements {
-                        opsh_plugin_sdk::sql::query(&sql.database, statement, &[])?;
-                    }
-                }
-            }
-            slonik(data.get("host")?, data.get("script")?)?;
-            Ok(text("cluster, nodes, paths and set created", "クラスタ・ノード・パス・セットを作成しました"))
-        }
-        "slon-start" => {
-            let host_name = data.get("host")?;
-            for script in data.get("scripts")?.split(',') {
-                let out = ssh::exec(host_name, &privileged(&[script]))?;
-                if out.status != Some(0) {
-                    return Err(CommandError::Failed(format!("{script} on {host_name}: {}", String::from_utf8_lossy(&out.stderr).trim())));
-                }
-            }
-            let dbs = data.get("dbs")?;
-            wait_until(30, &format!("slon for {dbs} on {host_name}"), || slons_for(host_name, dbs))?;
-            Ok(text("slon runs for every database", "全データベースの slon が稼働中"))
-        }
         "subscribe" => {
             let nodes: Vec<&str> = data.get("nodes")?.split(',').collect();
             let origin = nodes[0];
@@ -456,25 +355,7 @@ pub fn apply(step: &Step) -> CommandResult<Text> {
             wait_until(300, "the subscribers to copy the set and catch up", || caught_up(&nodes))?;
             Ok(text("subscribed; the copy is done and the subscribers are caught up", "購読完了。コピーが終わり追いつきました"))
         }
-        "fence" => {
-            let db = data.get("db")?;
-            opsh_plugin_sdk::sql::query(db, data.get("alter")?, &[])?;
-            let ended = opsh_plugin_sdk::sql::query(db, data.get("terminate")?, &[])?;
-            let ended = opsh_plugin_sdk::RowsExt::first_int(&ended, "ended").unwrap_or(0);
-            Ok(text(&format!("read-only for new sessions; {ended} sessions ended"), &format!("新しいセッションは読み取り専用。{ended} 件のセッションを終了")))
-        }
-        "sync" => {
-            slonik(data.get("host")?, data.get("script")?)?;
-            Ok(text("every subscriber confirmed the origin's last event", "全サブスクライバーが最後のイベントを確認しました"))
-        }
-        "confirm-origin" => {
-            let db = data.get("db")?;
-            match slony::verification(db)? {
-                Some((local, true)) => Ok(text(&format!("master_node = t (local_id {local})"), &format!("master_node = t (local_id {local})"))),
-                other => Err(CommandError::Failed(format!("{db}: the seed's verification query shows {other:?}, not master_node = t"))),
-            }
-        }
-        other => Err(CommandError::Failed(format!("unknown action {other}"))),
+        other => Err(CommandError::Failed(format!("horizon performs no {other} step itself; the host does"))),
     }
 }
 
@@ -571,12 +452,6 @@ pub fn check(step: &Step) -> CommandResult<CheckResult> {
         },
         other => return Err(CommandError::Failed(format!("unknown action {other}"))),
     })
-}
-
-fn privileged(argv: &[&str]) -> ssh::ExecRequest {
-    let mut request = opsh_plugin_sdk::exec_request(argv, Some(60_000), false);
-    request.privileged = true;
-    request
 }
 
 fn slonik(host_name: &str, script: &str) -> Result<(), CommandError> {

@@ -148,6 +148,71 @@ impl StepBuilder {
         }))
     }
 
+    /// The last exec effect, to finish declaring it (`privileged`, `env`, `stdin`, …).
+    #[cfg(feature = "wit-0-2")]
+    fn last_exec(&mut self) -> Option<&mut crate::ExecEffect> {
+        self.0.effects.iter_mut().rev().find_map(|e| match e {
+            Effect::Exec(exec) => Some(exec),
+            _ => None,
+        })
+    }
+
+    /// The last exec effect runs with the host's privilege (the inventory's `become`).
+    #[cfg(feature = "wit-0-2")]
+    pub fn privileged(mut self) -> Self {
+        if let Some(exec) = self.last_exec() {
+            exec.privileged = true;
+        }
+        self
+    }
+
+    /// An environment variable of the last exec effect (`EnvValue::DatabasePassword(db)` puts
+    /// the inventory's password there: the host shows its name, never the password).
+    #[cfg(feature = "wit-0-2")]
+    pub fn env(mut self, name: &str, value: crate::ssh::EnvValue) -> Self {
+        if let Some(exec) = self.last_exec() {
+            exec.env.push((name.to_string(), value));
+        }
+        self
+    }
+
+    /// What the last exec effect reads on its standard input (shown in full at confirmation).
+    #[cfg(feature = "wit-0-2")]
+    pub fn stdin(mut self, input: &str) -> Self {
+        if let Some(exec) = self.last_exec() {
+            exec.stdin = Some(input.as_bytes().to_vec());
+        }
+        self
+    }
+
+    /// The last exec effect may take at most this long (never more than the inventory allows).
+    #[cfg(feature = "wit-0-2")]
+    pub fn timeout_ms(mut self, ms: u32) -> Self {
+        if let Some(exec) = self.last_exec() {
+            exec.timeout_ms = Some(ms);
+        }
+        self
+    }
+
+    /// Exit statuses of the last exec effect that mean success (instead of only 0).
+    #[cfg(feature = "wit-0-2")]
+    pub fn ok_status(mut self, statuses: &[i32]) -> Self {
+        if let Some(exec) = self.last_exec() {
+            exec.ok_status = statuses.to_vec();
+        }
+        self
+    }
+
+    /// The statements of the last SQL effect run one by one, each committed on its own (for
+    /// what PostgreSQL refuses inside a transaction, or a session setting a later one needs).
+    #[cfg(feature = "wit-0-2")]
+    pub fn one_by_one(mut self) -> Self {
+        if let Some(Effect::Sql(sql)) = self.0.effects.iter_mut().rev().find(|e| matches!(e, Effect::Sql(_))) {
+            sql.transaction = false;
+        }
+        self
+    }
+
     pub fn file(self, host: &str, path: &str, expected_sha256: &str, new_content: &str) -> Self {
         self.effect(Effect::File(crate::FileEffect {
             host: host.into(),
@@ -161,6 +226,11 @@ impl StepBuilder {
     pub fn effects_each<T>(mut self, items: &[T], effect: impl Fn(&T) -> Effect) -> Self {
         self.0.effects.extend(items.iter().map(effect));
         self
+    }
+
+    /// Declare something for each item, in order (`|builder, item| builder.sql(…)`).
+    pub fn each<T>(self, items: &[T], declare: impl Fn(Self, &T) -> Self) -> Self {
+        items.iter().fold(self, declare)
     }
 
     pub fn group(mut self, group: &str) -> Self {

@@ -45,3 +45,9 @@ impl RowsExt for Rows {
         self.rows.first().and_then(|row| row.get(index))
     }
 }
+
+/// Every row's value in the named column, as the operator would read it (none if no such column).
+pub fn texts(rows: &Rows, column: &str) -> Vec<String> {
+    let Some(index) = rows.columns.iter().position(|c| c.name == column) else { return Vec::new() };
+    rows.rows.iter().filter_map(|row| row.get(index)).map(display).collect()
+}
