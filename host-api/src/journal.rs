@@ -372,6 +372,7 @@ mod tests {
         Plan {
             summary: text(),
             warnings: vec![],
+            if_stopped: vec![],
             steps: (0..n)
                 .map(|i| Step {
                     id: format!("s{i}"),

@@ -29,6 +29,9 @@ pub struct Plan {
     pub summary: Text,
     pub steps: Vec<Step>,
     pub warnings: Vec<Text>,
+    /// What stays as it is when the run stops after a change (0.2; absent before).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub if_stopped: Vec<Text>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -233,17 +236,33 @@ macro_rules! alike_in_every_version {
                 Self { command: i.command.clone(), args: i.args.clone() }
             }
         }
-
-        impl From<&$wit::ChangePlan> for Plan {
-            fn from(p: &$wit::ChangePlan) -> Self {
-                Self { summary: (&p.summary).into(), steps: p.steps.iter().map(Step::from).collect(), warnings: p.warnings.iter().map(Text::from).collect() }
-            }
-        }
     };
 }
 
 alike_in_every_version!(wit);
 alike_in_every_version!(wit2);
+
+impl From<&wit::ChangePlan> for Plan {
+    fn from(p: &wit::ChangePlan) -> Self {
+        Self {
+            summary: (&p.summary).into(),
+            steps: p.steps.iter().map(Step::from).collect(),
+            warnings: p.warnings.iter().map(Text::from).collect(),
+            if_stopped: Vec::new(),
+        }
+    }
+}
+
+impl From<&wit2::ChangePlan> for Plan {
+    fn from(p: &wit2::ChangePlan) -> Self {
+        Self {
+            summary: (&p.summary).into(),
+            steps: p.steps.iter().map(Step::from).collect(),
+            warnings: p.warnings.iter().map(Text::from).collect(),
+            if_stopped: p.if_stopped.iter().map(Text::from).collect(),
+        }
+    }
+}
 
 impl From<&Plan> for wit::ChangePlan {
     fn from(p: &Plan) -> Self {

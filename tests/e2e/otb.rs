@@ -26,8 +26,15 @@ fn fail_over(node: &str, old: &str, new: &str, new_host: &str, port: u16) {
     assert!(takes_writes(&world, old), "before: the master {old} takes writes");
     assert!(!takes_writes(&world, new), "before: the standby {new} does not");
     world.lab.crash(old).expect("kill the master");
+    let json = world.opsh(&["--output", "json", "--dry-run", "otb", "promote", node]);
+    let planned: serde_json::Value = serde_json::from_str(json.stdout.trim()).unwrap_or_else(|e| panic!("{e}: {json:?}"));
+    assert!(planned["steps"].as_array().is_some_and(|s| s.iter().all(|s| s["runs"] == "host")), "the host performs every step: {planned}");
+    let runs = world.runs();
     let run = world.opsh(&["--yes", "otb", "promote", node]);
     assert_eq!(run.code, 0, "{run:?}");
+    let id = crate::support::new_run(&world, &runs);
+    let compared = crate::support::performed_as_shown(&world, &planned, &id);
+    assert!(compared >= 5, "the host performed {compared} effects: fence, promote and the routes");
     assert!(takes_writes(&world, new), "after: {new} takes writes");
     assert!(!takes_writes(&world, old), "after: the old master {old} is fenced");
     let address = world.lab.host(new_host).expect("host").address.clone();

@@ -68,10 +68,17 @@ fn reprovision_copies_the_definitive_data_and_ends_in_automatic_policy() {
     .map(|needle| dry.stdout.find(needle).unwrap_or_else(|| panic!("the plan shows {needle}: {dry:?}")))
     .collect();
     assert!(order.windows(2).all(|w| w[0] < w[1]), "the seed's order, maintenance first and automatic last: {order:?}");
+    let json = world.opsh(&["--output", "json", "--dry-run", "tungsten", "reprovision", "east", "--from", "west1"]);
+    let planned: serde_json::Value = serde_json::from_str(json.stdout.trim()).unwrap_or_else(|e| panic!("{e}: {json:?}"));
+    assert!(planned["steps"].as_array().is_some_and(|s| s.iter().all(|s| s["runs"] == "host")), "the host performs every step: {planned}");
     assert_eq!(state(&world), before, "--dry-run changed nothing");
 
+    let runs = world.runs();
     let run = world.opsh(&["--yes", "tungsten", "reprovision", "east", "--from", "west1"]);
     assert_eq!(run.code, 0, "{run:?}");
+    let id = crate::support::new_run(&world, &runs);
+    let compared = crate::support::performed_as_shown(&world, &planned, &id);
+    assert!(compared >= 12, "the host performed {compared} effects");
     assert_back_in_service(&world);
     assert_ne!(data(&world, "west1"), before.1, "west1's data was not replaced by east's");
 }

@@ -346,7 +346,7 @@ impl Engine<'_> {
             }
         }
         let lang = options.lang.as_str();
-        let warnings: Vec<String> = saved.plan.warnings.iter().map(|w| self.reveal(pick_text(w, lang))).collect();
+        let warnings = self.warnings(&saved.plan, lang);
         let summary =
             format!("{} (saved plan {}, made by {} at {})", self.reveal(pick_text(&saved.plan.summary, lang)), file.display(), saved.planned_by, saved.created);
         // What is shown is made from the plan that will run, never taken from the file.
@@ -362,6 +362,12 @@ impl Engine<'_> {
         self.start(start, options).await
     }
 
+    /// The plan's warnings, and what stays as it is if the run stops after a change.
+    fn warnings(&self, plan: &Plan, lang: &str) -> Vec<String> {
+        let stopped = plan.if_stopped.iter().map(|t| format!("if the run stops after a change: {}", self.reveal(pick_text(t, lang))));
+        plan.warnings.iter().map(|w| self.reveal(pick_text(w, lang))).chain(stopped).collect()
+    }
+
     /// Ask the plugin for its plan; preview it (file diffs read now) and show it.
     async fn make_plan(&self, plugin: &LoadedPlugin, call: &Invocation, lang: &str, who: &str) -> Result<(Plan, Vec<StepPreview>, Arc<Trace>), Outcome> {
         let trace = Trace::new(self.events);
@@ -371,7 +377,7 @@ impl Engine<'_> {
             Err(e) => return Err(self.call_failure(&format!("{who} (planning)"), e, false, None, None, lang, Vec::new())),
         };
         let previews = self.previews(plugin.name(), &plan, lang).await;
-        let warnings: Vec<String> = plan.warnings.iter().map(|w| self.reveal(pick_text(w, lang))).collect();
+        let warnings = self.warnings(&plan, lang);
         self.operator.plan(plugin.name(), &self.reveal(pick_text(&plan.summary, lang)), &warnings, &previews, &trace.pending());
         Ok((plan, previews, trace))
     }
@@ -976,7 +982,12 @@ impl Engine<'_> {
                 message: format!(
                     "{}: {message}{}",
                     ctx.who,
-                    if changed { format!(". Earlier steps were applied; fix the cause, then {resume}") } else { ". Nothing was changed".into() }
+                    if changed {
+                        let stays: String = ctx.plan.if_stopped.iter().map(|t| format!(" {}.", self.reveal(pick_text(t, ctx.lang)))).collect();
+                        format!(". Earlier steps were applied;{stays} Fix the cause, then {resume}")
+                    } else {
+                        ". Nothing was changed".into()
+                    }
                 ),
                 changed,
                 step,

@@ -775,6 +775,20 @@ fn plan_switchover(system: &System, quiesce: &str, server_host: Option<&str>, dr
         ),
         steps,
         warnings,
+        if_stopped: vec![text(
+            &if whole {
+                format!(
+                    "{} stays closed to applications (connection limit 0) and the xDB servers may stay stopped until the run finishes; each dropped control schema and the triggers are in their backups under {} on their hosts",
+                    a.db, system.backup_dir
+                )
+            } else {
+                format!(
+                    "the control schemas may be half moved until the run finishes; each dropped one is in its backup under {} on its host",
+                    system.backup_dir
+                )
+            },
+            "",
+        )],
     })
 }
 

@@ -429,6 +429,10 @@ pub fn enable_writes(horizon: &Horizon, secondary: &str) -> CommandResult<Change
         ),
         steps: plan,
         warnings,
+        if_stopped: vec![text(
+            &format!("{}'s services stay stopped until the run finishes", layout.services.join(", ")),
+            &format!("実行が終わるまで {} は停止したままです", layout.services.join("、")),
+        )],
     })
 }
 
@@ -651,6 +655,10 @@ pub fn promote(horizon: &Horizon, new: &str, old: &str, org: Option<&str>, force
         ),
         steps: plan,
         warnings,
+        if_stopped: vec![text(
+            "dtService stays stopped on the appliances the run stopped it on, and Slony may be half re-initialised, until the run finishes",
+            "実行が終わるまで dtService は停止したまま、Slony は再初期化の途中のままです",
+        )],
     })
 }
 
@@ -756,6 +764,10 @@ pub fn reinit(horizon: &Horizon, appliance: &str, only: Option<&str>, origin: Op
         ),
         steps: plan,
         warnings,
+        if_stopped: vec![text(
+            &format!("{appliance}'s slon daemons may stay stopped and Slony half re-initialised until the run finishes"),
+            &format!("実行が終わるまで {appliance} の slon は停止したまま、Slony は再初期化の途中のままです"),
+        )],
     })
 }
 

@@ -21,6 +21,8 @@ pub const PROBES: &[&str] = &[
     "gtm_ctl -Z gtm -D * -P * status",
     "*/gtm_ctl -Z gtm -D * -P * status",
     "cat */gtm.conf",
+    "pg_controldata -D *",
+    "*/pg_controldata -D *",
 ];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -28,11 +28,12 @@ use opsh_plugin_sdk::invariants::{Invariants, Seen, one_writable_master};
 use opsh_plugin_sdk::pg::{self, Conninfo, Lsn};
 use opsh_plugin_sdk::{
     Args, ChangePlan, CheckResult, CheckState, CommandError, CommandKind, CommandResult, Completion, Guest, Invocation, PluginInfo, RowsExt, Step, StepData,
-    Table, Text, bad, command, data, good, names, plain, quote, sql, ssh, step, table, text, wait, warn,
+    Table, Text, bad, command, data, good, names, plain, quote, sql, ssh, step, table, text, warn,
 };
 
-/// Written for opsh:plugin 0.1 (see `opsh_plugin_sdk::WIT_MINOR`).
-const _: () = assert!(opsh_plugin_sdk::WIT_MINOR == 1, "this plugin is written for opsh:plugin 0.1");
+/// Written for opsh:plugin 0.2 (see `opsh_plugin_sdk::WIT_MINOR`): the host performs every
+/// step as declared; the plugin applies none.
+const _: () = assert!(opsh_plugin_sdk::WIT_MINOR == 2, "this plugin is written for opsh:plugin 0.2");
 
 struct Otb;
 
@@ -121,8 +122,9 @@ impl Guest for Otb {
         }
     }
 
+    /// Every step is declared: the host performs it.
     fn apply(_call: Invocation, step: Step) -> CommandResult<Text> {
-        apply_step(&StepData::parse(&step.data))
+        Err(CommandError::Failed(format!("otb applies no step itself; step {} is the host's", step.id)))
     }
 
     fn check(_call: Invocation, step: Step) -> CommandResult<CheckResult> {
@@ -354,11 +356,15 @@ fn fence_step(member: &Member, running: bool) -> CommandResult<Step> {
     };
     // Stopped members are stopped again too (harmless when they are): one may have been started
     // since the plan read it.
-    let builder =
-        step(&format!("fence-{}", member.db), title, &member.host).exec(&member.host, &[&pg_ctl, "-Z", kind, "-D", &member.data_dir, "stop", "-m", "fast"]);
+    let builder = step(&format!("fence-{}", member.db), title, &member.host)
+        .exec(&member.host, &[&pg_ctl, "-Z", kind, "-D", &member.data_dir, "stop", "-m", "fast"])
+        .timeout_ms(120_000)
+        // 1: it did not run (or did not stop: the step's check tells, `pg_ctl status`).
+        .ok_status(&[0, 1]);
     let mark_refs: Vec<&str> = mark.iter().map(String::as_str).collect();
     Ok(builder
         .exec(&member.host, &mark_refs)
+        .timeout_ms(60_000)
         .group("fence")
         .idempotent()
         .data(data::encode(&[
@@ -391,6 +397,7 @@ fn route_step(on: &Member, node: &str, host_value: &str, host_name: &str, port: 
         &on.db,
     )
     .sql(&on.db, &[&statement, "SELECT pgxc_pool_reload()"])
+    .one_by_one()
     .group(group)
     .idempotent()
     .data(data::encode(&[
@@ -460,7 +467,14 @@ fn repoint_steps(candidate: &Member, standby: &Member, steps: &mut Vec<Step>) ->
                 ),
                 &candidate.db,
             )
-            .sql(&candidate.db, &[&format!("SELECT (pg_create_physical_replication_slot({}, true)).slot_name::text", quote::literal(slot))])
+            // Only if it is not there yet (a resumed run): one statement, no gap.
+            .sql(
+                &candidate.db,
+                &[&format!(
+                    "SELECT count(pg_create_physical_replication_slot({slot_literal}, true))::bigint AS created FROM (SELECT WHERE NOT EXISTS (SELECT FROM pg_replication_slots WHERE slot_name = {slot_literal})) AS absent",
+                    slot_literal = quote::literal(slot)
+                )],
+            )
             .group("slots")
             .idempotent()
             .data(data::encode(&[("action", "slot"), ("db", &candidate.db), ("slot", slot)]))
@@ -489,20 +503,15 @@ fn repoint_steps(candidate: &Member, standby: &Member, steps: &mut Vec<Step>) ->
         }
         statements.push("SELECT pg_reload_conf()".into());
         let refs: Vec<&str> = statements.iter().map(String::as_str).collect();
-        let mut builder = builder.sql(&standby.db, &refs);
-        let restart = major < 13; // primary_conninfo is reloadable from 13
-        if restart {
+        // ALTER SYSTEM cannot run in a transaction: one by one.
+        let mut builder = builder.sql(&standby.db, &refs).one_by_one();
+        if major < 13 {
+            // primary_conninfo is reloadable from 13 only.
             builder = builder
-                .exec(&standby.host, &[&standby.tool("pg_ctl"), "-Z", standby.kind.pg_ctl_type(), "-D", &standby.data_dir, "restart", "-m", "fast", "-w"]);
+                .exec(&standby.host, &[&standby.tool("pg_ctl"), "-Z", standby.kind.pg_ctl_type(), "-D", &standby.data_dir, "restart", "-m", "fast", "-w"])
+                .timeout_ms(180_000);
         }
-        builder.data(base(vec![
-            ("action", "repoint".into()),
-            ("statements", data::encode_list(&statements)),
-            ("restart", if restart { "yes".into() } else { "no".into() }),
-            ("pg-ctl", standby.tool("pg_ctl")),
-            ("type", standby.kind.pg_ctl_type().into()),
-            ("dir", standby.data_dir.clone()),
-        ]))
+        builder.wait_until(streams_from(standby, candidate), 200, 60_000).data(base(vec![("action", "repoint".into())]))
     } else {
         // Up to 11 the settings live in recovery.conf; OpenTenBase re-reads it on reload.
         let config = pg::standby_config(major, &next, state.slot.as_deref());
@@ -519,10 +528,18 @@ fn repoint_steps(candidate: &Member, standby: &Member, steps: &mut Vec<Step>) ->
             standby.data_dir.clone(),
         ];
         let refs: Vec<&str> = argv.iter().map(String::as_str).collect();
-        builder.exec(&standby.host, &refs).data(base(vec![("action", "repoint-file".into()), ("argv", data::encode_list(&argv))]))
+        builder
+            .exec(&standby.host, &refs)
+            .timeout_ms(120_000)
+            .wait_until(streams_from(standby, candidate), 200, 60_000)
+            .data(base(vec![("action", "repoint".into())]))
     };
     steps.push(s.build());
     Ok(())
+}
+
+fn streams_from(standby: &Member, master: &Member) -> Text {
+    text(&format!("{} streams from {}", standby.db, master.db), &format!("{} が {} からストリーミング", standby.db, master.db))
 }
 
 fn plan_promote(cluster: &Cluster, node: &str, force: bool, to: Option<&str>) -> CommandResult<ChangePlan> {
@@ -546,37 +563,46 @@ fn plan_promote(cluster: &Cluster, node: &str, force: bool, to: Option<&str>) ->
     }
     let kind = candidate.kind.pg_ctl_type();
     let pg_ctl = candidate.tool("pg_ctl");
-    let mut promote_data = vec![
-        ("action", "promote".to_string()),
-        ("db", candidate.db.clone()),
-        ("host", candidate.host.clone()),
-        ("dir", candidate.data_dir.clone()),
-        ("type", kind.into()),
-        ("pg-ctl", pg_ctl.clone()),
-    ];
-    let title = match plan.old_master {
-        Some(old) if force => {
-            warnings.push(text(
-                &format!("--force: {} is promoted without waiting for the rest of {}'s WAL; writes it has not received are lost", candidate.db, old.db),
-                &format!("--force: {} の残りの WAL を待たずに {} を昇格します。未受信の書き込みは失われます", old.db, candidate.db),
-            ));
-            text(&format!("Promote {} and wait until it takes writes", candidate.db), &format!("{} を昇格し書き込み可能になるまで待つ", candidate.db))
-        }
-        Some(old) => {
-            promote_data.extend([("after-host", old.host.clone()), ("after-dir", old.data_dir.clone()), ("after-controldata", old.tool("pg_controldata"))]);
-            text(
-                &format!("Promote {} once it has received all of {}'s WAL, and wait until it takes writes", candidate.db, old.db),
-                &format!("{} が {} の全 WAL を受信したら昇格し、書き込み可能になるまで待つ", candidate.db, old.db),
+    match plan.old_master {
+        Some(old) if force => warnings.push(text(
+            &format!("--force: {} is promoted without waiting for the rest of {}'s WAL; writes it has not received are lost", candidate.db, old.db),
+            &format!("--force: {} の残りの WAL を待たずに {} を昇格します。未受信の書き込みは失われます", old.db, candidate.db),
+        )),
+        // A switchover: the old master is stopped now; the standby must have everything it wrote.
+        Some(old) => steps.push(
+            step(
+                "received-everything",
+                text(
+                    &format!("Wait until {} has received all of {}'s WAL (up to its last checkpoint)", candidate.db, old.db),
+                    &format!("{} が {} の全 WAL を受信するまで待つ", candidate.db, old.db),
+                ),
+                &candidate.db,
             )
-        }
-        None => text(&format!("Promote {} and wait until it takes writes", candidate.db), &format!("{} を昇格し書き込み可能になるまで待つ", candidate.db)),
-    };
-    let refs: Vec<(&str, &str)> = promote_data.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    steps.push(
-        step("promote-standby", title, &candidate.db)
-            .exec(&candidate.host, &[&pg_ctl, "-Z", kind, "-D", &candidate.data_dir, "promote"])
-            .data(data::encode(&refs))
+            .wait_until(text(&format!("{} has all of {}'s WAL", candidate.db, old.db), &format!("{} が {} の全 WAL を受信", candidate.db, old.db)), 200, 60_000)
+            .idempotent()
+            .data(data::encode(&[
+                ("action", "received"),
+                ("db", &candidate.db),
+                ("old-db", &old.db),
+                ("after-host", &old.host),
+                ("after-dir", &old.data_dir),
+                ("after-controldata", &old.tool("pg_controldata")),
+            ]))
             .build(),
+        ),
+        None => {}
+    }
+    steps.push(
+        step(
+            "promote-standby",
+            text(&format!("Promote {} and wait until it takes writes", candidate.db), &format!("{} を昇格し書き込み可能になるまで待つ", candidate.db)),
+            &candidate.db,
+        )
+        .exec(&candidate.host, &[&pg_ctl, "-Z", kind, "-D", &candidate.data_dir, "promote"])
+        .timeout_ms(120_000)
+        .wait_until(text(&format!("{} takes writes", candidate.db), &format!("{} が書き込み可能", candidate.db)), 100, 30_000)
+        .data(data::encode(&[("action", "promote"), ("db", &candidate.db)]))
+        .build(),
     );
     for standby in &plan.repoint {
         repoint_steps(candidate, standby, &mut steps)?;
@@ -594,6 +620,14 @@ fn plan_promote(cluster: &Cluster, node: &str, force: bool, to: Option<&str>) ->
         ),
         steps,
         warnings,
+        if_stopped: vec![text(
+            &format!(
+                "{node}'s fenced members stay stopped (a restart comes back read-only); until the run finishes {node} may have no master, and routes may still name the old one"
+            ),
+            &format!(
+                "{node} の隔離したメンバーは停止したまま (再起動しても読み取り専用)。完了まで {node} にマスターが無い、または旧マスターへのルートが残る場合があります"
+            ),
+        )],
     })
 }
 
@@ -620,17 +654,10 @@ fn gtm_fence_step(old: &GtmMember, new_host_value: &str, new: &GtmMember) -> Ste
         &old.host,
     )
     .exec(&old.host, &["sh", "-c", GTM_FENCE, "fence-gtm", &gtm_ctl, &old.data_dir, new_host_value, &port])
+    .timeout_ms(120_000)
     .group("fence")
     .idempotent()
-    .data(data::encode(&[
-        ("action", "fence-gtm"),
-        ("host", &old.host),
-        ("dir", &old.data_dir),
-        ("gtm-ctl", &gtm_ctl),
-        ("gtm-port", &old.port.to_string()),
-        ("value", new_host_value),
-        ("port", &port),
-    ]))
+    .data(data::encode(&[("action", "fence-gtm"), ("host", &old.host), ("dir", &old.data_dir), ("gtm-ctl", &gtm_ctl), ("gtm-port", &old.port.to_string())]))
     .build()
 }
 
@@ -683,6 +710,9 @@ fn plan_promote_gtm(cluster: &Cluster, force: bool, to: Option<&str>) -> Command
             &new.host,
         )
         .exec(&new.host, &[&gtm_ctl, "-Z", "gtm", "-D", &new.data_dir, "promote"])
+        .timeout_ms(60_000)
+        // gtm_ctl only signals the server.
+        .wait_until(text(&format!("the GTM on {} is primary", new.host), &format!("{} の GTM がプライマリ", new.host)), 200, 30_000)
         .idempotent()
         .data(data::encode(&[("action", "promote-gtm"), ("host", &new.host), ("dir", &new.data_dir), ("gtm-ctl", &gtm_ctl), ("port", &port)]))
         .build(),
@@ -698,6 +728,10 @@ fn plan_promote_gtm(cluster: &Cluster, force: bool, to: Option<&str>) -> Command
         ),
         steps,
         warnings,
+        if_stopped: vec![text(
+            "the old GTM stays stopped (it would start as a standby); until the run finishes some nodes may still route to it",
+            "旧 GTM は停止したまま (起動してもスタンバイ)。完了まで旧 GTM へのルートが残る場合があります",
+        )],
     })
 }
 
@@ -826,6 +860,9 @@ fn plan_rebuild(cluster: &Cluster, node: &str, only: Option<&str>) -> CommandRes
         steps.push(
             step(&format!("stop-{}", target.db), text(&format!("Make sure {} is stopped", target.db), &format!("{} の停止を確認", target.db)), &target.host)
                 .exec(&target.host, &[&pg_ctl, "-Z", kind, "-D", &target.data_dir, "stop", "-m", "fast"])
+                .timeout_ms(120_000)
+                // 1: it did not run (the step's check tells, `pg_ctl status`).
+                .ok_status(&[0, 1])
                 .idempotent()
                 .data(data::encode(&[
                     ("action", "fence"),
@@ -848,14 +885,9 @@ fn plan_rebuild(cluster: &Cluster, node: &str, only: Option<&str>) -> CommandRes
                 &target.host,
             )
             .exec(&target.host, &refs)
-            .data(data::encode(&[
-                ("action", "resync"),
-                ("host", &target.host),
-                ("dir", &target.data_dir),
-                ("source", &master.db),
-                ("argv", &data::encode_list(&argv)),
-                ("major", &major.to_string()),
-            ]))
+            .env("PGPASSWORD", ssh::EnvValue::DatabasePassword(master.db.clone()))
+            .timeout_ms(1_800_000)
+            .data(data::encode(&[("action", "resync"), ("host", &target.host), ("dir", &target.data_dir), ("major", &major.to_string())]))
             .build(),
         );
         steps.push(
@@ -867,16 +899,11 @@ fn plan_rebuild(cluster: &Cluster, node: &str, only: Option<&str>) -> CommandRes
                 ),
                 &target.db,
             )
-            .exec(&target.host, &[&pg_ctl, "-Z", kind, "-D", &target.data_dir, "-l", &format!("{}.log", target.data_dir), "-w", "start"])
+            .exec(&target.host, &[&pg_ctl, "-Z", kind, "-D", &target.data_dir, "-l", &format!("{}.log", target.data_dir), "-w", "-t", "120", "start"])
+            .timeout_ms(180_000)
+            .wait_until(text(&format!("{} streams from {}", target.db, master.db), &format!("{} が {} からストリーミング", target.db, master.db)), 100, 60_000)
             .idempotent()
-            .data(data::encode(&[
-                ("action", "start-standby"),
-                ("host", &target.host),
-                ("dir", &target.data_dir),
-                ("type", kind),
-                ("db", &target.db),
-                ("pg-ctl", &pg_ctl),
-            ]))
+            .data(data::encode(&[("action", "start-standby"), ("db", &target.db)]))
             .build(),
         );
     }
@@ -889,6 +916,14 @@ fn plan_rebuild(cluster: &Cluster, node: &str, only: Option<&str>) -> CommandRes
         warnings: vec![text(
             "a standby authenticates to its master with the server user's ~/.pgpass on its host (opsh writes no password to disk)",
             "スタンバイはホスト上のサーバーユーザーの ~/.pgpass で認証します (opsh はパスワードをディスクに書きません)",
+        )],
+        if_stopped: vec![text(
+            &format!(
+                "{} stay stopped until the run finishes; the master {} is not touched",
+                targets.iter().map(|t| t.db.as_str()).collect::<Vec<_>>().join(", "),
+                master.db
+            ),
+            &format!("完了まで {} は停止したまま。マスター {} は変更しません", targets.iter().map(|t| t.db.as_str()).collect::<Vec<_>>().join("、"), master.db),
         )],
     })
 }
@@ -934,15 +969,18 @@ fn plan_reconcile(cluster: &Cluster) -> CommandResult<ChangePlan> {
             steps.push(route_step(master, node, &value, host_name, *port, *is_gtm, "reconcile"));
         }
     }
-    Ok(ChangePlan { summary: text(&format!("{} route(s) to fix", steps.len()), &format!("修正するルート: {} 件", steps.len())), steps, warnings })
+    Ok(ChangePlan {
+        summary: text(&format!("{} route(s) to fix", steps.len()), &format!("修正するルート: {} 件", steps.len())),
+        steps,
+        warnings,
+        if_stopped: vec![text(
+            "some routes may still be wrong: run `otb reconcile` again",
+            "一部のルートが未修正の場合があります。`otb reconcile` を再実行してください",
+        )],
+    })
 }
 
 // ----- apply and check --------------------------------------------------------------------------
-
-fn run(host: &str, argv: &[String], timeout_ms: u32) -> CommandResult<ssh::ExecOutput> {
-    let refs: Vec<&str> = argv.iter().map(String::as_str).collect();
-    Ok(opsh_plugin_sdk::run(host, &refs, Some(timeout_ms))?)
-}
 
 fn stderr(out: &ssh::ExecOutput) -> String {
     String::from_utf8_lossy(&out.stderr).trim().to_string()
@@ -956,7 +994,7 @@ fn not_running(out: &ssh::ExecOutput) -> bool {
 
 /// The WAL a stopped master last wrote (`pg_controldata`'s latest checkpoint).
 fn final_lsn(host: &str, controldata: &str, dir: &str) -> CommandResult<Lsn> {
-    let out = opsh_plugin_sdk::run(host, &[controldata, "-D", dir], Some(60_000))?;
+    let out = opsh_plugin_sdk::probe(host, &[controldata, "-D", dir], Some(60_000))?;
     let stdout = String::from_utf8_lossy(&out.stdout).to_string();
     stdout
         .lines()
@@ -967,156 +1005,6 @@ fn final_lsn(host: &str, controldata: &str, dir: &str) -> CommandResult<Lsn> {
 
 fn received(db: &str) -> Result<Option<Lsn>, String> {
     sql::query(db, "SELECT pg_last_wal_receive_lsn()::text AS lsn", &[]).map(|rows| rows.first_text("lsn").and_then(|l| Lsn::parse(&l))).map_err(|e| e.brief())
-}
-
-fn apply_step(data: &StepData) -> CommandResult<Text> {
-    match data.get("action")? {
-        "fence" => {
-            let host = data.get("host")?;
-            let dir = data.get("dir")?;
-            let out = opsh_plugin_sdk::run(host, &[data.get("pg-ctl")?, "-Z", data.get("type")?, "-D", dir, "stop", "-m", "fast"], Some(120_000))?;
-            let stopped = match out.status {
-                Some(0) => "stopped",
-                _ if not_running(&out) => "was not running",
-                _ => return Err(CommandError::Failed(format!("pg_ctl stop on {host}: {}", stderr(&out)))),
-            };
-            let mark = data.get("mark")?;
-            if mark.is_empty() {
-                return Ok(text(stopped, ""));
-            }
-            let out = run(host, &data.list("mark")?, 60_000)?;
-            if out.status != Some(0) {
-                return Err(CommandError::Failed(format!("marking {dir} on {host} read-only: {}", stderr(&out))));
-            }
-            Ok(text(&format!("{stopped}; a restart comes back read-only"), &format!("{stopped}。再起動しても読み取り専用")))
-        }
-        "promote" => {
-            let db = data.get("db")?;
-            let host = data.get("host")?;
-            if let Ok(after_host) = data.get("after-host") {
-                // A switchover: the old master is stopped; the standby must have everything it wrote.
-                let last = final_lsn(after_host, data.get("after-controldata")?, data.get("after-dir")?)?;
-                wait::until(60_000, 200, &format!("{db} to receive the old master's WAL up to {last}"), || received(db).map(|r| r.is_some_and(|r| r >= last)))
-                    .map_err(|e| CommandError::Failed(format!("{}; nothing was promoted — the old master is stopped and fenced: start it again (remove its standby.signal / recovery.conf) or promote with --force", error_text(&e))))?;
-            }
-            let out = opsh_plugin_sdk::run(host, &[data.get("pg-ctl")?, "-Z", data.get("type")?, "-D", data.get("dir")?, "promote"], Some(120_000))?;
-            if out.status != Some(0) && !stderr(&out).contains("not in standby mode") {
-                return Err(CommandError::Failed(format!("pg_ctl promote on {host}: {}", stderr(&out))));
-            }
-            wait_for_writes(db)?;
-            Ok(text("promoted; it takes writes", "昇格しました。書き込み可能です"))
-        }
-        "slot" => {
-            let db = data.get("db")?;
-            let slot = data.get("slot")?;
-            let exists = sql::query(db, "SELECT count(*)::bigint AS n FROM pg_replication_slots WHERE slot_name = $1", &[sql::Value::Text(slot.into())])?;
-            if exists.first_int("n") != Some(1) {
-                sql::query(db, "SELECT (pg_create_physical_replication_slot($1, true)).slot_name::text", &[sql::Value::Text(slot.into())])?;
-            }
-            Ok(text(&format!("slot {slot} kept on {db}"), ""))
-        }
-        "repoint" => {
-            let db = data.get("db")?;
-            for statement in data.list("statements")? {
-                sql::query(db, &statement, &[])?;
-            }
-            if data.get("restart")? == "yes" {
-                let out = opsh_plugin_sdk::run(
-                    data.get("host")?,
-                    &[data.get("pg-ctl")?, "-Z", data.get("type")?, "-D", data.get("dir")?, "restart", "-m", "fast", "-w"],
-                    Some(180_000),
-                )?;
-                if out.status != Some(0) {
-                    return Err(CommandError::Failed(format!("pg_ctl restart of {db}: {}", stderr(&out))));
-                }
-            }
-            wait_for_upstream(data)?;
-            Ok(text("streams from the new master", "新マスターからストリーミング中"))
-        }
-        "repoint-file" => {
-            let out = run(data.get("host")?, &data.list("argv")?, 120_000)?;
-            if out.status != Some(0) {
-                return Err(CommandError::Failed(format!("pointing {} at the new master: {}", data.get("db")?, stderr(&out))));
-            }
-            wait_for_upstream(data)?;
-            Ok(text("streams from the new master", "新マスターからストリーミング中"))
-        }
-        "resync" => {
-            let argv = data.list("argv")?;
-            let request = ssh::ExecRequest {
-                argv,
-                env: vec![("PGPASSWORD".into(), ssh::EnvValue::DatabasePassword(data.get("source")?.into()))],
-                stdin: None,
-                timeout_ms: Some(1_800_000),
-                privileged: false,
-                read_only: false,
-            };
-            let out = ssh::exec(data.get("host")?, &request)?;
-            match out.status {
-                Some(0) => Ok(text(String::from_utf8_lossy(&out.stdout).lines().last().unwrap_or("copied"), "")),
-                _ => Err(CommandError::Failed(format!("re-synchronising {}: {}", data.get("dir")?, stderr(&out)))),
-            }
-        }
-        "start-standby" => {
-            let dir = data.get("dir")?;
-            let out = opsh_plugin_sdk::run(
-                data.get("host")?,
-                &[data.get("pg-ctl")?, "-Z", data.get("type")?, "-D", dir, "-l", &format!("{dir}.log"), "-w", "-t", "120", "start"],
-                Some(180_000),
-            )?;
-            if out.status != Some(0) {
-                return Err(CommandError::Failed(format!("pg_ctl start: {}", stderr(&out))));
-            }
-            wait_for_streaming(data.get("db")?)?;
-            Ok(text("streaming from the master", "マスターからストリーミング中"))
-        }
-        "fence-gtm" => {
-            let argv = vec![
-                "sh".to_string(),
-                "-c".into(),
-                GTM_FENCE.into(),
-                "fence-gtm".into(),
-                data.get("gtm-ctl")?.into(),
-                data.get("dir")?.into(),
-                data.get("value")?.into(),
-                data.get("port")?.into(),
-            ];
-            let out = run(data.get("host")?, &argv, 120_000)?;
-            match out.status {
-                Some(0) => Ok(text("stopped; it would start as a standby", "停止しました (スタンバイとして起動する設定)")),
-                _ => Err(CommandError::Failed(format!("fencing the GTM on {}: {}", data.get("host")?, stderr(&out)))),
-            }
-        }
-        "promote-gtm" => {
-            let host = data.get("host")?;
-            let out = opsh_plugin_sdk::run(host, &[data.get("gtm-ctl")?, "-Z", "gtm", "-D", data.get("dir")?, "promote"], Some(60_000))?;
-            if out.status != Some(0) {
-                return Err(CommandError::Failed(format!("gtm_ctl promote on {host}: {}", stderr(&out))));
-            }
-            // gtm_ctl only signals the server: poll until it says it is primary.
-            wait::until(30_000, 200, &format!("the GTM on {host} to become primary"), || match gtm_role_now(data) {
-                Ok(GtmRole::Primary(_)) => Ok(true),
-                Ok(_) => Ok(false),
-                Err(e) => Err(error_text(&e)),
-            })?;
-            Ok(text("promoted; primary", "昇格しました (プライマリ)"))
-        }
-        "route" => {
-            let db = data.get("db")?;
-            let gtm = data.get("gtm")? == "yes";
-            let statement = format!(
-                "ALTER {}NODE {} WITH (host={}, port={})",
-                if gtm { "GTM " } else { "" },
-                alter_node(data.get("node")?),
-                quote::literal(data.get("value")?),
-                data.get("port")?.parse::<u16>().map_err(|_| CommandError::Failed("bad port in the plan".into()))?
-            );
-            sql::query(db, &statement, &[])?;
-            sql::query(db, "SELECT pgxc_pool_reload()", &[])?;
-            Ok(text("route changed, pool reloaded", "ルートを変更しプールを再読込しました"))
-        }
-        other => Err(CommandError::Failed(format!("unknown action {other}"))),
-    }
 }
 
 fn error_text(e: &CommandError) -> String {
@@ -1141,15 +1029,6 @@ fn upstream_now(db: &str) -> Result<Option<(cluster::Upstream, bool)>, String> {
     Ok(rows.first_text("conninfo").and_then(|c| cluster::upstream_of(&c)).map(|u| (u, rows.first_text("status").as_deref() == Some("streaming"))))
 }
 
-fn wait_for_upstream(data: &StepData) -> CommandResult<()> {
-    let db = data.get("db")?;
-    let host = data.get("master-host")?.to_string();
-    let port: u16 = data.get("master-port")?.parse().map_err(|_| CommandError::Failed("bad port in the plan".into()))?;
-    wait::until(60_000, 200, &format!("{db} to stream from {host}:{port}"), || {
-        Ok(upstream_now(db)?.is_some_and(|(u, streaming)| streaming && u.host == host && u.port == port))
-    })
-}
-
 fn check_step(data: &StepData) -> CommandResult<CheckResult> {
     let result = |yes: bool, detail: String| CheckResult { state: if yes { CheckState::Done } else { CheckState::NotDone }, detail: text(&detail, "") };
     Ok(match data.get("action")? {
@@ -1167,6 +1046,24 @@ fn check_step(data: &StepData) -> CommandResult<CheckResult> {
                 format!("{dir}: {}{}", if status.status == Some(3) { "not running" } else { "running" }, if marked { "" } else { ", not marked read-only" }),
             )
         }
+        "received" => {
+            let db = data.get("db")?;
+            let last = final_lsn(data.get("after-host")?, data.get("after-controldata")?, data.get("after-dir")?)?;
+            let got = received(db).map_err(CommandError::Failed)?;
+            let yes = got.is_some_and(|r| r >= last);
+            result(
+                yes,
+                if yes {
+                    format!("{db} received up to {last}")
+                } else {
+                    format!(
+                        "{db} received {} of {}'s WAL up to {last}; nothing was promoted — the old master is stopped and fenced: start it again (remove its standby.signal / recovery.conf) or promote with --force",
+                        got.map(|r| r.to_string()).unwrap_or_else(|| "nothing".into()),
+                        data.get("old-db")?
+                    )
+                },
+            )
+        }
         "promote" => {
             let rows = sql::query(data.get("db")?, "SELECT NOT pg_is_in_recovery() AS master", &[])?;
             result(rows.first_bool("master") == Some(true), "pg_is_in_recovery()".into())
@@ -1179,7 +1076,7 @@ fn check_step(data: &StepData) -> CommandResult<CheckResult> {
             )?;
             result(rows.first_int("n") == Some(1), format!("slot {}", data.get("slot")?))
         }
-        "repoint" | "repoint-file" => {
+        "repoint" => {
             let host = data.get("master-host")?;
             let port = data.get("master-port")?;
             let now = upstream_now(data.get("db")?).map_err(CommandError::Failed)?;
@@ -1199,7 +1096,11 @@ fn check_step(data: &StepData) -> CommandResult<CheckResult> {
             result(out.status == Some(0), format!("{file} in {}", data.get("dir")?))
         }
         "start-standby" => {
-            let streaming = sql::query(data.get("db")?, "SELECT EXISTS (SELECT 1 FROM pg_stat_wal_receiver WHERE status = 'streaming') AS s", &[])?;
+            let streaming = sql::query(
+                data.get("db")?,
+                "SELECT EXISTS (SELECT 1 FROM pg_stat_wal_receiver WHERE status = 'streaming' AND last_msg_receipt_time IS NOT NULL) AS s",
+                &[],
+            )?;
             result(streaming.first_bool("s") == Some(true), "pg_stat_wal_receiver".into())
         }
         "fence-gtm" => {
@@ -1230,24 +1131,6 @@ fn gtm_role_now_at(data: &StepData, port_key: &str) -> CommandResult<GtmRole> {
         Some(15_000),
     )?;
     Ok(cluster::gtm_role(out.status, &String::from_utf8_lossy(&out.stdout), &String::from_utf8_lossy(&out.stderr)))
-}
-
-fn wait_for_streaming(db: &str) -> Result<(), CommandError> {
-    let streaming = || {
-        sql::query(db, "SELECT EXISTS (SELECT 1 FROM pg_stat_wal_receiver WHERE status = 'streaming' AND last_msg_receipt_time IS NOT NULL) AS streaming", &[])
-            .map(|rows| rows.first_bool("streaming") == Some(true))
-            .map_err(|e| e.brief())
-    };
-    wait::until(60_000, 100, &format!("{db} to stream from its master (see its log)"), streaming)
-}
-
-/// After `pg_ctl promote`: until the node assigns a transaction id it does not take writes.
-fn wait_for_writes(db: &str) -> Result<(), CommandError> {
-    wait::until(30_000, 100, &format!("{db} to take writes after its promotion"), || {
-        sql::query(db, "SELECT NOT pg_is_in_recovery() AS master, txid_current() > 0 AS xid", &[])
-            .map(|r| r.first_bool("master") == Some(true))
-            .map_err(|e| e.brief())
-    })
 }
 
 #[cfg(target_arch = "wasm32")]

@@ -90,6 +90,7 @@ impl Guest for Pg {
                     .idempotent()
                     .build(),
             ],
+            if_stopped: Vec::new(),
         })
     }
 
@@ -183,3 +184,54 @@ fn status() -> Table {
 
 #[cfg(target_arch = "wasm32")]
 opsh_plugin_sdk::export!(Pg);
+
+#[cfg(test)]
+mod tests {
+    use opsh_plugin_sdk::fake::{World, rows, text};
+    use opsh_plugin_sdk::{CommandError, Effect, Guest, Invocation};
+
+    fn set_config(name: &str, value: &str) -> Invocation {
+        let args = [("database", "alpha-app"), ("name", name), ("value", value)];
+        Invocation { command: "set-config".into(), args: args.iter().map(|(k, v)| (k.to_string(), vec![v.to_string()])).collect() }
+    }
+
+    fn setting(shown: &str, context: &str) -> World {
+        World::new().sql("alpha-app", "FROM pg_settings WHERE name = $1", rows(&["shown", "context"], vec![vec![text(shown), text(context)]]))
+    }
+
+    #[test]
+    fn set_config_writes_the_setting_then_reloads_and_waits_until_it_is_in_effect() {
+        let (plan, _) = setting("0", "superuser").run(|| super::Pg::plan(set_config("log_min_duration_statement", "250ms")));
+        let plan = plan.expect("a plan");
+        assert_eq!(plan.steps.iter().map(|s| s.id.as_str()).collect::<Vec<_>>(), ["alter-system", "reload"]);
+        let Effect::Sql(alter) = &plan.steps[0].effects[0] else { panic!("{:?}", plan.steps[0].effects) };
+        assert_eq!(alter.statements[0].sql, "ALTER SYSTEM SET \"log_min_duration_statement\" = '250ms'");
+        assert!(matches!(&plan.steps[1].effects[..], [Effect::Sql(reload), Effect::Wait(_)] if reload.statements[0].sql == "SELECT pg_reload_conf()"));
+        assert!(plan.steps.iter().all(|s| s.custom.is_none()), "the host performs every step");
+        assert!(plan.warnings.is_empty(), "{:?}", plan.warnings);
+        assert_eq!(plan.summary.en, "Set log_min_duration_statement on alpha-app from \"0\" to \"250ms\"");
+    }
+
+    #[test]
+    fn a_value_is_quoted_as_a_literal_whatever_it_holds() {
+        let (plan, _) = setting("", "user").run(|| super::Pg::plan(set_config("search_path", "x'; DROP TABLE t; --")));
+        let Effect::Sql(alter) = &plan.expect("a plan").steps[0].effects[0] else { panic!() };
+        assert_eq!(alter.statements[0].sql, "ALTER SYSTEM SET \"search_path\" = 'x''; DROP TABLE t; --'");
+    }
+
+    #[test]
+    fn a_setting_that_needs_a_restart_is_planned_with_a_warning() {
+        let (plan, _) = setting("100", "postmaster").run(|| super::Pg::plan(set_config("max_connections", "200")));
+        let warnings = plan.expect("a plan").warnings;
+        assert_eq!(warnings.len(), 1);
+        assert_eq!(warnings[0].en, "max_connections takes effect only after a restart of alpha-app");
+    }
+
+    #[test]
+    fn an_unknown_setting_is_refused_as_a_usage_error() {
+        let world = World::new().sql("alpha-app", "FROM pg_settings", rows(&["shown", "context"], vec![]));
+        let (plan, asked) = world.run(|| super::Pg::plan(set_config("no_such_setting", "1")));
+        assert!(matches!(&plan, Err(CommandError::Usage(m)) if m == "alpha-app has no setting named \"no_such_setting\""), "{plan:?}");
+        assert_eq!(asked.len(), 1, "one read, nothing else: {asked:?}");
+    }
+}

@@ -1,19 +1,8 @@
 //! Steps whose effect is one file replaced with planned content (a `.properties` file,
-//! `pg_hba.conf`, a replication configuration file): applying writes exactly what the plan showed,
-//! refused if the file changed since; checking compares the file with the plan.
+//! `pg_hba.conf`, a replication configuration file): the host writes exactly what the plan
+//! showed, refused if the file changed since; checking compares the file with the plan.
 
 use crate::{CheckResult, CheckState, CommandError, Effect, Step, file_edit, text};
-
-/// Write the step's file effect (the host checks the file still has the content the plan read).
-/// Under opsh:plugin 0.2 the host writes it itself.
-#[cfg(not(feature = "wit-0-2"))]
-pub fn apply(step: &Step) -> Result<String, CommandError> {
-    let Some(Effect::File(file)) = step.effects.iter().find(|e| matches!(e, Effect::File(_))) else {
-        return Err(CommandError::Failed(format!("step {} has no file effect", step.id)));
-    };
-    let outcome = file_edit::write(&file.host, &file.path, &file.new_content, Some(&file.expected_sha256))?;
-    Ok(outcome.backup_path.unwrap_or_default())
-}
 
 /// Done when the file has the planned content, not done while it has the content the plan read,
 /// stale when it is anything else.

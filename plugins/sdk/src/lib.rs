@@ -1,6 +1,7 @@
-//! The guest-side SDK every opsh plugin uses: the `opsh:plugin@0.1.0` bindings, builders for
-//! commands, steps and tables, argument access, and conversions so a runbook reads like the
-//! procedure it automates:
+//! The guest-side SDK every opsh plugin uses: the `opsh:plugin` bindings (0.2.0 with the `wit-0-2`
+//! feature, else 0.1.0), builders for commands, steps and their effects, tables, argument access,
+//! and conversions so a runbook reads like the procedure it automates. Natively (`cargo test`)
+//! the capabilities answer from a scripted [`fake::World`], so plans are unit-tested:
 //!
 //! ```ignore
 //! struct Pg;
@@ -52,6 +53,8 @@ mod wit {
 pub mod args;
 pub mod build;
 pub mod data;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod fake;
 pub mod files;
 pub mod invariants;
 pub mod inventory;
@@ -63,6 +66,10 @@ pub mod quote;
 pub mod rows;
 pub mod wait;
 
+/// The capabilities: the host's imports in wasm; natively (plugin unit tests) a scripted
+/// [`fake::World`].
+#[cfg(not(target_arch = "wasm32"))]
+pub use fake::{file_edit, host, service, sql, ssh};
 #[cfg(feature = "wit-0-2")]
 pub use wit::runbook::WaitEffect;
 pub use wit::runbook::{
@@ -70,6 +77,7 @@ pub use wit::runbook::{
     FileEffect, Guest, Invocation, PluginInfo, ServiceEffect, SqlEffect, Step, Table,
 };
 pub use wit::types::{CapabilityError, Text};
+#[cfg(target_arch = "wasm32")]
 pub use wit::{file_edit, host, service, sql, ssh};
 
 pub use args::Args;

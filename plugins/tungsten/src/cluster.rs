@@ -186,15 +186,15 @@ pub struct Overview {
     pub datasources: Vec<Datasource>,
 }
 
-/// Run cctrl on a host with commands on its standard input, as an operator types them.
-pub fn cctrl(host_name: &str, cctrl: &str, commands: &str, read_only: bool) -> Result<ssh::ExecOutput, CapabilityError> {
-    let mut request = opsh_plugin_sdk::exec_request(&[cctrl], Some(120_000), read_only);
+/// Ask cctrl on a host (a probe: the commands on its standard input only read).
+fn cctrl(host_name: &str, cctrl: &str, commands: &str) -> Result<ssh::ExecOutput, CapabilityError> {
+    let mut request = opsh_plugin_sdk::exec_request(&[cctrl], Some(120_000), true);
     request.stdin = Some(commands.as_bytes().to_vec());
     ssh::exec(host_name, &request)
 }
 
 pub fn overview(host_name: &str, cctrl_path: &str) -> Result<Overview, String> {
-    let out = cctrl(host_name, cctrl_path, "ls\n", true).map_err(|e| e.brief())?;
+    let out = cctrl(host_name, cctrl_path, "ls\n").map_err(|e| e.brief())?;
     let text = String::from_utf8_lossy(&out.stdout).to_string();
     if out.status != Some(0) {
         return Err(format!("cctrl ls on {host_name} exited {:?}: {}", out.status, first_line(&text, &out.stderr)));

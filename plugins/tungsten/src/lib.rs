@@ -10,15 +10,16 @@
 
 mod cluster;
 
-use cluster::{Deployment, Install, field, first_line, overview, replicator_state, trepctl_status, tungsten_name};
+use cluster::{Deployment, Install, field, overview, replicator_state, trepctl_status, tungsten_name};
 use opsh_plugin_sdk::invariants::{Invariants, Seen};
 use opsh_plugin_sdk::{
-    Args, ChangePlan, CheckResult, CheckState, CommandError, CommandKind, CommandResult, Completion, Effect, Guest, Invocation, PluginInfo, Step, StepData,
-    Table, Text, bad, command, data, good, plain, step, table, text, warn,
+    Args, ChangePlan, CheckResult, CheckState, CommandError, CommandKind, CommandResult, Completion, Guest, Invocation, PluginInfo, Step, StepData, Table,
+    Text, bad, command, data, good, plain, step, table, text, warn,
 };
 
-/// Written for opsh:plugin 0.1 (see `opsh_plugin_sdk::WIT_MINOR`).
-const _: () = assert!(opsh_plugin_sdk::WIT_MINOR == 1, "this plugin is written for opsh:plugin 0.1");
+/// Written for opsh:plugin 0.2 (see `opsh_plugin_sdk::WIT_MINOR`): the host performs every
+/// step as declared; the plugin applies none.
+const _: () = assert!(opsh_plugin_sdk::WIT_MINOR == 2, "this plugin is written for opsh:plugin 0.2");
 
 struct Tungsten;
 
@@ -82,23 +83,9 @@ impl Guest for Tungsten {
         }
     }
 
+    /// Every step is declared: the host performs it.
     fn apply(_call: Invocation, step: Step) -> CommandResult<Text> {
-        let data = StepData::parse(&step.data);
-        let result = apply_step(&data);
-        // Past the first step the failed dataservice is in MAINTENANCE: say so with the failure,
-        // and that it stays there (no half-reset replicator goes back to AUTOMATIC).
-        if data.get("action")? == "policy" && data.get("mode")? == "maintenance" {
-            return result;
-        }
-        result.map_err(|e| {
-            let service = data.get("service").unwrap_or("the dataservice");
-            let why = match e {
-                CommandError::Capability(c) => c.message().to_string(),
-                CommandError::Failed(m) | CommandError::Usage(m) => m,
-                CommandError::Refused(t) => t.en,
-            };
-            CommandError::Failed(format!("{why}. {service} stays in MAINTENANCE policy (no automatic recovery) — fix the cause, then resume this run"))
-        })
+        Err(CommandError::Failed(format!("tungsten applies no step itself; step {} is the host's", step.id)))
     }
 
     fn check(_call: Invocation, step: Step) -> CommandResult<CheckResult> {
@@ -312,37 +299,24 @@ fn plan_reprovision(deployment: &Deployment, failed: &str, source: &str) -> Comm
         data::encode(&refs)
     };
     let mut steps = Vec::new();
+    // cctrl answers a command it refuses with an ERROR line: the step fails on it.
+    let cctrl_step = |id: String, seed: &str, command: String, pairs: Vec<(String, String)>| {
+        step(&id, titled(seed, &format!("cctrl [{failed}]> {command}"), &format!("cctrl [{failed}]> {command}")), &cctrl_host)
+            .exec(&cctrl_host, &["sh", "-c", CCTRL, "cctrl", &cctrl_path, &command])
+            .timeout_ms(120_000)
+            .idempotent()
+            .data(encode(pairs))
+            .build()
+    };
     let policy = |mode: &str, seed: &str| {
         let mut pairs = base("policy", &cctrl_host);
-        pairs.extend([("cctrl".into(), cctrl_path.clone()), ("mode".into(), mode.to_string()), ("definitive".into(), definitive.clone())]);
-        step(
-            &format!("set-policy-{mode}"),
-            titled(seed, &format!("cctrl [{failed}]> set policy {mode}"), &format!("cctrl [{failed}]> set policy {mode}")),
-            &cctrl_host,
-        )
-        .effect(Effect::Opaque(text(
-            &format!("{cctrl_path} on {cctrl_host} reads: set policy {mode}"),
-            &format!("{cctrl_host} の cctrl に入力: set policy {mode}"),
-        )))
-        .idempotent()
-        .data(encode(pairs))
-        .build()
+        pairs.extend([("cctrl".into(), cctrl_path.clone()), ("mode".into(), mode.to_string())]);
+        cctrl_step(format!("set-policy-{mode}"), seed, format!("set policy {mode}"), pairs)
     };
     let routers = |state: &str, seed: &str| {
         let mut pairs = base("routers", &cctrl_host);
         pairs.extend([("cctrl".into(), cctrl_path.clone()), ("want".into(), state.to_string())]);
-        step(
-            &format!("routers-{state}"),
-            titled(seed, &format!("cctrl [{failed}]> router * {state}"), &format!("cctrl [{failed}]> router * {state}")),
-            &cctrl_host,
-        )
-        .effect(Effect::Opaque(text(
-            &format!("{cctrl_path} on {cctrl_host} reads: router * {state}"),
-            &format!("{cctrl_host} の cctrl に入力: router * {state}"),
-        )))
-        .idempotent()
-        .data(encode(pairs))
-        .build()
+        cctrl_step(format!("routers-{state}"), seed, format!("router * {state}"), pairs)
     };
     steps.push(policy("maintenance", "1"));
     steps.push(routers("offline", "2"));
@@ -383,22 +357,24 @@ fn plan_reprovision(deployment: &Deployment, failed: &str, source: &str) -> Comm
             };
             let mut pairs = base("trepctl", host);
             pairs.extend([("trepctl".into(), cross_trepctl.clone()), ("verb".into(), verb.to_string())]);
-            steps.push(
-                step(
-                    &format!("{verb}-{failed}-on-{host}"),
-                    titled(
-                        "3",
-                        &format!("{host}: trepctl -service {failed} {}", if verb == "reset" { "reset -all -y" } else { "offline" }),
-                        &format!("{host}: trepctl -service {failed} {verb}"),
-                    ),
-                    host,
-                )
-                .exec(host, &argv)
-                .group(group)
-                .idempotent()
-                .data(encode(pairs))
-                .build(),
-            );
+            let builder = step(
+                &format!("{verb}-{failed}-on-{host}"),
+                titled(
+                    "3",
+                    &format!("{host}: trepctl -service {failed} {}", if verb == "reset" { "reset -all -y" } else { "offline" }),
+                    &format!("{host}: trepctl -service {failed} {verb}"),
+                ),
+                host,
+            )
+            .exec(host, &argv)
+            .timeout_ms(120_000);
+            // Offline it must stay: a manager in AUTOMATIC policy would put it back.
+            let builder = if verb == "offline" {
+                builder.wait_until(text(&format!("{host}'s cross-site {failed} replicator is OFFLINE"), ""), 500, 30_000)
+            } else {
+                builder
+            };
+            steps.push(builder.group(group).idempotent().data(encode(pairs)).build());
         }
     }
     let replicator = deployment.tool(failed, Install::Cluster, "replicator")?;
@@ -412,9 +388,14 @@ fn plan_reprovision(deployment: &Deployment, failed: &str, source: &str) -> Comm
             };
             let mut pairs = base(if kind == "tpm-reset" { "tpm-reset" } else { "replicator" }, host);
             pairs.extend([("replicator".into(), replicator.clone()), ("tpm".into(), tpm.clone()), ("verb".into(), kind.to_string())]);
-            steps.push(
-                step(&format!("{kind}-{host}"), titled("4", &title, &title), host).exec(host, &argv).group(group).idempotent().data(encode(pairs)).build(),
-            );
+            let builder = step(&format!("{kind}-{host}"), titled("4", &title, &title), host).exec(host, &argv).timeout_ms(300_000);
+            // tungsten_provision_slave needs the replicator running (the seed starts it right before).
+            let builder = if kind == "start" {
+                builder.wait_until(text(&format!("{host}'s replicator runs"), &format!("{host} のレプリケータが稼働")), 500, 60_000)
+            } else {
+                builder
+            };
+            steps.push(builder.group(group).idempotent().data(encode(pairs)).build());
         }
     }
     let provision = deployment.tool(failed, Install::Cluster, "tungsten_provision_slave")?;
@@ -429,6 +410,7 @@ fn plan_reprovision(deployment: &Deployment, failed: &str, source: &str) -> Comm
                 host,
             )
             .exec(host, &[&provision, "--direct", &source_arg])
+            .timeout_ms(3_600_000)
             .group("provision")
             .data(encode(pairs))
             .build(),
@@ -444,12 +426,26 @@ fn plan_reprovision(deployment: &Deployment, failed: &str, source: &str) -> Comm
                 host,
             )
             .exec(host, &[cross_trepctl, "-service", failed, "online"])
+            .timeout_ms(120_000)
             .group("cross-site-online")
             .idempotent()
             .data(encode(pairs))
             .build(),
         );
     }
+    // Connectors online and AUTOMATIC only once every replicator of FAILED is back: a stopped
+    // one is found here, before cctrl would refuse (or, worse, accept) it.
+    steps.push(
+        step(
+            &format!("{failed}-back-online"),
+            titled("7", &format!("Every {failed} replicator is ONLINE (its hosts and the cross-site ones)"), &format!("{failed} の全レプリケータが ONLINE")),
+            &cctrl_host,
+        )
+        .wait_until(text(&format!("every {failed} replicator is ONLINE"), &format!("{failed} の全レプリケータが ONLINE")), 1_000, 120_000)
+        .idempotent()
+        .data(encode(base("back", &cctrl_host)))
+        .build(),
+    );
     steps.push(routers("online", "7"));
     steps.push(policy("automatic", "8"));
     Ok(ChangePlan {
@@ -459,20 +455,22 @@ fn plan_reprovision(deployment: &Deployment, failed: &str, source: &str) -> Comm
         ),
         steps,
         warnings,
+        if_stopped: vec![text(
+            &format!("{failed} stays in MAINTENANCE policy (no automatic recovery), its connectors offline"),
+            &format!("{failed} は MAINTENANCE ポリシー (自動復旧なし) のまま、コネクタはオフラインのままです"),
+        )],
     })
 }
 
+/// `sh -c CCTRL cctrl PATH COMMAND`: COMMAND to cctrl; it prints its refusals as ERROR lines
+/// (the documented output, whatever its exit status), which fail the step.
+const CCTRL: &str = r#"out=$(printf "%s\n" "$2" | "$1") || { printf "%s\n" "$out" >&2; exit 1; }
+printf "%s\n" "$out"
+if printf "%s\n" "$out" | grep "^ERROR" >&2; then exit 1; fi
+"#;
+
 fn titled(seed: &str, en: &str, ja: &str) -> Text {
     text(&format!("[{seed}] {en}"), &format!("[{seed}] {ja}"))
-}
-
-fn run(host: &str, argv: &[&str], timeout_ms: u32) -> Result<String, CommandError> {
-    let out = opsh_plugin_sdk::run(host, argv, Some(timeout_ms))?;
-    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
-    if out.status != Some(0) {
-        return Err(CommandError::Failed(format!("`{}` on {host} failed: {}", argv.join(" "), first_line(&stdout, &out.stderr))));
-    }
-    Ok(stdout)
 }
 
 /// Everything that must be ONLINE before the connectors, and then AUTOMATIC, may return: the
@@ -496,100 +494,6 @@ fn not_back(deployment: &Deployment, failed: &str) -> Result<Vec<String>, Comman
     Ok(problems)
 }
 
-/// Refuse `what` unless every replicator concerned is back online, naming those that are not.
-fn require_back(service: &str, what: &str, what_ja: &str) -> Result<(), CommandError> {
-    let problems = not_back(&Deployment::load()?, service)?;
-    if problems.is_empty() {
-        return Ok(());
-    }
-    Err(CommandError::Refused(text(
-        &format!("opsh does not {what} ({})", problems.join("; ")),
-        &format!("レプリケータがオンラインでないため {what_ja} ({})", problems.join("; ")),
-    )))
-}
-
-fn apply_step(data: &StepData) -> CommandResult<Text> {
-    let host = data.get("host")?;
-    let service = data.get("service")?;
-    match data.get("action")? {
-        "policy" => {
-            let mode = data.get("mode")?;
-            if mode == "automatic" {
-                require_back(
-                    service,
-                    &format!("set {service} back to AUTOMATIC with replicators not online"),
-                    &format!("{service} を AUTOMATIC に戻しません"),
-                )?;
-            }
-            cctrl_command(host, data.get("cctrl")?, &format!("set policy {mode}"))?;
-            Ok(text(&format!("policy mode is now {}", mode.to_uppercase()), &format!("ポリシーは {} になりました", mode.to_uppercase())))
-        }
-        "routers" => {
-            let want = data.get("want")?;
-            if want == "online" {
-                require_back(
-                    service,
-                    &format!("put {service}'s connectors online while its replicators are not"),
-                    &format!("{service} のコネクタをオンラインにしません"),
-                )?;
-            }
-            cctrl_command(host, data.get("cctrl")?, &format!("router * {want}"))?;
-            Ok(text(&format!("connectors {}", want.to_uppercase()), &format!("コネクタ {}", want.to_uppercase())))
-        }
-        "trepctl" => {
-            let trepctl = data.get("trepctl")?;
-            match data.get("verb")? {
-                "reset" => {
-                    run(host, &[trepctl, "-service", service, "reset", "-all", "-y"], 120_000)?;
-                }
-                verb => {
-                    run(host, &[trepctl, "-service", service, verb], 120_000)?;
-                    let (state, _) = replicator_state(host, trepctl, service).map_err(CommandError::Failed)?;
-                    if verb == "offline" && !state.starts_with("OFFLINE") {
-                        return Err(CommandError::Failed(format!(
-                            "{host}'s {service} replicator is {state} right after `offline`: something (a manager in AUTOMATIC policy?) put it back online"
-                        )));
-                    }
-                }
-            }
-            Ok(text("done", "完了"))
-        }
-        "replicator" => {
-            let said = run(host, &[data.get("replicator")?, data.get("verb")?], 300_000)?;
-            Ok(text(said.lines().last().unwrap_or("done"), ""))
-        }
-        "tpm-reset" => {
-            let said = run(host, &[data.get("tpm")?, "reset", service], 300_000)?;
-            Ok(text(said.lines().last().unwrap_or("reset"), ""))
-        }
-        "provision" => {
-            // tungsten_provision_slave puts the service offline and back online itself: it needs
-            // the replicator running (the seed starts it right before).
-            let (state, _) = replicator_state(host, data.get("trepctl")?, service).map_err(CommandError::Failed)?;
-            if state == "STOPPED" {
-                return Err(CommandError::Refused(text(
-                    &format!("{host}'s replicator is stopped: tungsten_provision_slave needs it running; start it (`replicator start`)"),
-                    &format!("{host} のレプリケータが停止しています。tungsten_provision_slave には起動が必要です"),
-                )));
-            }
-            let source = format!("--source={}", data.get("source")?);
-            let said = run(host, &[data.get("provision")?, "--direct", &source], 3_600_000)?;
-            Ok(text(said.lines().last().unwrap_or("provisioned"), ""))
-        }
-        other => Err(CommandError::Failed(format!("unknown action {other}"))),
-    }
-}
-
-/// Send one command to cctrl; its output says whether it was refused.
-fn cctrl_command(host: &str, cctrl_path: &str, command: &str) -> Result<(), CommandError> {
-    let out = cluster::cctrl(host, cctrl_path, &format!("{command}\n"), false)?;
-    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
-    if out.status != Some(0) || stdout.lines().any(|l| l.starts_with("ERROR")) {
-        return Err(CommandError::Failed(format!("cctrl on {host} refused `{command}`: {}", first_line(&stdout, &out.stderr))));
-    }
-    Ok(())
-}
-
 fn check_step(data: &StepData) -> CommandResult<CheckResult> {
     let host = data.get("host")?;
     let service = data.get("service")?;
@@ -597,19 +501,34 @@ fn check_step(data: &StepData) -> CommandResult<CheckResult> {
     let unknown = |detail: String| CheckResult { state: CheckState::Unknown, detail: text(&detail, "") };
     Ok(match data.get("action")? {
         "policy" => match overview(host, data.get("cctrl")?) {
-            Ok(view) => done(view.policy.eq_ignore_ascii_case(data.get("mode")?), format!("policy {}", view.policy)),
+            Ok(view) if view.policy.eq_ignore_ascii_case(data.get("mode")?) => done(true, format!("policy {}", view.policy)),
+            Ok(view) if data.get("mode")? == "automatic" => {
+                back_before(service, &format!("set {service} back to AUTOMATIC"))?.unwrap_or_else(|| done(false, format!("policy {}", view.policy)))
+            }
+            Ok(view) => done(false, format!("policy {}", view.policy)),
             Err(e) => unknown(e),
         },
         "routers" => match overview(host, data.get("cctrl")?) {
             Ok(view) => {
                 let want = data.get("want")?.to_uppercase();
-                done(!view.routers.is_empty() && view.routers.iter().all(|(_, s)| *s == want), format!("connectors {:?}", view.routers))
+                let detail = format!("connectors {:?}", view.routers);
+                if !view.routers.is_empty() && view.routers.iter().all(|(_, s)| *s == want) {
+                    done(true, detail)
+                } else if want == "ONLINE" {
+                    back_before(service, &format!("put {service}'s connectors online"))?.unwrap_or_else(|| done(false, detail))
+                } else {
+                    done(false, detail)
+                }
             }
             Err(e) => unknown(e),
         },
+        "back" => {
+            back_before(service, &format!("put {service}'s connectors online"))?.unwrap_or_else(|| done(true, format!("every {service} replicator is ONLINE")))
+        }
         "trepctl" => match replicator_state(host, data.get("trepctl")?, service) {
             Ok((state, seqno)) => match data.get("verb")? {
-                "offline" => done(state.starts_with("OFFLINE"), state),
+                "offline" if state.starts_with("OFFLINE") => done(true, state),
+                "offline" => done(false, format!("{state} (taken offline, it came back: a manager in AUTOMATIC policy?)")),
                 "reset" => done(state.starts_with("OFFLINE") && seqno == -1, format!("{state}, applied seqno {seqno}")),
                 _ => done(state == "ONLINE", state),
             },
@@ -629,6 +548,20 @@ fn check_step(data: &StepData) -> CommandResult<CheckResult> {
         },
         other => return Err(CommandError::Failed(format!("unknown action {other}"))),
     })
+}
+
+/// Unless every replicator of `service` is back, what a step that would `what` must say: stale
+/// when one is stopped or cannot be asked (it will not come back by itself, so opsh does not go
+/// on), not yet otherwise. `None`: they are all back.
+fn back_before(service: &str, what: &str) -> CommandResult<Option<CheckResult>> {
+    let problems = not_back(&Deployment::load()?, service)?;
+    if problems.is_empty() {
+        return Ok(None);
+    }
+    let blocked = problems.iter().any(|p| p.ends_with("is STOPPED") || !p.contains(" replicator is "));
+    let en = format!("opsh does not {what} while its replicators are not ({})", problems.join("; "));
+    let ja = format!("レプリケータがオンラインでないため続行しません ({})", problems.join("; "));
+    Ok(Some(CheckResult { state: if blocked { CheckState::Stale } else { CheckState::NotDone }, detail: text(&en, &ja) }))
 }
 
 #[cfg(target_arch = "wasm32")]
