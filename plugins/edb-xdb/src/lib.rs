@@ -1002,3 +1002,168 @@ fn check_step(step: &Step) -> CommandResult<CheckResult> {
 
 #[cfg(target_arch = "wasm32")]
 opsh_plugin_sdk::export!(Xdb);
+
+/// Plans against a scripted replication system (see `opsh_plugin_sdk::fake`): n1-edb publishes
+/// to n2-edb (trigger-based, table public.emp), the xDB servers on n1.
+#[cfg(test)]
+mod plan_tests {
+    use opsh_plugin_sdk::fake::{World, ids, invocation, rows, text};
+    use opsh_plugin_sdk::service::ServiceState;
+    use opsh_plugin_sdk::sql::Value;
+    use opsh_plugin_sdk::{CommandError, Effect, Guest, Invocation, Step};
+
+    fn world(servers: ServiceState) -> World {
+        let one = |column: &str, value: Value| rows(&[column], vec![vec![value]]);
+        let recorded = |host: &str| rows(&["host", "port", "dbname", "usr"], vec![vec![text(host), text("5432"), text("edb"), text("opsh")]]);
+        let facts = rows(&["superuser", "wal_level", "free_slots", "slots"], vec![vec![Value::Boolean(true), text("replica"), Value::Int(10), text("")]]);
+        let mut world = World::new()
+            .target(
+                "topology",
+                "xdb-trigger",
+                &[("plugin", "xdb"), ("member.node", "n1-edb,n2-edb"), ("server-host", "n1"), ("subscription", "emp_sub"), ("backup-dir", "/var/backups")],
+            )
+            .target("database", "n1-edb", &[("host", "n1"), ("port", "5432"), ("dbname", "edb"), ("user", "opsh")])
+            .target("database", "n2-edb", &[("host", "n2"), ("port", "5432"), ("dbname", "edb"), ("user", "opsh")])
+            .sql("n1-edb", "FROM pg_namespace WHERE nspname IN", one("s", text("_edb_replicator_pub,_edb_replicator_sub,_edb_scheduler")))
+            .sql("n2-edb", "FROM pg_namespace WHERE nspname IN", one("s", text("_edb_replicator_sub")))
+            .sql(
+                "n1-edb",
+                "JOIN pg_class c ON c.oid = t.tgrelid",
+                rows(&["tbl", "trigger"], vec![vec![text("public.emp"), text("rrpi_public_emp")], vec![text("public.emp"), text("rrpu_public_emp")]]),
+            )
+            .sql("n2-edb", "JOIN pg_class c ON c.oid = t.tgrelid", rows(&["tbl", "trigger"], vec![]))
+            .sql("n1-edb", "AS same_password", rows(&["p", "s", "same_password"], vec![vec![Value::Int(1), Value::Int(1), Value::Boolean(true)]]))
+            .sql("n1-edb", "ORDER BY pub_db_id", recorded("{{addr:n1}}"))
+            .sql("n1-edb", "ORDER BY sub_db_id", recorded("{{addr:n2}}"))
+            .sql(
+                "n1-edb",
+                "pg_get_functiondef",
+                rows(
+                    &["ddl", "name", "trigger_function"],
+                    vec![vec![
+                        text("CREATE OR REPLACE FUNCTION public.rrpi_public_emp_tgfunc()\n RETURNS trigger\nAS $f$ BEGIN RETURN NEW; END $f$\n"),
+                        text("public.rrpi_public_emp_tgfunc"),
+                        Value::Boolean(true),
+                    ]],
+                ),
+            )
+            .sql(
+                "n1-edb",
+                "pg_get_triggerdef",
+                rows(
+                    &["name", "ddl", "mode"],
+                    vec![
+                        vec![
+                            text("rrpi_public_emp"),
+                            text("CREATE TRIGGER rrpi_public_emp AFTER INSERT ON public.emp FOR EACH ROW EXECUTE FUNCTION rrpi_public_emp_tgfunc()"),
+                            text(""),
+                        ],
+                        vec![
+                            text("rrpu_public_emp"),
+                            text("CREATE TRIGGER rrpu_public_emp AFTER UPDATE ON public.emp FOR EACH ROW EXECUTE FUNCTION rrpi_public_emp_tgfunc()"),
+                            text("ALTER TABLE emp ENABLE ALWAYS TRIGGER rrpu_public_emp"),
+                        ],
+                    ],
+                ),
+            )
+            .service("n1", "edb-xdbpubserver", servers)
+            .service("n1", "edb-xdbsubserver", servers);
+        for db in ["n1-edb", "n2-edb"] {
+            world = world
+                .sql(db, "current_setting('wal_level')", facts.clone())
+                .sql(db, "FROM pg_roles WHERE rolname = $1", one("rolsuper", Value::Boolean(true)))
+                .sql(db, "md5(string_agg(t::text", one("d", text("0cc175b9 3")))
+                .sql(db, "SELECT datconnlimit", one("l", Value::Int(-1)));
+        }
+        world
+    }
+
+    fn swap() -> Invocation {
+        invocation("swap-control-schema", &[])
+    }
+
+    fn sql_of(step: &Step) -> Vec<String> {
+        step.effects
+            .iter()
+            .filter_map(|e| if let Effect::Sql(s) = e { Some(s) } else { None })
+            .flat_map(|s| s.statements.iter().map(|st| st.sql.clone()))
+            .collect()
+    }
+
+    #[test]
+    fn swap_control_schema_backs_up_before_every_drop_and_restores_the_triggers_it_read() {
+        let (plan, _) = world(ServiceState::Stopped).run(|| super::Xdb::plan(swap()));
+        let plan = plan.expect("a plan");
+        assert_eq!(
+            ids(&plan),
+            [
+                "backup-publication-schemas",
+                "backup-triggers",
+                "drop-triggers",
+                "drop-publication-schemas",
+                "backup-subscription-schema",
+                "drop-subscription-schema",
+                "restore-publication-schemas",
+                "restore-triggers",
+                "restore-subscription-schema",
+                "swap-connection-info",
+            ]
+        );
+        let Effect::Exec(dump) = &plan.steps[0].effects[0] else { panic!("{:?}", plan.steps[0]) };
+        assert_eq!(dump.env, [("DB_PASSWORD".to_string(), opsh_plugin_sdk::ssh::EnvValue::DatabasePassword("n1-edb".into()))]);
+        let Effect::File(backup) = &plan.steps[1].effects[0] else { panic!("{:?}", plan.steps[1]) };
+        assert_eq!(backup.path, "/var/backups/xdb-edb-n1-triggers.sql");
+        assert!(backup.new_content.contains("ALTER TABLE emp ENABLE ALWAYS TRIGGER rrpu_public_emp;\n"), "the trigger's mode is kept: {}", backup.new_content);
+        assert_eq!(
+            sql_of(&plan.steps[2]),
+            [
+                "DROP TRIGGER IF EXISTS \"rrpi_public_emp\" ON public.emp",
+                "DROP TRIGGER IF EXISTS \"rrpu_public_emp\" ON public.emp",
+                "DROP FUNCTION IF EXISTS public.rrpi_public_emp_tgfunc()"
+            ]
+        );
+        assert!(
+            matches!(&plan.steps[3].effects[..], [Effect::Exec(guard), Effect::Sql(_)] if guard.argv[3] == "backup-holds"),
+            "the backup is listed before the schemas are dropped: {:?}",
+            plan.steps[3].effects
+        );
+        let restored = sql_of(&plan.steps[7]);
+        assert_eq!(restored.len(), 4, "{restored:#?}");
+        assert!(restored[0].starts_with("CREATE OR REPLACE FUNCTION public.rrpi_public_emp_tgfunc()"));
+        assert_eq!(restored[3], "ALTER TABLE emp ENABLE ALWAYS TRIGGER rrpu_public_emp");
+        assert!(plan.steps.iter().all(|s| s.custom.is_none()));
+    }
+
+    #[test]
+    fn a_switchover_quiesces_synchronizes_moves_the_controller_admits_the_servers_and_reopens() {
+        let hba = "local all all trust\nhost all all 127.0.0.1/32 scram-sha-256\n";
+        let conf = "type=postgresql\ndatabase=edb\nuser=opsh\npassword=x\nport=5432\nhost={{addr:n1}}\n";
+        let mut world = world(ServiceState::Running)
+            .target("host", "n1", &[("address-kind", "ipv4")])
+            .file("n1", "/etc/edb-repl.conf", conf)
+            .file("n1", "/pg/n1/pg_hba.conf", hba)
+            .file("n2", "/pg/n2/pg_hba.conf", hba);
+        for (db, path) in [("n1-edb", "/pg/n1/pg_hba.conf"), ("n2-edb", "/pg/n2/pg_hba.conf")] {
+            world = world.sql(db, "name = 'hba_file'", rows(&["f"], vec![vec![text(path)]]));
+        }
+        let (plan, _) = world.run(|| super::Xdb::plan(invocation("switchover", &[])));
+        let plan = plan.expect("a plan");
+        let ids = ids(&plan);
+        assert_eq!(ids[..3], ["quiesce", "synchronize", "stop-servers"]);
+        assert_eq!(ids[13..], ["edit-replication-config", "pg-hba-n2", "pg-hba-n1", "start-servers", "snapshot", "synchronize-after", "reopen"]);
+        let Effect::File(config) = &plan.steps[13].effects[0] else { panic!("{:?}", plan.steps[13]) };
+        assert!(config.new_content.contains("host={{addr:n2}}\n") && !config.new_content.contains("{{addr:n1}}"), "{}", config.new_content);
+        let Effect::File(admit) = &plan.steps[14].effects[0] else { panic!() };
+        assert!(admit.new_content.ends_with("host edb opsh {{addr:n1}}/32 scram-sha-256\n"), "{}", admit.new_content);
+        assert!(matches!(plan.steps[14].effects.last(), Some(Effect::Sql(reload)) if reload.statements[0].sql == "SELECT pg_reload_conf()"));
+        assert_eq!(sql_of(&plan.steps[19]), ["ALTER DATABASE \"edb\" CONNECTION LIMIT -1"], "the limit read while planning is given back");
+        assert!(plan.if_stopped[0].en.starts_with("n1-edb stays closed to applications"), "{:?}", plan.if_stopped);
+    }
+
+    #[test]
+    fn swap_control_schema_is_refused_while_the_servers_run() {
+        let (plan, asked) = world(ServiceState::Running).run(|| super::Xdb::plan(swap()));
+        assert!(matches!(&plan, Err(CommandError::Refused(t)) if t.en.starts_with("swap-control-schema needs the servers stopped")), "{plan:?}");
+        assert!(asked.iter().all(|a| !a.starts_with("write ")), "nothing written: {asked:?}");
+    }
+}

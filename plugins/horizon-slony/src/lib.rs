@@ -177,3 +177,121 @@ impl Guest for HorizonPlugin {
 
 #[cfg(target_arch = "wasm32")]
 opsh_plugin_sdk::export!(HorizonPlugin);
+
+/// Plans against a scripted Horizon (see `opsh_plugin_sdk::fake`): service provider sp1/sp2 and
+/// tenant 1001 on ta1/ta2, one fdb each.
+#[cfg(test)]
+mod plan_tests {
+    use opsh_plugin_sdk::fake::{World, ids, invocation as call, rows};
+    use opsh_plugin_sdk::sql::Value;
+    use opsh_plugin_sdk::{CapabilityError, CommandError, Effect, Guest};
+
+    const CONF: &str = "/usr/local/desktone/release/active/conf/fdb.properties";
+    const DIAGNOSE: &str = "/usr/local/xmpms/diagnose/config/application.properties";
+
+    fn world() -> World {
+        let mut world = World::new().target(
+            "topology",
+            "horizon",
+            &[
+                ("plugin", "horizon"),
+                ("member.service-provider", "sp1,sp2"),
+                ("member.tenant-1001", "ta1,ta2"),
+                ("member.database", "sp1-fdb,sp2-fdb,ta1-fdb,ta2-fdb"),
+            ],
+        );
+        for appliance in ["sp1", "sp2", "ta1", "ta2"] {
+            world = world.target("database", &format!("{appliance}-fdb"), &[("host", appliance), ("dbname", "fdb"), ("port", "6432"), ("user", "opsh")]);
+        }
+        world
+    }
+
+    /// `db`'s Slony role: origin (node 1), subscriber (node 2) or none.
+    fn slony(world: World, db: &str, role: &str) -> World {
+        let present = rows(&["present"], vec![vec![Value::Boolean(role != "none")]]);
+        let node = |local: i64| rows(&["local_id", "origin", "active"], vec![vec![Value::Int(local), Value::Int(1), Value::Boolean(true)]]);
+        let world = world.sql(db, "nspname = '_slony') AS present", present);
+        match role {
+            "origin" => world.sql(db, "AS local_id", node(1)),
+            "subscriber" => world.sql(db, "AS local_id", node(2)),
+            _ => world,
+        }
+    }
+
+    #[test]
+    fn enable_writes_with_the_primary_down_drops_slony_on_the_secondary_and_points_it_at_itself() {
+        let world = slony(world(), "ta2-fdb", "subscriber")
+            .exec("ta2", "true", 0, "")
+            .exec_fails("ta1", "true", CapabilityError::Unreachable("host ta1: connection refused".into()))
+            .file("ta2", CONF, "fdb.hosts={{addr:ta1}},{{addr:ta2}}\nfdb.port=6432\n")
+            .file("ta2", DIAGNOSE, "db.jdbc.url=jdbc:postgresql://{{addr:ta1}}:6432/avdb\ndb.fdb.jdbc.url=jdbc:postgresql://{{addr:ta1}}:6432/fdb\n");
+        let (plan, asked) = world.run(|| super::HorizonPlugin::plan(call("enable-writes", &[("secondary", "ta2")])));
+        let plan = plan.expect("a plan");
+        assert_eq!(
+            ids(&plan),
+            [
+                "stop-services-ta2",
+                "stop-slon-ta2",
+                "drop-slony-ta2-fdb",
+                "edit-fdb-properties-ta2",
+                "av-setup-ta2",
+                "edit-application-properties-ta2",
+                "start-services-ta2"
+            ]
+        );
+        assert!(!asked.iter().any(|a| a.starts_with("exec ta1: killall")), "nothing is asked of the primary that is down: {asked:?}");
+        let Effect::File(properties) = &plan.steps[3].effects[0] else { panic!("{:?}", plan.steps[3]) };
+        assert_eq!(properties.new_content, "fdb.hosts={{addr:ta2}}\nfdb.port=6432\n");
+        let Effect::Exec(av_setup) = &plan.steps[4].effects[0] else { panic!() };
+        assert!(
+            av_setup.privileged
+                && av_setup.env.iter().any(|(k, v)| k == "DB_PASSWORD" && *v == opsh_plugin_sdk::ssh::EnvValue::DatabasePassword("ta2-fdb".into()))
+        );
+        let Effect::File(diagnose) = &plan.steps[5].effects[0] else { panic!() };
+        assert!(!diagnose.new_content.contains("{{addr:ta1}}"), "{}", diagnose.new_content);
+        let warned: Vec<&str> = plan.warnings.iter().map(|w| w.en.as_str()).collect();
+        assert!(warned.iter().any(|w| w.starts_with("the primary ta1 does not answer")), "{warned:?}");
+        assert!(warned.iter().any(|w| w.starts_with("ta1-fdb does not answer")), "nothing to restore from: {warned:?}");
+        assert!(plan.steps.iter().all(|s| s.custom.is_none()), "only a subscription is custom, and there is none here");
+    }
+
+    #[test]
+    fn a_permanent_promotion_is_refused_while_the_old_primary_is_down() {
+        let world = world().exec("ta2", "true", 0, "").sql("ta2-fdb", "SELECT 1", rows(&["?column?"], vec![vec![Value::Int(1)]])).exec_fails(
+            "ta1",
+            "true",
+            CapabilityError::Unreachable("host ta1: connection refused".into()),
+        );
+        let (plan, _) = world.run(|| super::HorizonPlugin::plan(call("promote tenant", &[("new", "ta2"), ("old", "ta1"), ("org", "1001")])));
+        assert!(
+            matches!(&plan, Err(CommandError::Refused(t)) if t.en.starts_with("ta1 does not answer") && t.en.contains("run `horizon enable-writes ta2`")),
+            "{plan:?}"
+        );
+    }
+
+    #[test]
+    fn promote_service_provider_is_refused_when_the_fabric_has_no_rows_for_both_appliances() {
+        let mut world = world();
+        for sp in ["sp1", "sp2"] {
+            world = world.exec(sp, "true", 0, "").sql(&format!("{sp}-fdb"), "SELECT 1", rows(&["?column?"], vec![vec![Value::Int(1)]]));
+        }
+        let world = world.sql("sp2-fdb", "FROM appliance WHERE name IN ($1, $2)", rows(&["n"], vec![vec![Value::Int(1)]]));
+        let (plan, _) = world.run(|| super::HorizonPlugin::plan(call("promote service-provider", &[("new", "sp2"), ("old", "sp1")])));
+        assert!(matches!(&plan, Err(CommandError::Refused(t)) if t.en == "sp2-fdb has no appliance rows named sp1 and sp2"), "{plan:?}");
+    }
+
+    #[test]
+    fn reinit_slony_never_makes_the_side_with_the_newer_writes_a_subscriber() {
+        // ta1 took writes on its own (its Slony schema dropped) while ta2 still holds the old origin.
+        let world = slony(slony(world(), "ta1-fdb", "none"), "ta2-fdb", "origin")
+            .sql("ta2-fdb", "AS fenced", rows(&["fenced"], vec![vec![Value::Boolean(false)]]))
+            .sql("ta1-fdb", "SELECT 1", rows(&["?column?"], vec![vec![Value::Int(1)]]))
+            .exec("ta1", "true", 0, "")
+            .exec("ta2", "true", 0, "");
+        let (plan, _) = world.run(|| super::HorizonPlugin::plan(call("reinit-slony", &[("appliance", "ta1")])));
+        assert!(
+            matches!(&plan, Err(CommandError::Refused(t)) if t.en.contains("ta1 has the newer writes") && t.en.contains("horizon reinit-slony ta2 --origin ta1")),
+            "{plan:?}"
+        );
+    }
+}

@@ -1188,3 +1188,172 @@ mod tests {
         assert_eq!(alter_node("gtm_1"), "gtm_1");
     }
 }
+
+/// Plans against a scripted cluster (see `opsh_plugin_sdk::fake`): a coordinator cn01 on host a,
+/// datanode dn01 with its master dn01-a on a and a standby dn01-b on b, GTMs on a (primary) and b.
+#[cfg(test)]
+mod plan_tests {
+    use opsh_plugin_sdk::fake::{World, ids, invocation as call, rows, text};
+    use opsh_plugin_sdk::sql::Value;
+    use opsh_plugin_sdk::{CommandError, Effect, Guest, Step};
+
+    fn member(db: &str, kind: &str, node: &str, host: &str, port: &str) -> (String, Vec<(String, String)>) {
+        let attrs = [("otb-type", kind), ("otb-node", node), ("host", host), ("port", port), ("data-dir", &format!("/data/{db}")), ("user", "otb")];
+        (db.to_string(), attrs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect())
+    }
+
+    fn state(standby: bool, lsn: &str, conninfo: Option<&str>) -> opsh_plugin_sdk::sql::Rows {
+        let columns = ["standby", "version", "current", "received", "replayed", "receiver", "conninfo", "slot", "configured", "configured_slot"];
+        let nul = || Value::Null;
+        let row = if standby {
+            vec![Value::Boolean(true), Value::Int(150_000), nul(), text(lsn), text(lsn), nul(), nul(), nul(), conninfo.map_or_else(nul, text), nul()]
+        } else {
+            vec![Value::Boolean(false), Value::Int(150_000), text(lsn), nul(), nul(), nul(), nul(), nul(), nul(), nul()]
+        };
+        rows(&columns, vec![row])
+    }
+
+    fn routes(dn01_host: &str) -> opsh_plugin_sdk::sql::Rows {
+        let route = |name: &str, kind: &str, host: &str, port: i64| vec![text(name), text(kind), text(host), Value::Int(port)];
+        rows(
+            &["name", "type", "host", "port"],
+            vec![route("cn01", "C", "{{addr:a}}", 15432), route("dn01", "D", dn01_host, 23001), route("gtm_1", "G", "{{addr:a}}", 21000)],
+        )
+    }
+
+    #[derive(PartialEq)]
+    enum Dn01 {
+        /// dn01-a is the master, dn01-b its standby.
+        Healthy,
+        /// dn01-a crashed; dn01-b is still a standby.
+        MasterCrashed,
+        /// dn01-a crashed and dn01-b was promoted.
+        FailedOver,
+    }
+
+    fn world(dn01: Dn01) -> World {
+        let topology = [
+            ("plugin", "otb"),
+            ("member.coordinator", "cn01-a"),
+            ("member.datanode", "dn01-a,dn01-b"),
+            ("gtm.name", "gtm_1"),
+            ("gtm.hosts", "a,b"),
+            ("gtm.port", "21000"),
+            ("gtm.data-dir", "/data/gtm"),
+        ];
+        let mut world = World::new().target("topology", "otb", &topology);
+        for (db, attrs) in [
+            member("cn01-a", "coordinator", "cn01", "a", "15432"),
+            member("dn01-a", "datanode", "dn01", "a", "23001"),
+            member("dn01-b", "datanode", "dn01", "b", "23001"),
+        ] {
+            let attrs: Vec<(&str, &str)> = attrs.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+            world = world.target("database", &db, &attrs);
+        }
+        world = world
+            .sql("cn01-a", "pg_is_in_recovery() AS standby", state(false, "0/5000000", None))
+            .sql(
+                "dn01-b",
+                "pg_is_in_recovery() AS standby",
+                if dn01 == Dn01::FailedOver {
+                    state(false, "0/6000000", None)
+                } else {
+                    state(true, "0/5000200", Some("host={{addr:a}} port=23001 user=otb application_name=dn01-b"))
+                },
+            )
+            .sql("cn01-a", "FROM pgxc_node", routes("{{addr:a}}"))
+            .sql("dn01-b", "FROM pgxc_node", routes("{{addr:a}}"))
+            .exec(
+                "a",
+                "gtm_ctl -Z gtm -D /data/gtm -P 21000 status",
+                0,
+                "gtm_ctl: server is running (PID: 42)\ncurrent node [primary] gts[1] xlog [0/3000060]\n",
+            )
+            .exec(
+                "b",
+                "gtm_ctl -Z gtm -D /data/gtm -P 21000 status",
+                0,
+                "gtm_ctl: server is running (PID: 43)\ncurrent node [standby] gts[1] xlog [0/3000060]\n",
+            );
+        if dn01 == Dn01::Healthy {
+            world.sql("dn01-a", "pg_is_in_recovery() AS standby", state(false, "0/5000200", None))
+        } else {
+            world
+                .sql_fails(
+                    "dn01-a",
+                    "pg_is_in_recovery() AS standby",
+                    opsh_plugin_sdk::CapabilityError::Unreachable("database dn01-a: connection refused".into()),
+                )
+                .exec("a", "pg_ctl status -D /data/dn01-a", 3, "pg_ctl: no server running\n")
+                .exec("a", "test -e", 1, "")
+                .exec("a", "cat /data/dn01-a/PG_VERSION", 0, "15\n")
+        }
+    }
+
+    fn argv(step: &Step) -> Vec<String> {
+        step.effects.iter().filter_map(|e| if let Effect::Exec(x) = e { Some(x.argv.join(" ")) } else { None }).collect()
+    }
+
+    #[test]
+    fn promote_after_a_crash_fences_the_stopped_master_promotes_the_standby_and_routes_every_master_to_it() {
+        let (plan, _) = world(Dn01::MasterCrashed).run(|| super::Otb::plan(call("promote", &[("node", "dn01")])));
+        let plan = plan.expect("a plan");
+        assert_eq!(ids(&plan), ["fence-dn01-a", "promote-standby", "route-cn01-a-dn01", "route-dn01-b-dn01"]);
+        assert_eq!(argv(&plan.steps[0]), ["pg_ctl -Z datanode -D /data/dn01-a stop -m fast", "touch /data/dn01-a/standby.signal"]);
+        assert_eq!(argv(&plan.steps[1]), ["pg_ctl -Z datanode -D /data/dn01-b promote"]);
+        assert!(matches!(plan.steps[1].effects.last(), Some(Effect::Wait(_))), "it waits until the new master takes writes");
+        let Effect::Sql(route) = &plan.steps[2].effects[0] else { panic!("{:?}", plan.steps[2]) };
+        let texts: Vec<&str> = route.statements.iter().map(|s| s.sql.as_str()).collect();
+        assert_eq!(texts, ["ALTER NODE dn01 WITH (host='{{addr:b}}', port=23001)", "SELECT pgxc_pool_reload()"]);
+        assert!(!route.transaction, "pgxc_pool_reload refuses a transaction block");
+        assert!(plan.steps.iter().all(|s| s.custom.is_none()));
+    }
+
+    #[test]
+    fn a_switchover_to_a_standby_that_does_not_stream_from_the_live_master_is_refused() {
+        let world = world(Dn01::Healthy).sql("dn01-b", "FROM pg_stat_wal_receiver", rows(&["status", "conninfo"], vec![]));
+        let (plan, _) = world.run(|| super::Otb::plan(call("promote", &[("node", "dn01"), ("to", "dn01-b")])));
+        match plan {
+            // The standby does not stream from the live master: refused unless --force.
+            Err(CommandError::Refused(t)) => assert!(t.en.contains("dn01-b is not replicating from dn01-a although the master answers"), "{}", t.en),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn reconcile_with_every_route_right_has_nothing_to_do() {
+        let (plan, _) = world(Dn01::MasterCrashed).run(|| super::Otb::plan(call("reconcile", &[])));
+        let plan = plan.expect("a plan");
+        // dn01 has no live master: its routes are left as they are, and said so.
+        assert!(plan.steps.is_empty(), "{:?}", ids(&plan));
+        assert!(plan.warnings.iter().any(|w| w.en == "dn01 has no live master: routes to it are left as they are"), "{:?}", plan.warnings);
+    }
+
+    #[test]
+    fn promote_gtm_with_the_primary_alive_fences_it_then_promotes_the_standby_and_routes_every_node() {
+        let (plan, _) = world(Dn01::MasterCrashed).run(|| super::Otb::plan(call("promote", &[("node", "gtm")])));
+        let plan = plan.expect("a plan");
+        assert_eq!(ids(&plan), ["fence-gtm-a", "promote-gtm", "route-cn01-a-gtm_1", "route-dn01-a-gtm_1"]);
+        assert_eq!(argv(&plan.steps[1]), ["gtm_ctl -Z gtm -D /data/gtm promote"]);
+        let Effect::Sql(route) = &plan.steps[2].effects[0] else { panic!("{:?}", plan.steps[2]) };
+        assert_eq!(route.statements[0].sql, "ALTER GTM NODE gtm_1 WITH (host='{{addr:b}}', port=21000)");
+        assert!(plan.warnings.iter().any(|w| w.en.starts_with("dn01 has no live master: its route change is asked of dn01-a")), "{:?}", plan.warnings);
+    }
+
+    #[test]
+    fn rebuild_stops_the_old_master_resyncs_it_with_the_masters_password_named_and_starts_it_as_a_standby() {
+        let (plan, _) = world(Dn01::FailedOver).exec("a", "true", 0, "").run(|| super::Otb::plan(call("rebuild", &[("node", "dn01")])));
+        let plan = plan.expect("a plan");
+        assert_eq!(ids(&plan), ["stop-dn01-a", "resync-dn01-a", "start-dn01-a"]);
+        let Effect::Exec(resync) = &plan.steps[1].effects[0] else { panic!("{:?}", plan.steps[1]) };
+        assert_eq!(resync.env, [("PGPASSWORD".to_string(), opsh_plugin_sdk::ssh::EnvValue::DatabasePassword("dn01-b".into()))]);
+        assert_eq!(argv(&plan.steps[2]), ["pg_ctl -Z datanode -D /data/dn01-a -l /data/dn01-a.log -w -t 120 start"]);
+        assert!(matches!(plan.steps[2].effects.last(), Some(Effect::Wait(_))), "it waits until the standby streams");
+    }
+
+    #[test]
+    fn rebuild_of_a_node_whose_members_all_replicate_is_refused() {
+        let (plan, _) = world(Dn01::MasterCrashed).run(|| super::Otb::plan(call("rebuild", &[("node", "cn01")])));
+        assert!(matches!(&plan, Err(CommandError::Refused(t)) if t.en.contains("already a streaming standby")), "{plan:?}");
+    }
+}

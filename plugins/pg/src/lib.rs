@@ -187,12 +187,11 @@ opsh_plugin_sdk::export!(Pg);
 
 #[cfg(test)]
 mod tests {
-    use opsh_plugin_sdk::fake::{World, rows, text};
+    use opsh_plugin_sdk::fake::{World, ids, invocation, rows, text};
     use opsh_plugin_sdk::{CommandError, Effect, Guest, Invocation};
 
     fn set_config(name: &str, value: &str) -> Invocation {
-        let args = [("database", "alpha-app"), ("name", name), ("value", value)];
-        Invocation { command: "set-config".into(), args: args.iter().map(|(k, v)| (k.to_string(), vec![v.to_string()])).collect() }
+        invocation("set-config", &[("database", "alpha-app"), ("name", name), ("value", value)])
     }
 
     fn setting(shown: &str, context: &str) -> World {
@@ -203,7 +202,7 @@ mod tests {
     fn set_config_writes_the_setting_then_reloads_and_waits_until_it_is_in_effect() {
         let (plan, _) = setting("0", "superuser").run(|| super::Pg::plan(set_config("log_min_duration_statement", "250ms")));
         let plan = plan.expect("a plan");
-        assert_eq!(plan.steps.iter().map(|s| s.id.as_str()).collect::<Vec<_>>(), ["alter-system", "reload"]);
+        assert_eq!(ids(&plan), ["alter-system", "reload"]);
         let Effect::Sql(alter) = &plan.steps[0].effects[0] else { panic!("{:?}", plan.steps[0].effects) };
         assert_eq!(alter.statements[0].sql, "ALTER SYSTEM SET \"log_min_duration_statement\" = '250ms'");
         assert!(matches!(&plan.steps[1].effects[..], [Effect::Sql(reload), Effect::Wait(_)] if reload.statements[0].sql == "SELECT pg_reload_conf()"));

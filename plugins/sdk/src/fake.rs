@@ -240,3 +240,13 @@ pub mod host {
         with(format!("list {kind}"), |w| Ok(w.targets.iter().filter(|(k, _, _)| k == kind).map(|(_, n, _)| n.clone()).collect())).unwrap_or_default()
     }
 }
+
+/// A command as the shell hands it to the plugin: `COMMAND` with one value per named argument.
+pub fn invocation(command: &str, args: &[(&str, &str)]) -> crate::Invocation {
+    crate::Invocation { command: command.into(), args: args.iter().map(|(k, v)| (k.to_string(), vec![v.to_string()])).collect() }
+}
+
+/// The ids of a plan's steps, in order.
+pub fn ids(plan: &crate::ChangePlan) -> Vec<&str> {
+    plan.steps.iter().map(|s| s.id.as_str()).collect()
+}

@@ -566,3 +566,109 @@ fn back_before(service: &str, what: &str) -> CommandResult<Option<CheckResult>> 
 
 #[cfg(target_arch = "wasm32")]
 opsh_plugin_sdk::export!(Tungsten);
+
+#[cfg(test)]
+mod tests {
+    use opsh_plugin_sdk::fake::{World, ids, invocation};
+    use opsh_plugin_sdk::{CommandError, Effect, Guest, Invocation};
+
+    const HOME: &str = "/opt/continuent/tungsten";
+    const CROSS: &str = "/opt/replicator/tungsten";
+
+    fn ls(service: &str, hosts: &[&str], policy: &str) -> String {
+        let sources: String = hosts
+            .iter()
+            .enumerate()
+            .map(|(i, h)| {
+                let role = if i == 0 { "master" } else { "slave" };
+                format!("|{h}({role}:ONLINE)   |\n+---+\n|  MANAGER(state=ONLINE)   |\n|  REPLICATOR(role={role}, state=ONLINE)   |\n+---+\n")
+            })
+            .collect();
+        format!(
+            "COORDINATOR[{}:{policy}:ONLINE]\n\nROUTERS:\n+---+\n|connector@{}[8805](ONLINE, created=0, active=0)   |\n+---+\n\nDATASOURCES:\n+---+\n{sources}",
+            hosts[0], hosts[0]
+        )
+        .replace("{service}", service)
+    }
+
+    fn status(state: &str, host: &str) -> String {
+        format!("NAME              VALUE\n----              -----\nappliedLastSeqno  : 1042\nhost              : {host}\nstate             : {state}\n")
+    }
+
+    /// Two dataservices of two hosts each, every replicator as `source_state` says for west1's.
+    fn world(source_state: &str) -> World {
+        let mut world = World::new().target(
+            "topology",
+            "sites",
+            &[("plugin", "tungsten"), ("member.east", "east1,east2"), ("member.west", "west1,west2"), ("cluster-home", HOME), ("cross-site-home", CROSS)],
+        );
+        for host in ["east1", "east2", "west1", "west2"] {
+            let site = &host[..4];
+            let (service, hosts) = if site == "east" { ("east", ["east1", "east2"]) } else { ("west", ["west1", "west2"]) };
+            let own = if host == "west1" { source_state } else { "ONLINE" };
+            world = world
+                .exec(host, &format!("{HOME}/tungsten-manager/bin/cctrl"), 0, &ls(service, &hosts, "AUTOMATIC"))
+                .exec(host, &format!("{HOME}/tungsten-replicator/bin/trepctl -service {service} status"), 0, &status(own, host))
+                .exec(host, &format!("{CROSS}/tungsten-replicator/bin/trepctl -service east status"), 0, &status("ONLINE", host))
+                .exec(host, "true", 0, "");
+        }
+        world
+    }
+
+    fn reprovision(failed: &str, from: &str) -> Invocation {
+        invocation("reprovision", &[("failed", failed), ("from", from)])
+    }
+
+    #[test]
+    fn reprovision_follows_the_seed_maintenance_first_and_automatic_only_once_every_replicator_is_back() {
+        let (plan, _) = world("ONLINE").run(|| super::Tungsten::plan(reprovision("east", "west1")));
+        let plan = plan.expect("a plan");
+        assert_eq!(
+            ids(&plan),
+            [
+                "set-policy-maintenance",
+                "routers-offline",
+                "offline-east-on-west1",
+                "offline-east-on-west2",
+                "reset-east-on-west1",
+                "reset-east-on-west2",
+                "stop-east1",
+                "stop-east2",
+                "tpm-reset-east1",
+                "tpm-reset-east2",
+                "start-east1",
+                "start-east2",
+                "provision-east1",
+                "provision-east2",
+                "online-east-on-west1",
+                "online-east-on-west2",
+                "east-back-online",
+                "routers-online",
+                "set-policy-automatic",
+            ]
+        );
+        let Effect::Exec(provision) = &plan.steps[12].effects[0] else { panic!("{:?}", plan.steps[12]) };
+        assert_eq!(provision.argv, [format!("{HOME}/tungsten-replicator/scripts/tungsten_provision_slave"), "--direct".into(), "--source=west1".into()]);
+        let Effect::Exec(policy) = &plan.steps[0].effects[0] else { panic!() };
+        assert_eq!(policy.argv[4..], [format!("{HOME}/tungsten-manager/bin/cctrl"), "set policy maintenance".into()]);
+        assert!(matches!(&plan.steps[16].effects[..], [Effect::Wait(_)]), "a gate that only waits");
+        assert!(plan.steps.iter().all(|s| s.custom.is_none()), "the host performs every step");
+        assert_eq!(plan.if_stopped[0].en, "east stays in MAINTENANCE policy (no automatic recovery), its connectors offline");
+        assert!(plan.warnings[0].en.contains("REPLACED by west1's"), "{:?}", plan.warnings);
+    }
+
+    #[test]
+    fn a_source_whose_replicator_is_not_online_is_refused() {
+        let (plan, _) = world("OFFLINE:NORMAL").run(|| super::Tungsten::plan(reprovision("east", "west1")));
+        assert!(
+            matches!(&plan, Err(CommandError::Refused(t)) if t.en.starts_with("west1's west replicator is OFFLINE:NORMAL: a source must be healthy")),
+            "{plan:?}"
+        );
+    }
+
+    #[test]
+    fn a_source_in_the_failed_dataservice_is_a_usage_error() {
+        let (plan, _) = world("ONLINE").run(|| super::Tungsten::plan(reprovision("east", "east2")));
+        assert!(matches!(&plan, Err(CommandError::Usage(m)) if m.contains("is a host of east itself")), "{plan:?}");
+    }
+}
