@@ -12,9 +12,8 @@ mod system;
 
 use opsh_plugin_sdk::invariants::{Invariants, Seen};
 use opsh_plugin_sdk::{
-    Args, CapabilityError, ChangePlan, CheckResult, CheckState, CommandError, CommandKind, CommandResult, Completion, Effect, Guest, Invocation, PluginInfo,
-    RowsExt, Step, StepData, Table, Text, address_of, bad, command, data, file_edit, files, good, names, pg_hba, plain, properties, quote, service, sql, ssh,
-    step, table, text, warn,
+    Args, CapabilityError, ChangePlan, CheckResult, CheckState, CommandError, CommandKind, CommandResult, Completion, Guest, Invocation, PluginInfo, RowsExt,
+    Step, Table, Text, address_of, bad, command, file_edit, files, good, names, pg_hba, plain, properties, quote, service, sql, ssh, step, table, text, warn,
 };
 use system::{Node, PUB_SCHEMAS, SUB_SCHEMA, System};
 
@@ -327,16 +326,13 @@ fn servers_running(system: &System) -> CommandResult<bool> {
     Ok(all)
 }
 
+/// Titles and refusals in English only (the Japanese falls back to it).
 fn titled(seed: &str, en: &str) -> Text {
-    text(&format!("[{seed}] {en}"), "")
+    opsh_plugin_sdk::titled(seed, en, "")
 }
 
 fn refused(en: String) -> CommandError {
-    CommandError::Refused(text(&en, ""))
-}
-
-fn enc(pairs: &[(&str, &str)]) -> String {
-    data::encode(pairs)
+    opsh_plugin_sdk::refused(en, "")
 }
 
 /// pg_dump of schemas, proven readable (`pg_restore --list` lists every schema) before it takes
@@ -456,8 +452,7 @@ fn plan_switchover(system: &System, quiesce: &str, server_host: Option<&str>, dr
     // The limit given back at the end: never guessed (an unreadable one is not "unlimited").
     let limit = sql::query(&a.db, "SELECT datconnlimit::bigint AS l FROM pg_database WHERE datname = current_database()", &[])?
         .first_int("l")
-        .ok_or_else(|| refused(format!("{}'s connection limit cannot be read: opsh would not know what to give back after the switchover", a.db)))?
-        .to_string();
+        .ok_or_else(|| refused(format!("{}'s connection limit cannot be read: opsh would not know what to give back after the switchover", a.db)))?;
     if whole {
         if quiesce == "connection-limit" {
             steps.push(
@@ -465,27 +460,23 @@ fn plan_switchover(system: &System, quiesce: &str, server_host: Option<&str>, dr
                     .sql(&a.db, &[&format!("ALTER DATABASE {} CONNECTION LIMIT 0", quote::ident(&a.dbname)), "SELECT count(pg_terminate_backend(pid))::bigint AS ended FROM pg_stat_activity JOIN pg_roles ON rolname = usename WHERE datname = current_database() AND pid <> pg_backend_pid() AND NOT rolsuper"])
                     .one_by_one()
                     .idempotent()
-                    .data(enc(&[("action", "limit"), ("db", &a.db), ("dbname", &a.dbname), ("limit", "0"), ("terminate", "yes")]))
+                    .kind(&Kind::Limit { db: a.db.clone(), limit: 0 })
                     .build(),
             );
         } else {
             warnings.push(text(&format!("step 1 (no more transactions on {}) was done by hand, as --quiesce confirmed says", a.db), ""));
         }
         if servers_running {
-            let mut sync = repcli_step(
+            // The subscription must then hold exactly the publication's data — xDB keeps
+            // applied shadow rows, so only the tables can tell.
+            steps.push(repcli_step(
                 "2",
                 "synchronize",
                 "-dosynchronize",
                 system,
-                &Direction { publication: &a, subscription: &b, tables: &tables },
+                &Direction { publication: &a, subscription: &b, tables: &tables, until_equal: true },
                 "Synchronize pending updates and wait until every published table is equal on both",
-            );
-            // The subscription must then hold exactly the publication's data — xDB keeps
-            // applied shadow rows, so only the tables can tell.
-            sync.data.push_str(&enc(&[("equal", "yes")]));
-            let until = text(&format!("every published table of {} is equal on {}", a.db, b.db), "");
-            sync.effects.push(Effect::Wait(opsh_plugin_sdk::WaitEffect { until, interval_ms: 500, timeout_ms: 120_000 }));
-            steps.push(sync);
+            ));
         } else {
             warnings.push(text(
                 &format!("the xDB servers on {} do not run and both databases are equal: step 2 has nothing to synchronize", system.server_host),
@@ -508,7 +499,7 @@ fn plan_switchover(system: &System, quiesce: &str, server_host: Option<&str>, dr
         &a.host,
         dump_argv,
         &a.db,
-        &[("action", "dump"), ("host", &a.host), ("db", &a.db), ("file", &pub_dump), ("schemas", &PUB_SCHEMAS.join(","))],
+        Kind::Dump { host: a.host.clone(), file: pub_dump.clone(), schemas: strings(&PUB_SCHEMAS) },
     ));
     // Step 6: the triggers' and functions' definitions are read now, so the backup written and
     // the statements that drop and later restore them are the ones shown.
@@ -526,7 +517,7 @@ fn plan_switchover(system: &System, quiesce: &str, server_host: Option<&str>, dr
         )
         .file(&a.host, &trigger_file, &backup.sha256, &saved.backup(&a.db))
         .idempotent()
-        .data(enc(&[("action", "backup-triggers"), ("host", &a.host), ("db", &a.db), ("file", &trigger_file), ("triggers", &trigger_list(&a_live.triggers))]))
+        .kind(&Kind::BackupTriggers { host: a.host.clone(), file: trigger_file.clone(), triggers: trigger_names(&a_live.triggers) })
         .build(),
     );
     let mut drops: Vec<String> = a_live.triggers.iter().map(|(t, g)| format!("DROP TRIGGER IF EXISTS {} ON {t}", quote::ident(g))).collect();
@@ -535,7 +526,7 @@ fn plan_switchover(system: &System, quiesce: &str, server_host: Option<&str>, dr
         step("drop-triggers", titled("6", &format!("Drop the capture triggers and functions on {} (saved in {trigger_file} first)", a.db)), &a.db)
             .sql(&a.db, &drops.iter().map(String::as_str).collect::<Vec<_>>())
             .idempotent()
-            .data(enc(&[("action", "drop-triggers"), ("host", &a.host), ("db", &a.db), ("file", &trigger_file), ("triggers", &trigger_list(&a_live.triggers))]))
+            .kind(&Kind::DropTriggers { db: a.db.clone() })
             .build(),
     );
     steps.push(drop_schemas_step("5", "drop-publication-schemas", &a, &PUB_SCHEMAS, &pub_dump));
@@ -552,7 +543,7 @@ fn plan_switchover(system: &System, quiesce: &str, server_host: Option<&str>, dr
         &b.host,
         sub_argv,
         &b.db,
-        &[("action", "dump"), ("host", &b.host), ("db", &b.db), ("file", &sub_dump), ("schemas", SUB_SCHEMA)],
+        Kind::Dump { host: b.host.clone(), file: sub_dump.clone(), schemas: strings(&[SUB_SCHEMA]) },
     ));
     steps.push(drop_schemas_step("7", "drop-subscription-schema", &b, &[SUB_SCHEMA], &sub_dump));
     // Steps 8 and 9: each backup is restored from the host that holds it.
@@ -561,13 +552,7 @@ fn plan_switchover(system: &System, quiesce: &str, server_host: Option<&str>, dr
         step("restore-triggers", titled("8", &format!("Restore the capture triggers and functions from {trigger_file} on {}", b.db)), &b.db)
             .sql(&b.db, &saved.restore(&system::triggers(&b.db)?).iter().map(String::as_str).collect::<Vec<_>>())
             .idempotent()
-            .data(enc(&[
-                ("action", "restore-triggers"),
-                ("host", &a.host),
-                ("db", &b.db),
-                ("file", &trigger_file),
-                ("triggers", &trigger_list(&a_live.triggers)),
-            ]))
+            .kind(&Kind::RestoreTriggers { db: b.db.clone(), triggers: trigger_names(&a_live.triggers) })
             .build(),
     );
     steps.push(restore_step("9", "restore-subscription-schema", &sub_dump, &b, &a, &[SUB_SCHEMA]));
@@ -585,7 +570,7 @@ fn plan_switchover(system: &System, quiesce: &str, server_host: Option<&str>, dr
             &b.db,
         )
         .sql(&b.db, &[SWAP])
-        .data(enc(&[("action", "swap"), ("db", &b.db), ("new-pub", &b.host)]))
+        .kind(&Kind::Swap { db: b.db.clone(), new_publication: b.host.clone() })
         .build(),
     );
     if whole {
@@ -604,7 +589,7 @@ fn plan_switchover(system: &System, quiesce: &str, server_host: Option<&str>, dr
                         ],
                     )
                     .idempotent()
-                    .data(enc(&[("action", "server-ip"), ("db", &b.db), ("address", &address)]))
+                    .kind(&Kind::ServerIp { db: b.db.clone(), address: address.clone() })
                     .build(),
             );
             warnings.push(text(
@@ -714,7 +699,7 @@ fn plan_switchover(system: &System, quiesce: &str, server_host: Option<&str>, dr
                             )],
                         )
                         .idempotent()
-                        .data(enc(&[("action", "create-slot"), ("db", &b.db), ("slot", slot), ("plugin", plugin)]))
+                        .kind(&Kind::Slot { db: b.db.clone(), slot: slot.clone(), exists: true })
                         .build(),
                 );
                 if drop_old_slot {
@@ -727,7 +712,7 @@ fn plan_switchover(system: &System, quiesce: &str, server_host: Option<&str>, dr
                                 )],
                             )
                             .idempotent()
-                            .data(enc(&[("action", "drop-slot"), ("db", &a.db), ("slot", slot)]))
+                            .kind(&Kind::Slot { db: a.db.clone(), slot: slot.clone(), exists: false })
                             .build(),
                     );
                 } else {
@@ -741,7 +726,7 @@ fn plan_switchover(system: &System, quiesce: &str, server_host: Option<&str>, dr
             "snapshot",
             "-dosnapshot",
             system,
-            &Direction { publication: &b, subscription: &a, tables: &tables },
+            &Direction { publication: &b, subscription: &a, tables: &tables, until_equal: false },
             "The first replication is a snapshot",
         ));
         steps.push(repcli_step(
@@ -749,7 +734,7 @@ fn plan_switchover(system: &System, quiesce: &str, server_host: Option<&str>, dr
             "synchronize-after",
             "-dosynchronize",
             system,
-            &Direction { publication: &b, subscription: &a, tables: &tables },
+            &Direction { publication: &b, subscription: &a, tables: &tables, until_equal: false },
             "Then synchronization replication",
         ));
         if quiesce == "connection-limit" {
@@ -757,7 +742,7 @@ fn plan_switchover(system: &System, quiesce: &str, server_host: Option<&str>, dr
                 step("reopen", titled("16", &format!("Give {} its connection limit back ({limit}); applications now use {}", a.db, b.db)), &a.db)
                     .sql(&a.db, &[&format!("ALTER DATABASE {} CONNECTION LIMIT {limit}", quote::ident(&a.dbname))])
                     .idempotent()
-                    .data(enc(&[("action", "limit"), ("db", &a.db), ("dbname", &a.dbname), ("limit", &limit), ("terminate", "no")]))
+                    .kind(&Kind::Limit { db: a.db.clone(), limit })
                     .build(),
             );
         }
@@ -799,19 +784,23 @@ const SWAP: &str = "WITH p AS (SELECT db_host, db_port, db_name, db_user, db_pas
     up AS (UPDATE _edb_replicator_pub.xdb_pub_database d SET db_host = s.db_host, db_port = s.db_port, db_name = s.db_name, db_user = s.db_user, db_password = s.db_password FROM s RETURNING d.pub_db_id) \
     UPDATE _edb_replicator_sub.xdb_sub_database d SET db_host = p.db_host, db_port = p.db_port, db_name = p.db_name, db_user = p.db_user, db_password = p.db_password FROM p";
 
-fn trigger_list(triggers: &[(String, String)]) -> String {
-    triggers.iter().map(|(t, g)| format!("{t}:{g}")).collect::<Vec<_>>().join(",")
+fn trigger_names(triggers: &[(String, String)]) -> Vec<String> {
+    triggers.iter().map(|(_, g)| g.clone()).collect()
+}
+
+fn strings(items: &[&str]) -> Vec<String> {
+    items.iter().map(|s| s.to_string()).collect()
 }
 
 /// A script on `host` that is handed the password of database `password_of`.
-fn exec_step(seed: &str, id: &str, title: &str, host: &str, argv: Vec<String>, password_of: &str, pairs: &[(&str, &str)]) -> Step {
+fn exec_step(seed: &str, id: &str, title: &str, host: &str, argv: Vec<String>, password_of: &str, kind: Kind) -> Step {
     let shown: Vec<&str> = argv.iter().map(String::as_str).collect();
     step(id, titled(seed, title), host)
         .exec(host, &shown)
         .env("DB_PASSWORD", ssh::EnvValue::DatabasePassword(password_of.into()))
         .timeout_ms(3_600_000)
         .idempotent()
-        .data(enc(pairs))
+        .kind(&kind)
         .build()
 }
 
@@ -832,7 +821,7 @@ fn drop_schemas_step(seed: &str, id: &str, node: &Node, schemas: &[&str], backup
         .timeout_ms(600_000)
         .sql(&node.db, &statements.iter().map(String::as_str).collect::<Vec<_>>())
         .idempotent()
-        .data(enc(&[("action", "drop-schemas"), ("host", &node.host), ("db", &node.db), ("file", backup), ("schemas", &schemas.join(","))]))
+        .kind(&Kind::DropSchemas { db: node.db.clone(), schemas: strings(schemas) })
         .build()
 }
 
@@ -846,44 +835,46 @@ fn restore_step(seed: &str, id: &str, file: &str, from: &Node, to: &Node, schema
         .env("DB_PASSWORD", ssh::EnvValue::DatabasePassword(to.db.clone()))
         .timeout_ms(3_600_000)
         .idempotent()
-        .data(enc(&[("action", "restore"), ("host", &from.host), ("db", &to.db), ("file", file), ("schemas", &schemas.join(","))]))
+        .kind(&Kind::Restore { db: to.db.clone(), schemas: strings(schemas) })
         .build()
 }
 
 fn services_step(seed: &str, id: &str, system: &System, action: &str) -> Step {
-    let mut builder = step(
+    let builder = step(
         id,
         titled(seed, &format!("{} the publication and subscription servers on {}", if action == "stop" { "Stop" } else { "Start" }, system.server_host)),
         &system.server_host,
     );
-    let (verb, state) = if action == "stop" { (service::ServiceAction::Stop, "stopped") } else { (service::ServiceAction::Start, "running") };
-    for name in &system.services {
-        builder = builder.service(&system.server_host, name, verb);
-    }
-    let verb_be = if system.services.len() == 1 { "is" } else { "are" };
-    let until = text(&format!("{} on {} {verb_be} {state}", system.services.join(", "), system.server_host), "");
     builder
-        .wait_until(until, 500, 60_000)
+        .services(&system.server_host, &system.services, action != "stop")
         .idempotent()
-        .data(enc(&[("action", "services"), ("host", &system.server_host), ("services", &system.services.join(",")), ("want", action)]))
+        .kind(&Kind::Services { host: system.server_host.clone(), services: system.services.clone(), start: action != "stop" })
         .build()
 }
 
-/// Which way replication runs: the publication, the subscription, the published tables.
+/// Which way replication runs: the publication, the subscription, the published tables; and
+/// whether the step waits until every one of them is equal on both.
 struct Direction<'a> {
     publication: &'a Node,
     subscription: &'a Node,
     tables: &'a [String],
+    until_equal: bool,
 }
 
 fn repcli_step(seed: &str, id: &str, op: &str, system: &System, direction: &Direction, what: &str) -> Step {
-    let Direction { publication, subscription, tables } = direction;
+    let Direction { publication, subscription, tables, until_equal } = direction;
     let argv = [system.repcli.as_str(), op, system.subscription.as_str(), "-repsvrfile", system.repsvrfile.as_str()];
-    step(id, titled(seed, &format!("{what} ({} {op} {})", system.repcli, system.subscription)), &system.server_host)
+    let builder = step(id, titled(seed, &format!("{what} ({} {op} {})", system.repcli, system.subscription)), &system.server_host)
         .exec(&system.server_host, &argv)
-        .timeout_ms(3_600_000)
+        .timeout_ms(3_600_000);
+    let builder = if *until_equal {
+        builder.wait_until(text(&format!("every published table of {} is equal on {}", publication.db, subscription.db), ""), 500, 120_000)
+    } else {
+        builder
+    };
+    builder
         .idempotent()
-        .data(enc(&[("action", "repcli"), ("db", &publication.db), ("sub-db", &subscription.db), ("tables", &data::encode_list(tables))]))
+        .kind(&Kind::Repcli { db: publication.db.clone(), sub_db: subscription.db.clone(), tables: tables.to_vec(), until_equal: *until_equal })
         .build()
 }
 
@@ -895,102 +886,147 @@ fn file_step(seed: &str, id: &str, title: &str, host: &str, path: &str, snapshot
         Some(db) => builder.sql(db, &["SELECT pg_reload_conf()"]),
         None => builder,
     };
-    builder.idempotent().data(enc(&[("action", "file"), ("host", host), ("path", path)])).build()
+    builder.idempotent().kind(&Kind::File).build()
 }
 
 /// Is the backup FILE readable, and does it hold every schema of the comma-separated SCHEMAS?
-fn backup_readable(host: &str, file: &str, schemas: &str) -> Result<(), String> {
+fn backup_readable(host: &str, file: &str, schemas: &[String]) -> Result<(), String> {
     let out = match opsh_plugin_sdk::probe(host, &["pg_restore", "--list", file], Some(60_000)) {
         Ok(out) if out.status == Some(0) => out,
         Ok(out) => return Err(format!("no readable backup at {file}: {}", String::from_utf8_lossy(&out.stderr).trim())),
         Err(e) => return Err(e.brief()),
     };
     let listing = String::from_utf8_lossy(&out.stdout);
-    match schemas.split(',').find(|s| !listing.lines().any(|line| line.contains(&format!(" SCHEMA - {s} ")))) {
+    match schemas.iter().find(|s| !listing.lines().any(|line| line.contains(&format!(" SCHEMA - {s} ")))) {
         Some(missing) => Err(format!("{file} does not hold schema {missing}")),
         None => Ok(()),
     }
 }
 
-fn schemas_present(db: &str, schemas: &str) -> Result<usize, CommandError> {
-    let wanted: Vec<&str> = schemas.split(',').collect();
+fn schemas_present(db: &str, schemas: &[String]) -> Result<usize, CommandError> {
     let live = system::live(&Node { db: db.into(), host: String::new(), port: String::new(), dbname: String::new(), user: String::new() })?;
-    Ok(wanted.iter().filter(|s| live.schemas.iter().any(|l| l == *s)).count())
+    Ok(schemas.iter().filter(|s| live.schemas.contains(s)).count())
+}
+
+/// The kinds of step, as `plan` leaves them in a step's data for `check`. Databases are inventory
+/// names.
+#[derive(serde::Serialize, serde::Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+enum Kind {
+    Limit {
+        db: String,
+        limit: i64,
+    },
+    Repcli {
+        db: String,
+        sub_db: String,
+        tables: Vec<String>,
+        until_equal: bool,
+    },
+    Services {
+        host: String,
+        services: Vec<String>,
+        start: bool,
+    },
+    Dump {
+        host: String,
+        file: String,
+        schemas: Vec<String>,
+    },
+    DropSchemas {
+        db: String,
+        schemas: Vec<String>,
+    },
+    Restore {
+        db: String,
+        schemas: Vec<String>,
+    },
+    BackupTriggers {
+        host: String,
+        file: String,
+        triggers: Vec<String>,
+    },
+    DropTriggers {
+        db: String,
+    },
+    RestoreTriggers {
+        db: String,
+        triggers: Vec<String>,
+    },
+    Swap {
+        db: String,
+        new_publication: String,
+    },
+    ServerIp {
+        db: String,
+        address: String,
+    },
+    File,
+    /// The replication slot exists (created) or not (dropped).
+    Slot {
+        db: String,
+        slot: String,
+        exists: bool,
+    },
 }
 
 fn check_step(step: &Step) -> CommandResult<CheckResult> {
-    let data = StepData::parse(&step.data);
     let result = |yes: bool, detail: String| CheckResult { state: if yes { CheckState::Done } else { CheckState::NotDone }, detail: text(&detail, "") };
     let unknown = |detail: String| CheckResult { state: CheckState::Unknown, detail: text(&detail, "") };
     let outcome: Result<CheckResult, CommandError> = (|| {
-        Ok(match data.get("action")? {
-            "limit" => {
-                let rows = sql::query(data.get("db")?, "SELECT datconnlimit::bigint AS l FROM pg_database WHERE datname = current_database()", &[])?;
-                let now = rows.first_int("l").unwrap_or(-2);
-                result(now.to_string() == data.get("limit")?, format!("connection limit {now}"))
+        Ok(match opsh_plugin_sdk::data::kind_of::<Kind>(step)? {
+            Kind::Limit { db, limit } => {
+                let rows = sql::query(&db, "SELECT datconnlimit::bigint AS l FROM pg_database WHERE datname = current_database()", &[])?;
+                let now = rows.first_int("l");
+                result(now == Some(limit), format!("connection limit {}", now.map_or("unreadable".into(), |n| n.to_string())))
             }
-            "repcli" if data.get("equal").is_ok() => {
-                let differ = system::differing_tables(data.get("db")?, data.get("sub-db")?, &data.list("tables")?)?;
+            Kind::Repcli { db, sub_db, tables, until_equal: true } => {
+                let differ = system::differing_tables(&db, &sub_db, &tables)?;
                 result(differ.is_empty(), if differ.is_empty() { "every published table is equal".into() } else { format!("differing: {}", differ.join(", ")) })
             }
-            "repcli" => unknown("a replication run leaves nothing opsh can read back; running it again is harmless".into()),
-            "services" => {
-                let want = if data.get("want")? == "start" { service::ServiceState::Running } else { service::ServiceState::Stopped };
-                let host = data.get("host")?;
-                result(data.get("services")?.split(',').all(|s| service::status(host, s).is_ok_and(|st| st == want)), "service status".into())
+            Kind::Repcli { .. } => unknown("a replication run leaves nothing opsh can read back; running it again is harmless".into()),
+            Kind::Services { host, services, start } => {
+                let want = if start { service::ServiceState::Running } else { service::ServiceState::Stopped };
+                result(opsh_plugin_sdk::services_are(&host, &services, want)?, "service status".into())
             }
-            "dump" => result(backup_readable(data.get("host")?, data.get("file")?, data.get("schemas")?).is_ok(), "pg_restore --list".into()),
-            "drop-schemas" => {
-                let n = schemas_present(data.get("db")?, data.get("schemas")?)?;
+            Kind::Dump { host, file, schemas } => result(backup_readable(&host, &file, &schemas).is_ok(), "pg_restore --list".into()),
+            Kind::DropSchemas { db, schemas } => {
+                let n = schemas_present(&db, &schemas)?;
                 result(n == 0, format!("{n} of the schemas remain"))
             }
-            "restore" => {
-                let wanted = data.get("schemas")?.split(',').count();
-                let n = schemas_present(data.get("db")?, data.get("schemas")?)?;
-                result(n == wanted, format!("{n} of {wanted} schemas present"))
+            Kind::Restore { db, schemas } => {
+                let n = schemas_present(&db, &schemas)?;
+                result(n == schemas.len(), format!("{n} of {} schemas present", schemas.len()))
             }
-            "backup-triggers" => {
-                let file = file_edit::read(data.get("host")?, data.get("file")?)?;
-                let all = data
-                    .get("triggers")?
-                    .split(',')
-                    .filter(|p| !p.is_empty())
-                    .all(|p| file.content.contains(&format!("CREATE TRIGGER {} ", p.split_once(':').map_or(p, |(_, g)| g))));
+            Kind::BackupTriggers { host, file, triggers } => {
+                let file = file_edit::read(&host, &file)?;
+                let all = triggers.iter().all(|g| file.content.contains(&format!("CREATE TRIGGER {g} ")));
                 result(file.exists && all, "the backup file names every trigger".into())
             }
-            "drop-triggers" => {
-                let left = system::triggers(data.get("db")?)?;
+            Kind::DropTriggers { db } => {
+                let left = system::triggers(&db)?;
                 result(left.is_empty(), format!("{} capture triggers left", left.len()))
             }
-            "restore-triggers" => {
-                let have: Vec<String> = system::triggers(data.get("db")?)?.into_iter().map(|(_, g)| g).collect();
-                let all = data.get("triggers")?.split(',').filter(|p| !p.is_empty()).all(|p| have.iter().any(|g| p.ends_with(&format!(":{g}"))));
-                result(all, format!("{} capture triggers present", have.len()))
+            Kind::RestoreTriggers { db, triggers } => {
+                let have: Vec<String> = system::triggers(&db)?.into_iter().map(|(_, g)| g).collect();
+                result(triggers.iter().all(|g| have.contains(g)), format!("{} capture triggers present", have.len()))
             }
-            "swap" => {
-                let rows = sql::query(data.get("db")?, "SELECT db_host AS h FROM _edb_replicator_pub.xdb_pub_database ORDER BY pub_db_id LIMIT 1", &[])?;
+            Kind::Swap { db, new_publication } => {
+                let rows = sql::query(&db, "SELECT db_host AS h FROM _edb_replicator_pub.xdb_pub_database ORDER BY pub_db_id LIMIT 1", &[])?;
                 let host = rows.first_text("h").unwrap_or_default();
-                result(host == address_of(data.get("new-pub")?), format!("the publication database definition names {host}"))
+                result(host == address_of(&new_publication), format!("the publication database definition names {host}"))
             }
-            "server-ip" => {
-                let rows = sql::query(
-                    data.get("db")?,
-                    "SELECT bool_and(pub_server_ip = $1) AS ok FROM _edb_replicator_sub.xdb_subscriptions",
-                    &[sql::Value::Text(data.get("address")?.into())],
-                )?;
+            Kind::ServerIp { db, address } => {
+                let rows =
+                    sql::query(&db, "SELECT bool_and(pub_server_ip = $1) AS ok FROM _edb_replicator_sub.xdb_subscriptions", &[sql::Value::Text(address)])?;
                 result(rows.first_bool("ok") == Some(true), "xdb_subscriptions.pub_server_ip".into())
             }
-            "file" => files::check(step)?,
-            "create-slot" | "drop-slot" => {
-                let rows = sql::query(
-                    data.get("db")?,
-                    "SELECT count(*)::bigint AS n FROM pg_replication_slots WHERE slot_name = $1",
-                    &[sql::Value::Text(data.get("slot")?.into())],
-                )?;
-                let exists = rows.first_int("n") == Some(1);
-                result(exists == (data.get("action")? == "create-slot"), format!("slot {}", if exists { "exists" } else { "absent" }))
+            Kind::File => files::check(step)?,
+            Kind::Slot { db, slot, exists } => {
+                let rows = sql::query(&db, "SELECT count(*)::bigint AS n FROM pg_replication_slots WHERE slot_name = $1", &[sql::Value::Text(slot)])?;
+                let there = rows.first_int("n") == Some(1);
+                result(there == exists, format!("slot {}", if there { "exists" } else { "absent" }))
             }
-            other => return Err(CommandError::Failed(format!("unknown action {other}"))),
         })
     })();
     match outcome {
@@ -1015,7 +1051,7 @@ mod plan_tests {
     fn world(servers: ServiceState) -> World {
         let one = |column: &str, value: Value| rows(&[column], vec![vec![value]]);
         let recorded = |host: &str| rows(&["host", "port", "dbname", "usr"], vec![vec![text(host), text("5432"), text("edb"), text("opsh")]]);
-        let facts = rows(&["superuser", "wal_level", "free_slots", "slots"], vec![vec![Value::Boolean(true), text("replica"), Value::Int(10), text("")]]);
+        let facts = rows(&["wal_level", "free_slots", "slots"], vec![vec![text("replica"), Value::Int(10), text("")]]);
         let mut world = World::new()
             .target(
                 "topology",

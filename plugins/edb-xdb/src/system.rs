@@ -38,7 +38,6 @@ pub struct System {
 pub struct Live {
     pub schemas: Vec<String>,
     pub triggers: Vec<(String, String)>,
-    pub superuser: bool,
     pub wal_level: String,
     pub free_slots: i64,
     pub slots: Vec<(String, String)>,
@@ -114,7 +113,7 @@ pub fn live(node: &Node) -> Result<Live, CommandError> {
     let triggers = triggers(&node.db)?;
     let facts = sql::query(
         &node.db,
-        "SELECT (SELECT rolsuper FROM pg_roles WHERE rolname = current_user) AS superuser, current_setting('wal_level') AS wal_level, \
+        "SELECT current_setting('wal_level') AS wal_level, \
          (current_setting('max_replication_slots')::int - (SELECT count(*) FROM pg_replication_slots))::bigint AS free_slots, \
          (SELECT coalesce(string_agg(slot_name || '=' || coalesce(plugin, ''), ',' ORDER BY slot_name), '') FROM pg_replication_slots WHERE slot_type = 'logical') AS slots",
         &[],
@@ -122,7 +121,6 @@ pub fn live(node: &Node) -> Result<Live, CommandError> {
     Ok(Live {
         schemas: schemas.first_text("s").unwrap_or_default().split(',').filter(|s| !s.is_empty()).map(str::to_string).collect(),
         triggers,
-        superuser: facts.first_bool("superuser") == Some(true),
         wal_level: facts.first_text("wal_level").unwrap_or_default(),
         free_slots: facts.first_int("free_slots").unwrap_or(0),
         slots: facts

@@ -200,7 +200,7 @@ impl Horizon {
 
 /// Does the appliance answer over ssh?
 pub fn reachable(appliance: &str) -> Result<(), String> {
-    opsh_plugin_sdk::probe(appliance, &["true"], Some(10_000)).map(|_| ()).map_err(|e| e.brief())
+    opsh_plugin_sdk::reachable(appliance).map_err(|e| e.brief())
 }
 
 /// Does the database answer?

@@ -2,7 +2,8 @@
 
 use opsh_plugin_sdk::invariants::{Invariants, Seen};
 use opsh_plugin_sdk::{
-    Args, ChangePlan, CommandError, CommandResult, Invocation, RowsExt, Step, Table, bad, file_edit, good, names, plain, properties, sql, table, text, warn,
+    Args, ChangePlan, CommandError, CommandResult, Invocation, RowsExt, Step, Table, bad, file_edit, good, names, plain, properties, refused, sql, table, text,
+    warn,
 };
 
 use crate::appliances::{self, Database, Horizon, Pair, PairKind};
@@ -280,10 +281,6 @@ fn writable_other(horizon: &Horizon, pair: &Pair, appliance: &str, dbnames: &[&s
         )),
         many => Err(CommandError::Usage(format!("{} all take writes: name the appliance to copy from with --origin", many.join(" and ")))),
     }
-}
-
-fn refused(en: String, ja: String) -> CommandError {
-    CommandError::Refused(text(&en, &ja))
 }
 
 /// Remove every name of `old` from the DB host lists of `path` on `appliance`: a step, or nothing

@@ -1,30 +1,82 @@
 //! The kinds of step a Horizon runbook is made of: how each is planned (what the operator sees),
 //! applied, and checked (for resume, and to confirm an applied step took effect).
 
-use opsh_plugin_sdk::{CheckResult, CheckState, CommandError, CommandResult, Step, StepData, Text, data, file_edit, service, ssh, step, text};
+use opsh_plugin_sdk::data::kind_of;
+use opsh_plugin_sdk::{CheckResult, CheckState, CommandError, CommandResult, Step, Text, file_edit, service, ssh, step, text};
 
 use crate::appliances::Database;
 use crate::slony::{self, Role};
 
+/// The kinds of step, as `plan` leaves them in a step's data for `check` (and the subscription's
+/// `apply`). Databases are inventory names.
+#[derive(serde::Serialize, serde::Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+enum Kind {
+    Services {
+        host: String,
+        services: Vec<String>,
+        start: bool,
+    },
+    SlonStop {
+        host: String,
+    },
+    Fence {
+        db: String,
+    },
+    DropSlony {
+        db: String,
+    },
+    Restore {
+        from: String,
+        to: String,
+    },
+    File,
+    AvSetup,
+    Capabilities {
+        db: String,
+        old: String,
+        new: String,
+    },
+    /// `nodes[0]` is the origin.
+    SlonyInit {
+        nodes: Vec<String>,
+    },
+    SlonStart {
+        host: String,
+        dbs: Vec<String>,
+    },
+    Subscribe {
+        host: String,
+        nodes: Vec<String>,
+        script: String,
+    },
+    /// Slony node ids of the subscribers.
+    Sync {
+        origin: String,
+        subscribers: Vec<i64>,
+    },
+    ConfirmOrigin {
+        db: String,
+    },
+}
+
 /// A step title with the seed's step number(s) in front, in both languages (`restart` is the
 /// seed's closing section, "Restart the primary appliance").
 pub fn titled(seed: &str, en: &str, ja: &str) -> Text {
-    let seed_ja = if seed == "restart" { "再起動" } else { seed };
-    text(&format!("[{seed}] {en}"), &format!("[{seed_ja}] {ja}"))
+    let mut title = opsh_plugin_sdk::titled(seed, en, ja);
+    if seed == "restart" {
+        title.ja = format!("[再起動] {ja}");
+    }
+    title
 }
 
 fn services_step(id: &str, title: Text, appliance: &str, services: &[String], action: &str) -> Step {
-    let (verb, state) = if action == "start" { (service::ServiceAction::Start, "running") } else { (service::ServiceAction::Stop, "stopped") };
-    let mut builder = step(id, title, appliance);
-    for service in services {
-        builder = builder.service(appliance, service, verb);
-    }
-    if action == "start" {
-        let list = services.join(", ");
-        let be = if services.len() == 1 { "is" } else { "are" };
-        builder = builder.wait_until(text(&format!("{list} on {appliance} {be} {state}"), &format!("{appliance} の {list} が稼働中")), 500, 60_000);
-    }
-    builder.idempotent().data(data::encode(&[("action", "services"), ("host", appliance), ("services", &services.join(",")), ("want", action)])).build()
+    let start = action == "start";
+    step(id, title, appliance)
+        .services(appliance, services, start)
+        .idempotent()
+        .kind(&Kind::Services { host: appliance.into(), services: services.to_vec(), start })
+        .build()
 }
 
 pub fn stop_services(seed: &str, appliance: &str, services: &[String], group: &str) -> Step {
@@ -66,7 +118,7 @@ pub fn stop_slon(seed: &str, appliance: &str) -> Step {
     .wait_until(text(&format!("no slon runs on {appliance}"), &format!("{appliance} で slon が動いていない")), 500, 15_000)
     .group("stop-slon")
     .idempotent()
-    .data(data::encode(&[("action", "slon-stop"), ("host", appliance)]))
+    .kind(&Kind::SlonStop { host: appliance.into() })
     .build()
 }
 
@@ -89,7 +141,7 @@ pub fn fence_db(seed: &str, db: &Database) -> Step {
     .one_by_one()
     .group("fence")
     .idempotent()
-    .data(data::encode(&[("action", "fence"), ("db", &db.name)]))
+    .kind(&Kind::Fence { db: db.name.clone() })
     .build()
 }
 
@@ -102,7 +154,7 @@ pub fn drop_slony(seed: &str, db: &Database) -> Step {
     .sql(&db.name, &[DROP_SLONY])
     .group("drop-slony")
     .idempotent()
-    .data(data::encode(&[("action", "drop-slony"), ("db", &db.name)]))
+    .kind(&Kind::DropSlony { db: db.name.clone() })
     .build()
 }
 
@@ -139,7 +191,7 @@ pub fn restore(seed: &str, from: &Database, to: &Database, backup_dir: &str) -> 
     .env("TARGET_PASSWORD", ssh::EnvValue::DatabasePassword(to.name.clone()))
     .timeout_ms(3_600_000)
     .idempotent()
-    .data(data::encode(&[("action", "restore"), ("from", &from.name), ("to", &to.name)]))
+    .kind(&Kind::Restore { from: from.name.clone(), to: to.name.clone() })
     .build()
 }
 
@@ -157,11 +209,7 @@ fn restore_args(from: &Database, to: &Database, backup_dir: &str) -> Vec<String>
 
 /// Replace a file's content (the host shows the diff and refuses if the file changed since).
 pub fn edit_file(id: &str, title: Text, appliance: &str, snapshot: &file_edit::FileSnapshot, path: &str, content: &str) -> Step {
-    step(id, title, appliance)
-        .file(appliance, path, &snapshot.sha256, content)
-        .idempotent()
-        .data(data::encode(&[("action", "file"), ("host", appliance), ("path", path)]))
-        .build()
+    step(id, title, appliance).file(appliance, path, &snapshot.sha256, content).idempotent().kind(&Kind::File).build()
 }
 
 pub fn av_setup(seed: &str, appliance: &str, script: &str, password_of: &str) -> Step {
@@ -180,7 +228,7 @@ pub fn av_setup(seed: &str, appliance: &str, script: &str, password_of: &str) ->
     .privileged()
     .timeout_ms(600_000)
     .idempotent()
-    .data(data::encode(&[("action", "av-setup")]))
+    .kind(&Kind::AvSetup)
     .build()
 }
 
@@ -200,7 +248,7 @@ pub fn capabilities(seed: &str, db: &str, old: &str, new: &str) -> Step {
     // One row each: none or several mean the plan read another table than the one it changes.
     .expect_rows(2)
     .idempotent()
-    .data(data::encode(&[("action", "capabilities"), ("db", db), ("old", old), ("new", new)]))
+    .kind(&Kind::Capabilities { db: db.into(), old: old.into(), new: new.into() })
     .build()
 }
 
@@ -242,7 +290,7 @@ pub fn slony_init(seed: &str, nodes: &[&Database], tables: &[String], sequences:
     .stdin(&script)
     .timeout_ms(300_000)
     .idempotent()
-    .data(data::encode(&[("action", "slony-init"), ("nodes", &names(nodes))]))
+    .kind(&Kind::SlonyInit { nodes: names(nodes) })
     .build()
 }
 
@@ -263,7 +311,7 @@ pub fn start_slon(seed: &str, appliance: &str, dbs: &[&str], scripts: &[String])
         .wait_until(text(&format!("a slon runs for each of {}", dbs.join(", ")), &format!("{} の slon がそれぞれ稼働", dbs.join("、"))), 500, 30_000)
         .group("start-slon")
         .idempotent()
-        .data(data::encode(&[("action", "slon-start"), ("host", appliance), ("dbs", &dbs.join(","))]))
+        .kind(&Kind::SlonStart { host: appliance.into(), dbs: dbs.iter().map(|d| d.to_string()).collect() })
         .build()
 }
 
@@ -288,7 +336,7 @@ pub fn subscribe(seed: &str, nodes: &[&Database]) -> Step {
         "購読がまだ無いときだけ slonik で購読する (再開時に二重に購読しない)。その後コピー完了を待つ",
     ))
     .idempotent()
-    .data(data::encode(&[("action", "subscribe"), ("host", &origin.appliance), ("nodes", &names(nodes)), ("script", &script)]))
+    .kind(&Kind::Subscribe { host: origin.appliance.clone(), nodes: names(nodes), script })
     .build()
 }
 
@@ -311,12 +359,7 @@ pub fn sync_wait(seed: &str, origin: &Database, origin_id: i64, subscribers: &[(
     .timeout_ms(300_000)
     .group("sync")
     .idempotent()
-    .data(data::encode(&[
-        ("action", "sync"),
-        ("host", &origin.appliance),
-        ("origin", &origin.name),
-        ("subscribers", &subscribers.iter().map(|(_, id)| id.to_string()).collect::<Vec<_>>().join(",")),
-    ]))
+    .kind(&Kind::Sync { origin: origin.name.clone(), subscribers: subscribers.iter().map(|(_, id)| *id).collect() })
     .build()
 }
 
@@ -332,69 +375,61 @@ pub fn confirm_origin(seed: &str, db: &Database) -> Step {
     )
     .wait_until(text(&format!("{} is the origin (master_node = t)", db.name), &format!("{} が origin (master_node = t)", db.name)), 500, 10_000)
     .idempotent()
-    .data(data::encode(&[("action", "confirm-origin"), ("db", &db.name)]))
+    .kind(&Kind::ConfirmOrigin { db: db.name.clone() })
     .build()
 }
 
-fn names(nodes: &[&Database]) -> String {
-    nodes.iter().map(|n| n.name.as_str()).collect::<Vec<_>>().join(",")
+fn names(nodes: &[&Database]) -> Vec<String> {
+    nodes.iter().map(|n| n.name.clone()).collect()
 }
 
 /// The one step the host cannot perform from its declaration: subscribing is not idempotent, so
 /// slonik runs (its declared effect) only when the set has no subscribers yet.
 pub fn apply(step: &Step) -> CommandResult<Text> {
-    let data = StepData::parse(&step.data);
-    match data.get("action")? {
-        "subscribe" => {
-            let nodes: Vec<&str> = data.get("nodes")?.split(',').collect();
-            let origin = nodes[0];
-            let subscribed = opsh_plugin_sdk::sql::query(origin, "SELECT count(*)::bigint AS n FROM _slony.sl_subscribe", &[])?;
+    match kind_of::<Kind>(step)? {
+        Kind::Subscribe { host, nodes, script } => {
+            let subscribed = opsh_plugin_sdk::sql::query(&nodes[0], "SELECT count(*)::bigint AS n FROM _slony.sl_subscribe", &[])?;
             if opsh_plugin_sdk::RowsExt::first_int(&subscribed, "n") != Some(nodes.len() as i64 - 1) {
-                slonik(data.get("host")?, data.get("script")?)?;
+                slonik(&host, &script)?;
             }
             wait_until(300, "the subscribers to copy the set and catch up", || caught_up(&nodes))?;
             Ok(text("subscribed; the copy is done and the subscribers are caught up", "購読完了。コピーが終わり追いつきました"))
         }
-        other => Err(CommandError::Failed(format!("horizon performs no {other} step itself; the host does"))),
+        _ => Err(CommandError::Failed(format!("horizon performs no step {} itself; the host does", step.id))),
     }
 }
 
 pub fn check(step: &Step) -> CommandResult<CheckResult> {
-    let data = StepData::parse(&step.data);
     let done = |yes: bool, detail: &str| CheckResult { state: if yes { CheckState::Done } else { CheckState::NotDone }, detail: text(detail, "") };
     let unknown = |e: &dyn std::fmt::Display| CheckResult { state: CheckState::Unknown, detail: text(&e.to_string(), "") };
-    Ok(match data.get("action")? {
-        "services" => {
-            let want = if data.get("want")? == "start" { service::ServiceState::Running } else { service::ServiceState::Stopped };
-            match services_in(data.get("host")?, data.get("services")?, want) {
+    Ok(match kind_of::<Kind>(step)? {
+        Kind::Services { host, services, start } => {
+            let want = if start { service::ServiceState::Running } else { service::ServiceState::Stopped };
+            match opsh_plugin_sdk::services_are(&host, &services, want) {
                 Ok(yes) => done(yes, "service status"),
-                Err(e) => unknown(&e),
+                Err(e) => unknown(&e.message()),
             }
         }
-        "slon-stop" => match slon_gone(data.get("host")?) {
+        Kind::SlonStop { host } => match slon_gone(&host) {
             Ok(yes) => done(yes, "pgrep -x slon"),
             Err(e) => unknown(&e),
         },
-        "drop-slony" => match slony::role(data.get("db")?) {
+        Kind::DropSlony { db } => match slony::role(&db) {
             Ok(role) => done(role == Role::Standalone, role.describe()),
             Err(e) => unknown(&e.message()),
         },
-        "restore" => match same_rows(data.get("from")?, data.get("to")?) {
+        Kind::Restore { from, to } => match same_rows(&from, &to) {
             Ok(yes) => done(yes, "row counts of every table"),
             Err(e) => unknown(&e.message()),
         },
-        "file" => opsh_plugin_sdk::files::check(step)?,
-        "av-setup" => CheckResult {
+        Kind::File => opsh_plugin_sdk::files::check(step)?,
+        Kind::AvSetup => CheckResult {
             state: CheckState::Unknown,
             detail: text("av-setup leaves nothing opsh can read back; it is safe to run again", "av-setup の結果は確認できません (再実行は安全です)"),
         },
-        "capabilities" => {
+        Kind::Capabilities { db, old, new } => {
             let query = "SELECT bool_and(CASE WHEN name = $1 THEN capabilities & 192 = 0 ELSE capabilities & 192 = 192 END) AS moved, count(*)::bigint AS n FROM appliance WHERE name IN ($1, $2)";
-            match opsh_plugin_sdk::sql::query(
-                data.get("db")?,
-                query,
-                &[opsh_plugin_sdk::sql::Value::Text(data.get("old")?.into()), opsh_plugin_sdk::sql::Value::Text(data.get("new")?.into())],
-            ) {
+            match opsh_plugin_sdk::sql::query(&db, query, &[opsh_plugin_sdk::sql::Value::Text(old), opsh_plugin_sdk::sql::Value::Text(new)]) {
                 Ok(rows) => done(
                     opsh_plugin_sdk::RowsExt::first_bool(&rows, "moved") == Some(true) && opsh_plugin_sdk::RowsExt::first_int(&rows, "n") == Some(2),
                     "capabilities of both rows",
@@ -402,55 +437,43 @@ pub fn check(step: &Step) -> CommandResult<CheckResult> {
                 Err(e) => unknown(&e.message()),
             }
         }
-        "slony-init" => {
-            let nodes: Vec<&str> = data.get("nodes")?.split(',').collect();
+        Kind::SlonyInit { nodes } => {
             let roles: Result<Vec<Role>, _> = nodes.iter().map(|db| slony::role(db)).collect();
             match roles {
                 Ok(roles) => done(roles[0] == Role::Origin && roles[1..].iter().all(|r| *r != Role::Standalone), "Slony roles of the nodes"),
                 Err(e) => unknown(&e.message()),
             }
         }
-        "slon-start" => match slons_for(data.get("host")?, data.get("dbs")?) {
+        Kind::SlonStart { host, dbs } => match slons_for(&host, &dbs) {
             Ok(yes) => done(yes, "pgrep -a slon"),
             Err(e) => unknown(&e),
         },
-        "subscribe" => {
-            let nodes: Vec<&str> = data.get("nodes")?.split(',').collect();
-            match caught_up(&nodes) {
-                Ok(yes) => done(yes, "sl_subscribe.sub_active and sl_status"),
-                Err(e) => unknown(&e),
-            }
-        }
-        "fence" => match slony::fenced(data.get("db")?) {
+        Kind::Subscribe { nodes, .. } => match caught_up(&nodes) {
+            Ok(yes) => done(yes, "sl_subscribe.sub_active and sl_status"),
+            Err(e) => unknown(&e),
+        },
+        Kind::Fence { db } => match slony::fenced(&db) {
             Ok(yes) => done(yes, "default_transaction_read_only of the database"),
             Err(e) => unknown(&e.message()),
         },
-        "sync" => {
-            let ids: Vec<i64> = data.get("subscribers")?.split(',').filter_map(|i| i.parse().ok()).collect();
-            match slony::lag(data.get("origin")?) {
-                Ok(lag) => {
-                    let behind: Vec<String> = ids
-                        .iter()
-                        .filter(|id| !lag.iter().any(|(n, events, seconds)| n == *id && *events <= 2 && *seconds < 30.0))
-                        .map(|id| format!("node {id}"))
-                        .collect();
-                    done(
-                        behind.is_empty(),
-                        &if behind.is_empty() {
-                            "every subscriber is caught up (sl_status)".to_string()
-                        } else {
-                            format!("not caught up: {}", behind.join(", "))
-                        },
-                    )
-                }
-                Err(e) => unknown(&e.message()),
+        Kind::Sync { origin, subscribers } => match slony::lag(&origin) {
+            Ok(lag) => {
+                let behind: Vec<String> = subscribers
+                    .iter()
+                    .filter(|id| !lag.iter().any(|(n, events, seconds)| n == *id && *events <= 2 && *seconds < 30.0))
+                    .map(|id| format!("node {id}"))
+                    .collect();
+                done(
+                    behind.is_empty(),
+                    &if behind.is_empty() { "every subscriber is caught up (sl_status)".to_string() } else { format!("not caught up: {}", behind.join(", ")) },
+                )
             }
-        }
-        "confirm-origin" => match slony::verification(data.get("db")?) {
+            Err(e) => unknown(&e.message()),
+        },
+        Kind::ConfirmOrigin { db } => match slony::verification(&db) {
             Ok(found) => done(matches!(found, Some((_, true))), "the seed's verification query"),
             Err(e) => unknown(&e.message()),
         },
-        other => return Err(CommandError::Failed(format!("unknown action {other}"))),
     })
 }
 
@@ -470,25 +493,16 @@ fn wait_until(seconds: u32, what: &str, ready: impl FnMut() -> Result<bool, Stri
     opsh_plugin_sdk::wait::until(seconds * 1000, 500, what, ready)
 }
 
-fn services_in(host_name: &str, services: &str, want: service::ServiceState) -> Result<bool, String> {
-    for name in services.split(',') {
-        if service::status(host_name, name).map_err(|e| e.message().to_string())? != want {
-            return Ok(false);
-        }
-    }
-    Ok(true)
-}
-
 fn slon_gone(host_name: &str) -> Result<bool, String> {
     crate::appliances::slon_processes(host_name).map(|n| n == 0)
 }
 
 /// Does a slon run for each database (its conninfo names `dbname=DB`, wherever in the conninfo
 /// and however the start script orders its arguments)?
-fn slons_for(host_name: &str, dbs: &str) -> Result<bool, String> {
+fn slons_for(host_name: &str, dbs: &[String]) -> Result<bool, String> {
     let out = opsh_plugin_sdk::probe(host_name, &["sh", "-c", "pgrep -a -x slon || true"], Some(10_000)).map_err(|e| e.message().to_string())?;
     let listing = String::from_utf8_lossy(&out.stdout).to_string();
-    Ok(dbs.split(',').all(|db| listing.lines().any(|l| slon_serves(l, db))))
+    Ok(dbs.iter().all(|db| listing.lines().any(|l| slon_serves(l, db))))
 }
 
 /// A `pgrep -a` line of a slon for database `db`: one of its words is `dbname=db` (quoted or not).
@@ -498,13 +512,13 @@ fn slon_serves(line: &str, db: &str) -> bool {
 
 /// Every subscriber has finished the initial copy, and the origin sees them at most a couple
 /// of SYNC events behind.
-fn caught_up(nodes: &[&str]) -> Result<bool, String> {
+fn caught_up(nodes: &[String]) -> Result<bool, String> {
     for subscriber in &nodes[1..] {
         if !slony::subscription_active(subscriber).map_err(|e| e.message().to_string())? {
             return Ok(false);
         }
     }
-    let lag = slony::lag(nodes[0]).map_err(|e| e.message().to_string())?;
+    let lag = slony::lag(&nodes[0]).map_err(|e| e.message().to_string())?;
     Ok(lag.len() + 1 >= nodes.len() && lag.iter().all(|(_, events, seconds)| *events <= 2 && *seconds < 30.0))
 }
 

@@ -276,10 +276,6 @@ impl Cluster {
         self.members.iter().filter(|m| m.node == node).collect()
     }
 
-    pub fn member(&self, db: &str) -> Option<&Member> {
-        self.members.iter().find(|m| m.db == db)
-    }
-
     /// Every member of a node that takes writes now (more than one is a split brain).
     pub fn masters_of(&self, node: &str) -> Vec<&Member> {
         self.of_node(node).into_iter().filter(|m| m.is_master()).collect()

@@ -27,8 +27,8 @@ use decide::Refusal;
 use opsh_plugin_sdk::invariants::{Invariants, Seen, one_writable_master};
 use opsh_plugin_sdk::pg::{self, Conninfo, Lsn};
 use opsh_plugin_sdk::{
-    Args, ChangePlan, CheckResult, CheckState, CommandError, CommandKind, CommandResult, Completion, Guest, Invocation, PluginInfo, RowsExt, Step, StepData,
-    Table, Text, bad, command, data, good, names, plain, quote, sql, ssh, step, table, text, warn,
+    Args, ChangePlan, CheckResult, CheckState, CommandError, CommandKind, CommandResult, Completion, Guest, Invocation, PluginInfo, RowsExt, Step, Table, Text,
+    bad, command, good, names, plain, quote, sql, ssh, step, table, text, warn,
 };
 
 /// Written for opsh:plugin 0.2 (see `opsh_plugin_sdk::WIT_MINOR`): the host performs every
@@ -128,8 +128,7 @@ impl Guest for Otb {
     }
 
     fn check(_call: Invocation, step: Step) -> CommandResult<CheckResult> {
-        let data = StepData::parse(&step.data);
-        match check_step(&data) {
+        match opsh_plugin_sdk::data::kind_of(&step).and_then(|kind| check_step(&kind)) {
             Ok(result) => Ok(result),
             Err(CommandError::Capability(e)) => Ok(CheckResult { state: CheckState::Unknown, detail: text(&e.brief(), "") }),
             Err(e) => Err(e),
@@ -367,15 +366,12 @@ fn fence_step(member: &Member, running: bool) -> CommandResult<Step> {
         .timeout_ms(60_000)
         .group("fence")
         .idempotent()
-        .data(data::encode(&[
-            ("action", "fence"),
-            ("host", &member.host),
-            ("db", &member.db),
-            ("dir", &member.data_dir),
-            ("pg-ctl", &pg_ctl),
-            ("type", kind),
-            ("mark", &data::encode_list(&mark)),
-        ]))
+        .kind(&Kind::Fence {
+            host: member.host.clone(),
+            dir: member.data_dir.clone(),
+            pg_ctl: pg_ctl.clone(),
+            marker: mark.iter().rev().find(|a| a.starts_with(&member.data_dir)).cloned(),
+        })
         .build())
 }
 
@@ -400,15 +396,7 @@ fn route_step(on: &Member, node: &str, host_value: &str, host_name: &str, port: 
     .one_by_one()
     .group(group)
     .idempotent()
-    .data(data::encode(&[
-        ("action", "route"),
-        ("db", &on.db),
-        ("node", node),
-        ("host", host_name),
-        ("value", host_value),
-        ("port", &port.to_string()),
-        ("gtm", if gtm { "yes" } else { "no" }),
-    ]))
+    .kind(&Kind::Route { db: on.db.clone(), node: node.into(), host: host_name.into(), port })
     .build()
 }
 
@@ -477,7 +465,7 @@ fn repoint_steps(candidate: &Member, standby: &Member, steps: &mut Vec<Step>) ->
             )
             .group("slots")
             .idempotent()
-            .data(data::encode(&[("action", "slot"), ("db", &candidate.db), ("slot", slot)]))
+            .kind(&Kind::Slot { db: candidate.db.clone(), slot: slot.clone() })
             .build(),
         );
     }
@@ -485,16 +473,7 @@ fn repoint_steps(candidate: &Member, standby: &Member, steps: &mut Vec<Step>) ->
         &format!("Point the standby {} at the new master {}", standby.db, candidate.db),
         &format!("スタンバイ {} を新マスター {} に向ける", standby.db, candidate.db),
     );
-    let base = |mut pairs: Vec<(&str, String)>| {
-        pairs.extend([
-            ("db", standby.db.clone()),
-            ("host", standby.host.clone()),
-            ("master-host", candidate.host.clone()),
-            ("master-port", candidate.port.to_string()),
-        ]);
-        let refs: Vec<(&str, &str)> = pairs.iter().map(|(k, v)| (*k, v.as_str())).collect();
-        data::encode(&refs)
-    };
+    let repointed = Kind::Repoint { db: standby.db.clone(), master_host: candidate.host.clone(), master_port: candidate.port };
     let builder = step(&format!("repoint-{}", standby.db), title, &standby.db).group("repoint").idempotent();
     let s = if major >= 12 {
         let mut statements = vec![format!("ALTER SYSTEM SET primary_conninfo = {}", quote::literal(&next.to_string()))];
@@ -511,13 +490,13 @@ fn repoint_steps(candidate: &Member, standby: &Member, steps: &mut Vec<Step>) ->
                 .exec(&standby.host, &[&standby.tool("pg_ctl"), "-Z", standby.kind.pg_ctl_type(), "-D", &standby.data_dir, "restart", "-m", "fast", "-w"])
                 .timeout_ms(180_000);
         }
-        builder.wait_until(streams_from(standby, candidate), 200, 60_000).data(base(vec![("action", "repoint".into())]))
+        builder.wait_until(streams_from(standby, candidate), 200, 60_000).kind(&repointed)
     } else {
         // Up to 11 the settings live in recovery.conf; OpenTenBase re-reads it on reload.
         let config = pg::standby_config(major, &next, state.slot.as_deref());
         let (file, content) = config.files.first().cloned().unwrap_or_default();
         let path = format!("{}/{file}", standby.data_dir);
-        let argv = vec![
+        let argv = [
             "sh".to_string(),
             "-c".into(),
             "printf '%s' \"$2\" > \"$1.opsh-new\" && mv \"$1.opsh-new\" \"$1\" && \"$3\" reload -D \"$4\"".into(),
@@ -528,11 +507,7 @@ fn repoint_steps(candidate: &Member, standby: &Member, steps: &mut Vec<Step>) ->
             standby.data_dir.clone(),
         ];
         let refs: Vec<&str> = argv.iter().map(String::as_str).collect();
-        builder
-            .exec(&standby.host, &refs)
-            .timeout_ms(120_000)
-            .wait_until(streams_from(standby, candidate), 200, 60_000)
-            .data(base(vec![("action", "repoint".into())]))
+        builder.exec(&standby.host, &refs).timeout_ms(120_000).wait_until(streams_from(standby, candidate), 200, 60_000).kind(&repointed)
     };
     steps.push(s.build());
     Ok(())
@@ -580,14 +555,13 @@ fn plan_promote(cluster: &Cluster, node: &str, force: bool, to: Option<&str>) ->
             )
             .wait_until(text(&format!("{} has all of {}'s WAL", candidate.db, old.db), &format!("{} が {} の全 WAL を受信", candidate.db, old.db)), 200, 60_000)
             .idempotent()
-            .data(data::encode(&[
-                ("action", "received"),
-                ("db", &candidate.db),
-                ("old-db", &old.db),
-                ("after-host", &old.host),
-                ("after-dir", &old.data_dir),
-                ("after-controldata", &old.tool("pg_controldata")),
-            ]))
+            .kind(&Kind::Received {
+                db: candidate.db.clone(),
+                old_db: old.db.clone(),
+                old_host: old.host.clone(),
+                old_dir: old.data_dir.clone(),
+                controldata: old.tool("pg_controldata"),
+            })
             .build(),
         ),
         None => {}
@@ -601,7 +575,7 @@ fn plan_promote(cluster: &Cluster, node: &str, force: bool, to: Option<&str>) ->
         .exec(&candidate.host, &[&pg_ctl, "-Z", kind, "-D", &candidate.data_dir, "promote"])
         .timeout_ms(120_000)
         .wait_until(text(&format!("{} takes writes", candidate.db), &format!("{} が書き込み可能", candidate.db)), 100, 30_000)
-        .data(data::encode(&[("action", "promote"), ("db", &candidate.db)]))
+        .kind(&Kind::Promote { db: candidate.db.clone() })
         .build(),
     );
     for standby in &plan.repoint {
@@ -657,7 +631,7 @@ fn gtm_fence_step(old: &GtmMember, new_host_value: &str, new: &GtmMember) -> Ste
     .timeout_ms(120_000)
     .group("fence")
     .idempotent()
-    .data(data::encode(&[("action", "fence-gtm"), ("host", &old.host), ("dir", &old.data_dir), ("gtm-ctl", &gtm_ctl), ("gtm-port", &old.port.to_string())]))
+    .kind(&Kind::FenceGtm(Gtm { host: old.host.clone(), dir: old.data_dir.clone(), gtm_ctl: gtm_ctl.clone(), port: old.port }))
     .build()
 }
 
@@ -699,7 +673,6 @@ fn plan_promote_gtm(cluster: &Cluster, force: bool, to: Option<&str>) -> Command
         }
     }
     let gtm_ctl = new.tool("gtm_ctl");
-    let port = new.port.to_string();
     steps.push(
         step(
             "promote-gtm",
@@ -714,7 +687,7 @@ fn plan_promote_gtm(cluster: &Cluster, force: bool, to: Option<&str>) -> Command
         // gtm_ctl only signals the server.
         .wait_until(text(&format!("the GTM on {} is primary", new.host), &format!("{} の GTM がプライマリ", new.host)), 200, 30_000)
         .idempotent()
-        .data(data::encode(&[("action", "promote-gtm"), ("host", &new.host), ("dir", &new.data_dir), ("gtm-ctl", &gtm_ctl), ("port", &port)]))
+        .kind(&Kind::PromoteGtm(Gtm { host: new.host.clone(), dir: new.data_dir.clone(), gtm_ctl: gtm_ctl.clone(), port: new.port }))
         .build(),
     );
     for on in route_targets(cluster, None, &mut warnings) {
@@ -852,7 +825,7 @@ fn plan_rebuild(cluster: &Cluster, node: &str, only: Option<&str>) -> CommandRes
         if let Live::Unknown(why) = &target.live {
             return Err(CommandError::Refused(text(&format!("{} cannot be asked ({why}): opsh rebuilds only a member whose server answers", target.db), "")));
         }
-        opsh_plugin_sdk::probe(&target.host, &["true"], Some(10_000))?;
+        opsh_plugin_sdk::reachable(&target.host)?;
         let kind = target.kind.pg_ctl_type();
         let pg_ctl = target.tool("pg_ctl");
         let argv = resync_argv(target, master, major, &names::token(&master.host, None));
@@ -864,15 +837,7 @@ fn plan_rebuild(cluster: &Cluster, node: &str, only: Option<&str>) -> CommandRes
                 // 1: it did not run (the step's check tells, `pg_ctl status`).
                 .ok_status(&[0, 1])
                 .idempotent()
-                .data(data::encode(&[
-                    ("action", "fence"),
-                    ("host", &target.host),
-                    ("db", &target.db),
-                    ("dir", &target.data_dir),
-                    ("pg-ctl", &pg_ctl),
-                    ("type", kind),
-                    ("mark", ""),
-                ]))
+                .kind(&Kind::Fence { host: target.host.clone(), dir: target.data_dir.clone(), pg_ctl: pg_ctl.clone(), marker: None })
                 .build(),
         );
         steps.push(
@@ -887,7 +852,7 @@ fn plan_rebuild(cluster: &Cluster, node: &str, only: Option<&str>) -> CommandRes
             .exec(&target.host, &refs)
             .env("PGPASSWORD", ssh::EnvValue::DatabasePassword(master.db.clone()))
             .timeout_ms(1_800_000)
-            .data(data::encode(&[("action", "resync"), ("host", &target.host), ("dir", &target.data_dir), ("major", &major.to_string())]))
+            .kind(&Kind::Resync { host: target.host.clone(), dir: target.data_dir.clone(), major })
             .build(),
         );
         steps.push(
@@ -903,7 +868,7 @@ fn plan_rebuild(cluster: &Cluster, node: &str, only: Option<&str>) -> CommandRes
             .timeout_ms(180_000)
             .wait_until(text(&format!("{} streams from {}", target.db, master.db), &format!("{} が {} からストリーミング", target.db, master.db)), 100, 60_000)
             .idempotent()
-            .data(data::encode(&[("action", "start-standby"), ("db", &target.db)]))
+            .kind(&Kind::StartStandby { db: target.db.clone() })
             .build(),
         );
     }
@@ -986,12 +951,6 @@ fn stderr(out: &ssh::ExecOutput) -> String {
     String::from_utf8_lossy(&out.stderr).trim().to_string()
 }
 
-/// `pg_ctl stop` of a server that does not run says so on stderr; that is not a failure.
-fn not_running(out: &ssh::ExecOutput) -> bool {
-    let e = stderr(out);
-    e.contains("Is server running?") || e.contains("no server running") || e.contains("does not exist")
-}
-
 /// The WAL a stopped master last wrote (`pg_controldata`'s latest checkpoint).
 fn final_lsn(host: &str, controldata: &str, dir: &str) -> CommandResult<Lsn> {
     let out = opsh_plugin_sdk::probe(host, &[controldata, "-D", dir], Some(60_000))?;
@@ -1007,20 +966,8 @@ fn received(db: &str) -> Result<Option<Lsn>, String> {
     sql::query(db, "SELECT pg_last_wal_receive_lsn()::text AS lsn", &[]).map(|rows| rows.first_text("lsn").and_then(|l| Lsn::parse(&l))).map_err(|e| e.brief())
 }
 
-fn error_text(e: &CommandError) -> String {
-    match e {
-        CommandError::Usage(m) | CommandError::Failed(m) => m.clone(),
-        CommandError::Refused(t) => t.en.clone(),
-        CommandError::Capability(c) => c.brief(),
-    }
-}
-
-fn gtm_role_now(data: &StepData) -> CommandResult<GtmRole> {
-    let out = opsh_plugin_sdk::probe(
-        data.get("host")?,
-        &[data.get("gtm-ctl")?, "-Z", "gtm", "-D", data.get("dir")?, "-P", data.get("port")?, "status"],
-        Some(15_000),
-    )?;
+fn gtm_role_now(gtm: &Gtm) -> CommandResult<GtmRole> {
+    let out = opsh_plugin_sdk::probe(&gtm.host, &[&gtm.gtm_ctl, "-Z", "gtm", "-D", &gtm.dir, "-P", &gtm.port.to_string(), "status"], Some(15_000))?;
     Ok(cluster::gtm_role(out.status, &String::from_utf8_lossy(&out.stdout), &String::from_utf8_lossy(&out.stderr)))
 }
 
@@ -1029,26 +976,80 @@ fn upstream_now(db: &str) -> Result<Option<(cluster::Upstream, bool)>, String> {
     Ok(rows.first_text("conninfo").and_then(|c| cluster::upstream_of(&c)).map(|u| (u, rows.first_text("status").as_deref() == Some("streaming"))))
 }
 
-fn check_step(data: &StepData) -> CommandResult<CheckResult> {
+/// The kinds of step, as `plan` leaves them in a step's data for `check`. Databases are inventory
+/// names, hosts inventory hosts.
+#[derive(serde::Serialize, serde::Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+enum Kind {
+    /// Stopped, and marked to start read-only (`marker`, the file that says so) when set.
+    Fence {
+        host: String,
+        dir: String,
+        pg_ctl: String,
+        marker: Option<String>,
+    },
+    /// The standby `db` has everything the fenced master `old_db` wrote.
+    Received {
+        db: String,
+        old_db: String,
+        old_host: String,
+        old_dir: String,
+        controldata: String,
+    },
+    Promote {
+        db: String,
+    },
+    Slot {
+        db: String,
+        slot: String,
+    },
+    Repoint {
+        db: String,
+        master_host: String,
+        master_port: u16,
+    },
+    Resync {
+        host: String,
+        dir: String,
+        major: u32,
+    },
+    StartStandby {
+        db: String,
+    },
+    FenceGtm(Gtm),
+    PromoteGtm(Gtm),
+    Route {
+        db: String,
+        node: String,
+        host: String,
+        port: u16,
+    },
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Gtm {
+    host: String,
+    dir: String,
+    gtm_ctl: String,
+    port: u16,
+}
+
+fn check_step(kind: &Kind) -> CommandResult<CheckResult> {
     let result = |yes: bool, detail: String| CheckResult { state: if yes { CheckState::Done } else { CheckState::NotDone }, detail: text(&detail, "") };
-    Ok(match data.get("action")? {
-        "fence" => {
-            let host = data.get("host")?;
-            let dir = data.get("dir")?;
-            let status = opsh_plugin_sdk::probe(host, &[data.get("pg-ctl")?, "status", "-D", dir], Some(15_000))?;
-            let mark = data.list("mark")?;
-            let marked = match mark.iter().rev().find(|a| a.starts_with(dir)) {
-                Some(path) if !data.get("mark")?.is_empty() => opsh_plugin_sdk::probe(host, &["test", "-e", path], Some(15_000))?.status == Some(0),
-                _ => true,
+    Ok(match kind {
+        Kind::Fence { host, dir, pg_ctl, marker } => {
+            let status = opsh_plugin_sdk::probe(host, &[pg_ctl, "status", "-D", dir], Some(15_000))?;
+            let marked = match marker {
+                Some(path) => opsh_plugin_sdk::probe(host, &["test", "-e", path], Some(15_000))?.status == Some(0),
+                None => true,
             };
             result(
                 status.status == Some(3) && marked,
                 format!("{dir}: {}{}", if status.status == Some(3) { "not running" } else { "running" }, if marked { "" } else { ", not marked read-only" }),
             )
         }
-        "received" => {
-            let db = data.get("db")?;
-            let last = final_lsn(data.get("after-host")?, data.get("after-controldata")?, data.get("after-dir")?)?;
+        Kind::Received { db, old_db, old_host, old_dir, controldata } => {
+            let last = final_lsn(old_host, controldata, old_dir)?;
             let got = received(db).map_err(CommandError::Failed)?;
             let yes = got.is_some_and(|r| r >= last);
             result(
@@ -1057,30 +1058,23 @@ fn check_step(data: &StepData) -> CommandResult<CheckResult> {
                     format!("{db} received up to {last}")
                 } else {
                     format!(
-                        "{db} received {} of {}'s WAL up to {last}; nothing was promoted — the old master is stopped and fenced: start it again (remove its standby.signal / recovery.conf) or promote with --force",
+                        "{db} received {} of {old_db}'s WAL up to {last}; nothing was promoted — the old master is stopped and fenced: start it again (remove its standby.signal / recovery.conf) or promote with --force",
                         got.map(|r| r.to_string()).unwrap_or_else(|| "nothing".into()),
-                        data.get("old-db")?
                     )
                 },
             )
         }
-        "promote" => {
-            let rows = sql::query(data.get("db")?, "SELECT NOT pg_is_in_recovery() AS master", &[])?;
+        Kind::Promote { db } => {
+            let rows = sql::query(db, "SELECT NOT pg_is_in_recovery() AS master", &[])?;
             result(rows.first_bool("master") == Some(true), "pg_is_in_recovery()".into())
         }
-        "slot" => {
-            let rows = sql::query(
-                data.get("db")?,
-                "SELECT count(*)::bigint AS n FROM pg_replication_slots WHERE slot_name = $1",
-                &[sql::Value::Text(data.get("slot")?.into())],
-            )?;
-            result(rows.first_int("n") == Some(1), format!("slot {}", data.get("slot")?))
+        Kind::Slot { db, slot } => {
+            let rows = sql::query(db, "SELECT count(*)::bigint AS n FROM pg_replication_slots WHERE slot_name = $1", &[sql::Value::Text(slot.clone())])?;
+            result(rows.first_int("n") == Some(1), format!("slot {slot}"))
         }
-        "repoint" => {
-            let host = data.get("master-host")?;
-            let port = data.get("master-port")?;
-            let now = upstream_now(data.get("db")?).map_err(CommandError::Failed)?;
-            let yes = now.as_ref().is_some_and(|(u, s)| *s && u.host == host && u.port.to_string() == port);
+        Kind::Repoint { db, master_host, master_port } => {
+            let now = upstream_now(db).map_err(CommandError::Failed)?;
+            let yes = now.as_ref().is_some_and(|(u, s)| *s && u.host == *master_host && u.port == *master_port);
             result(
                 yes,
                 format!(
@@ -1089,48 +1083,36 @@ fn check_step(data: &StepData) -> CommandResult<CheckResult> {
                 ),
             )
         }
-        "resync" => {
-            let major: u32 = data.get("major")?.parse().map_err(|_| CommandError::Failed("bad major in the plan".into()))?;
-            let (file, _) = pg::fence_file(major);
-            let out = opsh_plugin_sdk::probe(data.get("host")?, &["test", "-e", &format!("{}/{file}", data.get("dir")?)], Some(15_000))?;
-            result(out.status == Some(0), format!("{file} in {}", data.get("dir")?))
+        Kind::Resync { host, dir, major } => {
+            let (file, _) = pg::fence_file(*major);
+            let out = opsh_plugin_sdk::probe(host, &["test", "-e", &format!("{dir}/{file}")], Some(15_000))?;
+            result(out.status == Some(0), format!("{file} in {dir}"))
         }
-        "start-standby" => {
+        Kind::StartStandby { db } => {
             let streaming = sql::query(
-                data.get("db")?,
+                db,
                 "SELECT EXISTS (SELECT 1 FROM pg_stat_wal_receiver WHERE status = 'streaming' AND last_msg_receipt_time IS NOT NULL) AS s",
                 &[],
             )?;
             result(streaming.first_bool("s") == Some(true), "pg_stat_wal_receiver".into())
         }
-        "fence-gtm" => {
-            let role = gtm_role_now_at(data, "gtm-port")?;
-            result(role == GtmRole::Stopped, format!("GTM on {}: {role:?}", data.get("host")?))
+        Kind::FenceGtm(gtm) => {
+            let role = gtm_role_now(gtm)?;
+            result(role == GtmRole::Stopped, format!("GTM on {}: {role:?}", gtm.host))
         }
-        "promote-gtm" => {
-            let role = gtm_role_now(data)?;
-            result(matches!(role, GtmRole::Primary(_)), format!("GTM on {}: {role:?}", data.get("host")?))
+        Kind::PromoteGtm(gtm) => {
+            let role = gtm_role_now(gtm)?;
+            result(matches!(role, GtmRole::Primary(_)), format!("GTM on {}: {role:?}", gtm.host))
         }
-        "route" => {
-            let routes = cluster::routes(data.get("db")?)?;
-            let port: u16 = data.get("port")?.parse().map_err(|_| CommandError::Failed("bad port in the plan".into()))?;
-            let route = routes.iter().find(|r| r.node == data.get("node").unwrap_or_default());
+        Kind::Route { db, node, host, port } => {
+            let routes = cluster::routes(db)?;
+            let route = routes.iter().find(|r| r.node == *node);
             result(
-                route.is_some_and(|r| r.points_at(data.get("host").unwrap_or_default(), port)),
+                route.is_some_and(|r| r.points_at(host, *port)),
                 format!("pgxc_node says {}", route.map(|r| format!("{}:{}", r.host_text, r.port)).unwrap_or_else(|| "nothing".into())),
             )
         }
-        other => return Err(CommandError::Failed(format!("unknown action {other}"))),
     })
-}
-
-fn gtm_role_now_at(data: &StepData, port_key: &str) -> CommandResult<GtmRole> {
-    let out = opsh_plugin_sdk::probe(
-        data.get("host")?,
-        &[data.get("gtm-ctl")?, "-Z", "gtm", "-D", data.get("dir")?, "-P", data.get(port_key)?, "status"],
-        Some(15_000),
-    )?;
-    Ok(cluster::gtm_role(out.status, &String::from_utf8_lossy(&out.stdout), &String::from_utf8_lossy(&out.stderr)))
 }
 
 #[cfg(target_arch = "wasm32")]

@@ -15,6 +15,17 @@ pub fn capabilities(uses: &[&str], probes: &[&str]) -> Vec<String> {
     uses.iter().map(|c| c.to_string()).chain(probes.iter().map(|p| format!("probe:{p}"))).collect()
 }
 
+/// A step title with the seed runbook's step number(s) in front, so that an operator can hold the
+/// paper runbook next to the plan: `[5] Back up …` (an empty `ja` stays empty: English is shown).
+pub fn titled(seed: &str, en: &str, ja: &str) -> Text {
+    text(&format!("[{seed}] {en}"), &if ja.is_empty() { String::new() } else { format!("[{seed}] {ja}") })
+}
+
+/// A refusal: nothing was changed, and why (an empty `ja` shows the English).
+pub fn refused(en: impl AsRef<str>, ja: impl AsRef<str>) -> crate::CommandError {
+    crate::CommandError::Refused(text(en.as_ref(), ja.as_ref()))
+}
+
 pub fn command(name: &str, kind: CommandKind, summary: Text) -> CommandBuilder {
     CommandBuilder(CommandInfo { name: name.to_string(), kind, summary: summary.clone(), help: summary, args: Vec::new(), examples: Vec::new() })
 }
@@ -148,6 +159,23 @@ impl StepBuilder {
         }))
     }
 
+    /// Start (or stop) each of `services` on `host`, then wait until they all run (are stopped),
+    /// at most 60 s: the step's check must say so with [`crate::services_are`].
+    #[cfg(feature = "wit-0-2")]
+    pub fn services(mut self, host: &str, services: &[String], start: bool) -> Self {
+        let action = if start { crate::service::ServiceAction::Start } else { crate::service::ServiceAction::Stop };
+        for name in services {
+            self = self.service(host, name, action);
+        }
+        let (list, be) = (services.join(", "), if services.len() == 1 { "is" } else { "are" });
+        let until = if start {
+            text(&format!("{list} on {host} {be} running"), &format!("{host} の {} が稼働中", services.join("、")))
+        } else {
+            text(&format!("{list} on {host} {be} stopped"), &format!("{host} の {} が停止", services.join("、")))
+        };
+        self.wait_until(until, 500, 60_000)
+    }
+
     /// The last exec effect, to finish declaring it (`privileged`, `env`, `stdin`, …).
     #[cfg(feature = "wit-0-2")]
     fn last_exec(&mut self) -> Option<&mut crate::ExecEffect> {
@@ -246,6 +274,11 @@ impl StepBuilder {
     pub fn data(mut self, data: impl Into<String>) -> Self {
         self.0.data = data.into();
         self
+    }
+
+    /// The step's kind, which `check` reads back with [`crate::data::kind_of`].
+    pub fn kind<K: serde::Serialize>(self, kind: &K) -> Self {
+        self.data(crate::data::typed(kind))
     }
 
     pub fn build(self) -> Step {

@@ -1,9 +1,41 @@
-//! A step's `data`: what `apply` and `check` need, written by `plan`. `key=value` lines, readable
-//! in the journal; a value may hold anything (a line break is written `\n`, a backslash `\\`).
+//! A step's `data`: what `check` (and a custom step's `apply`) needs, written by `plan`.
+//!
+//! A plugin declares its kinds of step as one enum and the SDK keeps it in `data` (JSON, readable
+//! in the journal); `check` matches on it, so a field that is misspelt or missing is found by the
+//! compiler, not at 3 a.m. as "no such key":
+//!
+//! ```ignore
+//! #[derive(serde::Serialize, serde::Deserialize)]
+//! #[serde(tag = "kind", rename_all = "kebab-case")]
+//! enum Kind { Fence { db: String }, Services { host: String, services: Vec<String>, start: bool } }
+//!
+//! step("fence-a", title, "a").sql(…).kind(&Kind::Fence { db: "a".into() }).build();
+//! match opsh_plugin_sdk::data::kind_of::<Kind>(&step)? { Kind::Fence { db } => …, … }
+//! ```
+//!
+//! [`encode`] / [`StepData`] (`key=value` lines) are the older, untyped form, kept for plugins
+//! that still use it.
 
 use std::collections::BTreeMap;
 
-use crate::CommandError;
+use crate::{CommandError, Step};
+
+/// `data` for a step of kind `kind`.
+pub fn typed<K: serde::Serialize>(kind: &K) -> String {
+    // A derived Serialize of strings, numbers and lists cannot fail; if one did, the empty data
+    // makes `kind_of` refuse the step (its check then cannot tell, and says so).
+    serde_json::to_string(kind).unwrap_or_default()
+}
+
+/// The kind `plan` gave this step.
+pub fn kind_of<K: serde::de::DeserializeOwned>(step: &Step) -> Result<K, CommandError> {
+    serde_json::from_str(&step.data).map_err(|e| {
+        CommandError::Failed(format!(
+            "step {}: its data is not what this build of the plugin writes ({e}); the run was planned by another build — finish it with that build, or check by hand and plan anew",
+            step.id
+        ))
+    })
+}
 
 pub fn encode(pairs: &[(&str, &str)]) -> String {
     pairs.iter().map(|(k, v)| format!("{k}={}\n", v.replace('\\', "\\\\").replace('\n', "\\n"))).collect()
@@ -56,6 +88,29 @@ impl StepData {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+    #[serde(tag = "kind", rename_all = "kebab-case")]
+    enum Kind {
+        Fence { db: String },
+        Services { host: String, services: Vec<String>, start: bool },
+    }
+
+    fn step(data: String) -> Step {
+        crate::step("s", crate::text("t", ""), "x").data(data).build()
+    }
+
+    #[test]
+    fn a_kind_survives_the_journal_and_another_builds_data_is_refused_by_name() {
+        let kind = Kind::Services { host: "ta1".into(), services: vec!["dtService".into(), "a b\nc".into()], start: true };
+        let data = typed(&kind);
+        assert_eq!(kind_of::<Kind>(&step(data.clone())).expect("kind"), kind);
+        assert!(data.contains("\"kind\":\"services\""), "{data}");
+        let old = kind_of::<Kind>(&step(encode(&[("action", "fence"), ("db", "a")])));
+        assert!(matches!(&old, Err(CommandError::Failed(m)) if m.starts_with("step s: its data is not what this build")), "{old:?}");
+        let missing = kind_of::<Kind>(&step("{\"kind\":\"fence\"}".into()));
+        assert!(matches!(&missing, Err(CommandError::Failed(m)) if m.contains("missing field `db`")), "{missing:?}");
+    }
 
     #[test]
     fn any_value_survives_the_journal() {

@@ -81,7 +81,7 @@ pub use wit::types::{CapabilityError, Text};
 pub use wit::{file_edit, host, service, sql, ssh};
 
 pub use args::Args;
-pub use build::{bad, capabilities, command, good, plain, step, table, text, warn};
+pub use build::{bad, capabilities, command, good, plain, refused, step, table, text, titled, warn};
 pub use data::StepData;
 pub use rows::{RowsExt, display};
 
@@ -124,6 +124,22 @@ pub fn localized(text: &Text) -> String {
     #[cfg(not(target_arch = "wasm32"))]
     let ja = false;
     if ja && !text.ja.is_empty() { text.ja.clone() } else { text.en.clone() }
+}
+
+/// Does the host answer over ssh (the probe `true`, at most 10 s)?
+pub fn reachable(host_name: &str) -> Result<(), CapabilityError> {
+    probe(host_name, &["true"], Some(10_000)).map(|_| ())
+}
+
+/// Are all of `services` on `host` in state `want`? (A service whose state cannot be read is
+/// an error: the caller's check says "cannot tell", never "yes".)
+pub fn services_are(host_name: &str, services: &[String], want: service::ServiceState) -> Result<bool, CapabilityError> {
+    for name in services {
+        if service::status(host_name, name)? != want {
+            return Ok(false);
+        }
+    }
+    Ok(true)
 }
 
 /// Run a command on a host as a read-only probe (allowed while planning).

@@ -169,13 +169,6 @@ pub struct Datasource {
     pub replicator: String,
 }
 
-impl Datasource {
-    /// The inventory host it is.
-    pub fn host(&self, hosts: &[String]) -> Option<String> {
-        inventory_host(&self.name, hosts)
-    }
-}
-
 /// What `cctrl` `ls` shows of a dataservice.
 #[derive(Debug, Default)]
 pub struct Overview {
@@ -309,7 +302,7 @@ mod tests {
                 Datasource { name: "{{addr:east2}}".into(), role: "master".into(), state: "ONLINE".into(), replicator: "STOPPED".into() },
             ]
         );
-        assert_eq!(view.datasources[0].host(&[]).as_deref(), Some("east1"));
+        assert_eq!(inventory_host(&view.datasources[0].name, &[]).as_deref(), Some("east1"));
         assert_eq!(inventory_host("east3", &["east3".to_string()]).as_deref(), Some("east3"));
     }
 

@@ -13,8 +13,8 @@ mod cluster;
 use cluster::{Deployment, Install, field, overview, replicator_state, trepctl_status, tungsten_name};
 use opsh_plugin_sdk::invariants::{Invariants, Seen};
 use opsh_plugin_sdk::{
-    Args, ChangePlan, CheckResult, CheckState, CommandError, CommandKind, CommandResult, Completion, Guest, Invocation, PluginInfo, Step, StepData, Table,
-    Text, bad, command, data, good, plain, step, table, text, warn,
+    Args, ChangePlan, CheckResult, CheckState, CommandError, CommandKind, CommandResult, Completion, Guest, Invocation, PluginInfo, Step, Table, Text, bad,
+    command, good, plain, refused, step, table, text, titled, warn,
 };
 
 /// Written for opsh:plugin 0.2 (see `opsh_plugin_sdk::WIT_MINOR`): the host performs every
@@ -89,7 +89,7 @@ impl Guest for Tungsten {
     }
 
     fn check(_call: Invocation, step: Step) -> CommandResult<CheckResult> {
-        check_step(&StepData::parse(&step.data))
+        check_step(&opsh_plugin_sdk::data::kind_of(&step)?)
     }
 
     fn verify(call: Invocation) -> CommandResult<Vec<Table>> {
@@ -204,10 +204,6 @@ fn survey(deployment: &Deployment) -> CommandResult<(Invariants, Vec<Table>)> {
     Ok((report, vec![services.build(), replicators.build()]))
 }
 
-fn refused(en: String, ja: String) -> CommandError {
-    CommandError::Refused(text(&en, &ja))
-}
-
 fn plan_reprovision(deployment: &Deployment, failed: &str, source: &str) -> CommandResult<ChangePlan> {
     let failed_hosts = deployment.hosts(failed)?.to_vec();
     let others = deployment.others(failed);
@@ -234,7 +230,7 @@ fn plan_reprovision(deployment: &Deployment, failed: &str, source: &str) -> Comm
     // them would leave the dataservice half-reset.
     let all_hosts: Vec<String> = deployment.services.iter().flat_map(|(_, h)| h.clone()).collect();
     for host in &all_hosts {
-        opsh_plugin_sdk::probe(host, &["true"], Some(10_000)).map_err(|e| {
+        opsh_plugin_sdk::reachable(host).map_err(|e| {
             refused(
                 format!(
                     "{host} does not answer ({}): re-provisioning must reach every host of every dataservice, or it would leave {failed} half-reset",
@@ -291,32 +287,24 @@ fn plan_reprovision(deployment: &Deployment, failed: &str, source: &str) -> Comm
         warnings.push(text(&format!("{failed} is already in MAINTENANCE (an earlier attempt?)"), &format!("{failed} は既に MAINTENANCE です")));
     }
 
-    let base = |action: &str, host: &str| {
-        vec![("action".to_string(), action.to_string()), ("host".to_string(), host.to_string()), ("service".to_string(), failed.to_string())]
-    };
-    let encode = |pairs: Vec<(String, String)>| {
-        let refs: Vec<(&str, &str)> = pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-        data::encode(&refs)
-    };
+    let on = |host: &str, kind: Kind| On { host: host.to_string(), service: failed.to_string(), kind };
     let mut steps = Vec::new();
     // cctrl answers a command it refuses with an ERROR line: the step fails on it.
-    let cctrl_step = |id: String, seed: &str, command: String, pairs: Vec<(String, String)>| {
+    let cctrl_step = |id: String, seed: &str, command: String, kind: Kind| {
         step(&id, titled(seed, &format!("cctrl [{failed}]> {command}"), &format!("cctrl [{failed}]> {command}")), &cctrl_host)
             .exec(&cctrl_host, &["sh", "-c", CCTRL, "cctrl", &cctrl_path, &command])
             .timeout_ms(120_000)
             .idempotent()
-            .data(encode(pairs))
+            .kind(&on(&cctrl_host, kind))
             .build()
     };
     let policy = |mode: &str, seed: &str| {
-        let mut pairs = base("policy", &cctrl_host);
-        pairs.extend([("cctrl".into(), cctrl_path.clone()), ("mode".into(), mode.to_string())]);
-        cctrl_step(format!("set-policy-{mode}"), seed, format!("set policy {mode}"), pairs)
+        let kind = Kind::Policy { cctrl: cctrl_path.clone(), automatic: mode == "automatic" };
+        cctrl_step(format!("set-policy-{mode}"), seed, format!("set policy {mode}"), kind)
     };
     let routers = |state: &str, seed: &str| {
-        let mut pairs = base("routers", &cctrl_host);
-        pairs.extend([("cctrl".into(), cctrl_path.clone()), ("want".into(), state.to_string())]);
-        cctrl_step(format!("routers-{state}"), seed, format!("router * {state}"), pairs)
+        let kind = Kind::Routers { cctrl: cctrl_path.clone(), online: state == "online" };
+        cctrl_step(format!("routers-{state}"), seed, format!("router * {state}"), kind)
     };
     steps.push(policy("maintenance", "1"));
     steps.push(routers("offline", "2"));
@@ -355,8 +343,7 @@ fn plan_reprovision(deployment: &Deployment, failed: &str, source: &str) -> Comm
             } else {
                 vec![cross_trepctl, "-service", failed, "offline"]
             };
-            let mut pairs = base("trepctl", host);
-            pairs.extend([("trepctl".into(), cross_trepctl.clone()), ("verb".into(), verb.to_string())]);
+            let kind = Kind::Trepctl { trepctl: cross_trepctl.clone(), verb: if verb == "reset" { Verb::Reset } else { Verb::Offline } };
             let builder = step(
                 &format!("{verb}-{failed}-on-{host}"),
                 titled(
@@ -374,7 +361,7 @@ fn plan_reprovision(deployment: &Deployment, failed: &str, source: &str) -> Comm
             } else {
                 builder
             };
-            steps.push(builder.group(group).idempotent().data(encode(pairs)).build());
+            steps.push(builder.group(group).idempotent().kind(&on(host, kind)).build());
         }
     }
     let replicator = deployment.tool(failed, Install::Cluster, "replicator")?;
@@ -386,8 +373,7 @@ fn plan_reprovision(deployment: &Deployment, failed: &str, source: &str) -> Comm
                 "tpm-reset" => (vec![&tpm, "reset", failed], format!("{host}: tpm reset {failed}")),
                 verb => (vec![&replicator, verb], format!("{host}: replicator {verb}")),
             };
-            let mut pairs = base(if kind == "tpm-reset" { "tpm-reset" } else { "replicator" }, host);
-            pairs.extend([("replicator".into(), replicator.clone()), ("tpm".into(), tpm.clone()), ("verb".into(), kind.to_string())]);
+            let checked = if kind == "tpm-reset" { Kind::TpmReset } else { Kind::Replicator { replicator: replicator.clone(), start: kind == "start" } };
             let builder = step(&format!("{kind}-{host}"), titled("4", &title, &title), host).exec(host, &argv).timeout_ms(300_000);
             // tungsten_provision_slave needs the replicator running (the seed starts it right before).
             let builder = if kind == "start" {
@@ -395,14 +381,12 @@ fn plan_reprovision(deployment: &Deployment, failed: &str, source: &str) -> Comm
             } else {
                 builder
             };
-            steps.push(builder.group(group).idempotent().data(encode(pairs)).build());
+            steps.push(builder.group(group).idempotent().kind(&on(host, checked)).build());
         }
     }
     let provision = deployment.tool(failed, Install::Cluster, "tungsten_provision_slave")?;
     let source_arg = format!("--source={source_name}");
     for host in &failed_hosts {
-        let mut pairs = base("provision", host);
-        pairs.extend([("provision".into(), provision.clone()), ("source".into(), source_name.clone()), ("trepctl".into(), trepctl.clone())]);
         steps.push(
             step(
                 &format!("provision-{host}"),
@@ -412,13 +396,11 @@ fn plan_reprovision(deployment: &Deployment, failed: &str, source: &str) -> Comm
             .exec(host, &[&provision, "--direct", &source_arg])
             .timeout_ms(3_600_000)
             .group("provision")
-            .data(encode(pairs))
+            .kind(&on(host, Kind::Provision { trepctl: trepctl.clone() }))
             .build(),
         );
     }
     for (host, cross_trepctl) in &cross_hosts {
-        let mut pairs = base("trepctl", host);
-        pairs.extend([("trepctl".into(), cross_trepctl.clone()), ("verb".into(), "online".into())]);
         steps.push(
             step(
                 &format!("online-{failed}-on-{host}"),
@@ -429,7 +411,7 @@ fn plan_reprovision(deployment: &Deployment, failed: &str, source: &str) -> Comm
             .timeout_ms(120_000)
             .group("cross-site-online")
             .idempotent()
-            .data(encode(pairs))
+            .kind(&on(host, Kind::Trepctl { trepctl: cross_trepctl.clone(), verb: Verb::Online }))
             .build(),
         );
     }
@@ -443,7 +425,7 @@ fn plan_reprovision(deployment: &Deployment, failed: &str, source: &str) -> Comm
         )
         .wait_until(text(&format!("every {failed} replicator is ONLINE"), &format!("{failed} の全レプリケータが ONLINE")), 1_000, 120_000)
         .idempotent()
-        .data(encode(base("back", &cctrl_host)))
+        .kind(&on(&cctrl_host, Kind::Back))
         .build(),
     );
     steps.push(routers("online", "7"));
@@ -469,10 +451,6 @@ printf "%s\n" "$out"
 if printf "%s\n" "$out" | grep "^ERROR" >&2; then exit 1; fi
 "#;
 
-fn titled(seed: &str, en: &str, ja: &str) -> Text {
-    text(&format!("[{seed}] {en}"), &format!("[{seed}] {ja}"))
-}
-
 /// Everything that must be ONLINE before the connectors, and then AUTOMATIC, may return: the
 /// failed dataservice's replicators on its hosts, and its cross-site replicators on the hosts
 /// of every other dataservice.
@@ -494,27 +472,70 @@ fn not_back(deployment: &Deployment, failed: &str) -> Result<Vec<String>, Comman
     Ok(problems)
 }
 
-fn check_step(data: &StepData) -> CommandResult<CheckResult> {
-    let host = data.get("host")?;
-    let service = data.get("service")?;
+/// A step of the plan: where `check` asks, for which dataservice, and what.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct On {
+    host: String,
+    /// The failed dataservice.
+    service: String,
+    kind: Kind,
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+#[serde(tag = "action", rename_all = "kebab-case")]
+enum Kind {
+    Policy {
+        cctrl: String,
+        automatic: bool,
+    },
+    Routers {
+        cctrl: String,
+        online: bool,
+    },
+    /// Every replicator of the dataservice is back.
+    Back,
+    Trepctl {
+        trepctl: String,
+        verb: Verb,
+    },
+    Replicator {
+        replicator: String,
+        start: bool,
+    },
+    TpmReset,
+    Provision {
+        trepctl: String,
+    },
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+enum Verb {
+    Offline,
+    Reset,
+    Online,
+}
+
+fn check_step(step: &On) -> CommandResult<CheckResult> {
+    let (host, service) = (step.host.as_str(), step.service.as_str());
     let done = |yes: bool, detail: String| CheckResult { state: if yes { CheckState::Done } else { CheckState::NotDone }, detail: text(&detail, "") };
     let unknown = |detail: String| CheckResult { state: CheckState::Unknown, detail: text(&detail, "") };
-    Ok(match data.get("action")? {
-        "policy" => match overview(host, data.get("cctrl")?) {
-            Ok(view) if view.policy.eq_ignore_ascii_case(data.get("mode")?) => done(true, format!("policy {}", view.policy)),
-            Ok(view) if data.get("mode")? == "automatic" => {
+    Ok(match &step.kind {
+        Kind::Policy { cctrl, automatic } => match overview(host, cctrl) {
+            Ok(view) if view.policy.eq_ignore_ascii_case(if *automatic { "automatic" } else { "maintenance" }) => done(true, format!("policy {}", view.policy)),
+            Ok(view) if *automatic => {
                 back_before(service, &format!("set {service} back to AUTOMATIC"))?.unwrap_or_else(|| done(false, format!("policy {}", view.policy)))
             }
             Ok(view) => done(false, format!("policy {}", view.policy)),
             Err(e) => unknown(e),
         },
-        "routers" => match overview(host, data.get("cctrl")?) {
+        Kind::Routers { cctrl, online } => match overview(host, cctrl) {
             Ok(view) => {
-                let want = data.get("want")?.to_uppercase();
+                let want = if *online { "ONLINE" } else { "OFFLINE" };
                 let detail = format!("connectors {:?}", view.routers);
-                if !view.routers.is_empty() && view.routers.iter().all(|(_, s)| *s == want) {
+                if !view.routers.is_empty() && view.routers.iter().all(|(_, s)| s == want) {
                     done(true, detail)
-                } else if want == "ONLINE" {
+                } else if *online {
                     back_before(service, &format!("put {service}'s connectors online"))?.unwrap_or_else(|| done(false, detail))
                 } else {
                     done(false, detail)
@@ -522,31 +543,30 @@ fn check_step(data: &StepData) -> CommandResult<CheckResult> {
             }
             Err(e) => unknown(e),
         },
-        "back" => {
+        Kind::Back => {
             back_before(service, &format!("put {service}'s connectors online"))?.unwrap_or_else(|| done(true, format!("every {service} replicator is ONLINE")))
         }
-        "trepctl" => match replicator_state(host, data.get("trepctl")?, service) {
-            Ok((state, seqno)) => match data.get("verb")? {
-                "offline" if state.starts_with("OFFLINE") => done(true, state),
-                "offline" => done(false, format!("{state} (taken offline, it came back: a manager in AUTOMATIC policy?)")),
-                "reset" => done(state.starts_with("OFFLINE") && seqno == -1, format!("{state}, applied seqno {seqno}")),
-                _ => done(state == "ONLINE", state),
+        Kind::Trepctl { trepctl, verb } => match replicator_state(host, trepctl, service) {
+            Ok((state, seqno)) => match verb {
+                Verb::Offline if state.starts_with("OFFLINE") => done(true, state),
+                Verb::Offline => done(false, format!("{state} (taken offline, it came back: a manager in AUTOMATIC policy?)")),
+                Verb::Reset => done(state.starts_with("OFFLINE") && seqno == -1, format!("{state}, applied seqno {seqno}")),
+                Verb::Online => done(state == "ONLINE", state),
             },
             Err(e) => unknown(e),
         },
-        "replicator" => match opsh_plugin_sdk::probe(host, &[data.get("replicator")?, "status"], Some(30_000)) {
+        Kind::Replicator { replicator, start } => match opsh_plugin_sdk::probe(host, &[replicator, "status"], Some(30_000)) {
             Ok(out) => {
                 let running = out.status == Some(0);
-                done(running == (data.get("verb")? == "start"), String::from_utf8_lossy(&out.stdout).trim().to_string())
+                done(running == *start, String::from_utf8_lossy(&out.stdout).trim().to_string())
             }
             Err(e) => unknown(e.brief()),
         },
-        "tpm-reset" => unknown("tpm reset leaves nothing to read while the replicator is stopped; running it again is harmless".into()),
-        "provision" => match replicator_state(host, data.get("trepctl")?, service) {
+        Kind::TpmReset => unknown("tpm reset leaves nothing to read while the replicator is stopped; running it again is harmless".into()),
+        Kind::Provision { trepctl } => match replicator_state(host, trepctl, service) {
             Ok((state, seqno)) => done(state == "ONLINE" && seqno >= 0, format!("{state}, applied seqno {seqno}")),
             Err(e) => unknown(e),
         },
-        other => return Err(CommandError::Failed(format!("unknown action {other}"))),
     })
 }
 
