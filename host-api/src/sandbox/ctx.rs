@@ -330,9 +330,11 @@ impl sql::Host for CallCtx {
     async fn query(&mut self, database: String, sql: String, params: Vec<sql::Value>) -> Result<sql::Rows, types::CapabilityError> {
         let started = Instant::now();
         let caps = self.caps.clone();
-        let (read_only, expected) = self.sql_session(&database, &[(sql.as_str(), params.as_slice())], false);
+        // The grant first: a refused call must not spend a custom step's approved effect.
+        let granted = self.grant(Capability::Sql, &database, None);
+        let (read_only, expected) = if granted.is_ok() { self.sql_session(&database, &[(sql.as_str(), params.as_slice())], false) } else { (true, None) };
         let session = capability::sql::Session { plugin: &self.plugin, read_only };
-        let prepared = self.grant(Capability::Sql, &database, None).and_then(|()| self.sql_statement(&sql, params));
+        let prepared = granted.and_then(|()| self.sql_statement(&sql, params));
         let result = match prepared {
             Ok(statement) if expected.is_some() => self
                 .bounded(caps.sql.transaction_expecting(&database, session, std::slice::from_ref(&statement), &caps.bounds, true, expected))
@@ -347,13 +349,14 @@ impl sql::Host for CallCtx {
 
     async fn transaction(&mut self, database: String, statements: Vec<sql::Statement>) -> Result<Vec<sql::Rows>, types::CapabilityError> {
         let started = Instant::now();
-        let (read_only, expected) = {
+        let granted = self.grant(Capability::Sql, &database, None);
+        let (read_only, expected) = if granted.is_ok() {
             let texts: Vec<(&str, &[sql::Value])> = statements.iter().map(|s| (s.sql.as_str(), s.params.as_slice())).collect();
             self.sql_session(&database, &texts, true)
+        } else {
+            (true, None)
         };
-        let prepared = self
-            .grant(Capability::Sql, &database, None)
-            .and_then(|()| statements.into_iter().map(|s| self.sql_statement(&s.sql, s.params)).collect::<CapResult<Vec<_>>>());
+        let prepared = granted.and_then(|()| statements.into_iter().map(|s| self.sql_statement(&s.sql, s.params)).collect::<CapResult<Vec<_>>>());
         let caps = self.caps.clone();
         let session = capability::sql::Session { plugin: &self.plugin, read_only };
         let result = match prepared {
