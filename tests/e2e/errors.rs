@@ -113,3 +113,53 @@ fn a_host_whose_key_does_not_match_known_hosts_is_refused() {
     assert_eq!(run.code, 1, "{run:?}");
     assert!(run.stderr.contains("host alpha: its host key is not in known_hosts or has changed"), "{run:?}");
 }
+
+fn ssh_processes() -> Vec<String> {
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| String::from_utf8_lossy(&std::fs::read(e.path().join("cmdline")).unwrap_or_default()).replace('\0', " "))
+        .filter(|c| c.starts_with("ssh "))
+        .collect()
+}
+
+/// Whether an ssh control master to `address` runs (`ssh … -M … ADDRESS`, as openssh starts it).
+fn ssh_master_to(address: &str) -> bool {
+    std::fs::read_dir("/proc").into_iter().flatten().flatten().any(|entry| {
+        let args: Vec<String> =
+            std::fs::read(entry.path().join("cmdline")).unwrap_or_default().split(|b| *b == 0).map(|a| String::from_utf8_lossy(a).into_owned()).collect();
+        args.first().is_some_and(|a| a == "ssh" || a.ends_with("/ssh"))
+            && args.iter().any(|a| a == "-M")
+            && args.iter().any(|a| a == address || a.ends_with(&format!("@{address}")))
+    })
+}
+
+/// One opsh process across a host's freeze: its ssh master to that host dies (keep-alive gives
+/// up) while opsh runs something else; after the host is back, the next command on it runs on a
+/// fresh connection — it is neither refused with ssh's "Could not resolve hostname none" nor
+/// counted as run.
+#[test]
+fn a_long_lived_opsh_reconnects_to_a_host_that_froze_and_came_back() {
+    let mut world = World::new();
+    let beta = world.lab.host("beta").expect("beta").address.clone();
+    let script = world.home.path().join("across-a-freeze.opsh");
+    std::fs::write(
+        &script,
+        "probe exec beta \"echo one > /usr/local/var/lib/one\"\n\
+         probe exec alpha \"while [ ! -e /usr/local/var/lib/go ]; do sleep 0.2; done\" --timeout-ms 55000\n\
+         probe exec beta \"echo two > /usr/local/var/lib/two\"\n",
+    )
+    .expect("script");
+    let child = world.spawn(&["run", &script.to_string_lossy()]);
+    crate::support::wait_for(30, "line 1 on beta", || world.lab.host_file("beta", "/usr/local/var/lib/one").exists().then_some(()));
+    assert!(ssh_master_to(&beta), "line 1 left a multiplexed master to beta: {:?}", ssh_processes());
+    world.lab.cut("beta").expect("cut");
+    crate::support::wait_for(45, "ssh's keep-alive to give up on the frozen beta", || (!ssh_master_to(&beta)).then_some(()));
+    world.lab.heal("beta").expect("heal");
+    std::fs::write(world.lab.host_file("alpha", "/usr/local/var/lib/go"), "").expect("let line 2 end");
+    let run = crate::support::finish(child);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert_eq!(std::fs::read_to_string(world.lab.host_file("beta", "/usr/local/var/lib/two")).unwrap_or_default(), "two\n", "line 3 ran on beta: {run:?}");
+    assert!(!run.all().contains("resolve hostname"), "{run:?}");
+}

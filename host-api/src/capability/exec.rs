@@ -117,17 +117,40 @@ impl Remote {
             let stdin_pipe = child.stdin().take();
             let stdout = child.stdout().take();
             let stderr = child.stderr().take();
-            let (_, out, err) = tokio::join!(feed(stdin_pipe, stdin), collect(stdout, max), collect(stderr, max));
-            let status = match child.wait().await {
+            let (_, out, err) = tokio::join!(feed(stdin_pipe, stdin.clone()), collect(stdout, max), collect(stderr, max));
+            let waited = child.wait().await;
+            let (stdout, t1) = out.map_err(|e| CapabilityError::Failed(format!("reading output of `{}` on host {host}: {e}", argv[0])))?;
+            let (stderr, t2) = err.map_err(|e| CapabilityError::Failed(format!("reading errors of `{}` on host {host}: {e}", argv[0])))?;
+            let status = match waited {
                 Ok(status) => status.code(),
-                Err(openssh::Error::RemoteProcessTerminated) => None,
+                // ssh itself exited 255: its master was gone before the command started (ssh
+                // then tries a host named "none"), the connection broke while it ran, or the
+                // remote command exited 255.
+                Err(openssh::Error::RemoteProcessTerminated) => {
+                    if never_started(&stderr) {
+                        self.evict(host).await;
+                        if attempt == 0 {
+                            continue;
+                        }
+                        return Err(CapabilityError::Unreachable(format!(
+                            "host {host}: `{}` was not started: no ssh connection (tried twice); check that {host} is up",
+                            argv[0]
+                        )));
+                    }
+                    if !session_alive(&session).await {
+                        self.evict(host).await;
+                        return Err(CapabilityError::Timeout(format!(
+                            "the ssh connection to host {host} broke while `{}` ran: outcome unknown — check on {host} whether it took effect before retrying",
+                            argv[0]
+                        )));
+                    }
+                    Some(255)
+                }
                 Err(e) => {
                     self.evict(host).await;
                     return Err(classify_ssh_error(host, e));
                 }
             };
-            let (stdout, t1) = out.map_err(|e| CapabilityError::Failed(format!("reading output of `{}` on host {host}: {e}", argv[0])))?;
-            let (stderr, t2) = err.map_err(|e| CapabilityError::Failed(format!("reading errors of `{}` on host {host}: {e}", argv[0])))?;
             return Ok(ExecOutput { status, stdout, stderr, truncated: t1 || t2 });
         }
         Err(CapabilityError::Unreachable(format!("host {host}: the ssh connection broke twice; check that {host} is up")))
@@ -141,17 +164,20 @@ impl Remote {
     async fn evict(&self, host: &str) {
         let slot = self.slot(host).await;
         let old = slot.lock().await.take();
-        if let Some(old) = old.and_then(|s| Arc::try_unwrap(s).ok()) {
-            let _ = old.close().await;
-        }
+        close(old).await;
     }
 
-    /// The host's multiplexed master, connected on first use.
+    /// The host's multiplexed master, connected on first use. A cached master that no longer
+    /// answers (`ssh -O check`: the host froze and ssh's keep-alive gave up, or it rebooted) is
+    /// replaced before the command, so a long-lived shell behaves like a new process.
     async fn session(&self, host: &str) -> CapResult<Arc<Session>> {
         let slot = self.slot(host).await;
         let mut guard = slot.lock().await;
         if let Some(session) = guard.as_ref() {
-            return Ok(session.clone());
+            if session_alive(session).await {
+                return Ok(session.clone());
+            }
+            close(guard.take()).await;
         }
         let entry = self
             .inventory
@@ -201,11 +227,29 @@ impl Remote {
             sessions.drain().map(|(_, slot)| slot).collect()
         };
         for slot in slots {
-            if let Some(session) = slot.lock().await.take().and_then(|s| Arc::try_unwrap(s).ok()) {
-                let _ = session.close().await;
-            }
+            let session = slot.lock().await.take();
+            close(session).await;
         }
     }
+}
+
+/// Does the multiplexed master still answer (`ssh -O check`, a local round trip)?
+async fn session_alive(session: &Session) -> bool {
+    matches!(tokio::time::timeout(Duration::from_secs(5), session.check()).await, Ok(Ok(())))
+}
+
+/// Close a master we no longer use (bounded: a dead one must not hold the caller).
+async fn close(session: Option<Arc<Session>>) {
+    if let Some(old) = session.and_then(|s| Arc::try_unwrap(s).ok()) {
+        let _ = tokio::time::timeout(Duration::from_secs(2), old.close()).await;
+    }
+}
+
+/// ssh's own words when it could not use the control master, so it never ran the command:
+/// without a master it falls back to connecting to the placeholder host `none`.
+fn never_started(stderr: &[u8]) -> bool {
+    let text = String::from_utf8_lossy(stderr);
+    ["Could not resolve hostname none", "Control socket connect(", "mux_client_request_session", "port 9: Connection refused"].iter().any(|m| text.contains(m))
 }
 
 /// Put environment variables and privilege escalation around the argv. Secrets go first on
