@@ -267,6 +267,23 @@ fn ctrl_c_stops_after_the_current_step_and_the_run_resumes() {
     assert_eq!(end_state(&world), uninterrupted());
 }
 
+/// Ctrl-C at a terminal reaches every process of the foreground group: opsh, and — unless opsh
+/// keeps them apart — the ssh client of the command a step runs. Typed in the shell while a
+/// step's remote command runs, it lets the command finish (it writes its file after its
+/// sleep): the step is done, not killed under opsh.
+#[test]
+fn ctrl_c_at_the_terminal_lets_the_running_remote_command_finish() {
+    let world = World::new();
+    let marker = "/usr/local/var/lib/ctrl-c";
+    let line = format!("probe run alpha 'sleep 2; echo finished > {marker}' --yes\n");
+    let text = world.repl(&[(line.as_bytes(), 1200), (&[3], 3500), (b"exit\n", 500)]);
+    assert_eq!(std::fs::read_to_string(world.lab.host_file("alpha", marker)).unwrap_or_default(), "finished\n", "the remote command ran to its end: {text}");
+    let id = world.runs().pop().expect("a run");
+    let records = world.records(&id);
+    assert!(records.iter().any(|r| r["record"] == "result" && r["index"] == 0 && r["status"] == "done"), "the step is done: {records:?}\n{text}");
+    assert!(text.contains("stopping after the current step"), "{text}");
+}
+
 #[test]
 fn plans_results_and_the_journal_follow_the_documented_json_schema() {
     let world = World::new();

@@ -104,29 +104,18 @@ impl Remote {
         // started then, so evict it and try once more with a fresh connection.
         for attempt in 0..2 {
             let session = self.session(host).await?;
-            let mut command = Session::to_command(session.clone(), argv[0].clone());
-            command.args(&argv[1..]).stdin(openssh::Stdio::piped()).stdout(openssh::Stdio::piped()).stderr(openssh::Stdio::piped());
-            let mut child = match command.spawn().await {
-                Ok(child) => child,
-                Err(e) if attempt == 0 && is_connection_error(&e) => {
-                    self.evict(host).await;
-                    continue;
-                }
-                Err(e) => return Err(classify_ssh_error(host, e)),
-            };
-            let stdin_pipe = child.stdin().take();
-            let stdout = child.stdout().take();
-            let stderr = child.stderr().take();
-            let (_, out, err) = tokio::join!(feed(stdin_pipe, stdin.clone()), collect(stdout, max), collect(stderr, max));
+            let mut child = mux_client(&session, argv)
+                .spawn()
+                .map_err(|e| CapabilityError::Failed(format!("cannot start ssh for `{}` on host {host}: {e}; is OpenSSH's client installed?", argv[0])))?;
+            let (_, out, err) = tokio::join!(feed(child.stdin.take(), stdin.clone()), collect(child.stdout.take(), max), collect(child.stderr.take(), max));
             let waited = child.wait().await;
             let (stdout, t1) = out.map_err(|e| CapabilityError::Failed(format!("reading output of `{}` on host {host}: {e}", argv[0])))?;
             let (stderr, t2) = err.map_err(|e| CapabilityError::Failed(format!("reading errors of `{}` on host {host}: {e}", argv[0])))?;
-            let status = match waited {
-                Ok(status) => status.code(),
+            let status = match waited.map(|s| s.code()) {
                 // ssh itself exited 255: its master was gone before the command started (ssh
                 // then tries a host named "none"), the connection broke while it ran, or the
                 // remote command exited 255.
-                Err(openssh::Error::RemoteProcessTerminated) => {
+                Ok(Some(255)) => {
                     if never_started(&stderr) {
                         self.evict(host).await;
                         if attempt == 0 {
@@ -146,10 +135,8 @@ impl Remote {
                     }
                     Some(255)
                 }
-                Err(e) => {
-                    self.evict(host).await;
-                    return Err(classify_ssh_error(host, e));
-                }
+                Ok(code) => code,
+                Err(e) => return Err(CapabilityError::Failed(format!("waiting for `{}` on host {host}: {e}", argv[0]))),
             };
             return Ok(ExecOutput { status, stdout, stderr, truncated: t1 || t2 });
         }
@@ -233,6 +220,19 @@ impl Remote {
     }
 }
 
+/// A client of the host's multiplexed master running `argv` there (what `openssh` would run, but
+/// in a process group of its own: the operator's Ctrl-C reaches opsh, which decides what it
+/// means, never the command — a step is finished or aborted by opsh, not killed under it).
+/// `-p 9` (discard) keeps ssh from making a new connection if the master is gone.
+fn mux_client(session: &Session, argv: &[String]) -> tokio::process::Command {
+    let mut command = tokio::process::Command::new("ssh");
+    command.arg("-S").arg(session.control_socket()).args(["-o", "BatchMode=yes", "-T", "-p", "9", "none", "--"]);
+    // The remote side runs the words through its shell: each is quoted as one word.
+    command.args(argv.iter().map(|a| shell_words::quote(a).into_owned()));
+    command.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).kill_on_drop(true).process_group(0);
+    command
+}
+
 /// Does the multiplexed master still answer (`ssh -O check`, a local round trip)?
 async fn session_alive(session: &Session) -> bool {
     matches!(tokio::time::timeout(Duration::from_secs(5), session.check()).await, Ok(Ok(())))
@@ -297,6 +297,8 @@ async fn run_local(argv: &[String], stdin: Vec<u8>, max: usize) -> CapResult<Exe
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true)
+        // Its own process group: the operator's Ctrl-C is opsh's to handle.
+        .process_group(0)
         .spawn()
         .map_err(|e| match e.kind() {
             std::io::ErrorKind::NotFound => CapabilityError::NotFound(format!("`{}` is not installed on host local", argv[0])),
@@ -332,10 +334,6 @@ async fn collect<R: AsyncRead + Unpin>(stream: Option<R>, max: usize) -> std::io
         kept.extend_from_slice(&buf[..n.min(room)]);
         truncated |= n > room;
     }
-}
-
-fn is_connection_error(e: &openssh::Error) -> bool {
-    matches!(e, openssh::Error::Master(_) | openssh::Error::Disconnected | openssh::Error::Ssh(_))
 }
 
 fn classify_ssh_error(host: &str, e: openssh::Error) -> CapabilityError {
