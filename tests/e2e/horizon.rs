@@ -206,9 +206,14 @@ fn enable_writes_with_the_primary_still_answering_copies_its_latest_data_first()
     world.sql("ta1", "edb", "INSERT INTO event (message) VALUES ('only on the primary')");
     std::thread::sleep(std::time::Duration::from_millis(1500));
     assert_eq!(world.sql("ta2", "edb", "SELECT count(*) FROM event WHERE message = 'only on the primary'"), "0", "not replicated");
+    // The secondary's slons hang (stopped, they act on no TERM): stopping them must escalate.
+    let frozen = world.lab.host_exec("ta2", &["pkill", "-STOP", "-x", "slon"]).expect("pkill");
+    assert_eq!(frozen.status.code(), Some(0), "{frozen:?}");
 
     let run = world.opsh(&["--yes", "horizon", "enable-writes", "ta2"]);
     assert_eq!(run.code, 0, "{run:?}");
+    let left = world.lab.host_exec("ta2", &["pgrep", "-x", "slon"]).expect("pgrep");
+    assert_eq!(left.status.code(), Some(1), "no slon is left on ta2: {left:?}");
     assert!(run.all().contains("restored edb; the backup is kept in /usr/local/var/backups/opsh-horizon-edb-"), "the restore says where its dump is: {run:?}");
     assert_eq!(world.sql("ta2", "edb", "SELECT count(*) FROM event WHERE message = 'only on the primary'"), "1", "the primary's latest data was copied");
     assert_eq!(

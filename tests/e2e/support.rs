@@ -201,21 +201,6 @@ impl World {
         text.lines().filter_map(|l| serde_json::from_str(l).ok()).collect()
     }
 
-    /// Start opsh as the leader of a process group of its own, as a shell starts a foreground
-    /// job (see [`signal_group`]).
-    pub fn spawn_group(&self, args: &[&str]) -> std::process::Child {
-        use std::os::unix::process::CommandExt;
-        self.command()
-            .arg("--inventory")
-            .arg(&self.inventory)
-            .args(args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .process_group(0)
-            .spawn()
-            .expect("spawn opsh")
-    }
-
     /// Start opsh without waiting for it.
     pub fn spawn(&self, args: &[&str]) -> std::process::Child {
         self.command().arg("--inventory").arg(&self.inventory).args(args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn opsh")
@@ -236,12 +221,6 @@ pub fn wait_for<T>(seconds: u64, what: &str, mut ready: impl FnMut() -> Option<T
 
 pub fn signal(child: &std::process::Child, signal: i32) {
     opsh_lab::procs::signal(child.id(), signal);
-}
-
-/// Send `signal` to the whole process group of `child` (started by [`World::spawn_group`]), as
-/// a terminal's Ctrl-C reaches every process of its foreground group.
-pub fn signal_group(child: &std::process::Child, signal: i32) {
-    opsh_lab::procs::signal_group(child.id(), signal);
 }
 
 impl World {

@@ -55,16 +55,6 @@ pub fn signal(pid: u32, signal: i32) {
     }
 }
 
-/// Signal every process of the process group `group` (kill(2) with `-group`), as a terminal
-/// signals its foreground job.
-pub fn signal_group(group: u32, signal: i32) {
-    #[allow(unsafe_code)]
-    // SAFETY: kill(2) has no memory-safety preconditions.
-    unsafe {
-        libc::kill(-(group as i32), signal);
-    }
-}
-
 /// TERM, wait, then KILL; waits until the processes are gone (or zombies).
 pub fn stop_all(pids: &[(u32, u64)], grace: Duration) {
     for (pid, started) in pids {

@@ -455,9 +455,23 @@ fn plan_switchover(system: &System, quiesce: &str, server_host: Option<&str>, dr
         .ok_or_else(|| refused(format!("{}'s connection limit cannot be read: opsh would not know what to give back after the switchover", a.db)))?;
     if whole {
         if quiesce == "connection-limit" {
+            // The reading session opsh checks through is kept by the quiesce; a new one is
+            // refused to a non-superuser while the connection limit is 0.
+            let reader = sql::query(&a.db, "SELECT rolsuper FROM pg_roles WHERE rolname = current_user", &[])?.first_bool("rolsuper");
+            if reader != Some(true) {
+                warnings.push(text(
+                    &format!(
+                        "opsh reads {} as a user that is not a superuser: its open session is kept through CONNECTION LIMIT 0, but a new one would be refused — if a check then cannot read {}, the run stops with it closed (resume after `ALTER DATABASE … CONNECTION LIMIT -1`, or use --quiesce confirmed)",
+                        a.db, a.db
+                    ),
+                    "",
+                ));
+            }
             steps.push(
                 step("quiesce", titled("1", &format!("Stop transaction processing on {}: CONNECTION LIMIT 0, end non-superuser sessions", a.db)), &a.db)
-                    .sql(&a.db, &[&format!("ALTER DATABASE {} CONNECTION LIMIT 0", quote::ident(&a.dbname)), "SELECT count(pg_terminate_backend(pid))::bigint AS ended FROM pg_stat_activity JOIN pg_roles ON rolname = usename WHERE datname = current_database() AND pid <> pg_backend_pid() AND NOT rolsuper"])
+                    // opsh's own sessions stay: its checks read this database through the
+                    // switchover, and CONNECTION LIMIT 0 would refuse a non-superuser a new one.
+                    .sql(&a.db, &[&format!("ALTER DATABASE {} CONNECTION LIMIT 0", quote::ident(&a.dbname)), "SELECT count(pg_terminate_backend(pid))::bigint AS ended FROM pg_stat_activity JOIN pg_roles ON rolname = usename WHERE datname = current_database() AND pid <> pg_backend_pid() AND NOT rolsuper AND application_name <> 'opsh'"])
                     .one_by_one()
                     .idempotent()
                     .kind(&Kind::Limit { db: a.db.clone(), limit: 0 })
@@ -524,6 +538,15 @@ fn plan_switchover(system: &System, quiesce: &str, server_host: Option<&str>, dr
     drops.extend(saved.trigger_functions.iter().map(|f| format!("DROP FUNCTION IF EXISTS {f}()")));
     steps.push(
         step("drop-triggers", titled("6", &format!("Drop the capture triggers and functions on {} (saved in {trigger_file} first)", a.db)), &a.db)
+            // Never drop a trigger the backup does not hold (also on retry or resume).
+            .exec(
+                &a.host,
+                &["sh", "-c", TRIGGERS_SAVED, "triggers-saved", &trigger_file]
+                    .into_iter()
+                    .chain(a_live.triggers.iter().map(|(_, g)| g.as_str()))
+                    .collect::<Vec<_>>(),
+            )
+            .timeout_ms(60_000)
             .sql(&a.db, &drops.iter().map(String::as_str).collect::<Vec<_>>())
             .idempotent()
             .kind(&Kind::DropTriggers { db: a.db.clone() })
@@ -803,6 +826,14 @@ fn exec_step(seed: &str, id: &str, title: &str, host: &str, argv: Vec<String>, p
         .kind(&kind)
         .build()
 }
+
+/// Before the capture triggers are dropped, their backup must hold each one.
+const TRIGGERS_SAVED: &str = r#"file=$1; shift
+for g in "$@"; do
+  grep -qF "CREATE TRIGGER $g " "$file" || { echo "the trigger backup $file lacks $g: nothing is dropped" >&2; exit 1; }
+done
+echo "$file holds every capture trigger"
+"#;
 
 /// Before a schema is dropped, its backup must list it (also when a resumed run gets here).
 const BACKUP_HOLDS: &str = r#"set -eu
@@ -1150,6 +1181,11 @@ mod plan_tests {
         let Effect::File(backup) = &plan.steps[1].effects[0] else { panic!("{:?}", plan.steps[1]) };
         assert_eq!(backup.path, "/var/backups/xdb-edb-n1-triggers.sql");
         assert!(backup.new_content.contains("ALTER TABLE emp ENABLE ALWAYS TRIGGER rrpu_public_emp;\n"), "the trigger's mode is kept: {}", backup.new_content);
+        assert!(
+            matches!(&plan.steps[2].effects[0], Effect::Exec(guard) if guard.argv[3] == "triggers-saved" && guard.argv[5..] == ["rrpi_public_emp", "rrpu_public_emp"]),
+            "the backup is checked to hold every trigger before the drop: {:?}",
+            plan.steps[2].effects[0]
+        );
         assert_eq!(
             sql_of(&plan.steps[2]),
             [
@@ -1166,6 +1202,7 @@ mod plan_tests {
         let restored = sql_of(&plan.steps[7]);
         assert_eq!(restored.len(), 4, "{restored:#?}");
         assert!(restored[0].starts_with("CREATE OR REPLACE FUNCTION public.rrpi_public_emp_tgfunc()"));
+        assert!(restored[1].starts_with("DO $opsh$ BEGIN IF NOT EXISTS (SELECT FROM pg_trigger WHERE tgname = 'rrpi_public_emp')"), "{}", restored[1]);
         assert_eq!(restored[3], "ALTER TABLE emp ENABLE ALWAYS TRIGGER rrpu_public_emp");
         assert!(plan.steps.iter().all(|s| s.custom.is_none()));
     }
@@ -1175,6 +1212,8 @@ mod plan_tests {
         let hba = "local all all trust\nhost all all 127.0.0.1/32 scram-sha-256\n";
         let conf = "type=postgresql\ndatabase=edb\nuser=opsh\npassword=x\nport=5432\nhost={{addr:n1}}\n";
         let mut world = world(ServiceState::Running)
+            // opsh reads with a plan-user that is not a superuser.
+            .sql("n1-edb", "rolname = current_user", rows(&["rolsuper"], vec![vec![Value::Boolean(false)]]))
             .target("host", "n1", &[("address-kind", "ipv4")])
             .file("n1", "/etc/edb-repl.conf", conf)
             .file("n1", "/pg/n1/pg_hba.conf", hba)
@@ -1186,6 +1225,8 @@ mod plan_tests {
         let plan = plan.expect("a plan");
         let ids = ids(&plan);
         assert_eq!(ids[..3], ["quiesce", "synchronize", "stop-servers"]);
+        assert!(sql_of(&plan.steps[0])[1].ends_with("AND NOT rolsuper AND application_name <> 'opsh'"), "opsh's own sessions survive the quiesce");
+        assert!(plan.warnings.iter().any(|w| w.en.starts_with("opsh reads n1-edb as a user that is not a superuser")), "{:?}", plan.warnings);
         assert_eq!(ids[13..], ["edit-replication-config", "pg-hba-n2", "pg-hba-n1", "start-servers", "snapshot", "synchronize-after", "reopen"]);
         let Effect::File(config) = &plan.steps[13].effects[0] else { panic!("{:?}", plan.steps[13]) };
         assert!(config.new_content.contains("host={{addr:n2}}\n") && !config.new_content.contains("{{addr:n1}}"), "{}", config.new_content);

@@ -298,10 +298,26 @@ impl CaptureDdl {
     }
 
     /// The statements that restore them where `existing` (table, trigger) are already in place:
-    /// every function (they replace), and each trigger not there yet.
+    /// every function (they replace), and each trigger not there yet — created only if it is
+    /// still missing when the statement runs (one put back by hand since does not fail the step).
     pub fn restore(&self, existing: &[(String, String)]) -> Vec<String> {
         let present = |name: &str| existing.iter().any(|(_, g)| g == name);
-        self.functions.iter().cloned().chain(self.triggers.iter().filter(|(name, _)| !present(name)).flat_map(|(_, s)| s.iter().cloned())).collect()
+        let unless_there = |name: &str, statement: &str| -> String {
+            if statement.starts_with("CREATE TRIGGER ") {
+                format!(
+                    "DO $opsh$ BEGIN IF NOT EXISTS (SELECT FROM pg_trigger WHERE tgname = {}) THEN EXECUTE {}; END IF; END $opsh$",
+                    opsh_plugin_sdk::quote::literal(name),
+                    opsh_plugin_sdk::quote::literal(statement)
+                )
+            } else {
+                statement.to_string()
+            }
+        };
+        self.functions
+            .iter()
+            .cloned()
+            .chain(self.triggers.iter().filter(|(name, _)| !present(name)).flat_map(|(name, s)| s.iter().map(|st| unless_there(name, st))))
+            .collect()
     }
 }
 
@@ -334,7 +350,13 @@ mod tests {
         let restore = ddl().restore(&existing);
         assert_eq!(restore.len(), 2, "{restore:#?}");
         assert!(restore[0].starts_with("CREATE OR REPLACE FUNCTION"));
-        assert!(restore[1].starts_with("CREATE TRIGGER rrpu_public_orders "));
+        assert!(
+            restore[1].starts_with(
+                "DO $opsh$ BEGIN IF NOT EXISTS (SELECT FROM pg_trigger WHERE tgname = 'rrpu_public_orders') THEN EXECUTE 'CREATE TRIGGER rrpu_public_orders "
+            ),
+            "{}",
+            restore[1]
+        );
         assert_eq!(ddl().restore(&[]).len(), 4);
     }
 }

@@ -270,14 +270,18 @@ mod plan_tests {
     }
 
     #[test]
-    fn promote_service_provider_is_refused_when_the_fabric_has_no_rows_for_both_appliances() {
+    fn promote_service_provider_is_refused_unless_the_fabric_has_one_row_for_each_appliance() {
         let mut world = world();
         for sp in ["sp1", "sp2"] {
             world = world.exec(sp, "true", 0, "").sql(&format!("{sp}-fdb"), "SELECT 1", rows(&["?column?"], vec![vec![Value::Int(1)]]));
         }
-        let world = world.sql("sp2-fdb", "FROM appliance WHERE name IN ($1, $2)", rows(&["n"], vec![vec![Value::Int(1)]]));
+        // Two rows named sp2 and none named sp1: two rows in all, and still refused.
+        let world = world.sql("sp2-fdb", "FROM appliance WHERE name IN ($1, $2)", rows(&["old", "new"], vec![vec![Value::Int(0), Value::Int(2)]]));
         let (plan, _) = world.run(|| super::HorizonPlugin::plan(call("promote service-provider", &[("new", "sp2"), ("old", "sp1")])));
-        assert!(matches!(&plan, Err(CommandError::Refused(t)) if t.en == "sp2-fdb has no appliance rows named sp1 and sp2"), "{plan:?}");
+        assert!(
+            matches!(&plan, Err(CommandError::Refused(t)) if t.en == "sp2-fdb has 0 appliance row(s) named sp1 and 2 named sp2: the primary bits move between exactly one of each"),
+            "{plan:?}"
+        );
     }
 
     #[test]

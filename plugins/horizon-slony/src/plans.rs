@@ -506,13 +506,20 @@ pub fn promote(horizon: &Horizon, new: &str, old: &str, org: Option<&str>, force
     };
     let rows = sql::query(
         &capabilities_db,
-        "SELECT count(*)::bigint AS n FROM appliance WHERE name IN ($1, $2)",
+        "SELECT count(*) FILTER (WHERE name = $1)::bigint AS old, count(*) FILTER (WHERE name = $2)::bigint AS new FROM appliance WHERE name IN ($1, $2)",
         &[sql::Value::Text(old.into()), sql::Value::Text(new.into())],
     )?;
-    if rows.first_int("n") != Some(2) {
+    // One row each: the primary-bits step moves the bits of exactly these two rows.
+    let (old_rows, new_rows) = (rows.first_int("old"), rows.first_int("new"));
+    if (old_rows, new_rows) != (Some(1), Some(1)) {
+        let shown = |n: Option<i64>| n.map_or("an unreadable number of".to_string(), |n| n.to_string());
         return Err(refused(
-            format!("{capabilities_db} has no appliance rows named {old} and {new}"),
-            format!("{capabilities_db} に {old} と {new} の appliance 行がありません"),
+            format!(
+                "{capabilities_db} has {} appliance row(s) named {old} and {} named {new}: the primary bits move between exactly one of each",
+                shown(old_rows),
+                shown(new_rows)
+            ),
+            format!("{capabilities_db} の appliance 行: {old} が {} 行、{new} が {} 行 (各 1 行が必要)", shown(old_rows), shown(new_rows)),
         ));
     }
     // Slony's set is rebuilt from NEW's tables: refuse now, before anything is dropped, if

@@ -105,16 +105,25 @@ pub fn start_services(seed: &str, appliance: &str, services: &[String], id_suffi
     )
 }
 
+/// The seed's `killall slon`, escalated as a busy slon needs it: TERM, up to 10 s, TERM again, up
+/// to 10 s, then KILL (slon is a watchdog and a worker). None running is done.
+const STOP_SLON: &str = r#"for signal in TERM TERM KILL; do
+  killall -q -"$signal" slon || exit 0
+  for i in $(seq 20); do pgrep -x slon >/dev/null || exit 0; sleep 0.5; done
+done
+echo "slon still runs after killall -KILL" >&2
+exit 1
+"#;
+
 pub fn stop_slon(seed: &str, appliance: &str) -> Step {
     step(
         &format!("stop-slon-{appliance}"),
         titled(seed, &format!("Stop all slon daemons on {appliance} (killall slon)"), &format!("{appliance} のすべての slony デーモンを停止 (killall slon)")),
         appliance,
     )
-    .exec(appliance, &["killall", "slon"])
+    .exec(appliance, &["sh", "-c", STOP_SLON, "stop-slon"])
     .privileged()
-    // 1: no slon ran (already stopped).
-    .ok_status(&[0, 1])
+    .timeout_ms(60_000)
     .wait_until(text(&format!("no slon runs on {appliance}"), &format!("{appliance} で slon が動いていない")), 500, 15_000)
     .group("stop-slon")
     .idempotent()

@@ -322,7 +322,19 @@ fn invariants(cluster: &Cluster, facts: &[RouteFact]) -> Invariants {
 
 // ----- promote --------------------------------------------------------------------------------
 
-fn fence_effect_argv(member: &Member, major: Option<u32>) -> Result<Vec<String>, CommandError> {
+/// `sh -c MARK fence PG_CTL DIR FILE CONTENT`: the read-only mark, written only into the data
+/// directory of a server that is stopped (`pg_ctl status` exits 3): a server that did not stop
+/// is left unmarked and the step fails, so a master kept by an abandoned failover never comes
+/// back as a standby by surprise.
+const MARK: &str = r#"pg_ctl=$1 dir=$2 file=$3 content=$4
+"$pg_ctl" status -D "$dir" >/dev/null 2>&1; rc=$?
+if [ "$rc" != 3 ]; then echo "$dir: the server did not stop (pg_ctl status exits $rc): not marked read-only" >&2; exit 1; fi
+[ -e "$file" ] || printf '%s' "$content" > "$file"
+"#;
+
+/// The read-only mark of `member` (recovery.conf or standby.signal, by version) and the command
+/// that writes it.
+fn fence_mark(member: &Member, major: Option<u32>) -> Result<(String, Vec<String>), CommandError> {
     let major = major.ok_or_else(|| {
         CommandError::Refused(text(
             &format!("the server version of {} cannot be read (PG_VERSION in {}): opsh cannot fence it", member.db, member.data_dir),
@@ -331,17 +343,14 @@ fn fence_effect_argv(member: &Member, major: Option<u32>) -> Result<Vec<String>,
     })?;
     let (file, content) = pg::fence_file(major);
     let path = format!("{}/{file}", member.data_dir);
-    Ok(if content.is_empty() {
-        vec!["touch".into(), path]
-    } else {
-        vec!["sh".into(), "-c".into(), "[ -e \"$1\" ] || printf '%s' \"$2\" > \"$1\"".into(), "fence".into(), path, content.into()]
-    })
+    let argv = ["sh", "-c", MARK, "fence", &member.tool("pg_ctl"), &member.data_dir, &path, content].map(str::to_string).to_vec();
+    Ok((path, argv))
 }
 
 fn fence_step(member: &Member, running: bool) -> CommandResult<Step> {
     let kind = member.kind.pg_ctl_type();
     let pg_ctl = member.tool("pg_ctl");
-    let mark = fence_effect_argv(member, member.major())?;
+    let (marker, mark) = fence_mark(member, member.major())?;
     let title = if running {
         text(
             &format!("Fence {} (stop, fast; a restart comes back read-only)", member.db),
@@ -366,12 +375,7 @@ fn fence_step(member: &Member, running: bool) -> CommandResult<Step> {
         .timeout_ms(60_000)
         .group("fence")
         .idempotent()
-        .kind(&Kind::Fence {
-            host: member.host.clone(),
-            dir: member.data_dir.clone(),
-            pg_ctl: pg_ctl.clone(),
-            marker: mark.iter().rev().find(|a| a.starts_with(&member.data_dir)).cloned(),
-        })
+        .kind(&Kind::Fence { host: member.host.clone(), dir: member.data_dir.clone(), pg_ctl: pg_ctl.clone(), marker: Some(marker) })
         .build())
 }
 
@@ -1281,7 +1285,13 @@ mod plan_tests {
         let (plan, _) = world(Dn01::MasterCrashed).run(|| super::Otb::plan(call("promote", &[("node", "dn01")])));
         let plan = plan.expect("a plan");
         assert_eq!(ids(&plan), ["fence-dn01-a", "promote-standby", "route-cn01-a-dn01", "route-dn01-b-dn01"]);
-        assert_eq!(argv(&plan.steps[0]), ["pg_ctl -Z datanode -D /data/dn01-a stop -m fast", "touch /data/dn01-a/standby.signal"]);
+        let fence = argv(&plan.steps[0]);
+        assert_eq!(fence[0], "pg_ctl -Z datanode -D /data/dn01-a stop -m fast");
+        assert!(
+            fence[1].contains("status -D \"$dir\"") && fence[1].ends_with(" fence pg_ctl /data/dn01-a /data/dn01-a/standby.signal "),
+            "the mark is written only once pg_ctl status says stopped: {}",
+            fence[1]
+        );
         assert_eq!(argv(&plan.steps[1]), ["pg_ctl -Z datanode -D /data/dn01-b promote"]);
         assert!(matches!(plan.steps[1].effects.last(), Some(Effect::Wait(_))), "it waits until the new master takes writes");
         let Effect::Sql(route) = &plan.steps[2].effects[0] else { panic!("{:?}", plan.steps[2]) };

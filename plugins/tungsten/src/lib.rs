@@ -415,20 +415,27 @@ fn plan_reprovision(deployment: &Deployment, failed: &str, source: &str) -> Comm
             .build(),
         );
     }
-    // Connectors online and AUTOMATIC only once every replicator of FAILED is back: a stopped
-    // one is found here, before cctrl would refuse (or, worse, accept) it.
-    steps.push(
-        step(
-            &format!("{failed}-back-online"),
-            titled("7", &format!("Every {failed} replicator is ONLINE (its hosts and the cross-site ones)"), &format!("{failed} の全レプリケータが ONLINE")),
-            &cctrl_host,
-        )
-        .wait_until(text(&format!("every {failed} replicator is ONLINE"), &format!("{failed} の全レプリケータが ONLINE")), 1_000, 120_000)
-        .idempotent()
-        .kind(&on(&cctrl_host, Kind::Back))
-        .build(),
-    );
+    // Connectors online and AUTOMATIC only once every replicator of FAILED is back (checked
+    // before each: one may go in between): a stopped one is found here, before cctrl would
+    // refuse (or, worse, accept) it.
+    let gate = |id: String, title: Text, then: String| {
+        step(&id, title, &cctrl_host)
+            .wait_until(text(&format!("every {failed} replicator is ONLINE"), &format!("{failed} の全レプリケータが ONLINE")), 1_000, 120_000)
+            .idempotent()
+            .kind(&on(&cctrl_host, Kind::Back { then }))
+            .build()
+    };
+    steps.push(gate(
+        format!("{failed}-back-online"),
+        titled("7", &format!("Every {failed} replicator is ONLINE (its hosts and the cross-site ones)"), &format!("{failed} の全レプリケータが ONLINE")),
+        format!("put {failed}'s connectors online"),
+    ));
     steps.push(routers("online", "7"));
+    steps.push(gate(
+        format!("{failed}-still-online"),
+        titled("8", &format!("Every {failed} replicator is still ONLINE"), &format!("{failed} の全レプリケータが引き続き ONLINE")),
+        format!("set {failed} back to AUTOMATIC"),
+    ));
     steps.push(policy("automatic", "8"));
     Ok(ChangePlan {
         summary: text(
@@ -492,8 +499,10 @@ enum Kind {
         cctrl: String,
         online: bool,
     },
-    /// Every replicator of the dataservice is back.
-    Back,
+    /// Every replicator of the dataservice is back, before the step that would `then`.
+    Back {
+        then: String,
+    },
     Trepctl {
         trepctl: String,
         verb: Verb,
@@ -522,30 +531,28 @@ fn check_step(step: &On) -> CommandResult<CheckResult> {
     let unknown = |detail: String| CheckResult { state: CheckState::Unknown, detail: text(&detail, "") };
     Ok(match &step.kind {
         Kind::Policy { cctrl, automatic } => match overview(host, cctrl) {
-            Ok(view) if view.policy.eq_ignore_ascii_case(if *automatic { "automatic" } else { "maintenance" }) => done(true, format!("policy {}", view.policy)),
-            Ok(view) if *automatic => {
-                back_before(service, &format!("set {service} back to AUTOMATIC"))?.unwrap_or_else(|| done(false, format!("policy {}", view.policy)))
+            Ok(view) => {
+                // Never AUTOMATIC with a replicator not back (also when retried or resumed).
+                match if *automatic { back_before(service, &format!("set {service} back to AUTOMATIC"), true)? } else { None } {
+                    Some(refusal) => refusal,
+                    None => done(view.policy.eq_ignore_ascii_case(if *automatic { "automatic" } else { "maintenance" }), format!("policy {}", view.policy)),
+                }
             }
-            Ok(view) => done(false, format!("policy {}", view.policy)),
             Err(e) => unknown(e),
         },
         Kind::Routers { cctrl, online } => match overview(host, cctrl) {
             Ok(view) => {
                 let want = if *online { "ONLINE" } else { "OFFLINE" };
                 let detail = format!("connectors {:?}", view.routers);
-                if !view.routers.is_empty() && view.routers.iter().all(|(_, s)| s == want) {
-                    done(true, detail)
-                } else if *online {
-                    back_before(service, &format!("put {service}'s connectors online"))?.unwrap_or_else(|| done(false, detail))
-                } else {
-                    done(false, detail)
+                // Never connectors online with a replicator not back (also on retry or resume).
+                match if *online { back_before(service, &format!("put {service}'s connectors online"), true)? } else { None } {
+                    Some(refusal) => refusal,
+                    None => done(!view.routers.is_empty() && view.routers.iter().all(|(_, s)| s == want), detail),
                 }
             }
             Err(e) => unknown(e),
         },
-        Kind::Back => {
-            back_before(service, &format!("put {service}'s connectors online"))?.unwrap_or_else(|| done(true, format!("every {service} replicator is ONLINE")))
-        }
+        Kind::Back { then } => back_before(service, then, false)?.unwrap_or_else(|| done(true, format!("every {service} replicator is ONLINE"))),
         Kind::Trepctl { trepctl, verb } => match replicator_state(host, trepctl, service) {
             Ok((state, seqno)) => match verb {
                 Verb::Offline if state.starts_with("OFFLINE") => done(true, state),
@@ -572,13 +579,14 @@ fn check_step(step: &On) -> CommandResult<CheckResult> {
 
 /// Unless every replicator of `service` is back, what a step that would `what` must say: stale
 /// when one is stopped or cannot be asked (it will not come back by itself, so opsh does not go
-/// on), not yet otherwise. `None`: they are all back.
-fn back_before(service: &str, what: &str) -> CommandResult<Option<CheckResult>> {
+/// on) or when the step is `strict` (it must not run at all then), not yet otherwise. `None`:
+/// they are all back.
+fn back_before(service: &str, what: &str, strict: bool) -> CommandResult<Option<CheckResult>> {
     let problems = not_back(&Deployment::load()?, service)?;
     if problems.is_empty() {
         return Ok(None);
     }
-    let blocked = problems.iter().any(|p| p.ends_with("is STOPPED") || !p.contains(" replicator is "));
+    let blocked = strict || problems.iter().any(|p| p.ends_with("is STOPPED") || !p.contains(" replicator is "));
     let en = format!("opsh does not {what} while its replicators are not ({})", problems.join("; "));
     let ja = format!("レプリケータがオンラインでないため続行しません ({})", problems.join("; "));
     Ok(Some(CheckResult { state: if blocked { CheckState::Stale } else { CheckState::NotDone }, detail: text(&en, &ja) }))
@@ -615,8 +623,13 @@ mod tests {
         format!("NAME              VALUE\n----              -----\nappliedLastSeqno  : 1042\nhost              : {host}\nstate             : {state}\n")
     }
 
-    /// Two dataservices of two hosts each, every replicator as `source_state` says for west1's.
+    /// Two dataservices of two hosts each, every replicator ONLINE but west1's (`source_state`).
     fn world(source_state: &str) -> World {
+        world_where(source_state, "ONLINE")
+    }
+
+    /// … and west2's cross-site replicator of east in `cross_west2`.
+    fn world_where(source_state: &str, cross_west2: &str) -> World {
         let mut world = World::new().target(
             "topology",
             "sites",
@@ -629,7 +642,12 @@ mod tests {
             world = world
                 .exec(host, &format!("{HOME}/tungsten-manager/bin/cctrl"), 0, &ls(service, &hosts, "AUTOMATIC"))
                 .exec(host, &format!("{HOME}/tungsten-replicator/bin/trepctl -service {service} status"), 0, &status(own, host))
-                .exec(host, &format!("{CROSS}/tungsten-replicator/bin/trepctl -service east status"), 0, &status("ONLINE", host))
+                .exec(
+                    host,
+                    &format!("{CROSS}/tungsten-replicator/bin/trepctl -service east status"),
+                    0,
+                    &status(if host == "west2" { cross_west2 } else { "ONLINE" }, host),
+                )
                 .exec(host, "true", 0, "");
         }
         world
@@ -664,6 +682,7 @@ mod tests {
                 "online-east-on-west2",
                 "east-back-online",
                 "routers-online",
+                "east-still-online",
                 "set-policy-automatic",
             ]
         );
@@ -675,6 +694,24 @@ mod tests {
         assert!(plan.steps.iter().all(|s| s.custom.is_none()), "the host performs every step");
         assert_eq!(plan.if_stopped[0].en, "east stays in MAINTENANCE policy (no automatic recovery), its connectors offline");
         assert!(plan.warnings[0].en.contains("REPLACED by west1's"), "{:?}", plan.warnings);
+    }
+
+    /// A retry or resume asks the step's check first: connectors online and AUTOMATIC are refused
+    /// (stale) while a replicator is not back, even one that is merely OFFLINE.
+    #[test]
+    fn connectors_and_automatic_are_refused_on_a_retry_while_a_replicator_is_not_back() {
+        let (plan, _) = world("ONLINE").run(|| super::Tungsten::plan(reprovision("east", "west1")));
+        let plan = plan.expect("a plan");
+        for id in ["routers-online", "set-policy-automatic"] {
+            let step = plan.steps.iter().find(|s| s.id == id).expect("step").clone();
+            let (check, _) = world_where("ONLINE", "OFFLINE:NORMAL").run(|| super::Tungsten::check(reprovision("east", "west1"), step));
+            let check = check.expect("a check");
+            assert_eq!(check.state, opsh_plugin_sdk::CheckState::Stale, "{id}: {:?}", check.detail);
+            assert!(check.detail.en.contains("west2's east replicator is OFFLINE:NORMAL"), "{id}: {}", check.detail.en);
+        }
+        let gate = plan.steps.iter().find(|s| s.id == "east-back-online").expect("gate").clone();
+        let (check, _) = world_where("ONLINE", "OFFLINE:NORMAL").run(|| super::Tungsten::check(reprovision("east", "west1"), gate));
+        assert_eq!(check.expect("a check").state, opsh_plugin_sdk::CheckState::NotDone, "the gate itself waits for an OFFLINE one to come back");
     }
 
     #[test]
