@@ -32,16 +32,27 @@ pub async fn run_file(session: &Session, path: &Path) -> Exit {
         }
         lines.push((number, trimmed.to_string()));
     }
+    // What each line changed, to say so (and exit 3) if a later one fails.
+    let mut changed: Vec<String> = Vec::new();
     for (number, line) in lines {
         if matches!(line.as_str(), "exit" | "quit") {
             return Exit::Success;
         }
         session.console.note(&format!("{}:{number}: {line}", path.display()));
+        let before = session.change_count();
         let exit = session.run_line(&line).await;
         if exit != Exit::Success {
+            let earlier = changed.join("; ");
+            // A failure after earlier lines changed something is "changed, then failed"; an
+            // unknown outcome stays unknown.
+            let exit = if changed.is_empty() || matches!(exit, Exit::FailedChanged | Exit::Unknown) { exit } else { Exit::FailedChanged };
             session.console.error(&format!("{}:{number}: stopped here (exit {}); the lines after it were not run", path.display(), exit.code()));
+            if !changed.is_empty() {
+                session.console.error(&format!("earlier lines changed things: {earlier} (see `opsh journal RUN`)"));
+            }
             return exit;
         }
+        changed.extend(session.changes_since(before).into_iter().map(|c| format!("line {number}: {c}")));
     }
     Exit::Success
 }

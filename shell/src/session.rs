@@ -54,6 +54,9 @@ pub struct Session {
     pub console: Arc<Console>,
     pub interrupt: Interrupt,
     events: Arc<dyn Events>,
+    /// What this process changed so far, one line per run that changed (or may have changed)
+    /// something: a script that fails later says so, and exits 3.
+    changes: std::sync::Mutex<Vec<String>>,
 }
 
 /// A command line, checked and ready to run.
@@ -93,11 +96,21 @@ impl Session {
         for problem in &registry.problems {
             console.warn(&format!("plugin not loaded: {problem}"));
         }
-        Ok(Self { paths, caps, sandbox, registry, defaults, console, interrupt: Interrupt::default(), events })
+        Ok(Self { paths, caps, sandbox, registry, defaults, console, interrupt: Interrupt::default(), events, changes: Default::default() })
     }
 
     pub async fn shutdown(&self) {
         self.caps.shutdown().await;
+    }
+
+    /// How many changes this process has made so far (see [`Session::changes_since`]).
+    pub fn change_count(&self) -> usize {
+        self.changes.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
+    /// The changes made after the first `count`.
+    pub fn changes_since(&self, count: usize) -> Vec<String> {
+        self.changes.lock().unwrap_or_else(|p| p.into_inner()).get(count..).map(<[String]>::to_vec).unwrap_or_default()
     }
 
     /// Split a line into words (shell quoting rules).
@@ -236,6 +249,15 @@ impl Session {
                 self.engine().run(&plugin, &command, &call, &line, &run_options).await
             }
         };
+        let changed = match &outcome {
+            Outcome::Done { run: Some(run), results, .. } if !results.is_empty() => Some(format!("run {run} changed what it planned")),
+            Outcome::Failed { changed: true, run, .. } => Some(format!("run {} changed part of what it planned", run.as_deref().unwrap_or("?"))),
+            Outcome::Unknown { run, .. } => Some(format!("run {} may have changed something (outcome unknown)", run.as_deref().unwrap_or("?"))),
+            _ => None,
+        };
+        if let Some(changed) = changed {
+            self.changes.lock().unwrap_or_else(|p| p.into_inner()).push(changed);
+        }
         let problems = if options.check { render::problems(&outcome, &options.lang) } else { Vec::new() };
         let exit = if problems.is_empty() { outcome.exit() } else { Exit::CheckFailed };
         render::outcome(&self.console, options, &outcome, exit);

@@ -28,9 +28,23 @@ fn a_script_stops_at_its_first_failing_line() {
     )
     .expect("write script");
     let run = world.opsh(&["run", script.to_str().expect("utf-8 path")]);
-    assert_eq!(run.code, 1, "{run:?}");
-    assert!(run.stderr.contains("failover.opsh:4: stopped here (exit 1)"), "{run:?}");
+    // Line 2 changed the database before line 4 failed: "changed, then failed", not "nothing
+    // was changed".
+    assert_eq!(run.code, 3, "{run:?}");
+    assert!(run.stderr.contains("failover.opsh:4: stopped here (exit 3)"), "{run:?}");
+    assert!(run.stderr.contains("earlier lines changed things: line 2: run ") && run.stderr.contains("changed what it planned"), "{run:?}");
     assert_eq!(world.sql("alpha", "app", "SELECT string_agg(value, ',') FROM probe_log"), "first");
+    // Nothing changed before the failing line: it keeps its own code.
+    std::fs::write(
+        &script,
+        "probe write-in-plan alpha-app --yes
+probe insert alpha-app fourth --yes
+",
+    )
+    .expect("write script");
+    let run = world.opsh(&["run", script.to_str().expect("utf-8 path")]);
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(!run.stderr.contains("earlier lines changed"), "{run:?}");
 }
 
 #[test]

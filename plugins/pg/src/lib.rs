@@ -49,7 +49,7 @@ impl Guest for Pg {
 
     fn read(call: Invocation) -> CommandResult<Vec<Table>> {
         match call.command.as_str() {
-            "status" => Ok(vec![status()]),
+            "status" => Ok(vec![status()?]),
             other => Err(CommandError::Usage(format!("pg has no read command {other}"))),
         }
     }
@@ -143,10 +143,19 @@ impl Guest for Pg {
 /// Whether setting $1 has value $2 now (or waits for a restart).
 const IN_EFFECT: &str = "SELECT current_setting($1) = $2 OR setting = $2 OR pending_restart AS done FROM pg_settings WHERE name = $1";
 
-fn status() -> Table {
+/// Every database granted to pg. A status that could read none of them is a failure (exit 1),
+/// not an empty or all-red table with exit 0; one that read some shows what it could.
+fn status() -> CommandResult<Table> {
     let mut out =
         table(text("PostgreSQL databases", "PostgreSQL データベース"), &["database", "host", "state", "role", "version", "replication", "connections"]);
-    for database in host::list_targets("database") {
+    let databases = host::list_targets("database");
+    if databases.is_empty() {
+        return Err(CommandError::Failed(
+            "no database is granted to pg: add databases to the inventory and `[grants.pg] sql = [\"NAME\", …]` (see `opsh inventory`)".into(),
+        ));
+    }
+    let mut failures = Vec::new();
+    for database in databases {
         let server = host::lookup(&database).ok().and_then(|info| info.attributes.into_iter().find(|(k, _)| k == "host").map(|(_, v)| v)).unwrap_or_default();
         let query = "SELECT current_setting('server_version') AS version, pg_is_in_recovery() AS standby, \
                      (SELECT count(*) FROM pg_stat_replication) AS senders, \
@@ -176,10 +185,23 @@ fn status() -> Table {
                     plain(rows.first_int("connections").unwrap_or(0).to_string()),
                 ]);
             }
-            Err(e) => out.push(vec![plain(&database), plain(&server), bad("down"), plain("?"), plain("?"), plain(e.message()), plain("?")]),
+            Err(e) => {
+                // A server that refuses opsh's login is up: say so, it is not "down".
+                let state = match &e {
+                    opsh_plugin_sdk::CapabilityError::Auth(_) => "auth failed",
+                    opsh_plugin_sdk::CapabilityError::Unreachable(_) | opsh_plugin_sdk::CapabilityError::Timeout(_) => "unreachable",
+                    _ => "down",
+                };
+                failures.push(format!("{database}: {state} ({})", e.brief()));
+                out.push(vec![plain(&database), plain(&server), bad(state), plain("?"), plain("?"), plain(e.message()), plain("?")]);
+            }
         }
     }
-    out.build()
+    let table = out.build();
+    if failures.len() == table.rows.len() {
+        return Err(CommandError::Failed(format!("no database answered: {}", failures.join("; "))));
+    }
+    Ok(table)
 }
 
 #[cfg(target_arch = "wasm32")]
@@ -224,6 +246,36 @@ mod tests {
         let warnings = plan.expect("a plan").warnings;
         assert_eq!(warnings.len(), 1);
         assert_eq!(warnings[0].en, "max_connections takes effect only after a restart of alpha-app");
+    }
+
+    #[test]
+    fn status_says_auth_failed_for_a_login_refused_and_fails_when_no_database_answers() {
+        let refused = opsh_plugin_sdk::CapabilityError::Auth("database b: password authentication failed for user \"opsh\"".into());
+        let world = World::new()
+            .target("database", "a", &[("host", "h1")])
+            .target("database", "b", &[("host", "h2")])
+            .sql(
+                "a",
+                "server_version",
+                rows(
+                    &["version", "standby", "senders", "receiver", "connections"],
+                    vec![vec![
+                        text("15.4"),
+                        opsh_plugin_sdk::sql::Value::Boolean(false),
+                        opsh_plugin_sdk::sql::Value::Int(0),
+                        opsh_plugin_sdk::sql::Value::Null,
+                        opsh_plugin_sdk::sql::Value::Int(3),
+                    ]],
+                ),
+            )
+            .sql_fails("b", "server_version", refused.clone());
+        let (tables, _) = world.run(|| super::Pg::read(invocation("status", &[])));
+        let tables = tables.expect("tables");
+        assert_eq!(tables[0].rows[1][2], opsh_plugin_sdk::Cell::Bad("auth failed".into()), "{:?}", tables[0].rows[1]);
+        let (none, _) = World::new().target("database", "b", &[]).sql_fails("b", "server_version", refused).run(|| super::Pg::read(invocation("status", &[])));
+        assert!(matches!(&none, Err(CommandError::Failed(m)) if m.starts_with("no database answered: b: auth failed")), "{none:?}");
+        let (empty, _) = World::new().run(|| super::Pg::read(invocation("status", &[])));
+        assert!(matches!(&empty, Err(CommandError::Failed(m)) if m.starts_with("no database is granted to pg")), "{empty:?}");
     }
 
     #[test]
