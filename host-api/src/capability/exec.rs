@@ -154,17 +154,15 @@ impl Remote {
         close(old).await;
     }
 
-    /// The host's multiplexed master, connected on first use. A cached master that no longer
-    /// answers (`ssh -O check`: the host froze and ssh's keep-alive gave up, or it rebooted) is
-    /// replaced before the command, so a long-lived shell behaves like a new process.
+    /// The host's multiplexed master, connected on first use. One that died since (the host
+    /// froze and ssh's keep-alive gave up, or it rebooted) is found by the command that cannot
+    /// start on it (see `run_remote`), which replaces it: no check costs every command a round
+    /// trip.
     async fn session(&self, host: &str) -> CapResult<Arc<Session>> {
         let slot = self.slot(host).await;
         let mut guard = slot.lock().await;
         if let Some(session) = guard.as_ref() {
-            if session_alive(session).await {
-                return Ok(session.clone());
-            }
-            close(guard.take()).await;
+            return Ok(session.clone());
         }
         let entry = self
             .inventory
