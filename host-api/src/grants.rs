@@ -156,6 +156,34 @@ impl Grants {
             })
     }
 
+    /// The inventory's databases and (remote) hosts this plugin could reach with the
+    /// capabilities it declared: what one of its reading calls may touch. Hosts count for ssh,
+    /// file-edit and service alike (all three run over the host's ssh connection).
+    pub fn reachable(&self, plugin: &str, inventory: &Inventory, declared: &BTreeSet<Capability>) -> (Vec<String>, Vec<String>) {
+        let granted = |capability: Capability, name: &str| declared.contains(&capability) && self.grants_some(plugin, capability, name);
+        let databases = inventory.databases.keys().filter(|name| granted(Capability::Sql, name)).cloned().collect();
+        let hosts = inventory
+            .hosts
+            .keys()
+            .filter(|name| name.as_str() != LOCAL_HOST)
+            .filter(|name| [Capability::Ssh, Capability::FileEdit, Capability::Service].into_iter().any(|c| granted(c, name)))
+            .cloned()
+            .collect();
+        (databases, hosts)
+    }
+
+    /// Is `capability` granted on `target` for anything (any path or service of it)?
+    fn grants_some(&self, plugin: &str, capability: Capability, target: &str) -> bool {
+        let Some(grants) = self.plugins.get(plugin) else { return false };
+        grants.topology_members.contains(target)
+            || grants.patterns.get(&capability).is_some_and(|patterns| {
+                patterns.iter().any(|p| match capability {
+                    Capability::FileEdit | Capability::Service => glob_match(p.split(':').next().unwrap_or(p), target),
+                    Capability::Sql | Capability::Ssh => glob_match(p, target),
+                })
+            })
+    }
+
     /// Topologies managed by this plugin are visible to it as a whole.
     pub fn manages_topology(&self, plugin: &str, inventory: &Inventory, topology: &str) -> bool {
         inventory.topologies.get(topology).and_then(|t| t.plugin.as_deref()) == Some(plugin) || self.may_see(plugin, topology)
@@ -203,6 +231,24 @@ pub fn glob_match(pattern: &str, text: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn what_a_plugin_could_reach_is_what_it_declared_and_was_granted() {
+        let inventory = Inventory::parse(
+            "[hosts.a]\naddress='127.0.0.2'\n[hosts.b]\naddress='127.0.0.3'\n[hosts.c]\naddress='127.0.0.4'\n\
+             [databases.a-db]\nhost='a'\ndbname='x'\nuser='u'\n[databases.c-db]\nhost='c'\ndbname='x'\nuser='u'\n\
+             [topologies.t]\nplugin='p'\nmembers={node=['a-db']}\n[grants.p]\nservice=['b:app']\n[grants.q]\nssh=['local', '*']\n",
+        )
+        .expect("inventory");
+        let grants = Grants::new(&inventory);
+        let all: BTreeSet<Capability> = [Capability::Sql, Capability::Ssh, Capability::FileEdit, Capability::Service].into();
+        assert_eq!(grants.reachable("p", &inventory, &all), (vec!["a-db".to_string()], vec!["a".to_string(), "b".to_string()]));
+        let sql_only: BTreeSet<Capability> = [Capability::Sql].into();
+        assert_eq!(grants.reachable("p", &inventory, &sql_only), (vec!["a-db".to_string()], vec![]));
+        let (databases, hosts) = grants.reachable("q", &inventory, &all);
+        assert!(databases.is_empty() && hosts == ["a", "b", "c"], "{databases:?} {hosts:?}");
+        assert_eq!(grants.reachable("nobody", &inventory, &all), (vec![], vec![]));
+    }
 
     #[test]
     fn globs() {

@@ -105,6 +105,14 @@ pub enum Record {
         step: String,
         effect: crate::plan::Performed,
     },
+    /// The effect journaled just before as `performed` never reached its target: the
+    /// connection could not be made, so its command did not start.
+    Unsent {
+        at: String,
+        index: usize,
+        step: String,
+        why: String,
+    },
     /// A command run as a probe outside `apply` (while planning, checking or verifying).
     Probe {
         at: String,
@@ -162,22 +170,37 @@ impl Journal {
         bail!("cannot find a free run id in {}", dir.display())
     }
 
-    /// Continue writing an existing run's journal (resume, retry).
+    /// Continue writing an existing run's journal (resume, retry). A torn last record (the
+    /// process died while writing it) is cut off first: it was never complete, so what it would
+    /// have announced never started — and a record appended after it must not run into it.
     pub fn reopen(dir: &Path, run: &str, redact: Redactor) -> Result<Self> {
         let path = run_path(dir, run)?;
+        let text = std::fs::read(&path).with_context(|| format!("cannot read journal {}", path.display()))?;
+        let complete = text.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
         let file = OpenOptions::new().append(true).open(&path).with_context(|| format!("cannot open journal {}", path.display()))?;
+        if complete < text.len() {
+            file.set_len(complete as u64)
+                .and_then(|()| file.sync_data())
+                .with_context(|| format!("cannot cut the torn last record off journal {}", path.display()))?;
+        }
         Ok(Self { run: run.to_string(), path, file: Mutex::new(file), redact })
     }
 
-    /// Append one record and flush it to disk before returning.
+    /// Append one record and flush it to disk before returning. A record that could not be
+    /// written whole (the disk is full) is taken back, so the journal stays readable.
     pub fn append(&self, record: &Record) -> Result<()> {
         let line = serde_json::to_string(record).context("encoding a journal record")?;
-        let line = (self.redact)(&line);
+        let mut line = (self.redact)(&line);
+        line.push('\n');
         let mut file = self.file.lock().unwrap_or_else(|p| p.into_inner());
-        file.write_all(line.as_bytes())
-            .and_then(|()| file.write_all(b"\n"))
-            .and_then(|()| file.sync_data())
-            .with_context(|| format!("cannot write the journal {}", self.path.display()))
+        let before = file.metadata().map(|m| m.len());
+        let written = file.write_all(line.as_bytes()).and_then(|()| file.sync_data());
+        if written.is_err()
+            && let Ok(len) = before
+        {
+            let _ = file.set_len(len);
+        }
+        written.with_context(|| format!("cannot write the journal {}", self.path.display()))
     }
 
     pub fn intent(&self, index: usize, step: &str, by: &str) -> Result<()> {
@@ -247,19 +270,24 @@ impl RunLog {
     pub fn read(dir: &Path, run: &str) -> Result<Self> {
         let path = run_path(dir, run)?;
         let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read journal {}", path.display()))?;
+        Self::parse(&file_run_id(&path).unwrap_or_else(|| run.to_string()), &text, &path.display().to_string())
+    }
+
+    /// A run's records from the journal's text (`source` names it in errors).
+    pub fn parse(run: &str, text: &str, source: &str) -> Result<Self> {
         let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
         let mut records = Vec::with_capacity(lines.len());
         for (i, line) in lines.iter().enumerate() {
             match serde_json::from_str::<Record>(line) {
                 Ok(record) => records.push(record),
                 Err(_) if i + 1 == lines.len() => {}
-                Err(e) => bail!("journal {} line {} is damaged: {e}", path.display(), i + 1),
+                Err(e) => bail!("journal {source} line {} is damaged: {e}", i + 1),
             }
         }
         if !matches!(records.first(), Some(Record::Run { .. })) {
-            bail!("journal {} does not start with a run record", path.display());
+            bail!("journal {source} does not start with a run record");
         }
-        Ok(Self { run: file_run_id(&path).unwrap_or_else(|| run.to_string()), records })
+        Ok(Self { run: run.to_string(), records })
     }
 
     pub fn list(dir: &Path) -> Vec<RunLog> {
@@ -324,13 +352,50 @@ impl RunLog {
             match record {
                 Record::Result { index, message, duration_ms, .. } if *index < steps => {
                     details[*index].0 = message.clone();
-                    details[*index].1 += duration_ms;
+                    details[*index].1 = details[*index].1.saturating_add(*duration_ms);
                 }
                 Record::Check { index, detail, state, .. } if *index < steps => details[*index].0 = format!("check: {state} — {detail}"),
                 _ => {}
             }
         }
         details
+    }
+
+    /// For each step, what of it reached its target in its last attempt: `None` for a step the
+    /// plugin applies itself (the host cannot tell), else how many of its effects the host sent
+    /// and how many it has (waits and previews are not sent). A failed step with `0 of N` never
+    /// started its command.
+    pub fn sent(&self) -> Vec<Option<(usize, usize)>> {
+        let Some(plan) = self.header().map(|h| h.2) else { return Vec::new() };
+        let mut sent: Vec<Option<(usize, usize)>> = plan
+            .steps
+            .iter()
+            .map(|step| {
+                let sendable = step.effects.iter().filter(|e| !matches!(e, crate::plan::Effect::Wait { .. } | crate::plan::Effect::Opaque(_))).count();
+                (step.runs == crate::plan::Runner::Host).then_some((0, sendable))
+            })
+            .collect();
+        for record in &self.records {
+            match record {
+                Record::Intent { index, .. } => {
+                    if let Some(Some((n, _))) = sent.get_mut(*index) {
+                        *n = 0;
+                    }
+                }
+                Record::Performed { index, .. } => {
+                    if let Some(Some((n, _))) = sent.get_mut(*index) {
+                        *n += 1;
+                    }
+                }
+                Record::Unsent { index, .. } => {
+                    if let Some(Some((n, _))) = sent.get_mut(*index) {
+                        *n = n.saturating_sub(1);
+                    }
+                }
+                _ => {}
+            }
+        }
+        sent
     }
 
     /// `done`, `failed`, `unknown`, `interrupted`, `refused`, or `running` / `died` when there is
@@ -420,5 +485,11 @@ mod tests {
         assert_eq!(log.states(), vec![StepState::Done, StepState::InFlight, StepState::NotStarted]);
         let text = std::fs::read_to_string(&journal.path).expect("text");
         assert!(!text.contains("hunter2") && text.contains("ok with ********"));
+
+        // A resume of that run: the torn record is cut off, and what it writes is readable.
+        let resumed = Journal::reopen(dir.path(), &journal.run, Arc::new(|s: &str| s.to_string())).expect("reopen");
+        resumed.result(1, "s1", StepStatus::Done, "ok", 5).expect("result");
+        let log = RunLog::read(dir.path(), &journal.run).expect("read after the resume wrote");
+        assert_eq!(log.states(), vec![StepState::Done, StepState::Done, StepState::NotStarted]);
     }
 }

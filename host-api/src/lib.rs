@@ -14,6 +14,7 @@ pub mod plugins;
 pub mod probe;
 pub mod runbook;
 pub mod sandbox;
+pub mod script;
 pub mod scrub;
 pub mod timefmt;
 

@@ -121,7 +121,7 @@ pub const JSON_SCHEMA: u32 = 1;
 /// `--check`: every cell a read command shows as a problem (style bad), with its row's first
 /// cell for context.
 pub fn problems(outcome: &Outcome, lang: &str) -> Vec<String> {
-    let Outcome::Tables { tables } = outcome else { return Vec::new() };
+    let Outcome::Tables { tables, .. } = outcome else { return Vec::new() };
     let mut found = Vec::new();
     for table in tables {
         let title = pick(&table.title, lang);
@@ -149,7 +149,7 @@ pub fn outcome(console: &Console, options: &LineOptions, outcome: &Outcome, exit
         let mut doc = serde_json::to_value(outcome).unwrap_or(Value::Null);
         if let Value::Object(map) = &mut doc {
             let tables = match outcome {
-                Outcome::Tables { tables } => Some(tables),
+                Outcome::Tables { tables, .. } => Some(tables),
                 Outcome::Done { verification, .. } => Some(verification),
                 _ => None,
             };
@@ -164,12 +164,15 @@ pub fn outcome(console: &Console, options: &LineOptions, outcome: &Outcome, exit
         return;
     }
     match outcome {
-        Outcome::Tables { tables } => {
+        Outcome::Tables { tables, none_answered } => {
             for (i, table) in tables.iter().enumerate() {
                 if i > 0 {
                     console.out("");
                 }
                 Grid::from_table(table, lang).print(console);
+            }
+            if let Some(message) = none_answered {
+                console.error(message);
             }
         }
         Outcome::Planned { .. } => console.note("dry run: nothing was changed"),
@@ -194,6 +197,18 @@ pub fn outcome(console: &Console, options: &LineOptions, outcome: &Outcome, exit
             console.error(message);
             console.note("outcome unknown: check the target before going on");
         }
+    }
+}
+
+/// What of a step reached its target: `1 of 2` effects sent by the host, `nothing` for a step
+/// that never started its command, `by plugin` when the plugin applied it (the host cannot tell).
+fn sent_cell(state: opsh_host::journal::StepState, sent: Option<(usize, usize)>) -> String {
+    use opsh_host::journal::StepState;
+    match (state, sent) {
+        (StepState::NotStarted, _) => String::new(),
+        (_, None) => "by plugin".into(),
+        (_, Some((0, of))) if of > 0 => "nothing".into(),
+        (_, Some((n, of))) => format!("{n} of {of}"),
     }
 }
 
@@ -256,6 +271,7 @@ pub fn journal(console: &Console, dir: &std::path::Path, args: &[String], option
             let Some((plugin, _, plan, previews, line, _)) = log.header() else { return Exit::Failed };
             let states = log.states();
             let details = log.step_details();
+            let sent = log.sent();
             if options.output == OutputFormat::Json {
                 let steps: Vec<Value> = plan
                     .steps
@@ -265,6 +281,7 @@ pub fn journal(console: &Console, dir: &std::path::Path, args: &[String], option
                         json!({
                             "index": i, "id": step.id, "title": previews.get(i).map(|p| p.title.clone()).unwrap_or_default(),
                             "target": step.target, "state": states[i], "message": details[i].0, "duration_ms": details[i].1,
+                            "sent": sent.get(i).copied().flatten().map(|(n, of)| json!({ "effects": n, "of": of })),
                             "effects": previews.get(i).map(|p| serde_json::to_value(&p.effects).unwrap_or(Value::Null)).unwrap_or(Value::Null),
                         })
                     })
@@ -280,7 +297,7 @@ pub fn journal(console: &Console, dir: &std::path::Path, args: &[String], option
                 console.out(&format!("last message: {message}"));
             }
             console.out("");
-            let mut grid = Grid::new("Steps", &["#", "step", "title", "target", "state", "time", "message"]);
+            let mut grid = Grid::new("Steps", &["#", "step", "title", "target", "state", "sent", "time", "message"]);
             for (i, step) in plan.steps.iter().enumerate() {
                 let (state, color) = match states[i] {
                     StepState::Done => ("done", Some(Color::Green)),
@@ -295,6 +312,7 @@ pub fn journal(console: &Console, dir: &std::path::Path, args: &[String], option
                     (previews.get(i).map(|p| p.title.clone()).unwrap_or_default(), None),
                     (step.target.clone(), None),
                     (state.to_string(), color),
+                    (sent_cell(states[i], sent.get(i).copied().flatten()), None),
                     (
                         match details[i].1 {
                             0 => String::new(),

@@ -17,21 +17,17 @@ pub async fn run_file(session: &Session, path: &Path) -> Exit {
             return Exit::Usage;
         }
     };
-    let mut lines = Vec::new();
-    for (index, line) in text.lines().enumerate() {
-        let number = index + 1;
-        let trimmed = line.trim();
-        if trimmed.is_empty() || trimmed.starts_with('#') {
-            continue;
-        }
-        let checked = Session::split(trimmed).and_then(|words| session.prepare(words).map(|_| ()));
-        if let Err(e) = checked {
+    let parsed = opsh_host::script::lines(&text).map_err(|m| (m.number, m.message)).and_then(|lines| {
+        lines.into_iter().map(|line| session.prepare(line.words).map(|_| (line.number, line.text)).map_err(|e| (line.number, e))).collect::<Result<Vec<_>, _>>()
+    });
+    let lines = match parsed {
+        Ok(lines) => lines,
+        Err((number, e)) => {
             session.console.error(&format!("{}:{number}: {e}", path.display()));
             session.console.note("the script was not run: nothing was changed");
             return Exit::Usage;
         }
-        lines.push((number, trimmed.to_string()));
-    }
+    };
     // What each line changed, to say so (and exit 3) if a later one fails.
     let mut changed: Vec<String> = Vec::new();
     for (number, line) in lines {

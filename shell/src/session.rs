@@ -115,7 +115,7 @@ impl Session {
 
     /// Split a line into words (shell quoting rules).
     pub fn split(line: &str) -> Result<Vec<String>, String> {
-        shell_words::split(line).map_err(|e| format!("cannot parse the line: {e} (check the quotes)"))
+        opsh_host::script::words(line)
     }
 
     pub async fn run_line(&self, line: &str) -> Exit {

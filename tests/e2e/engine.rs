@@ -267,6 +267,92 @@ fn ctrl_c_stops_after_the_current_step_and_the_run_resumes() {
     assert_eq!(end_state(&world), uninterrupted());
 }
 
+/// A small filesystem of its own under a directory, unmounted when dropped.
+struct SmallDisk(std::path::PathBuf);
+
+impl SmallDisk {
+    fn mount(dir: &std::path::Path, size: &str) -> SmallDisk {
+        std::fs::create_dir_all(dir).expect("mount point");
+        let mounted = std::process::Command::new("mount").args(["-t", "tmpfs", "-o", &format!("size={size}"), "opsh-e2e-small-disk"]).arg(dir).status();
+        assert!(mounted.is_ok_and(|s| s.success()), "mount a tmpfs on {}", dir.display());
+        SmallDisk(dir.to_path_buf())
+    }
+
+    /// Take every byte left.
+    fn fill(&self) {
+        use std::io::Write;
+        let mut filler = std::fs::File::create(self.0.join("filler")).expect("filler");
+        while filler.write_all(&[0u8; 4096]).is_ok() {}
+    }
+
+    fn free(&self) {
+        std::fs::remove_file(self.0.join("filler")).expect("remove the filler");
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+/// The disk under the journal fills up during a run of 300 one-row steps. Wherever that
+/// happens (a record may still fit in the journal's last page), the run stops at the first
+/// record it cannot write, saying so: no step's effect ran without its intent on disk (the rows
+/// are exactly the journaled intents), the journal stays readable (a record the disk could not
+/// take is taken back), and once there is room `resume` inserts every row exactly once.
+#[test]
+fn a_full_disk_under_the_journal_stops_the_run_before_the_next_effect() {
+    let world = World::new();
+    prepare(&world);
+    let disk = SmallDisk::mount(&world.journal_dir(), "1m");
+    let before = world.runs();
+    let child = world.spawn(&["--yes", "probe", "steps", "alpha-app", "300"]);
+    let id = new_run(&world, &before);
+    wait_for(60, "the run record", || (!world.records(&id).is_empty()).then_some(()));
+    disk.fill();
+    let run = finish(child);
+    let rows: usize = world.sql("alpha", "app", "SELECT count(*) FROM probe_log").trim().parse().expect("count");
+    let records = world.records(&id);
+    let intents = records.iter().filter(|r| r["record"] == "intent").count();
+    assert!(rows < 300, "the run stopped when the disk was full: {rows} rows");
+    assert_eq!(rows, intents, "every row has its intent on disk, and no more: {run:?}");
+    assert_eq!(run.code, if rows > 0 { 3 } else { 1 }, "{rows} row(s) changed: {run:?}");
+    assert!(run.stderr.contains("cannot write the journal"), "{run:?}");
+    disk.free();
+    let shown = world.opsh(&["journal", &id]);
+    assert_eq!(shown.code, 0, "the journal is readable: {shown:?}");
+    let resumed = world.opsh(&["--yes", "resume", &id]);
+    assert_eq!(resumed.code, 0, "{resumed:?}");
+    assert_eq!(world.sql("alpha", "app", "SELECT count(*) || ' ' || count(DISTINCT value) FROM probe_log"), "300 300", "every step once");
+}
+
+/// Ctrl-C twice: the first press would stop after the current step, the second aborts it — the
+/// step is `unknown` and opsh exits 4. Aborted after its command wrote its line, `log-once` is
+/// not run again on resume: its check finds the line and decides.
+#[test]
+fn ctrl_c_twice_aborts_the_step_and_its_check_decides_on_resume() {
+    let world = World::new();
+    prepare(&world);
+    let before = world.runs();
+    let child = world.spawn(&["--yes", "probe", "runbook", "alpha", "alpha-app", "--pause-ms", "3000"]);
+    let id = new_run(&world, &before);
+    let log = world.lab.host_file("alpha", "/usr/local/var/lib/runbook.log");
+    wait_for(90, "log-once's line on alpha", || std::fs::read_to_string(&log).ok().filter(|l| l.contains("once")).map(|_| ()));
+    signal(&child, libc::SIGINT);
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    signal(&child, libc::SIGINT);
+    let run = finish(child);
+    assert_eq!(run.code, 4, "{run:?}");
+    assert!(run.stderr.contains("aborting the current step") && run.stderr.contains("aborted by a second Ctrl-C"), "{run:?}");
+    let records = world.records(&id);
+    assert!(records.iter().any(|r| r["record"] == "result" && r["index"] == 3 && r["status"] == "unknown"), "{records:?}");
+    assert!(!records.iter().any(|r| r["record"] == "intent" && r["index"] == 4), "the next step did not start: {records:?}");
+    let resumed = world.opsh(&["--yes", "resume", &id]);
+    assert_eq!(resumed.code, 0, "{resumed:?}");
+    assert_eq!(end_state(&world), uninterrupted(), "log-once ran exactly once");
+}
+
 /// Ctrl-C at a terminal reaches every process of the foreground group: opsh, and — unless opsh
 /// keeps them apart — the ssh client of the command a step runs. Typed in the shell while a
 /// step's remote command runs, it lets the command finish (it writes its file after its

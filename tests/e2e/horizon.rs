@@ -4,7 +4,7 @@
 
 use crate::support::{World, finish, new_run, signal, wait_for};
 
-const DBS: [(&str, &str); 3] = [
+pub(crate) const DBS: [(&str, &str); 3] = [
     ("fdb", "INSERT INTO tenant_setting VALUES ('failover', 'done')"),
     ("edb", "INSERT INTO event (message) VALUES ('written on the new primary')"),
     ("avdb", "INSERT INTO app_volume (name, size_mb) VALUES ('hotfix', 10)"),
@@ -15,16 +15,16 @@ fn address(world: &World, host: &str) -> String {
 }
 
 /// A write as any client would make it; `Err` carries PostgreSQL's message.
-fn write(world: &World, appliance: &str, db: &str, sql: &str) -> Result<String, String> {
+pub(crate) fn write(world: &World, appliance: &str, db: &str, sql: &str) -> Result<String, String> {
     let cluster = world.lab.cluster(appliance).expect("cluster").clone();
     world.lab.psql_as_admin(&cluster, db, sql).map_err(|e| format!("{e:#}"))
 }
 
-fn file(world: &World, host: &str, path: &str) -> String {
+pub(crate) fn file(world: &World, host: &str, path: &str) -> String {
     std::fs::read_to_string(world.lab.host_file(host, path)).unwrap_or_else(|e| panic!("{host}:{path}: {e}"))
 }
 
-fn service_running(world: &World, host: &str, service: &str) -> bool {
+pub(crate) fn service_running(world: &World, host: &str, service: &str) -> bool {
     world.lab.host_exec(host, &["/usr/local/bin/labsvc", "status", service]).expect("labsvc").status.code() == Some(0)
 }
 

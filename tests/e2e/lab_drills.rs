@@ -77,3 +77,30 @@ fn each_lab_host_has_its_own_processes_so_killall_on_one_leaves_the_others() {
     assert_eq!(status("alpha"), Some(3), "alpha's service was killed");
     assert_eq!(status("beta"), Some(0), "beta's identical process was not");
 }
+
+/// A second lab on an address block a running lab in another directory holds is refused at
+/// once, naming that directory (it used to fail half-way with `nsenter: cannot open
+/// /proc/PID/ns/pid`); `lab status --all` lists the running one; once it is down the block is free.
+#[test]
+fn a_lab_refuses_the_address_block_of_a_lab_in_another_directory() {
+    let world = World::new();
+    let block = world.lab.state.block;
+    let topology = Topology::find("basic").expect("basic");
+    let other = tempfile::Builder::new().prefix("opsh-e2e-other-lab").tempdir().expect("dir");
+    let refused = match Lab::up(&topology, other.path(), block) {
+        Ok(_) => panic!("a second lab started on block {block}"),
+        Err(e) => format!("{e:#}"),
+    };
+    let dir = world.lab.state.dir.display().to_string();
+    assert!(refused.contains(&format!("address block 127.42.{block}.0/24 is in use by the lab in {dir}")), "{refused}");
+    assert!(world.lab.running(), "the first lab was left alone");
+    let all = std::process::Command::new(env!("CARGO_BIN_EXE_opsh-lab")).args(["status", "--all"]).output().expect("lab status --all");
+    let all = String::from_utf8_lossy(&all.stdout).to_string();
+    assert!(all.contains(&format!("in {dir} (block 127.42.{block}.0/24)")), "{all}");
+
+    let dir = world.lab.state.dir.clone();
+    drop(world);
+    assert!(!dir.exists());
+    let lab = Lab::up(&topology, other.path(), block).expect("the block is free once the first lab is down");
+    assert!(lab.running());
+}

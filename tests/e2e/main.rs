@@ -7,6 +7,7 @@ mod capabilities;
 mod engine;
 mod errors;
 mod examples;
+mod faults;
 mod horizon;
 mod horizon_shapes;
 mod hostile;

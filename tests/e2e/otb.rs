@@ -207,3 +207,45 @@ fn a_standby_that_does_not_replicate_from_a_live_master_is_promoted_only_with_fo
     assert_eq!(forced.code, 0, "{forced:?}");
     assert!(takes_writes(&world, "dn01-otb2") && !takes_writes(&world, "dn01-otb1"), "promoted, and the old master fenced");
 }
+
+/// The line of the members table for `member` (`node member host port role …`).
+fn member_line<'a>(shown: &'a str, member: &str) -> &'a str {
+    shown.lines().find(|l| l.split_whitespace().nth(1) == Some(member)).unwrap_or_else(|| panic!("no row for {member}: {shown}"))
+}
+
+/// Issue 14's drill in one long-lived shell: `otb status`, otb2 freezes (its kept connections
+/// hang), `otb status` again, otb2 comes back, `otb status`. A frozen server costs the read about
+/// one connect timeout (3 s in the lab; it cost one statement timeout per question before, 126 s)
+/// and the rest is shown; after the heal the same shell sees every member again. With every
+/// server frozen the read fails: it could read nothing.
+#[test]
+fn status_answers_in_a_long_lived_shell_while_a_server_is_frozen_and_after_it_comes_back() {
+    let mut world = World::with_topology("otb");
+    let mut shell = world.shell();
+    let marker = "Routes (pgxc_node";
+    let (healthy, _) = shell.run("otb status", marker, 120);
+    assert!(member_line(&healthy, "dn01-otb2").contains("standby, streaming"), "{healthy}");
+    world.lab.cut("otb2").expect("cut otb2");
+    let (frozen, took) = shell.run("otb status", marker, 120);
+    assert!(took < std::time::Duration::from_secs(9), "one frozen server cost the read {took:?}, more than ~1 connect timeout (3 s): {frozen}");
+    for master in ["cn01-otb1", "dn01-otb1"] {
+        assert!(member_line(&frozen, master).contains("master"), "{master}: {frozen}");
+    }
+    for silent in ["cn01-otb2", "cn02-otb2", "dn01-otb2", "dn02-otb2"] {
+        assert!(member_line(&frozen, silent).contains("cannot tell"), "{silent}: {frozen}");
+    }
+    assert!(!frozen.contains("outcome unknown"), "a read is never 'outcome unknown': {frozen}");
+    world.lab.heal("otb2").expect("heal otb2");
+    let (healed, _) = shell.run("otb status", marker, 120);
+    assert!(!healed.contains("cannot tell"), "{healed}");
+    assert!(member_line(&healed, "dn01-otb2").contains("standby, streaming"), "{healed}");
+    drop(shell);
+
+    world.lab.cut("otb1").expect("cut otb1");
+    world.lab.cut("otb2").expect("cut otb2");
+    let run = world.opsh(&["otb", "status"]);
+    world.lab.heal("otb1").expect("heal otb1");
+    world.lab.heal("otb2").expect("heal otb2");
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(run.stderr.contains("otb status: no target answered (database cn01-otb1: unreachable,"), "{run:?}");
+}

@@ -70,3 +70,21 @@ fn ctrl_c_in_the_shell_cancels_a_reading_command_and_the_shell_goes_on() {
     assert!(text.contains("cancelled (nothing was being changed)"), "{text}");
     assert!(text.contains("alpha-app") && text.contains("primary"), "the same shell ran pg status afterwards: {text}");
 }
+
+/// Every Ctrl-C cancels a reading command within a second — one waiting on a remote command and
+/// one whose plugin only computes (its CPU budget is 5 s: the guest yields to the shell every
+/// 100 ms) — and the same shell goes on.
+#[test]
+fn every_ctrl_c_cancels_a_read_within_a_second_even_one_that_only_computes() {
+    let world = World::new();
+    let mut shell = world.shell();
+    for command in ["probe spin", "probe exec alpha 'sleep 20'", "probe spin", "probe exec alpha 'sleep 20'", "probe spin"] {
+        shell.type_keys(format!("{command}\n").as_bytes());
+        std::thread::sleep(std::time::Duration::from_millis(700));
+        let (shown, took) = shell.keys(&[3], "cancelled (nothing was being changed)", 20);
+        assert!(took < std::time::Duration::from_secs(1), "`{command}` was cancelled {took:?} after Ctrl-C: {shown}");
+        assert!(!shown.contains("CPU"), "cancelled, not stopped by its CPU budget: {shown}");
+    }
+    let (shown, _) = shell.run("pg status", "alpha-app", 60);
+    assert!(shown.contains("primary"), "the same shell still runs commands: {shown}");
+}

@@ -305,3 +305,95 @@ pub fn performed_as_shown(world: &World, planned: &serde_json::Value, run: &str)
     }
     compared
 }
+
+/// The interactive shell on a real terminal (script(1)), driven line by line: the test acts on
+/// the lab between lines and waits for what the shell shows.
+pub struct Shell {
+    child: std::process::Child,
+    input: std::process::ChildStdin,
+    shown: std::sync::Arc<std::sync::Mutex<String>>,
+}
+
+impl World {
+    pub fn shell(&self) -> Shell {
+        let warm = self.opsh(&["plugins"]);
+        assert_eq!(warm.code, 0, "{warm:?}");
+        let command = format!("{} --inventory {}", opsh_bin().display(), self.inventory.display());
+        let mut child = Command::new("script")
+            .args(["-q", "-e", "-c", &command, "/dev/null"])
+            .env("OPSH_CONFIG_DIR", self.home.path().join("config"))
+            .env("OPSH_DATA_DIR", self.home.path().join("data"))
+            .env("OPSH_CACHE_DIR", self.home.path().join("cache"))
+            .env("NO_COLOR", "1")
+            .env("TERM", "dumb")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("run the shell under script(1)");
+        let input = child.stdin.take().expect("stdin");
+        let mut output = child.stdout.take().expect("stdout");
+        let shown = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let sink = shown.clone();
+        std::thread::spawn(move || {
+            use std::io::Read;
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = output.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                sink.lock().unwrap_or_else(|p| p.into_inner()).push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        });
+        Shell { child, input, shown }
+    }
+}
+
+impl Shell {
+    /// Type `line` and wait (at most `seconds`) until the shell has shown `until` once more than
+    /// before it; what it showed for this line, and how long that took.
+    pub fn run(&mut self, line: &str, until: &str, seconds: u64) -> (String, std::time::Duration) {
+        self.keys(format!("{line}\n").as_bytes(), until, seconds)
+    }
+
+    /// Type `keys` (0x03 is Ctrl-C) without waiting for anything.
+    pub fn type_keys(&mut self, keys: &[u8]) {
+        use std::io::Write;
+        self.input.write_all(keys).expect("type into the shell");
+    }
+
+    /// Type `keys`, then wait as `run` does.
+    pub fn keys(&mut self, keys: &[u8], until: &str, seconds: u64) -> (String, std::time::Duration) {
+        let (before, seen) = {
+            let shown = self.shown.lock().unwrap_or_else(|p| p.into_inner());
+            (shown.len(), shown.matches(until).count())
+        };
+        let started = std::time::Instant::now();
+        self.type_keys(keys);
+        wait_for(seconds, &format!("`{until}` after typing {:?}", String::from_utf8_lossy(keys)), || {
+            let shown = self.shown.lock().unwrap_or_else(|p| p.into_inner());
+            (shown.matches(until).count() > seen).then_some(())
+        });
+        let took = started.elapsed();
+        // The rest of what this line shows (the tables after the marker).
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        let shown = self.shown.lock().unwrap_or_else(|p| p.into_inner());
+        (shown[before..].to_string(), took)
+    }
+}
+
+impl Drop for Shell {
+    fn drop(&mut self) {
+        use std::io::Write;
+        let _ = self.input.write_all(b"exit\n");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while std::time::Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -4,9 +4,9 @@
 
 use crate::support::{Run, World, run_of};
 
-const CCTRL: &str = "/opt/continuent/tungsten/tungsten-manager/bin/cctrl";
-const CLUSTER_TREPCTL: &str = "/opt/continuent/tungsten/tungsten-replicator/bin/trepctl";
-const CROSS_TREPCTL: &str = "/opt/replicator/tungsten/tungsten-replicator/bin/trepctl";
+pub(crate) const CCTRL: &str = "/opt/continuent/tungsten/tungsten-manager/bin/cctrl";
+pub(crate) const CLUSTER_TREPCTL: &str = "/opt/continuent/tungsten/tungsten-replicator/bin/trepctl";
+pub(crate) const CROSS_TREPCTL: &str = "/opt/replicator/tungsten/tungsten-replicator/bin/trepctl";
 const REPLICATOR: &str = "/opt/continuent/tungsten/tungsten-replicator/bin/replicator";
 const PROVISION: &str = "/opt/continuent/tungsten/tungsten-replicator/scripts/tungsten_provision_slave";
 
@@ -14,16 +14,16 @@ fn on(world: &World, host: &str, script: &str) -> Run {
     run_of(world.lab.host_exec(host, &["sh", "-c", script]).expect("host exec"))
 }
 
-fn data(world: &World, host: &str) -> String {
+pub(crate) fn data(world: &World, host: &str) -> String {
     std::fs::read_to_string(world.lab.state.dir.join(format!("tungsten/data/{host}.tsv"))).expect("host data")
 }
 
-fn cctrl_ls(world: &World, host: &str) -> String {
+pub(crate) fn cctrl_ls(world: &World, host: &str) -> String {
     on(world, host, &format!("echo ls | {CCTRL}")).stdout
 }
 
 /// `state` of a replication service as trepctl reports it (or its "Connection failed").
-fn trepctl_state(world: &World, host: &str, trepctl: &str, service: &str) -> String {
+pub(crate) fn trepctl_state(world: &World, host: &str, trepctl: &str, service: &str) -> String {
     let run = on(world, host, &format!("{trepctl} -service {service} status"));
     run.stdout.lines().find_map(|l| l.strip_prefix("state").map(|v| v.trim_start_matches([' ', ':']).to_string())).unwrap_or(run.stdout)
 }

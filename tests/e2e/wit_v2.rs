@@ -157,3 +157,36 @@ fn the_bundled_pg_plugin_is_performed_by_the_host() {
     let journal = world.opsh(&["journal", &id]);
     assert!(journal.stdout.contains("sql beta-app: ALTER SYSTEM SET \"work_mem\" = '8MB'"), "journal RUN lists what the host sent: {journal:?}");
 }
+
+/// A step whose command cannot start (alpha's sshd is frozen: nothing answers a new ssh
+/// connection) fails as "not started", and the journal says so: its effect is `unsent`, `journal
+/// RUN` shows `nothing` sent for it, the JSON `sent: 0 of 1`. The step before it did change
+/// alpha-app (exit 3); resume after sshd is back runs the command once.
+#[test]
+fn the_journal_says_a_failed_steps_command_never_started() {
+    let world = v2_world();
+    let sshd = world.lab.host("alpha").expect("alpha").init_pid;
+    let before = world.runs();
+    opsh_lab::procs::signal(sshd, libc::SIGSTOP);
+    let run = world.opsh(&["--yes", "vtwo", "declared", "alpha-app", "alpha"]);
+    opsh_lab::procs::signal(sshd, libc::SIGCONT);
+    assert_eq!(run.code, 3, "step 1 changed alpha-app, step 2 failed: {run:?}");
+    assert!(run.stderr.contains("not started: host alpha"), "{run:?}");
+    assert_eq!(count(&world, "v2-declared"), "1");
+    assert!(!world.lab.host_file("alpha", "/usr/local/var/lib/v2.log").exists(), "the command did not run");
+    let id = crate::support::new_run(&world, &before);
+    let records = world.records(&id);
+    assert!(records.iter().any(|r| r["record"] == "performed" && r["index"] == 1), "{records:?}");
+    assert!(records.iter().any(|r| r["record"] == "unsent" && r["index"] == 1), "{records:?}");
+    let shown = world.opsh(&["journal", &id]);
+    let row = shown.stdout.lines().find(|l| l.split_whitespace().nth(1) == Some("log")).unwrap_or_else(|| panic!("{shown:?}"));
+    assert!(row.contains("failed") && row.contains("nothing"), "{row}");
+    let json: serde_json::Value = serde_json::from_str(world.opsh(&["--output", "json", "journal", &id]).stdout.trim()).expect("journal JSON");
+    assert_eq!(json["steps"][0]["sent"], serde_json::json!({ "effects": 1, "of": 1 }));
+    assert_eq!(json["steps"][1]["sent"], serde_json::json!({ "effects": 0, "of": 1 }));
+
+    let resumed = world.opsh(&["--yes", "resume", &id]);
+    assert_eq!(resumed.code, 0, "{resumed:?}");
+    assert_eq!(count(&world, "v2-declared"), "1", "step 1 was not run again");
+    assert_eq!(std::fs::read_to_string(world.lab.host_file("alpha", "/usr/local/var/lib/v2.log")).unwrap_or_default(), "v2\n");
+}

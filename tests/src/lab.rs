@@ -129,6 +129,7 @@ impl Lab {
         let (uid, gid) = ensure_lab_user()?;
         fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         let dir = dir.canonicalize()?;
+        blocks::claim(block, &dir)?;
         fs::set_permissions(&dir, fs::Permissions::from_mode(0o755))?;
         for sub in ["ssh", "secrets", "tls", "hosts"] {
             fs::create_dir_all(dir.join(sub))?;
@@ -817,6 +818,7 @@ impl Lab {
         }
         if let Some(state) = &state {
             hosts_file::remove_block(state.block, &state.dir).context("removing the lab's names from /etc/hosts")?;
+            blocks::release(state.block, &state.dir);
         }
         if dir.exists() {
             if state.is_none() && dir.join("hosts").exists() {
@@ -880,6 +882,11 @@ impl Lab {
         self.state.cut.retain(|h| h != host);
         self.save()?;
         Ok(format!("host {host} reachable again"))
+    }
+
+    /// Does any of its hosts still run?
+    pub fn running(&self) -> bool {
+        self.state.hosts.iter().any(|h| procs::alive(h.sshd_pid, h.sshd_started))
     }
 
     pub fn status(&self) -> Vec<String> {
@@ -1111,6 +1118,57 @@ fn wait_for_ssh(address: &str, port: u16, log: &Path) -> Result<()> {
         std::thread::sleep(Duration::from_millis(20));
     }
     bail!("sshd on {address}:{port} did not start: {}", fs::read_to_string(log).unwrap_or_default().trim())
+}
+
+/// Which lab directory holds which address block, machine-wide (`/run/opsh-lab/blocks/N`
+/// holds the directory): two labs on one block would share addresses, and the second one's
+/// hosts fail to start in ways that do not say why.
+pub mod blocks {
+    use std::fs;
+    use std::path::{Path, PathBuf};
+
+    use anyhow::{Context, Result, bail};
+
+    const DIR: &str = "/run/opsh-lab/blocks";
+
+    fn file(block: u8) -> PathBuf {
+        Path::new(DIR).join(block.to_string())
+    }
+
+    /// The directory of the lab that holds `block`, if it still runs.
+    pub fn holder(block: u8) -> Option<PathBuf> {
+        let dir = PathBuf::from(fs::read_to_string(file(block)).ok()?.trim());
+        super::Lab::open(&dir).ok().filter(|lab| lab.running()).map(|_| dir)
+    }
+
+    /// Take `block` for the lab in `dir`, or say which running lab has it.
+    pub fn claim(block: u8, dir: &Path) -> Result<()> {
+        if let Some(other) = holder(block).filter(|other| other != dir) {
+            bail!(
+                "address block 127.42.{block}.0/24 is in use by the lab in {} — stop it (scripts/lab down --dir {}) or choose another --block",
+                other.display(),
+                other.display()
+            );
+        }
+        fs::create_dir_all(DIR).with_context(|| format!("creating {DIR}"))?;
+        fs::write(file(block), dir.display().to_string()).with_context(|| format!("writing {}", file(block).display()))
+    }
+
+    /// Give `block` back (only if `dir` holds it).
+    pub fn release(block: u8, dir: &Path) {
+        if fs::read_to_string(file(block)).is_ok_and(|held| Path::new(held.trim()) == dir) {
+            let _ = fs::remove_file(file(block));
+        }
+    }
+
+    /// Every running lab: (block, directory).
+    pub fn all() -> Vec<(u8, PathBuf)> {
+        let Ok(entries) = fs::read_dir(DIR) else { return Vec::new() };
+        let mut labs: Vec<(u8, PathBuf)> =
+            entries.flatten().filter_map(|e| e.file_name().to_str()?.parse::<u8>().ok()).filter_map(|block| Some((block, holder(block)?))).collect();
+        labs.sort();
+        labs
+    }
 }
 
 /// A lab host's DNS name: unique per address block, in a domain that never resolves elsewhere.

@@ -28,7 +28,11 @@ enum LabCommand {
     /// Stop everything the lab started (by PID) and remove its directory.
     Down,
     /// Hosts, their services and PostgreSQL clusters.
-    Status,
+    Status {
+        /// Every running lab on this machine (any directory), by address block.
+        #[arg(long)]
+        all: bool,
+    },
     /// Stop a database hard (cluster name, e.g. `alpha`) or kill a service (`HOST:SERVICE`).
     Crash { target: String },
     /// Make a host unreachable over ssh and SQL (its processes freeze).
@@ -80,7 +84,15 @@ fn main() -> ExitCode {
             lines.join("\n")
         }),
         LabCommand::Down => Lab::down(&cli.dir).map(|()| format!("lab in {} is down", cli.dir.display())),
-        LabCommand::Status => Lab::open(&cli.dir).map(|lab| lab.status().join("\n")),
+        LabCommand::Status { all: false } => Lab::open(&cli.dir).map(|lab| lab.status().join("\n")),
+        LabCommand::Status { all: true } => Ok({
+            let labs = opsh_lab::lab::blocks::all();
+            if labs.is_empty() {
+                "no lab is running".to_string()
+            } else {
+                labs.iter().filter_map(|(_, dir)| Lab::open(dir).ok()).map(|lab| lab.status().join("\n")).collect::<Vec<_>>().join("\n\n")
+            }
+        }),
         LabCommand::Crash { target } => Lab::open(&cli.dir).and_then(|lab| lab.crash(&target)),
         LabCommand::Cut { host } => Lab::open(&cli.dir).and_then(|mut lab| lab.cut(&host)),
         LabCommand::Heal { host } => Lab::open(&cli.dir).and_then(|mut lab| lab.heal(&host)),

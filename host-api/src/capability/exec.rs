@@ -206,6 +206,32 @@ impl Remote {
         Ok(session)
     }
 
+    /// Make sure the host answers now, within the connect timeout: a master kept from an
+    /// earlier command must run `true` there (one whose host froze never does, and is closed);
+    /// otherwise a master is connected. Nothing but `true` runs on the host.
+    pub async fn reach(&self, host: &str) -> CapResult<()> {
+        let connect_timeout = Duration::from_millis(self.inventory.defaults.connect_timeout_ms);
+        let cached = self.slot(host).await.lock().await.clone();
+        if let Some(session) = cached {
+            let mut child = mux_client(&session, &["true".to_string()])
+                .spawn()
+                .map_err(|e| CapabilityError::Failed(format!("cannot start ssh for host {host}: {e}; is OpenSSH's client installed?")))?;
+            drop(child.stdin.take());
+            match tokio::time::timeout(connect_timeout, child.wait()).await {
+                Ok(Ok(status)) if status.success() => return Ok(()),
+                Ok(_) => self.evict(host).await,
+                Err(_) => {
+                    self.evict(host).await;
+                    return Err(CapabilityError::Unreachable(format!(
+                        "host {host}: its ssh connection did not answer within {} s; check that the host is up and reachable",
+                        connect_timeout.as_secs_f32()
+                    )));
+                }
+            }
+        }
+        self.session(host).await.map(|_| ())
+    }
+
     pub async fn close_all(&self) {
         let slots: Vec<SessionSlot> = {
             let mut sessions = self.sessions.lock().unwrap_or_else(|p| p.into_inner());

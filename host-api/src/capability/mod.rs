@@ -4,6 +4,7 @@
 
 pub mod exec;
 pub mod file_edit;
+pub mod reach;
 pub mod service;
 pub mod sql;
 mod tls;

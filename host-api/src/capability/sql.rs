@@ -291,7 +291,7 @@ impl SqlPool {
                 Ok(client)
             }
         };
-        match tokio::time::timeout(connect_timeout + Duration::from_secs(1), connecting).await {
+        match tokio::time::timeout(connect_timeout, connecting).await {
             Ok(Ok(client)) => Ok(client),
             Ok(Err(ConnectError::Setup(message))) => Err(CapabilityError::Invalid(message)),
             Ok(Err(ConnectError::Postgres(e))) => Err(classify_connect_error(&where_, e)),
@@ -300,6 +300,29 @@ impl SqlPool {
                 connect_timeout.as_secs()
             ))),
         }
+    }
+
+    /// Make sure this session can talk to the database now, within the connect timeout: a
+    /// connection kept from an earlier command must answer an empty query (a frozen server's
+    /// never does, and is dropped); otherwise one is opened. Nothing runs on the server.
+    pub async fn reach(&self, database: &str, session: Session<'_>) -> CapResult<()> {
+        let slot = self.slot(database, session);
+        let mut guard = slot.lock().await;
+        let connect_timeout = Duration::from_millis(self.inventory.defaults.connect_timeout_ms);
+        if let Some(client) = guard.as_ref().filter(|c| !c.is_closed()) {
+            match tokio::time::timeout(connect_timeout, client.simple_query("")).await {
+                Ok(Ok(_)) => return Ok(()),
+                Ok(Err(_)) => *guard = None,
+                Err(_) => {
+                    *guard = None;
+                    return Err(CapabilityError::Unreachable(format!(
+                        "database {database}: its open connection did not answer within {} s; check that the server is up and reachable",
+                        connect_timeout.as_secs_f32()
+                    )));
+                }
+            }
+        }
+        self.connected(database, session, &mut guard).await.map(|_| ())
     }
 
     pub async fn close_all(&self) {
@@ -325,6 +348,13 @@ fn settle<T>(
                 *guard = None;
             }
             Err(classify_query_error(database, e, read_only, closed))
+        }
+        Err(_) if read_only => {
+            *guard = None;
+            Err(CapabilityError::Timeout(format!(
+                "database {database}: no answer within {} s to a read (nothing was changed); the server may be frozen or overloaded",
+                timeout.as_secs()
+            )))
         }
         Err(_) => {
             // The connection is mid-statement: unusable. The server may still finish it.

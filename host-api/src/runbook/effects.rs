@@ -143,8 +143,18 @@ impl OnBehalf<'_> {
                     rows.iter().map(|r| r.affected).sum()
                 } else {
                     let mut affected = 0;
-                    for statement in &statements {
-                        affected += self.caps.sql.query(&database, session, statement, &self.caps.bounds).await?.affected;
+                    for (k, statement) in statements.iter().enumerate() {
+                        affected += match self.caps.sql.query(&database, session, statement, &self.caps.bounds).await {
+                            Ok(rows) => rows.affected,
+                            // The earlier ones ran: this step is partly applied, not "not started".
+                            Err(CapabilityError::Unreachable(m)) if k > 0 => {
+                                return Err(CapabilityError::Timeout(format!(
+                                    "{m}; statement(s) 1–{k} of {} had already run on their own: the step is partly applied, its check decides on resume",
+                                    statements.len()
+                                )));
+                            }
+                            Err(e) => return Err(e),
+                        };
                     }
                     if let Some(n) = expect_affected.filter(|n| *n != affected) {
                         return Err(CapabilityError::Failed(format!(

@@ -251,7 +251,10 @@ impl Engine<'_> {
         let who = format!("{} {}", plugin.name(), command.name);
         if command.kind == CommandKind::Read {
             return match self.sandbox.read(plugin, call, self.caps, self.events, lang).await {
-                Ok(tables) => Outcome::Tables { tables: tables.into_iter().map(|t| self.reveal_table(t)).collect() },
+                Ok(reading) => Outcome::Tables {
+                    tables: reading.tables.into_iter().map(|t| self.reveal_table(t)).collect(),
+                    none_answered: reading.none_answered.map(|why| format!("{who}: {why}")),
+                },
                 Err(e) => self.call_failure(&who, e, false, None, None, lang, Vec::new()),
             };
         }
@@ -898,7 +901,16 @@ impl Engine<'_> {
                 Ok(note) if note.is_empty() => {}
                 Ok(note) => notes.push(note),
                 Err(CapabilityError::Timeout(m)) => return Err(StepOutcome::Unknown(self.reveal(&m))),
-                Err(CapabilityError::Unreachable(m)) => return Err(StepOutcome::Unreachable(self.reveal(&m))),
+                Err(CapabilityError::Unreachable(m)) => {
+                    let m = self.reveal(&m);
+                    // Not connected: it did not start. Said so in the journal (a resume then
+                    // knows this effect never ran).
+                    let record = Record::Unsent { at: timefmt::now(), index, step: step.id.clone(), why: m.clone() };
+                    if let Err(e) = ctx.journal.append(&record) {
+                        return Err(StepOutcome::Failed(format!("{m}; and the journal could not record that it did not start: {e:#}")));
+                    }
+                    return Err(StepOutcome::Unreachable(format!("not started: {m}")));
+                }
                 Err(e) => return Err(StepOutcome::Failed(self.reveal(e.message()))),
             }
         }

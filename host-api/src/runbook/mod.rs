@@ -205,6 +205,10 @@ pub enum Outcome {
     /// A read-only command's tables.
     Tables {
         tables: Vec<Table>,
+        /// It asked, and no target answered (all unreachable, refusing the login or silent):
+        /// the command failed whatever its tables show.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        none_answered: Option<String>,
     },
     /// `--dry-run`: the plan, nothing changed.
     Planned {
@@ -254,6 +258,7 @@ pub enum Outcome {
 impl Outcome {
     pub fn exit(&self) -> Exit {
         match self {
+            Self::Tables { none_answered: Some(_), .. } => Exit::Failed,
             Self::Tables { .. } | Self::Planned { .. } | Self::Saved { .. } | Self::Done { .. } => Exit::Success,
             Self::Usage { .. } => Exit::Usage,
             Self::Refused { .. } => Exit::Refused,
@@ -274,6 +279,7 @@ impl Outcome {
             | Self::Refused { message, .. }
             | Self::Failed { message, .. }
             | Self::Unknown { message, .. } => message,
+            Self::Tables { none_answered: Some(message), .. } => message,
             Self::Tables { .. } | Self::Planned { .. } | Self::Saved { .. } => "",
         }
     }

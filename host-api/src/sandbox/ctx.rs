@@ -12,6 +12,7 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use super::bindings::{file_edit, host, service, sql, ssh, types};
 use crate::capability::exec::{EnvValue, ExecRequest};
+use crate::capability::reach::{self, Outages};
 use crate::capability::{self, CapResult, Capabilities, CapabilityError, Phase};
 use crate::grants::Capability;
 
@@ -50,6 +51,8 @@ pub struct CallCtx {
     pub(super) approved: Option<Approved>,
     /// Whether the operator was told that a password reached this call's answers.
     pub(super) told_of_secret: std::sync::atomic::AtomicBool,
+    /// In a reading call: the targets that did not answer (see `capability::reach`).
+    pub(super) outages: Arc<Outages>,
 }
 
 /// The declared effects of the custom step being applied, and which were used.
@@ -161,6 +164,25 @@ impl CallCtx {
                 return Err(late);
             }
             tokio::time::timeout(left, work).await.unwrap_or(Err(late))
+        }
+    }
+
+    /// `bounded`, and in a reading call a target that did not answer earlier in it fails at once
+    /// (one that cannot be connected to now is not waited for again).
+    fn reaching<T>(&self, target: String, work: impl Future<Output = CapResult<T>>) -> impl Future<Output = CapResult<T>> {
+        let outages = (!self.phase.may_change()).then(|| self.outages.clone());
+        let bounded = self.bounded(work);
+        async move {
+            let started = Instant::now();
+            let result = match outages.as_ref().map(|o| o.check(&target)) {
+                Some(Err(e)) => Err(e),
+                _ => bounded.await,
+            };
+            if let Some(outages) = &outages {
+                outages.note(&target, &result, started.elapsed());
+                outages.tally(&target, &result);
+            }
+            result
         }
     }
 
@@ -337,10 +359,13 @@ impl sql::Host for CallCtx {
         let prepared = granted.and_then(|()| self.sql_statement(&sql, params));
         let result = match prepared {
             Ok(statement) if expected.is_some() => self
-                .bounded(caps.sql.transaction_expecting(&database, session, std::slice::from_ref(&statement), &caps.bounds, true, expected))
+                .reaching(
+                    reach::database(&database),
+                    caps.sql.transaction_expecting(&database, session, std::slice::from_ref(&statement), &caps.bounds, true, expected),
+                )
                 .await
                 .map(|mut rows| rows.pop().unwrap_or_default()),
-            Ok(statement) => self.bounded(caps.sql.query(&database, session, &statement, &caps.bounds)).await,
+            Ok(statement) => self.reaching(reach::database(&database), caps.sql.query(&database, session, &statement, &caps.bounds)).await,
             Err(e) => Err(e),
         };
         let result = result.map(|rows| self.wit_rows(rows));
@@ -360,7 +385,9 @@ impl sql::Host for CallCtx {
         let caps = self.caps.clone();
         let session = capability::sql::Session { plugin: &self.plugin, read_only };
         let result = match prepared {
-            Ok(statements) => self.bounded(caps.sql.transaction_expecting(&database, session, &statements, &caps.bounds, false, expected)).await,
+            Ok(statements) => {
+                self.reaching(reach::database(&database), caps.sql.transaction_expecting(&database, session, &statements, &caps.bounds, false, expected)).await
+            }
             Err(e) => Err(e),
         };
         let result = result.map(|all| all.into_iter().map(|rows| self.wit_rows(rows)).collect());
@@ -375,7 +402,7 @@ impl sql::Host for CallCtx {
         let caps = self.caps.clone();
         let session = capability::sql::Session { plugin: &self.plugin, read_only };
         let result = match prepared {
-            Ok(script) => self.bounded(caps.sql.batch(&database, session, &script, &caps.bounds)).await,
+            Ok(script) => self.reaching(reach::database(&database), caps.sql.batch(&database, session, &script, &caps.bounds)).await,
             Err(e) => Err(e),
         };
         let result = result.map(|rows| self.wit_rows(rows));
@@ -475,7 +502,7 @@ impl ssh::Host for CallCtx {
         let prepared = self.exec_request(&host_name, request);
         let caps = self.caps.clone();
         let result = match prepared {
-            Ok(exec) => self.bounded(caps.remote.exec(&host_name, exec)).await,
+            Ok(exec) => self.reaching(reach::host(&host_name), caps.remote.exec(&host_name, exec)).await,
             Err(e) => Err(e),
         };
         let result = result.map(|out| ssh::ExecOutput {
@@ -494,7 +521,7 @@ impl file_edit::Host for CallCtx {
         let granted = self.grant(Capability::FileEdit, &host_name, Some(&path));
         let caps = self.caps.clone();
         let result = match granted {
-            Ok(()) => self.bounded(capability::file_edit::read(&caps.remote, &host_name, &path, true, &caps.bounds)).await,
+            Ok(()) => self.reaching(reach::host(&host_name), capability::file_edit::read(&caps.remote, &host_name, &path, true, &caps.bounds)).await,
             Err(e) => Err(e),
         };
         let result = result.map(|snapshot| {
@@ -545,7 +572,7 @@ impl service::Host for CallCtx {
         let granted = self.grant(Capability::Service, &host_name, Some(&name));
         let caps = self.caps.clone();
         let result = match granted {
-            Ok(()) => self.bounded(capability::service::status(&caps.remote, &caps.inventory, &host_name, &name)).await,
+            Ok(()) => self.reaching(reach::host(&host_name), capability::service::status(&caps.remote, &caps.inventory, &host_name, &name)).await,
             Err(e) => Err(e),
         };
         let result = result.map(|state| match state {

@@ -31,6 +31,8 @@ use crate::probe::{self, ProbePattern};
 
 /// One epoch tick.
 const TICK: Duration = Duration::from_millis(10);
+/// How long a guest computes at most before it yields to the runtime (see `store`).
+const YIELD_EVERY: Duration = Duration::from_millis(100);
 /// `describe()` runs at every start for a plugin not in the describe cache: it must be quick.
 const DESCRIBE_DEADLINE: Duration = Duration::from_secs(2);
 /// How long a failed `describe()` is remembered.
@@ -152,6 +154,13 @@ impl std::fmt::Display for PluginCrash {
 }
 
 impl std::error::Error for PluginCrash {}
+
+/// What a read command returned, and whether anything it asked answered at all.
+pub struct Reading {
+    pub tables: Vec<Table>,
+    /// It asked, and not one target answered: which and why.
+    pub none_answered: Option<String>,
+}
 
 /// What a plugin's command call came back with.
 #[derive(Debug, Clone)]
@@ -320,12 +329,15 @@ impl Sandbox {
             logged: Default::default(),
             approved: None,
             told_of_secret: Default::default(),
+            outages: Default::default(),
         };
         let mut store = Store::new(&self.engine, ctx);
         store.limiter(|ctx| &mut ctx.limits);
         store.set_hostcall_fuel(HOSTCALL_FUEL);
-        // The guest is looked at whenever its CPU budget or its wall-clock deadline could be up.
-        store.set_epoch_deadline(ticks(self.limits.cpu_per_call.min(wall_limit.0)));
+        // The guest is looked at whenever its CPU budget or its wall-clock deadline could be up,
+        // and at least every YIELD_EVERY it yields to the runtime: a Ctrl-C that cancels a read
+        // or a plan is seen at once, even while the guest only computes.
+        store.set_epoch_deadline(ticks(self.limits.cpu_per_call.min(wall_limit.0).min(YIELD_EVERY)));
         store.epoch_deadline_callback(move |mut ctx| {
             let data = ctx.data_mut();
             let used = data.guest_time();
@@ -337,7 +349,7 @@ impl Sandbox {
                 data.ran_out_of_cpu = true;
                 Ok(UpdateDeadline::Interrupt)
             } else {
-                Ok(UpdateDeadline::Continue(ticks((data.cpu_budget - used).min(wall_left)).max(1)))
+                Ok(UpdateDeadline::Yield(ticks((data.cpu_budget - used).min(wall_left).min(YIELD_EVERY)).max(1)))
             }
         });
         store
@@ -385,13 +397,15 @@ impl Sandbox {
         caps: &Arc<Capabilities>,
         events: &Arc<dyn Events>,
         locale: &str,
-    ) -> Result<Vec<Table>, CallError> {
+    ) -> Result<Reading, CallError> {
         let mut call = self.instance(plugin, Phase::Read, caps, events, locale).await.map_err(CallError::Crash)?;
+        reach_ahead(&mut call, plugin, caps).await;
         let result = match &call.instance {
             Instance::V1(i) => i.opsh_plugin0_1_0_runbook().call_read(&mut call.store, invocation).await,
             Instance::V2(i) => from_v2(i.opsh_plugin0_2_0_runbook().call_read(&mut call.store, &v2_call(invocation)).await),
         };
-        within(&call, flatten(result.map_err(|e| self.crash(&call, e))), |t| size::tables(t))
+        let tables = within(&call, flatten(result.map_err(|e| self.crash(&call, e))), |t| size::tables(t))?;
+        Ok(Reading { tables, none_answered: call.store.data().outages.none_answered() })
     }
 
     /// The plan, as opsh keeps it whatever WIT version the plugin was built against (a 0.1
@@ -405,6 +419,7 @@ impl Sandbox {
         locale: &str,
     ) -> Result<Plan, CallError> {
         let mut call = self.instance(plugin, Phase::Plan, caps, events, locale).await.map_err(CallError::Crash)?;
+        reach_ahead(&mut call, plugin, caps).await;
         let result = match &call.instance {
             Instance::V1(i) => i.opsh_plugin0_1_0_runbook().call_plan(&mut call.store, invocation).await.map(|r| r.map(|p| Plan::from(&p))),
             Instance::V2(i) => from_v2(i.opsh_plugin0_2_0_runbook().call_plan(&mut call.store, &v2_call(invocation)).await.map(|r| r.map(|p| Plan::from(&p)))),
@@ -458,12 +473,24 @@ impl Sandbox {
         locale: &str,
     ) -> Result<Vec<Table>, CallError> {
         let mut call = self.instance(plugin, Phase::Verify, caps, events, locale).await.map_err(CallError::Crash)?;
+        reach_ahead(&mut call, plugin, caps).await;
         let result = match &call.instance {
             Instance::V1(i) => i.opsh_plugin0_1_0_runbook().call_verify(&mut call.store, invocation).await,
             Instance::V2(i) => from_v2(i.opsh_plugin0_2_0_runbook().call_verify(&mut call.store, &v2_call(invocation)).await),
         };
         within(&call, flatten(result.map_err(|e| self.crash(&call, e))), |t| size::tables(t))
     }
+}
+
+/// Before a reading call (not a step's check, polled many times while applying): reach every
+/// target the plugin could touch at once, so that what does not answer costs the call one
+/// connect timeout in all (`capability::reach`). The time is the host's, not the guest's CPU.
+async fn reach_ahead(call: &mut Call, plugin: &LoadedPlugin, caps: &Arc<Capabilities>) {
+    let started = Instant::now();
+    let outages = caps.reach_ahead(&plugin.info.name, &plugin.declared.capabilities).await;
+    let data = call.store.data_mut();
+    data.outages = Arc::new(outages);
+    data.host_time += started.elapsed();
 }
 
 /// 0.2's describe, invocation, table, check and error types are 0.1's in shape (the same names

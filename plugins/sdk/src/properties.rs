@@ -9,6 +9,14 @@ pub fn get<'a>(content: &'a str, key: &str) -> Option<&'a str> {
 /// Set `key` to `value` on the line that sets it; an error if no line does (a config file
 /// without the key is not the file the runbook was written for).
 pub fn set(content: &str, key: &str, value: &str) -> Result<String, String> {
+    // A line break would add lines the edit never meant (`x\nother.key=y`); a key that is not
+    // one would match lines that are not its own.
+    if key.is_empty() || key.trim() != key || key.contains(['=', '\n', '\r']) || key.starts_with(['#', '!']) {
+        return Err(format!("{key:?} is not a property name"));
+    }
+    if value.contains(['\n', '\r']) {
+        return Err(format!("the value for {key} holds a line break: it would add lines to the file"));
+    }
     let mut found = false;
     let lines: Vec<String> = content
         .split_inclusive('\n')
@@ -28,6 +36,11 @@ pub fn set(content: &str, key: &str, value: &str) -> Result<String, String> {
 /// `//a:5432,b:5432/db` → `//b:5432/db`). A value in which `address` is the only host is an
 /// error: removing it would leave the service with no database at all.
 pub fn remove_address(content: &str, address: &str) -> Result<String, String> {
+    // A host name, an IP address (v6 in brackets) or an address token; nothing that could
+    // reach past its list item (`,`, `=`, a line break).
+    if address.is_empty() || !address.chars().all(|c| c.is_alphanumeric() || ".-_:[]%{}".contains(c)) {
+        return Err(format!("{address:?} is not a host name or address"));
+    }
     let mut out = String::with_capacity(content.len());
     for (number, line) in content.split_inclusive('\n').enumerate() {
         if entry(line).is_none() || !line.contains(address) {
@@ -116,6 +129,20 @@ fn entry(line: &str) -> Option<(&str, &str)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Found by `scripts/fuzz` (target properties): a value with a line break added a line.
+    #[test]
+    fn set_refuses_what_would_add_or_match_other_lines() {
+        let content = "db.host=a\n= orphan\n";
+        assert!(set(content, "db.host", "b\nadmin.password=x").is_err());
+        assert!(set(content, "", "x").is_err(), "the empty key of `= orphan` is no property name");
+        assert!(set(content, " db.host", "b").is_err());
+        assert_eq!(set(content, "db.host", "b").as_deref(), Ok("db.host=b\n= orphan\n"));
+        // An "address" with a line break removed it and joined two lines.
+        assert!(remove_address("a.hosts=x,y\nb=1\n", "y\n").is_err());
+        assert!(remove_address("k=v,\n", "k=v").is_err(), "an `address` with `=` emptied the line");
+        assert_eq!(remove_address("a.hosts={{addr:x}},{{addr:y}}\n", "{{addr:y}}").as_deref(), Ok("a.hosts={{addr:x}}\n"));
+    }
 
     const FDB: &str = "# fabric\nfdb.hosts=A,B\nfdb.url=jdbc:postgresql://A:5432,B:5432/fdb?ssl=true\nfdb.port=5432\n";
 
