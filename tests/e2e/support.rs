@@ -232,18 +232,8 @@ impl World {
 
     /// `repl` on a colour terminal (`TERM=xterm-256color`, no `NO_COLOR`).
     pub fn repl_in(&self, inputs: &[(&[u8], u64)], colour: bool) -> String {
-        // Compile the plugins into the component cache first: a cold start under load can take
-        // longer than the first pause, and keys typed before the shell listens are not its test.
-        let warm = self.opsh(&["plugins"]);
-        assert_eq!(warm.code, 0, "{warm:?}");
-        let command = format!("{} --inventory {}", opsh_bin().display(), self.inventory.display());
-        let output = Command::new("script")
-            .args(["-q", "-e", "-c", &command, "/dev/null"])
-            .env("OPSH_CONFIG_DIR", self.home.path().join("config"))
-            .env("OPSH_DATA_DIR", self.home.path().join("data"))
-            .env("OPSH_CACHE_DIR", self.home.path().join("cache"))
-            .env("NO_COLOR", if colour { "" } else { "1" })
-            .env("TERM", if colour { "xterm-256color" } else { "dumb" })
+        let output = self
+            .terminal(colour)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -315,22 +305,26 @@ pub struct Shell {
 }
 
 impl World {
-    pub fn shell(&self) -> Shell {
+    /// The shell on a terminal (script(1)), with the plugins already compiled: a cold start
+    /// under load can take longer than a test's first pause, and keys typed before the shell
+    /// listens are not its test.
+    fn terminal(&self, colour: bool) -> Command {
         let warm = self.opsh(&["plugins"]);
         assert_eq!(warm.code, 0, "{warm:?}");
         let command = format!("{} --inventory {}", opsh_bin().display(), self.inventory.display());
-        let mut child = Command::new("script")
+        let mut script = Command::new("script");
+        script
             .args(["-q", "-e", "-c", &command, "/dev/null"])
             .env("OPSH_CONFIG_DIR", self.home.path().join("config"))
             .env("OPSH_DATA_DIR", self.home.path().join("data"))
             .env("OPSH_CACHE_DIR", self.home.path().join("cache"))
-            .env("NO_COLOR", "1")
-            .env("TERM", "dumb")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("run the shell under script(1)");
+            .env("NO_COLOR", if colour { "" } else { "1" })
+            .env("TERM", if colour { "xterm-256color" } else { "dumb" });
+        script
+    }
+
+    pub fn shell(&self) -> Shell {
+        let mut child = self.terminal(false).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::null()).spawn().expect("run the shell under script(1)");
         let input = child.stdin.take().expect("stdin");
         let mut output = child.stdout.take().expect("stdout");
         let shown = std::sync::Arc::new(std::sync::Mutex::new(String::new()));

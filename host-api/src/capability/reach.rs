@@ -86,11 +86,6 @@ impl Outages {
             self.failed.lock().unwrap_or_else(|p| p.into_inner()).insert(target.to_string(), (Instant::now(), error.clone()));
         }
     }
-
-    /// The targets that did not answer.
-    pub fn targets(&self) -> Vec<String> {
-        self.failed.lock().unwrap_or_else(|p| p.into_inner()).keys().cloned().collect()
-    }
 }
 
 /// The outage key of a database (a host may have the same name).
