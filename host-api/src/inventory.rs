@@ -30,9 +30,19 @@ pub struct Inventory {
     /// Plugin name → what it may touch. Nothing is granted by default.
     #[serde(default)]
     pub grants: BTreeMap<String, Grant>,
+    /// Team mode: the database that holds every operator's locks and journal.
+    pub state: Option<State>,
     /// Where the inventory was read from (for messages).
     #[serde(skip)]
     pub source: PathBuf,
+}
+
+/// `[state]`: where a team's opsh keep their shared locks and journal (see `state.rs`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct State {
+    /// A database of this inventory; `opsh state init` creates opsh's schema there.
+    pub database: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -302,6 +312,11 @@ impl Inventory {
             if matches!(db.sslmode, SslMode::VerifyCa | SslMode::VerifyFull) && db.sslrootcert.is_none() {
                 // Allowed: the web roots are used. Nothing to check.
             }
+        }
+        if let Some(state) = &self.state
+            && !self.databases.contains_key(&state.database)
+        {
+            bail!("[state] database = {:?} is not a database in the inventory: name one of [databases.NAME]", state.database);
         }
         for (name, topology) in &self.topologies {
             for (role, members) in &topology.members {

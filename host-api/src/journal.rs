@@ -66,6 +66,11 @@ pub enum Record {
         /// The saved plan it applies (`apply FILE`), and who made that.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         saved: Option<SavedFrom>,
+        /// Team mode: the state database the run is journaled and locked in, or that it ran
+        /// with this machine's locks and journal only (`--local-state`) although the inventory
+        /// names one. Absent without `[state]`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        state: Option<StateMark>,
     },
     Intent {
         at: String,
@@ -76,6 +81,9 @@ pub enum Record {
         /// The process applying the step (a resume runs in another process than the run).
         #[serde(default)]
         pid: u32,
+        /// `user@machine` of that process (absent in journals of earlier opsh).
+        #[serde(default, skip_serializing_if = "String::is_empty")]
+        operator: String,
     },
     Result {
         at: String,
@@ -130,6 +138,26 @@ pub struct SavedFrom {
     pub planned_at: String,
 }
 
+/// Where a team-mode run keeps its locks and journal.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StateMark {
+    /// The inventory's name of the state database.
+    pub database: String,
+    /// The operator chose this machine's locks and journal only (`--local-state`).
+    #[serde(default)]
+    pub local_only: bool,
+}
+
+/// A second home for the journal's records (team mode's state database). A record goes there
+/// right after the local file has it; an error from it is the append's error, so the engine
+/// stops before the effect the record announces.
+pub trait Mirror: Send + Sync {
+    /// Record line number `seq` (from 0) of run `run`.
+    fn record(&self, run: &str, seq: u32, line: &str) -> Result<()>;
+    /// What to call it in messages.
+    fn name(&self) -> &str;
+}
+
 /// Where a step stands according to the journal.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -145,8 +173,10 @@ pub enum StepState {
 pub struct Journal {
     pub run: String,
     pub path: PathBuf,
-    file: Mutex<File>,
+    /// The file, and how many records it holds.
+    file: Mutex<(File, u32)>,
     redact: Redactor,
+    mirror: Option<Arc<dyn Mirror>>,
 }
 
 impl Journal {
@@ -161,7 +191,7 @@ impl Journal {
             match OpenOptions::new().append(true).create_new(true).open(&path) {
                 Ok(file) => {
                     sync_dir(dir);
-                    return Ok(Self { run, path, file: Mutex::new(file), redact });
+                    return Ok(Self { run, path, file: Mutex::new((file, 0)), redact, mirror: None });
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
                 Err(e) => return Err(e).with_context(|| format!("cannot create journal {}", path.display())),
@@ -183,7 +213,14 @@ impl Journal {
                 .and_then(|()| file.sync_data())
                 .with_context(|| format!("cannot cut the torn last record off journal {}", path.display()))?;
         }
-        Ok(Self { run: run.to_string(), path, file: Mutex::new(file), redact })
+        let records = text[..complete].iter().filter(|b| **b == b'\n').count() as u32;
+        Ok(Self { run: run.to_string(), path, file: Mutex::new((file, records)), redact, mirror: None })
+    }
+
+    /// Every record appended from now on also goes to `mirror` (team mode).
+    pub fn mirrored(mut self, mirror: Arc<dyn Mirror>) -> Self {
+        self.mirror = Some(mirror);
+        self
     }
 
     /// Append one record and flush it to disk before returning. A record that could not be
@@ -192,7 +229,8 @@ impl Journal {
         let line = serde_json::to_string(record).context("encoding a journal record")?;
         let mut line = (self.redact)(&line);
         line.push('\n');
-        let mut file = self.file.lock().unwrap_or_else(|p| p.into_inner());
+        let mut guard = self.file.lock().unwrap_or_else(|p| p.into_inner());
+        let (file, records) = &mut *guard;
         let before = file.metadata().map(|m| m.len());
         let written = file.write_all(line.as_bytes()).and_then(|()| file.sync_data());
         if written.is_err()
@@ -200,11 +238,26 @@ impl Journal {
         {
             let _ = file.set_len(len);
         }
-        written.with_context(|| format!("cannot write the journal {}", self.path.display()))
+        written.with_context(|| format!("cannot write the journal {}", self.path.display()))?;
+        let seq = *records;
+        *records += 1;
+        match &self.mirror {
+            Some(mirror) => mirror
+                .record(&self.run, seq, line.trim_end())
+                .with_context(|| format!("the record is in {} only (it is pushed to {} on the next contact)", self.path.display(), mirror.name())),
+            None => Ok(()),
+        }
     }
 
     pub fn intent(&self, index: usize, step: &str, by: &str) -> Result<()> {
-        self.append(&Record::Intent { at: timefmt::now(), index, step: step.to_string(), by: by.to_string(), pid: std::process::id() })
+        self.append(&Record::Intent {
+            at: timefmt::now(),
+            index,
+            step: step.to_string(),
+            by: by.to_string(),
+            pid: std::process::id(),
+            operator: crate::state::Who::current().operator(),
+        })
     }
 
     pub fn result(&self, index: usize, step: &str, status: StepStatus, message: &str, duration_ms: u64) -> Result<()> {
@@ -257,11 +310,72 @@ fn file_run_id(path: &Path) -> Option<String> {
     path.file_stem().map(|s| s.to_string_lossy().to_string())
 }
 
+/// A run with who wrote each of its records (`user@machine`, one per record): from the state
+/// database's columns in team mode, else from the run's and its intents' `operator`.
+#[derive(Debug, Clone)]
+pub struct Audited {
+    pub log: RunLog,
+    pub by: Vec<String>,
+    /// When each record reached the state database (empty for a local journal).
+    pub stored: Vec<String>,
+}
+
+impl Audited {
+    pub fn local(log: RunLog) -> Self {
+        let mut current = String::new();
+        let by = log
+            .records
+            .iter()
+            .map(|record| {
+                match record {
+                    Record::Run { operator, .. } | Record::Intent { operator, .. } if !operator.is_empty() => current = operator.clone(),
+                    _ => {}
+                }
+                current.clone()
+            })
+            .collect();
+        Self { log, by, stored: Vec::new() }
+    }
+
+    /// Everyone who wrote part of the run, in order of first appearance.
+    pub fn operators(&self) -> Vec<&str> {
+        let mut seen: Vec<&str> = Vec::new();
+        for who in &self.by {
+            if !who.is_empty() && !seen.contains(&who.as_str()) {
+                seen.push(who);
+            }
+        }
+        seen
+    }
+
+    /// Whether any record was written on or after `day` (`YYYY-MM-DD`).
+    pub fn touched_since(&self, day: &str) -> bool {
+        self.log.records.iter().any(|r| record_at(r) >= day)
+    }
+}
+
+/// When a record was written, as its `at` says.
+pub fn record_at(record: &Record) -> &str {
+    match record {
+        Record::Run { at, .. }
+        | Record::Intent { at, .. }
+        | Record::Result { at, .. }
+        | Record::Check { at, .. }
+        | Record::End { at, .. }
+        | Record::Performed { at, .. }
+        | Record::Unsent { at, .. }
+        | Record::Probe { at, .. } => at,
+    }
+}
+
 /// A run as read back from its journal.
 #[derive(Debug, Clone)]
 pub struct RunLog {
     pub run: String,
     pub records: Vec<Record>,
+    /// Whether the process applying it is alive, when something better than this machine's
+    /// process table knows (the state database's locks).
+    pub live: Option<bool>,
 }
 
 impl RunLog {
@@ -287,11 +401,32 @@ impl RunLog {
         if !matches!(records.first(), Some(Record::Run { .. })) {
             bail!("journal {source} does not start with a run record");
         }
-        Ok(Self { run: run.to_string(), records })
+        Ok(Self { run: run.to_string(), records, live: None })
     }
 
     pub fn list(dir: &Path) -> Vec<RunLog> {
         list_files(dir).iter().filter_map(|p| file_run_id(p)).filter_map(|id| Self::read(dir, &id).ok()).collect()
+    }
+
+    /// The state database the run was journaled for (team mode), if any.
+    pub fn state_database(&self) -> Option<&str> {
+        match self.records.first() {
+            Some(Record::Run { state: Some(mark), .. }) => Some(&mark.database),
+            _ => None,
+        }
+    }
+
+    /// Team mode, but kept on this machine only (`--local-state`).
+    pub fn local_only(&self) -> bool {
+        matches!(self.records.first(), Some(Record::Run { state: Some(mark), .. }) if mark.local_only)
+    }
+
+    /// `user@machine` who started the run (empty in journals of earlier opsh).
+    pub fn operator(&self) -> &str {
+        match self.records.first() {
+            Some(Record::Run { operator, .. }) => operator,
+            _ => "",
+        }
     }
 
     /// The component the run was planned with, when the journal says.
@@ -413,17 +548,22 @@ impl RunLog {
     /// No end record after the last activity: is the process that wrote the last intent (or
     /// started the run) still alive?
     fn liveness(&self) -> String {
-        let pid = self
+        if let Some(live) = self.live {
+            return if live { "running" } else { "died" }.into();
+        }
+        let (pid, operator) = self
             .records
             .iter()
             .rev()
             .find_map(|r| match r {
-                Record::Intent { pid, .. } if *pid != 0 => Some(*pid),
-                Record::Run { pid, .. } => Some(*pid),
+                Record::Intent { pid, operator, .. } if *pid != 0 => Some((*pid, operator.as_str())),
+                Record::Run { pid, operator, .. } => Some((*pid, operator.as_str())),
                 _ => None,
             })
-            .unwrap_or(0);
-        if pid != 0 && pid != std::process::id() && Path::new(&format!("/proc/{pid}")).exists() { "running".into() } else { "died".into() }
+            .unwrap_or((0, ""));
+        // A pid means something only on the machine that wrote it.
+        let here = operator.is_empty() || operator.rsplit_once('@').is_some_and(|(_, machine)| machine == crate::state::Who::current().machine);
+        if here && pid != 0 && pid != std::process::id() && Path::new(&format!("/proc/{pid}")).exists() { "running".into() } else { "died".into() }
     }
 }
 
@@ -475,6 +615,7 @@ mod tests {
                 operator: "me@here".into(),
                 component: String::new(),
                 saved: None,
+                state: None,
             })
             .expect("run");
         journal.intent(0, "s0", "run").expect("intent");

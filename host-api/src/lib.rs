@@ -16,6 +16,7 @@ pub mod runbook;
 pub mod sandbox;
 pub mod script;
 pub mod scrub;
+pub mod state;
 pub mod timefmt;
 
 /// Exit codes of `opsh` for scripts and cron (documented in the README).

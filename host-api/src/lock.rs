@@ -50,7 +50,17 @@ pub fn acquire(dir: &Path, keys: &[String], run: &str) -> Result<Locks, String> 
             .truncate(false)
             .open(&path)
             .map_err(|e| format!("cannot open lock {}: {e}", path.display()))?;
-        match file.try_lock() {
+        // A holder that has just died releases the lock a moment later; one whose process is
+        // gone while the lock stays is held by a process that inherited it, which is named.
+        let mut locked = file.try_lock().is_ok();
+        for _ in 0..30 {
+            if locked || holder_alive(&mut file) {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+            locked = file.try_lock().is_ok();
+        }
+        match if locked { Ok(()) } else { Err(()) } {
             Ok(()) => {
                 let _ = file.set_len(0);
                 let _ = file.rewind();
@@ -60,10 +70,19 @@ pub fn acquire(dir: &Path, keys: &[String], run: &str) -> Result<Locks, String> 
             }
             Err(_) => {
                 let mut holder = String::new();
-                let _ = file.read_to_string(&mut holder);
+                let _ = file.rewind().and_then(|()| file.read_to_string(&mut holder));
                 let holder = holder.trim();
+                let inherited = if holder_alive(&mut file) {
+                    String::new()
+                } else {
+                    let others = processes_holding(&path);
+                    format!(
+                        " — that process has ended; the lock is still held by {}",
+                        if others.is_empty() { "a process it started".to_string() } else { others.join(", ") }
+                    )
+                };
                 return Err(format!(
-                    "{} is being changed by another opsh ({}); wait for it to finish, or check that process",
+                    "{} is being changed by another opsh ({}{inherited}); wait for it to finish, or check that process",
                     key.replace("topology-", "topology ").replace("target-", "target "),
                     if holder.is_empty() { "holder unknown".to_string() } else { holder.replace("run=", "run ").replace(" pid=", ", pid ") }
                 ));
@@ -71,6 +90,35 @@ pub fn acquire(dir: &Path, keys: &[String], run: &str) -> Result<Locks, String> 
         }
     }
     Ok(Locks { _files: files, keys: keys.to_vec() })
+}
+
+/// Whether the process the lock file names is still running (not only a zombie).
+fn holder_alive(file: &mut File) -> bool {
+    let mut text = String::new();
+    if file.rewind().is_err() || file.read_to_string(&mut text).is_err() {
+        return true;
+    }
+    let Some(pid) = text.split_whitespace().find_map(|w| w.strip_prefix("pid=")).and_then(|p| p.parse::<u32>().ok()) else { return true };
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // The state follows the command name in parentheses: Z is a zombie, X is dead.
+        Ok(stat) => !stat.rsplit_once(')').is_some_and(|(_, rest)| rest.trim_start().starts_with(['Z', 'X'])),
+        Err(_) => false,
+    }
+}
+
+/// `pid N (command)` of every process with `path` open.
+fn processes_holding(path: &Path) -> Vec<String> {
+    let Ok(path) = path.canonicalize() else { return Vec::new() };
+    let mut holders = Vec::new();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else { continue };
+        let fds = std::fs::read_dir(entry.path().join("fd")).into_iter().flatten().flatten();
+        if fds.filter_map(|fd| std::fs::read_link(fd.path()).ok()).any(|target| target == path) {
+            let comm = std::fs::read_to_string(entry.path().join("comm")).unwrap_or_default();
+            holders.push(format!("pid {pid} ({})", comm.trim()));
+        }
+    }
+    holders
 }
 
 #[cfg(test)]
@@ -86,6 +134,35 @@ mod tests {
         assert!(refused.contains("topology otb") && refused.contains("run run-1") && refused.contains(&format!("pid {}", std::process::id())), "{refused}");
         drop(first);
         assert!(acquire(dir.path(), &keys, "run-3").is_ok(), "released with its holder");
+    }
+
+    #[test]
+    fn a_lock_its_dead_holder_left_to_a_child_names_the_process_that_holds_it() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("topology-otb.lock");
+        // The opsh that took it is gone (a process that has ended); a process it started still
+        // has it open.
+        let mut gone = std::process::Command::new("true").spawn().expect("true");
+        let gone_pid = gone.id();
+        gone.wait().expect("wait");
+        std::fs::write(&path, format!("run=run-1 pid={gone_pid}\n")).expect("lock file");
+        let held = dir.path().join("held");
+        let mut holder = std::process::Command::new("sh")
+            .args(["-c", "exec 9>>\"$0\" && flock 9 && : > \"$1\" && exec sleep 30"])
+            .arg(&path)
+            .arg(&held)
+            .spawn()
+            .expect("sh with flock(1)");
+        while !held.exists() {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        let holder_pid = holder.id();
+        let refused = acquire(dir.path(), &["topology-otb".to_string()], "run-2").err().expect("refused");
+        let _ = holder.kill();
+        let _ = holder.wait();
+        assert!(refused.contains(&format!("run run-1, pid {gone_pid} — that process has ended; the lock is still held by pid ")), "{refused}");
+        assert!(refused.contains(&format!("pid {} (sleep)", holder_pid)), "names the process: {refused}");
+        assert!(acquire(dir.path(), &["topology-otb".to_string()], "run-3").is_ok(), "free once that process ends");
     }
 
     #[test]

@@ -50,6 +50,10 @@ struct Cli {
     /// monitoring and cron.
     #[arg(long)]
     check: bool,
+    /// Team mode: lock and journal this change on this machine only, although the inventory
+    /// names a state database (the journal records it).
+    #[arg(long)]
+    local_state: bool,
     /// Output format.
     #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
     output: OutputFormat,
@@ -85,7 +89,7 @@ fn main() -> ExitCode {
 
 async fn run(cli: Cli) -> Exit {
     let lang = cli.lang.clone().unwrap_or_else(locale_from_env);
-    let defaults = session::LineOptions { yes: cli.yes, dry_run: cli.dry_run, check: cli.check, output: cli.output, lang };
+    let defaults = session::LineOptions { yes: cli.yes, dry_run: cli.dry_run, check: cli.check, output: cli.output, lang, local_state: cli.local_state };
     let session = match session::Session::start(cli.inventory.as_deref(), bundled::BUNDLED, defaults).await {
         Ok(session) => session,
         Err(e) => {

@@ -213,15 +213,75 @@ fn sent_cell(state: opsh_host::journal::StepState, sent: Option<(usize, usize)>)
 }
 
 /// `journal`: the runs, newest last; `journal RUN`: one run step by step.
-pub fn journal(console: &Console, dir: &std::path::Path, args: &[String], options: &LineOptions) -> Exit {
-    use opsh_host::journal::{RunLog, StepState};
-    match args {
+/// Where `journal` reads the runs: this machine's journal, or the team's state database.
+pub enum JournalSource<'a> {
+    Local(&'a std::path::Path),
+    Shared(&'a opsh_host::state::StateDb),
+}
+
+impl JournalSource<'_> {
+    /// The runs, and the ones that could not be read (why).
+    fn list(&self, since: Option<&str>) -> Result<(Vec<opsh_host::journal::Audited>, Vec<String>), String> {
+        use opsh_host::journal::{Audited, RunLog};
+        match self {
+            Self::Local(dir) => {
+                Ok((RunLog::list(dir).into_iter().map(Audited::local).filter(|a| since.is_none_or(|day| a.touched_since(day))).collect(), Vec::new()))
+            }
+            Self::Shared(db) => db.audited(since),
+        }
+    }
+
+    fn read(&self, run: &str) -> Result<opsh_host::journal::Audited, String> {
+        use opsh_host::journal::{Audited, RunLog};
+        match self {
+            Self::Local(dir) => RunLog::read(dir, run).map(Audited::local).map_err(|e| format!("{e:#}")),
+            Self::Shared(db) => db.audited_run(run)?.ok_or_else(|| format!("no run {run:?} in the state database {}; `journal` lists the runs", db.name)),
+        }
+    }
+
+    fn describe(&self) -> String {
+        match self {
+            Self::Local(dir) => dir.display().to_string(),
+            Self::Shared(db) => format!("the state database {}", db.name),
+        }
+    }
+}
+
+/// `journal [--since YYYY-MM-DD] [RUN]`.
+pub fn journal(console: &Console, source: &JournalSource, args: &[String], options: &LineOptions) -> Exit {
+    use opsh_host::journal::StepState;
+    let mut since = None;
+    let mut rest = Vec::new();
+    let mut words = args.iter();
+    while let Some(word) = words.next() {
+        match word.as_str() {
+            "--since" => match words.next() {
+                Some(day) if is_day(day) => since = Some(day.clone()),
+                other => {
+                    console.error(&format!("journal --since takes a day as YYYY-MM-DD, not {:?}", other.map_or("", |d| d.as_str())));
+                    return Exit::Usage;
+                }
+            },
+            _ => rest.push(word.clone()),
+        }
+    }
+    match rest.as_slice() {
         [] => {
-            let runs = RunLog::list(dir);
+            let (runs, damaged) = match source.list(since.as_deref()) {
+                Ok(listed) => listed,
+                Err(e) => {
+                    console.error(&format!("journal: {e}"));
+                    return Exit::Failed;
+                }
+            };
+            for why in &damaged {
+                console.warn(&format!("journal: not shown: {why}"));
+            }
             if options.output == OutputFormat::Json {
                 let runs: Vec<Value> = runs
                     .iter()
-                    .map(|log| {
+                    .map(|audited| {
+                        let log = &audited.log;
                         let states = log.states();
                         json!({
                             "run": log.run,
@@ -230,14 +290,17 @@ pub fn journal(console: &Console, dir: &std::path::Path, args: &[String], option
                             "status": log.status(),
                             "steps_done": states.iter().filter(|s| **s == StepState::Done).count(),
                             "steps": states.len(),
+                            "operator": log.operator(),
+                            "operators": audited.operators(),
                         })
                     })
                     .collect();
-                console.out_json(&json!({ "schema": JSON_SCHEMA, "runs": runs }).to_string());
+                console.out_json(&json!({ "schema": JSON_SCHEMA, "source": source.describe(), "runs": runs }).to_string());
                 return Exit::Success;
             }
-            let mut grid = Grid::new("Runs", &["run", "started", "command", "status", "steps done"]);
-            for log in &runs {
+            let mut grid = Grid::new("Runs", &["run", "started", "command", "status", "steps done", "by"]);
+            for audited in &runs {
+                let log = &audited.log;
                 let states = log.states();
                 let status = log.status();
                 let color = match status.as_str() {
@@ -252,22 +315,24 @@ pub fn journal(console: &Console, dir: &std::path::Path, args: &[String], option
                     (log.header().map(|h| h.4.to_string()).unwrap_or_default(), None),
                     (status, color),
                     (format!("{}/{}", states.iter().filter(|s| **s == StepState::Done).count(), states.len()), None),
+                    (audited.operators().join(", "), None),
                 ]);
             }
             if runs.is_empty() {
-                console.note(&format!("no runs yet in {}", dir.display()));
+                console.note(&format!("no runs yet in {}", source.describe()));
             }
             grid.print(console);
             Exit::Success
         }
         [run] => {
-            let log = match RunLog::read(dir, run) {
-                Ok(log) => log,
+            let audited = match source.read(run) {
+                Ok(audited) => audited,
                 Err(e) => {
-                    console.error(&format!("{e:#}"));
+                    console.error(&e);
                     return Exit::Usage;
                 }
             };
+            let log = &audited.log;
             let Some((plugin, _, plan, previews, line, _)) = log.header() else { return Exit::Failed };
             let states = log.states();
             let details = log.step_details();
@@ -286,11 +351,29 @@ pub fn journal(console: &Console, dir: &std::path::Path, args: &[String], option
                         })
                     })
                     .collect();
-                console.out_json(&json!({ "schema": JSON_SCHEMA, "run": log.run, "plugin": plugin, "line": line, "status": log.status(), "started": log.started(), "steps": steps, "records": log.records }).to_string());
+                let records: Vec<Value> = log
+                    .records
+                    .iter()
+                    .enumerate()
+                    .map(|(i, record)| {
+                        let mut value = serde_json::to_value(record).unwrap_or(Value::Null);
+                        if let Some(object) = value.as_object_mut() {
+                            object.insert("by".into(), json!(audited.by.get(i).cloned().unwrap_or_default()));
+                            if let Some(stored) = audited.stored.get(i) {
+                                object.insert("stored".into(), json!(stored));
+                            }
+                        }
+                        value
+                    })
+                    .collect();
+                console.out_json(
+                    &json!({ "schema": JSON_SCHEMA, "source": source.describe(), "run": log.run, "plugin": plugin, "line": line, "status": log.status(), "started": log.started(), "operators": audited.operators(), "steps": steps, "records": records })
+                        .to_string(),
+                );
                 return Exit::Success;
             }
             console.out(&console.paint_out(Style::new().bold(), &format!("run {} — {line}", log.run)));
-            console.out(&format!("started {} · status {}", log.started(), log.status()));
+            console.out(&format!("started {} · status {} · by {}", log.started(), log.status(), audited.operators().join(", ")));
             if let Some((_, _, message)) = log.end()
                 && !message.is_empty()
             {
@@ -375,10 +458,15 @@ pub fn journal(console: &Console, dir: &std::path::Path, args: &[String], option
             Exit::Success
         }
         _ => {
-            console.error("usage: journal [RUN]");
+            console.error("usage: journal [--since YYYY-MM-DD] [RUN]");
             Exit::Usage
         }
     }
+}
+
+fn is_day(text: &str) -> bool {
+    let b = text.as_bytes();
+    b.len() == 10 && b[4] == b'-' && b[7] == b'-' && b.iter().enumerate().all(|(i, c)| i == 4 || i == 7 || c.is_ascii_digit())
 }
 
 pub fn help(console: &Console, session: &Session, args: &[String], options: &LineOptions) -> Exit {
@@ -398,7 +486,7 @@ pub fn help(console: &Console, session: &Session, args: &[String], options: &Lin
             grids(console, options, &[builtins, plugins], json!({}));
             if options.output == OutputFormat::Text {
                 console.out("");
-                console.out("Flags on any command: --dry-run, --yes, --output text|json, --lang en|ja.  `help PLUGIN COMMAND` for arguments and examples.");
+                console.out("Flags on any command: --dry-run, --yes, --output text|json, --lang en|ja, --local-state (team mode).  `help PLUGIN COMMAND` for arguments and examples.");
             }
             Exit::Success
         }

@@ -16,7 +16,7 @@ use rustyline::{Config, Context, Editor, Helper};
 
 use crate::session::{BUILTINS, Session};
 
-const LINE_FLAGS: &[&str] = &["--dry-run", "--yes", "--output", "--lang"];
+const LINE_FLAGS: &[&str] = &["--dry-run", "--yes", "--output", "--lang", "--local-state"];
 
 struct OpshHelper {
     plugins: Vec<PluginInfo>,

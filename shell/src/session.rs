@@ -26,9 +26,10 @@ pub const BUILTINS: &[(&str, &str)] = &[
     ("help", "help [PLUGIN [COMMAND]] — commands, their arguments and examples"),
     ("plan", "plan COMMAND… [--out FILE] — the plan of a change, nothing changed; with --out, saved for `apply FILE`"),
     ("apply", "apply FILE — apply exactly the plan saved in FILE (refused if the plugin, inventory or a planned file changed)"),
-    ("journal", "journal [RUN] — the runs of changes, or one run step by step with durations and diffs"),
+    ("journal", "journal [--since YYYY-MM-DD] [RUN] — the runs of changes (every operator's in team mode), or one run step by step"),
     ("resume", "resume RUN — continue a run from the first step not known to be done"),
     ("retry", "retry RUN STEP — apply one failed step again"),
+    ("state", "state init — create or migrate opsh's schema in the inventory's [state] database (team mode)"),
     ("plugins", "plugins — the loaded plugins, their versions and capabilities"),
     ("inventory", "inventory — hosts, databases, topologies and grants (never secrets)"),
     ("exit", "exit — leave the shell"),
@@ -43,6 +44,8 @@ pub struct LineOptions {
     pub check: bool,
     pub output: OutputFormat,
     pub lang: String,
+    /// Team mode: this change locks and journals on this machine only.
+    pub local_state: bool,
 }
 
 pub struct Session {
@@ -169,6 +172,10 @@ impl Session {
                 _ => return Err("usage: apply FILE (a plan saved with `plan COMMAND… --out FILE`)".into()),
             },
             "help" | "plugins" | "inventory" | "journal" => Prepared::Builtin(first.clone(), words[1..].to_vec()),
+            "state" => match &words[1..] {
+                [init] if init == "init" => Prepared::Builtin(first.clone(), words[1..].to_vec()),
+                _ => return Err("usage: state init (creates or migrates opsh's schema in the [state] database)".into()),
+            },
             "resume" => match &words[1..] {
                 [_run] => Prepared::Builtin(first.clone(), words[1..].to_vec()),
                 _ => return Err("usage: resume RUN (`journal` lists the runs)".into()),
@@ -199,6 +206,7 @@ impl Session {
                 "--yes" | "-y" => options.yes = true,
                 "--dry-run" => options.dry_run = true,
                 "--check" => options.check = true,
+                "--local-state" => options.local_state = true,
                 "--output" | "--lang" => {
                     let value = iter.next().ok_or_else(|| format!("{word} needs a value"))?;
                     set_option(&mut options, &word, &value)?;
@@ -231,7 +239,7 @@ impl Session {
     pub async fn execute(&self, prepared: Prepared, options: &LineOptions) -> Exit {
         self.console.set_lang(&options.lang);
         self.console.set_output(options.output);
-        let run_options = RunOptions { yes: options.yes, dry_run: options.dry_run, lang: options.lang.clone() };
+        let run_options = RunOptions { yes: options.yes, dry_run: options.dry_run, lang: options.lang.clone(), local_state: options.local_state };
         let outcome: Outcome = match prepared {
             Prepared::Exit => return Exit::Success,
             Prepared::Builtin(name, args) if name == "resume" => self.engine().resume(&self.registry, &args[0], &run_options).await,
@@ -269,7 +277,8 @@ impl Session {
 
     fn builtin(&self, name: &str, args: &[String], options: &LineOptions) -> Exit {
         match name {
-            "journal" => render::journal(&self.console, &self.paths.journal_dir(), args, options),
+            "journal" => self.journal(args, options),
+            "state" => self.state_init(options),
             "help" => render::help(&self.console, self, args, options),
             "plugins" => {
                 render::plugins(&self.console, &self.registry, &self.caps.inventory, options);
@@ -280,6 +289,76 @@ impl Session {
                 Exit::Success
             }
             _ => Exit::Usage,
+        }
+    }
+}
+
+impl Session {
+    /// `journal`: this machine's runs, or in team mode every operator's from the state
+    /// database (after pushing what this machine journaled while it could not reach it).
+    fn journal(&self, args: &[String], options: &LineOptions) -> Exit {
+        let dir = self.paths.journal_dir();
+        if self.caps.inventory.state.is_none() || options.local_state {
+            return render::journal(&self.console, &render::JournalSource::Local(&dir), args, options);
+        }
+        let db = match self.state_db() {
+            Ok(db) => db,
+            Err(e) => {
+                self.console.error(&format!("journal: {e}; add --local-state to read this machine's journal only"));
+                return Exit::Failed;
+            }
+        };
+        if let Err(e) = db.check_schema().and_then(|()| db.sync(&dir)) {
+            self.console.error(&format!("journal: {e}; add --local-state to read this machine's journal only"));
+            return Exit::Failed;
+        }
+        render::journal(&self.console, &render::JournalSource::Shared(&db), args, options)
+    }
+
+    fn state_db(&self) -> Result<opsh_host::state::StateDb, String> {
+        opsh_host::state::StateDb::connect(&self.caps.inventory)?.ok_or_else(|| {
+            format!(
+                "the inventory ({}) has no [state] section: add `[state]` with `database = \"NAME\"` (see README: Team mode)",
+                self.caps.inventory.source.display()
+            )
+        })
+    }
+
+    /// `state init`: create opsh's schema in the state database, or migrate it.
+    fn state_init(&self, options: &LineOptions) -> Exit {
+        if self.caps.inventory.state.is_none() {
+            self.console.error(&self.state_db().err().unwrap_or_default());
+            return Exit::Usage;
+        }
+        let db = match self.state_db() {
+            Ok(db) => db,
+            Err(e) => {
+                self.console.error(&format!("state init: {e}"));
+                return Exit::Failed;
+            }
+        };
+        match db.init() {
+            Ok((before, now)) => {
+                let said = match before {
+                    0 => format!("state database {}: opsh schema version {now} created", db.name),
+                    b if b == now => format!("state database {}: opsh schema version {now} is already there; nothing to do", db.name),
+                    b => format!("state database {}: opsh schema migrated from version {b} to {now}", db.name),
+                };
+                if options.output == OutputFormat::Json {
+                    self.console.out_json(&serde_json::json!({ "schema": 1, "exit": 0, "database": db.name, "version": now, "was": before }).to_string());
+                } else {
+                    self.console.out(&said);
+                }
+                Exit::Success
+            }
+            Err(e) if e.contains("newer than this opsh") => {
+                self.console.error(&format!("state init: {e}"));
+                Exit::Refused
+            }
+            Err(e) => {
+                self.console.error(&format!("state init: {e}"));
+                Exit::Failed
+            }
         }
     }
 }

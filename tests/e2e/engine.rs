@@ -10,14 +10,14 @@ const PAUSE: &str = "1000";
 
 /// What a user checks after the fixture runbook: the rows, the config file, the service, the log.
 #[derive(Debug, PartialEq, Eq)]
-struct EndState {
-    rows: String,
-    conf: String,
+pub(crate) struct EndState {
+    pub(crate) rows: String,
+    pub(crate) conf: String,
     app: Option<i32>,
-    log: String,
+    pub(crate) log: String,
 }
 
-fn prepare(world: &World) {
+pub(crate) fn prepare(world: &World) {
     world.sql("alpha", "app", "CREATE TABLE IF NOT EXISTS probe_log(value text); GRANT ALL ON probe_log TO opsh; TRUNCATE probe_log;");
     let conf = world.lab.host_file("alpha", "/usr/local/etc/runbook.conf");
     std::fs::write(&conf, "base=1\n").expect("conf");
@@ -30,7 +30,7 @@ fn prepare(world: &World) {
     assert!(started.status.success());
 }
 
-fn end_state(world: &World) -> EndState {
+pub(crate) fn end_state(world: &World) -> EndState {
     EndState {
         rows: world.sql("alpha", "app", "SELECT coalesce(string_agg(value, ',' ORDER BY value), '') FROM probe_log"),
         conf: std::fs::read_to_string(world.lab.host_file("alpha", "/usr/local/etc/runbook.conf")).unwrap_or_default(),
@@ -39,7 +39,7 @@ fn end_state(world: &World) -> EndState {
     }
 }
 
-fn uninterrupted() -> EndState {
+pub(crate) fn uninterrupted() -> EndState {
     EndState { rows: "step-1,step-5".into(), conf: "base=1\nrunbook=1\n".into(), app: Some(0), log: "once\n".into() }
 }
 

@@ -29,8 +29,10 @@ pub(crate) fn service_running(world: &World, host: &str, service: &str) -> bool 
 }
 
 /// The seed's verification query, exactly as an operator pastes it.
+pub(crate) const SEED_QUERY: &str = "SELECT a.set_id, a.set_comment, (SELECT last_value FROM _slony.sl_local_node_id) AS local_id, CASE WHEN a.set_origin = (SELECT last_value FROM _slony.sl_local_node_id)THEN TRUE ELSE FALSE END AS master_node from _slony.sl_set a;";
+
 fn seed_query(world: &World, appliance: &str, db: &str) -> String {
-    world.sql(appliance, db, "SELECT a.set_id, a.set_comment, (SELECT last_value FROM _slony.sl_local_node_id) AS local_id, CASE WHEN a.set_origin = (SELECT last_value FROM _slony.sl_local_node_id)THEN TRUE ELSE FALSE END AS master_node from _slony.sl_set a;")
+    world.sql(appliance, db, SEED_QUERY)
 }
 
 fn arrives(world: &World, appliance: &str, db: &str, query: &str, want: &str) {

@@ -18,6 +18,7 @@ mod otb_shapes;
 mod sandbox;
 mod shapes;
 mod shell;
+mod team;
 mod tungsten;
 mod tungsten_shapes;
 mod wit_v2;

@@ -3,16 +3,43 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::sync::atomic::{AtomicU8, Ordering};
 
 use opsh_lab::{Lab, Topology};
 
-static NEXT_BLOCK: AtomicU8 = AtomicU8::new(100);
+/// The address blocks this test process's labs hold.
+static IN_USE: std::sync::Mutex<std::collections::BTreeSet<u8>> = std::sync::Mutex::new(std::collections::BTreeSet::new());
+
+/// A lab address block, held until its World is gone (after its lab is down): far more labs run
+/// in one test process than there are blocks. A block another lab still claims is never taken
+/// (block 90 and below 2 are left to the drills and `scripts/lab`).
+pub struct Block(pub u8);
+
+impl Block {
+    fn take() -> Block {
+        loop {
+            let mut used = IN_USE.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(block) = (100..=254).chain(2..=89).find(|b| !used.contains(b) && opsh_lab::lab::blocks::holder(*b).is_none()) {
+                used.insert(block);
+                return Block(block);
+            }
+            drop(used);
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for Block {
+    fn drop(&mut self) {
+        IN_USE.lock().unwrap_or_else(|p| p.into_inner()).remove(&self.0);
+    }
+}
 
 pub struct World {
     pub lab: Lab,
     pub home: tempfile::TempDir,
     pub inventory: PathBuf,
+    /// Last: given back once the lab is down.
+    pub _block: Block,
 }
 
 pub struct Run {
@@ -92,7 +119,8 @@ impl World {
     }
 
     pub fn with_topology(name: &str) -> World {
-        let block = NEXT_BLOCK.fetch_add(1, Ordering::SeqCst);
+        let lease = Block::take();
+        let block = lease.0;
         let dir = PathBuf::from(format!("/tmp/opsh-e2e/lab-{block}"));
         let topology = Topology::find(name).expect("topology");
         let lab = Lab::up(&topology, &dir, block).expect("lab up");
@@ -104,7 +132,7 @@ impl World {
         let mut text = std::fs::read_to_string(lab.inventory_path()).expect("lab inventory");
         text.push_str(PROBE_GRANTS);
         std::fs::write(&inventory, text).expect("write inventory");
-        World { lab, home, inventory }
+        World { lab, home, inventory, _block: lease }
     }
 
     pub fn command(&self) -> Command {

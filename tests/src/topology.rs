@@ -209,6 +209,7 @@ const BUILTIN: &[(&str, &str)] = &[
     ("tungsten-tri", include_str!("../topologies/tungsten-tri.toml")),
     ("xdb", include_str!("../topologies/xdb.toml")),
     ("xdb-wide", include_str!("../topologies/xdb-wide.toml")),
+    ("team", include_str!("../topologies/team.toml")),
 ];
 
 impl Topology {

@@ -257,49 +257,7 @@ impl SqlPool {
     }
 
     async fn connect(&self, name: &str, read_only: bool) -> CapResult<Client> {
-        let db = self
-            .inventory
-            .database(name)
-            .ok_or_else(|| CapabilityError::NotFound(format!("database {name} is not in the inventory ({})", self.inventory.source.display())))?;
-        let host =
-            self.inventory.host(&db.host).ok_or_else(|| CapabilityError::NotFound(format!("database {name}: host {} is not in the inventory", db.host)))?;
-        let (user, password) = match (&db.plan_user, read_only) {
-            (Some(plan_user), true) => (plan_user.as_str(), self.inventory.plan_password(name).map_err(|e| CapabilityError::Auth(format!("{e:#}")))?),
-            _ => (db.user.as_str(), self.inventory.database_password(name).map_err(|e| CapabilityError::Auth(format!("{e:#}")))?),
-        };
-        let connect_timeout = Duration::from_millis(self.inventory.defaults.connect_timeout_ms);
-        let mut config = tokio_postgres::Config::new();
-        config.host(&host.address).port(db.port).dbname(&db.dbname).user(user).application_name("opsh").connect_timeout(connect_timeout);
-        if let Some(password) = &password {
-            config.password(password.expose());
-        }
-        let where_ = format!("database {name} (host {} port {}, dbname {}, user {user})", db.host, db.port, db.dbname);
-        let connecting = async {
-            if db.sslmode == SslMode::Disable {
-                config.ssl_mode(tokio_postgres::config::SslMode::Disable);
-                let (client, connection) = config.connect(tokio_postgres::NoTls).await?;
-                tokio::spawn(connection);
-                Ok(client)
-            } else {
-                config.ssl_mode(match db.sslmode {
-                    SslMode::Prefer => tokio_postgres::config::SslMode::Prefer,
-                    _ => tokio_postgres::config::SslMode::Require,
-                });
-                let tls = super::tls::client_config(name, db).map_err(ConnectError::Setup)?;
-                let (client, connection) = config.connect(tokio_postgres_rustls::MakeRustlsConnect::new(tls)).await?;
-                tokio::spawn(connection);
-                Ok(client)
-            }
-        };
-        match tokio::time::timeout(connect_timeout, connecting).await {
-            Ok(Ok(client)) => Ok(client),
-            Ok(Err(ConnectError::Setup(message))) => Err(CapabilityError::Invalid(message)),
-            Ok(Err(ConnectError::Postgres(e))) => Err(classify_connect_error(&where_, e)),
-            Err(_) => Err(CapabilityError::Unreachable(format!(
-                "{where_}: no answer within {} s; check that the server is up and reachable",
-                connect_timeout.as_secs()
-            ))),
-        }
+        open(&self.inventory, name, read_only, "opsh").await
     }
 
     /// Make sure this session can talk to the database now, within the connect timeout: a
@@ -890,6 +848,52 @@ fn timestamp_text(micros_since_2000: i64, zone: &str) -> String {
     let (h, mi, s, us) = (rest / 3_600_000_000, rest / 60_000_000 % 60, rest / 1_000_000 % 60, rest % 1_000_000);
     let fraction = if us == 0 { String::new() } else { format!(".{us:06}") };
     format!("{} {h:02}:{mi:02}:{s:02}{fraction}{zone}", date_text(days))
+}
+
+/// Open a connection to inventory database `name` within the connect timeout, as its change
+/// user (or, for `read_only`, its plan user): TLS and the password as the inventory says. The
+/// connection is driven by a task of the current runtime.
+pub async fn open(inventory: &Inventory, name: &str, read_only: bool, application: &str) -> CapResult<Client> {
+    let db = inventory
+        .database(name)
+        .ok_or_else(|| CapabilityError::NotFound(format!("database {name} is not in the inventory ({})", inventory.source.display())))?;
+    let host = inventory.host(&db.host).ok_or_else(|| CapabilityError::NotFound(format!("database {name}: host {} is not in the inventory", db.host)))?;
+    let (user, password) = match (&db.plan_user, read_only) {
+        (Some(plan_user), true) => (plan_user.as_str(), inventory.plan_password(name).map_err(|e| CapabilityError::Auth(format!("{e:#}")))?),
+        _ => (db.user.as_str(), inventory.database_password(name).map_err(|e| CapabilityError::Auth(format!("{e:#}")))?),
+    };
+    let connect_timeout = Duration::from_millis(inventory.defaults.connect_timeout_ms);
+    let mut config = tokio_postgres::Config::new();
+    config.host(&host.address).port(db.port).dbname(&db.dbname).user(user).application_name(application).connect_timeout(connect_timeout);
+    if let Some(password) = &password {
+        config.password(password.expose());
+    }
+    let where_ = format!("database {name} (host {} port {}, dbname {}, user {user})", db.host, db.port, db.dbname);
+    let connecting = async {
+        if db.sslmode == SslMode::Disable {
+            config.ssl_mode(tokio_postgres::config::SslMode::Disable);
+            let (client, connection) = config.connect(tokio_postgres::NoTls).await?;
+            tokio::spawn(connection);
+            Ok(client)
+        } else {
+            config.ssl_mode(match db.sslmode {
+                SslMode::Prefer => tokio_postgres::config::SslMode::Prefer,
+                _ => tokio_postgres::config::SslMode::Require,
+            });
+            let tls = super::tls::client_config(name, db).map_err(ConnectError::Setup)?;
+            let (client, connection) = config.connect(tokio_postgres_rustls::MakeRustlsConnect::new(tls)).await?;
+            tokio::spawn(connection);
+            Ok(client)
+        }
+    };
+    match tokio::time::timeout(connect_timeout, connecting).await {
+        Ok(Ok(client)) => Ok(client),
+        Ok(Err(ConnectError::Setup(message))) => Err(CapabilityError::Invalid(message)),
+        Ok(Err(ConnectError::Postgres(e))) => Err(classify_connect_error(&where_, e)),
+        Err(_) => {
+            Err(CapabilityError::Unreachable(format!("{where_}: no answer within {} s; check that the server is up and reachable", connect_timeout.as_secs())))
+        }
+    }
 }
 
 #[cfg(test)]

@@ -25,8 +25,8 @@ use super::{effects, saved};
 use crate::capability::CapabilityError;
 use crate::capability::{Capabilities, file_edit};
 use crate::grants::Capability;
-use crate::journal::SavedFrom;
 use crate::journal::{Journal, Record, Redactor, RunLog, SCHEMA, StepState, StepStatus};
+use crate::journal::{SavedFrom, StateMark};
 use crate::lock;
 use crate::plan::{Effect, Plan, Step};
 use crate::plugins::Registry;
@@ -34,6 +34,7 @@ use crate::sandbox::bindings::host::LogLevel;
 use crate::sandbox::bindings::runbook::{CheckState, CommandError, CommandInfo, CommandKind, Invocation, Table};
 use crate::sandbox::bindings::types::CapabilityError as WitError;
 use crate::sandbox::{CallError, Events, LoadedPlugin, Sandbox};
+use crate::state::StateDb;
 use crate::timefmt;
 
 /// Ctrl-C presses during a run: the first stops the run after the current step, the second
@@ -223,7 +224,29 @@ struct Reopened {
     line: String,
     run: String,
     journal: Arc<Journal>,
-    locks: lock::Locks,
+    locks: Held,
+}
+
+/// The locks of a run: this data directory's, and the state database's in team mode (held by
+/// its session; given back when the run ends, or by the server when the session does).
+struct Held {
+    _local: lock::Locks,
+    _shared: Option<SharedLocks>,
+}
+
+struct SharedLocks(Arc<StateDb>);
+
+impl Drop for SharedLocks {
+    fn drop(&mut self) {
+        self.0.unlock_all();
+    }
+}
+
+/// Where a change keeps its locks and journal: the state database (team mode) or not, and
+/// what its journal says about that.
+struct StateChoice {
+    db: Option<Arc<StateDb>>,
+    mark: Option<StateMark>,
 }
 
 /// Why applying stopped early.
@@ -235,6 +258,11 @@ enum Stop {
     Unknown {
         message: String,
         step: Option<String>,
+    },
+    /// A step ran (it may have taken effect) but its result could not be journaled.
+    Unrecorded {
+        message: String,
+        step: String,
     },
     /// A step no longer fits the live state.
     Stale {
@@ -396,8 +424,15 @@ impl Engine<'_> {
             return refusal;
         }
         let check_first = saved.is_some();
+        let state = match self.state(options, &who) {
+            Ok(state) => state,
+            Err(refusal) => return refusal,
+        };
         let journal = match Journal::create(&self.journal_dir, self.redact.clone()) {
-            Ok(journal) => Arc::new(journal),
+            Ok(journal) => Arc::new(match &state.db {
+                Some(db) => journal.mirrored(db.clone()),
+                None => journal,
+            }),
             Err(e) => {
                 return Outcome::Failed { message: format!("{who}: {e:#}; nothing was changed"), changed: false, step: None, run: None, results: Vec::new() };
             }
@@ -418,6 +453,7 @@ impl Engine<'_> {
             operator: saved::operator(),
             component: format!("sha256:{}", plugin.sha256),
             saved,
+            state: state.mark.clone(),
         };
         if let Err(e) = journal.append(&record) {
             return Outcome::Failed {
@@ -429,7 +465,7 @@ impl Engine<'_> {
             };
         }
         trace.attach(&journal);
-        let _locks = match self.lock(&plan, &journal.run) {
+        let _locks = match self.lock(&plan, &journal.run, state.db.as_ref()) {
             Ok(locks) => locks,
             Err(message) => {
                 let message = format!("{who}: {message}; nothing was changed");
@@ -446,7 +482,7 @@ impl Engine<'_> {
 
     /// Continue a journaled run from the first step not known to be done.
     pub async fn resume(&self, registry: &Registry, run: &str, options: &RunOptions) -> Outcome {
-        let Reopened { log, plugin, call, plan, line, run, journal, locks: _locks } = match self.reopen(registry, run, "resume") {
+        let Reopened { log, plugin, call, plan, line, run, journal, locks: _locks } = match self.reopen(registry, run, "resume", options) {
             Ok(reopened) => reopened,
             Err(outcome) => return outcome,
         };
@@ -490,7 +526,7 @@ impl Engine<'_> {
 
     /// Apply one step of a journaled run again (after fixing what made it fail).
     pub async fn retry(&self, registry: &Registry, run: &str, step_id: &str, options: &RunOptions) -> Outcome {
-        let Reopened { log, plugin, call, plan, line, run, journal, locks: _locks } = match self.reopen(registry, run, &format!("retry {step_id}")) {
+        let Reopened { log, plugin, call, plan, line, run, journal, locks: _locks } = match self.reopen(registry, run, &format!("retry {step_id}"), options) {
             Ok(reopened) => reopened,
             Err(outcome) => return outcome,
         };
@@ -549,12 +585,37 @@ impl Engine<'_> {
 
     /// Reopen a journaled run for `resume` / `retry`: its plan, its plugin, its journal (appended
     /// to), and the locks of the topologies it touches.
-    fn reopen(&self, registry: &Registry, run: &str, verb: &str) -> Result<Reopened, Outcome> {
-        let log = RunLog::read(&self.journal_dir, run).map_err(|e| Outcome::Usage { message: format!("{e:#}") })?;
+    fn reopen(&self, registry: &Registry, run: &str, verb: &str, options: &RunOptions) -> Result<Reopened, Outcome> {
+        let state = self.state(options, &format!("{verb} {run}"))?;
+        // In team mode the state database has the run as every machine wrote it (this
+        // machine's copy pushed first: a run journaled before team mode has only that).
+        let run = match &state.db {
+            Some(db) => {
+                if let Ok(path) = crate::journal::run_path(&self.journal_dir, run) {
+                    let id = path.file_stem().map(|s| s.to_string_lossy().to_string()).unwrap_or_default();
+                    db.push(&self.journal_dir, &id).map_err(|e| Outcome::refused(format!("{verb} {run}: {e}; nothing was changed")))?;
+                }
+                self.fetch_run(db, run)?
+            }
+            None => run.to_string(),
+        };
+        let log = RunLog::read(&self.journal_dir, &run).map_err(|e| Outcome::Usage { message: format!("{e:#}") })?;
+        let Some((_, _, plan, _, line, _)) = log.header() else {
+            return Err(Outcome::refused(format!("run {run}: the journal has no plan")));
+        };
+        // The locks first, then the run as it stands: whatever another opsh did to it before
+        // this one held them is read, never overwritten.
+        let run = log.run.clone();
+        let locks = self
+            .lock(plan, &run, state.db.as_ref())
+            .map_err(|message| Outcome::Refused { message: format!("{verb} {run} ({line}): {message}; nothing was changed"), run: Some(run.clone()) })?;
+        if let Some(db) = &state.db {
+            self.fetch_run(db, &run)?;
+        }
+        let log = RunLog::read(&self.journal_dir, &run).map_err(|e| Outcome::Usage { message: format!("{e:#}") })?;
         let Some((plugin_name, call, plan, previews, line, _)) = log.header() else {
             return Err(Outcome::refused(format!("run {run}: the journal has no plan")));
         };
-        let run = log.run.clone();
         let plugin = registry
             .find(plugin_name)
             .cloned()
@@ -574,11 +635,25 @@ impl Engine<'_> {
             )));
         }
         fits_its_plugin(&plugin, &plan).map_err(|why| Outcome::refused(format!("run {run}: {why}")))?;
+        // Another machine's plugin may do other things under the same name: a run started
+        // elsewhere is continued only by the very component that planned it.
+        let here = crate::state::Who::current();
+        if let Some((user, machine)) = log.operator().rsplit_once('@')
+            && machine != here.machine
+            && let Some(planned) = log.component()
+            && planned != format!("sha256:{}", plugin.sha256)
+        {
+            return Err(Outcome::refused(format!(
+                "run {run} was started by {user}@{machine} with plugin {plugin_name} {planned}; this machine's {plugin_name} is sha256:{}: install the same plugin here to continue it",
+                plugin.sha256
+            )));
+        }
         let who = format!("{verb} {run} ({line})");
         let journal = Journal::reopen(&self.journal_dir, &run, self.redact.clone()).map_err(|e| Outcome::refused(format!("{who}: {e:#}")))?;
-        let journal = Arc::new(journal);
-        let locks =
-            self.lock(&plan, &run).map_err(|message| Outcome::Refused { message: format!("{who}: {message}; nothing was changed"), run: Some(run.clone()) })?;
+        let journal = Arc::new(match &state.db {
+            Some(db) => journal.mirrored(db.clone()),
+            None => journal,
+        });
         Ok(Reopened { log, plugin, call, plan, line, run, journal, locks })
     }
 
@@ -600,7 +675,52 @@ impl Engine<'_> {
         }
     }
 
-    fn lock(&self, plan: &Plan, run: &str) -> Result<lock::Locks, String> {
+    /// Team mode: connect to the state database (pushing what this machine journaled while
+    /// it could not), or refuse the change — unless the operator chose `--local-state`.
+    fn state(&self, options: &RunOptions, who: &str) -> Result<StateChoice, Outcome> {
+        let Some(state) = &self.caps.inventory.state else { return Ok(StateChoice { db: None, mark: None }) };
+        if options.local_state {
+            self.events.log(
+                "opsh",
+                LogLevel::Warn,
+                &format!("--local-state: the locks and journal of this change stay on this machine; another opsh using {} will not see it", state.database),
+            );
+            return Ok(StateChoice { db: None, mark: Some(StateMark { database: state.database.clone(), local_only: true }) });
+        }
+        let refuse = |why: String| {
+            Outcome::refused(format!(
+                "{who}: {why}; the change is refused and nothing was changed. Fix the state database, or add --local-state to lock and journal on this machine only (the journal records it)"
+            ))
+        };
+        let db = StateDb::connect(&self.caps.inventory).map_err(refuse)?.ok_or_else(|| refuse("no state database".into()))?;
+        db.check_schema().map_err(refuse)?;
+        match db.sync(&self.journal_dir) {
+            Ok(0) => {}
+            Ok(n) => self.events.log("opsh", LogLevel::Info, &format!("pushed {n} record(s) journaled on this machine while {} could not be reached", db.name)),
+            Err(e) => return Err(refuse(e)),
+        }
+        Ok(StateChoice { db: Some(Arc::new(db)), mark: Some(StateMark { database: state.database.clone(), local_only: false }) })
+    }
+
+    /// The run `id` names in the state database (any unique prefix or suffix), written to this
+    /// machine's journal when that differs: the shared journal is the run's (it was started or
+    /// continued elsewhere; what only this machine kept had started no effect).
+    fn fetch_run(&self, db: &StateDb, id: &str) -> Result<String, Outcome> {
+        let found = db.run(id).map_err(|e| Outcome::refused(format!("{e}; nothing was changed")))?;
+        let Some((run, lines)) = found else { return Ok(id.to_string()) };
+        let path = self.journal_dir.join(format!("{run}.jsonl"));
+        // This machine's copy was pushed first; what still differs is the shared journal's.
+        let text: String = lines.iter().map(|l| format!("{}\n", l.text)).collect();
+        if std::fs::read_to_string(&path).ok().as_deref() != Some(text.as_str()) {
+            let written = std::fs::create_dir_all(&self.journal_dir)
+                .and_then(|()| std::fs::write(path.with_extension("jsonl.part"), text))
+                .and_then(|()| std::fs::rename(path.with_extension("jsonl.part"), &path));
+            written.map_err(|e| Outcome::refused(format!("cannot copy run {run} from {} into {}: {e}", db.name, path.display())))?;
+        }
+        Ok(run)
+    }
+
+    fn lock(&self, plan: &Plan, run: &str, state: Option<&Arc<StateDb>>) -> Result<Held, String> {
         let mut targets = BTreeSet::new();
         for step in &plan.steps {
             targets.insert(step.target.clone());
@@ -612,7 +732,15 @@ impl Engine<'_> {
                 };
             }
         }
-        lock::acquire(&self.lock_dir, &lock::keys_for(&self.caps.inventory, &targets), run)
+        let keys = lock::keys_for(&self.caps.inventory, &targets);
+        let shared = match state {
+            Some(db) => {
+                db.lock(&keys, run)?;
+                Some(SharedLocks(db.clone()))
+            }
+            None => None,
+        };
+        Ok(Held { _local: lock::acquire(&self.lock_dir, &keys, run)?, _shared: shared })
     }
 
     /// Apply every step not yet done, in order; consecutive steps of one group concurrently.
@@ -835,7 +963,12 @@ impl Engine<'_> {
         let shown = if status == StepStatus::Done { Ok(message.clone()) } else { Err(message.clone()) };
         self.operator.step_finished(index, total, preview, &shown);
         if let Err(e) = journaled {
-            return Err(Stop::Failed { message: format!("step {} ran but its result could not be journaled: {e:#}", step.id), step: Some(step.id.clone()) });
+            let message = format!("step {} ran but its result could not be journaled: {e:#}", step.id);
+            return Err(match outcome {
+                // It may have changed something: said so, whatever ran before it.
+                StepOutcome::Done(_) | StepOutcome::Unknown(_) => Stop::Unrecorded { message, step: step.id.clone() },
+                StepOutcome::Failed(_) | StepOutcome::Unreachable(_) => Stop::Failed { message, step: Some(step.id.clone()) },
+            });
         }
         match outcome {
             StepOutcome::Done(_) => Ok(()),
@@ -1009,6 +1142,13 @@ impl Engine<'_> {
             Stop::Unknown { message, step } => Outcome::Unknown {
                 message: format!("{}: {message}. Check the target, then {resume} (it asks the step's check first)", ctx.who),
                 step,
+                run: Some(run),
+                results: reports,
+            },
+            Stop::Unrecorded { message, step } => Outcome::Failed {
+                message: format!("{}: {message}. The step may have taken effect; {resume} (it asks the step's check first)", ctx.who),
+                changed: true,
+                step: Some(step),
                 run: Some(run),
                 results: reports,
             },

@@ -185,6 +185,9 @@ pub struct RunOptions {
     pub yes: bool,
     pub dry_run: bool,
     pub lang: String,
+    /// Team mode: lock and journal on this machine only, although the inventory names a state
+    /// database (`--local-state`; the journal records it).
+    pub local_state: bool,
 }
 
 /// How one step of a run ended, for the operator and for JSON.

@@ -52,9 +52,7 @@ pub struct PlannedFile {
 
 /// Who runs this opsh: `user@host`.
 pub fn operator() -> String {
-    let user = std::env::var("USER").or_else(|_| std::env::var("LOGNAME")).unwrap_or_else(|_| "unknown".into());
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_string()).unwrap_or_else(|_| "unknown".into());
-    format!("{user}@{host}")
+    crate::state::Who::current().operator()
 }
 
 /// `sha256:HEX` of a file's bytes (of nothing when there is no file: an empty inventory).

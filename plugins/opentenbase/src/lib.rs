@@ -720,9 +720,20 @@ fn plan_promote_gtm(cluster: &Cluster, force: bool, to: Option<&str>) -> Command
 /// fresh base backup; then write the standby configuration of the server's major (given as
 /// arguments: a file and its content, and lines for postgresql.auto.conf) — without a password:
 /// the standby authenticates with the server user's ~/.pgpass, and opsh writes no secret to disk.
+/// Its last act is an empty marker file named after this re-synchronisation (the master and its
+/// WAL position when planned): the step's check looks for it, because the read-only mark alone is
+/// also what fencing leaves on a member never re-synchronised, and a copy cut short by a crash
+/// leaves it too. Markers of earlier re-synchronisations (its own or the copied source's) go.
+/// One at a time per data directory (flock(1), util-linux): the copy of an opsh that was killed
+/// goes on on the host, and the resumed run's copy waits for it instead of copying into the
+/// same directories at the same time.
 const RESYNC: &str = r#"set -eu
-rewind=$1 basebackup=$2 dir=$3 address=$4 port=$5 user=$6 node=$7 file=$8 content=$9
-shift 9
+rewind=$1 basebackup=$2 dir=$3 address=$4 port=$5 user=$6 node=$7 file=$8 content=$9 marker=${10}
+shift 10
+command -v flock >/dev/null || { echo "flock (util-linux) is needed on this host to re-synchronise $dir" >&2; exit 1; }
+exec 9>>"$dir.opsh-resync.lock"
+flock 9
+rm -f "$dir"/opsh-resynced-*
 keep=$(mktemp -d)
 cp -p "$dir/postgresql.conf" "$dir/pg_hba.conf" "$keep/"
 if "$rewind" -D "$dir" --node-name="$node" --source-server="host=$address port=$port user=$user dbname=postgres" >"$keep/rewind.log" 2>&1; then
@@ -735,8 +746,8 @@ else
   how="a fresh base backup (pg_rewind: $(tail -n 1 "$keep/rewind.log"))"
 fi
 cp -p "$keep/postgresql.conf" "$keep/pg_hba.conf" "$dir/"
-# The copy brings the source's own state: no recovery settings of anyone else's.
-rm -f "$dir/recovery.conf" "$dir/recovery.done" "$dir/standby.signal" "$dir/recovery.signal"
+# The copy brings the source's own state: no recovery settings or markers of anyone else's.
+rm -f "$dir/recovery.conf" "$dir/recovery.done" "$dir/standby.signal" "$dir/recovery.signal" "$dir"/opsh-resynced-*
 if [ -f "$dir/postgresql.auto.conf" ]; then
   grep -v -E '^[[:space:]]*(primary_conninfo|primary_slot_name|recovery_target_timeline)[[:space:]]*=' "$dir/postgresql.auto.conf" > "$keep/auto.conf" || true
   cat "$keep/auto.conf" > "$dir/postgresql.auto.conf"
@@ -745,12 +756,18 @@ for line in "$@"; do printf '%s\n' "$line" >> "$dir/postgresql.auto.conf"; done
 printf '%s' "$content" > "$dir/$file"
 chmod 700 "$dir"
 rm -rf "$keep"
+: > "$dir/$marker"
 echo "re-synchronised with $how"
 "#;
 
+/// The marker a finished re-synchronisation of a member from `master` at `lsn` leaves.
+pub fn resync_marker(master: &Member, lsn: Lsn) -> String {
+    format!("opsh-resynced-{}-{:016X}", master.db, lsn.0)
+}
+
 /// The remote command that re-synchronises `target` from `master` and configures it as its
 /// standby, for the server major `major` (pure: unit-tested for both eras).
-pub fn resync_argv(target: &Member, master: &Member, major: u32, master_host_value: &str) -> Vec<String> {
+pub fn resync_argv(target: &Member, master: &Member, major: u32, master_host_value: &str, marker: &str) -> Vec<String> {
     let conninfo = Conninfo(vec![
         ("host".into(), master_host_value.to_string()),
         ("port".into(), master.port.to_string()),
@@ -773,6 +790,7 @@ pub fn resync_argv(target: &Member, master: &Member, major: u32, master_host_val
         target.node.clone(),
         file,
         content,
+        marker.to_string(),
     ];
     argv.extend(config.auto_conf);
     argv
@@ -803,7 +821,8 @@ fn plan_rebuild(cluster: &Cluster, node: &str, only: Option<&str>) -> CommandRes
             )));
         }
     };
-    let Live::Master { version, .. } = master.live else { return Err(CommandError::Failed(format!("{} is not a master", master.db))) };
+    let Live::Master { version, lsn } = master.live else { return Err(CommandError::Failed(format!("{} is not a master", master.db))) };
+    let marker = resync_marker(master, lsn);
     let major = pg::major(version);
     let targets: Vec<&Member> = match only {
         Some(db) => match members.iter().copied().find(|m| m.db == db) {
@@ -832,7 +851,7 @@ fn plan_rebuild(cluster: &Cluster, node: &str, only: Option<&str>) -> CommandRes
         opsh_plugin_sdk::reachable(&target.host)?;
         let kind = target.kind.pg_ctl_type();
         let pg_ctl = target.tool("pg_ctl");
-        let argv = resync_argv(target, master, major, &names::token(&master.host, None));
+        let argv = resync_argv(target, master, major, &names::token(&master.host, None), &marker);
         let refs: Vec<&str> = argv.iter().map(String::as_str).collect();
         steps.push(
             step(&format!("stop-{}", target.db), text(&format!("Make sure {} is stopped", target.db), &format!("{} の停止を確認", target.db)), &target.host)
@@ -856,7 +875,7 @@ fn plan_rebuild(cluster: &Cluster, node: &str, only: Option<&str>) -> CommandRes
             .exec(&target.host, &refs)
             .env("PGPASSWORD", ssh::EnvValue::DatabasePassword(master.db.clone()))
             .timeout_ms(1_800_000)
-            .kind(&Kind::Resync { host: target.host.clone(), dir: target.data_dir.clone(), major })
+            .kind(&Kind::Resync { host: target.host.clone(), dir: target.data_dir.clone(), major, marker: marker.clone() })
             .build(),
         );
         steps.push(
@@ -1016,6 +1035,9 @@ enum Kind {
         host: String,
         dir: String,
         major: u32,
+        /// What only this re-synchronisation, finished, leaves in `dir` ([`resync_marker`]).
+        #[serde(default)]
+        marker: String,
     },
     StartStandby {
         db: String,
@@ -1087,10 +1109,14 @@ fn check_step(kind: &Kind) -> CommandResult<CheckResult> {
                 ),
             )
         }
-        Kind::Resync { host, dir, major } => {
+        Kind::Resync { host, dir, major, marker } => {
             let (file, _) = pg::fence_file(*major);
-            let out = opsh_plugin_sdk::probe(host, &["test", "-e", &format!("{dir}/{file}")], Some(15_000))?;
-            result(out.status == Some(0), format!("{file} in {dir}"))
+            let mut found = Vec::new();
+            for name in [file, marker.as_str()] {
+                let out = opsh_plugin_sdk::probe(host, &["test", "-e", &format!("{dir}/{name}")], Some(15_000))?;
+                found.push(format!("{name} {}", if out.status == Some(0) { "there" } else { "missing" }));
+            }
+            result(!marker.is_empty() && found.iter().all(|f| f.ends_with(" there")), format!("in {dir}: {}", found.join(", ")))
         }
         Kind::StartStandby { db } => {
             let streaming = sql::query(
@@ -1145,7 +1171,7 @@ mod tests {
     fn rebuild_writes_recovery_conf_on_opentenbase_10_and_standby_signal_from_12() {
         let target = member("dn01-b", "b", 23002, Some("/opt/otb/bin"));
         let master = member("dn01-a", "a", 23001, None);
-        let old = resync_argv(&target, &master, 10, "{{addr:a}}");
+        let old = resync_argv(&target, &master, 10, "{{addr:a}}", "opsh-resynced-dn01-a-0000000003000148");
         assert_eq!(&old[4..7], &["/opt/otb/bin/pg_rewind".to_string(), "/opt/otb/bin/pg_basebackup".into(), "/data/dn01-b".into()]);
         assert_eq!(old[10], "dn01", "OpenTenBase's pg_rewind needs the node's name");
         assert_eq!(old[11], "recovery.conf");
@@ -1156,12 +1182,13 @@ mod tests {
             "{}",
             old[12]
         );
-        assert_eq!(old.len(), 13, "nothing for postgresql.auto.conf: PostgreSQL 10 refuses to start with primary_conninfo there");
-        let new = resync_argv(&target, &master, 15, "{{addr:a}}");
+        assert_eq!(old[13], "opsh-resynced-dn01-a-0000000003000148", "the marker it leaves when finished");
+        assert_eq!(old.len(), 14, "nothing for postgresql.auto.conf: PostgreSQL 10 refuses to start with primary_conninfo there");
+        let new = resync_argv(&target, &master, 15, "{{addr:a}}", "opsh-resynced-dn01-a-0000000003000148");
         assert_eq!(new[11], "standby.signal");
         assert_eq!(new[12], "");
         assert_eq!(
-            &new[13..],
+            &new[14..],
             &["primary_conninfo = 'host={{addr:a}} port=23001 user=otb application_name=dn01-b'".to_string(), "recovery_target_timeline = 'latest'".into()]
         );
         assert!(!RESYNC.contains(" -R"), "neither tool's -R: OpenTenBase's pg_rewind has none, and pg_basebackup -R would write the password");
