@@ -760,6 +760,18 @@ rm -rf "$keep"
 echo "re-synchronised with $how"
 "#;
 
+/// Start a rebuilt member; a server already running there counts as started. The start of an
+/// opsh that was killed goes on on the host, and the resumed run's `pg_ctl start` then fails with
+/// "another server might be running" while that server comes up: the step's wait decides.
+const START_STANDBY: &str = r#"pg_ctl=$1 kind=$2 dir=$3
+"$pg_ctl" -Z "$kind" -D "$dir" -l "$dir.log" -w -t 120 start || "$pg_ctl" -D "$dir" status
+"#;
+
+/// The remote command of a rebuild's start step (pure: unit-tested).
+pub fn start_standby_argv(pg_ctl: &str, kind: &str, dir: &str) -> Vec<String> {
+    ["sh", "-c", START_STANDBY, "start", pg_ctl, kind, dir].map(str::to_string).to_vec()
+}
+
 /// The marker a finished re-synchronisation of a member from `master` at `lsn` leaves.
 pub fn resync_marker(master: &Member, lsn: Lsn) -> String {
     format!("opsh-resynced-{}-{:016X}", master.db, lsn.0)
@@ -852,6 +864,7 @@ fn plan_rebuild(cluster: &Cluster, node: &str, only: Option<&str>) -> CommandRes
         let kind = target.kind.pg_ctl_type();
         let pg_ctl = target.tool("pg_ctl");
         let argv = resync_argv(target, master, major, &names::token(&master.host, None), &marker);
+        let start = start_standby_argv(&pg_ctl, kind, &target.data_dir);
         let refs: Vec<&str> = argv.iter().map(String::as_str).collect();
         steps.push(
             step(&format!("stop-{}", target.db), text(&format!("Make sure {} is stopped", target.db), &format!("{} の停止を確認", target.db)), &target.host)
@@ -887,7 +900,7 @@ fn plan_rebuild(cluster: &Cluster, node: &str, only: Option<&str>) -> CommandRes
                 ),
                 &target.db,
             )
-            .exec(&target.host, &[&pg_ctl, "-Z", kind, "-D", &target.data_dir, "-l", &format!("{}.log", target.data_dir), "-w", "-t", "120", "start"])
+            .exec(&target.host, &start.iter().map(String::as_str).collect::<Vec<_>>())
             .timeout_ms(180_000)
             .wait_until(text(&format!("{} streams from {}", target.db, master.db), &format!("{} が {} からストリーミング", target.db, master.db)), 100, 60_000)
             .idempotent()
@@ -1366,7 +1379,12 @@ mod plan_tests {
         assert_eq!(ids(&plan), ["stop-dn01-a", "resync-dn01-a", "start-dn01-a"]);
         let Effect::Exec(resync) = &plan.steps[1].effects[0] else { panic!("{:?}", plan.steps[1]) };
         assert_eq!(resync.env, [("PGPASSWORD".to_string(), opsh_plugin_sdk::ssh::EnvValue::DatabasePassword("dn01-b".into()))]);
-        assert_eq!(argv(&plan.steps[2]), ["pg_ctl -Z datanode -D /data/dn01-a -l /data/dn01-a.log -w -t 120 start"]);
+        let Effect::Exec(start) = &plan.steps[2].effects[0] else { panic!("{:?}", plan.steps[2]) };
+        assert_eq!(start.argv[3..], ["start", "pg_ctl", "datanode", "/data/dn01-a"], "pg_ctl, node type and data dir as arguments");
+        assert!(
+            super::START_STANDBY.contains(r#""$pg_ctl" -Z "$kind" -D "$dir" -l "$dir.log" -w -t 120 start || "$pg_ctl" -D "$dir" status"#),
+            "a server already running (an earlier start goes on) counts as started"
+        );
         assert!(matches!(plan.steps[2].effects.last(), Some(Effect::Wait(_))), "it waits until the standby streams");
     }
 
