@@ -99,6 +99,11 @@ fn holder_alive(file: &mut File) -> bool {
         return true;
     }
     let Some(pid) = text.split_whitespace().find_map(|w| w.strip_prefix("pid=")).and_then(|p| p.parse::<u32>().ok()) else { return true };
+    process_alive(pid)
+}
+
+/// Whether process `pid` of this machine runs (a zombie does not).
+pub fn process_alive(pid: u32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
         // The state follows the command name in parentheses: Z is a zombie, X is dead.
         Ok(stat) => !stat.rsplit_once(')').is_some_and(|(_, rest)| rest.trim_start().starts_with(['Z', 'X'])),

@@ -72,8 +72,10 @@ pub struct Who {
 }
 
 impl Who {
+    /// Read once per process (every intent record names it).
     pub fn current() -> Self {
-        Self { user: os_user(), machine: machine(), pid: std::process::id() }
+        static WHO: std::sync::OnceLock<Who> = std::sync::OnceLock::new();
+        WHO.get_or_init(|| Self { user: os_user(), machine: machine(), pid: std::process::id() }).clone()
     }
 
     /// `user@machine`, as the journal's `operator` says.
@@ -249,7 +251,7 @@ impl StateDb {
         let mut tries = 0;
         loop {
             match self.try_lock(keys, run) {
-                Err(Refusal::Held { holder: Some(h), .. }) if tries < 30 && h.machine == self.who.machine && !process_alive(h.pid) => {
+                Err(Refusal::Held { holder: Some(h), .. }) if tries < 30 && h.machine == self.who.machine && !crate::lock::process_alive(h.pid) => {
                     tries += 1;
                     std::thread::sleep(Duration::from_millis(100));
                 }
@@ -547,11 +549,6 @@ impl std::fmt::Display for Refusal {
             }
         }
     }
-}
-
-fn process_alive(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .is_ok_and(|stat| !stat.rsplit_once(')').is_some_and(|(_, rest)| rest.trim_start().starts_with(['Z', 'X'])))
 }
 
 /// One journal line as the state database keeps it.
