@@ -7,15 +7,7 @@ use std::path::PathBuf;
 use std::process::Command;
 
 /// Crates embedded in the binary, by package name.
-const BUNDLED: &[&str] = &[
-    "opsh-plugin-pg",
-    "opsh-plugin-opentenbase",
-    "opsh-plugin-horizon-slony",
-    "opsh-plugin-tungsten",
-    "opsh-plugin-edb-xdb",
-    "opsh-plugin-tungsten",
-    "opsh-plugin-opentenbase",
-];
+const BUNDLED: &[&str] = &["opsh-plugin-pg", "opsh-plugin-opentenbase", "opsh-plugin-horizon-slony", "opsh-plugin-tungsten", "opsh-plugin-edb-xdb"];
 /// Built for the tests only.
 const FIXTURES: &[&str] = &["opsh-probe-plugin", "opsh-hostile-plugin", "opsh-v2-plugin"];
 /// Those built against opsh:plugin@0.1.0 (the SDK without its `wit-0-2` feature): the fixtures

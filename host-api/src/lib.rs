@@ -4,7 +4,9 @@
 
 pub mod address_book;
 pub mod capability;
+pub mod doctor;
 pub mod grants;
+pub mod import;
 pub mod inventory;
 pub mod journal;
 pub mod lock;
@@ -17,6 +19,7 @@ pub mod sandbox;
 pub mod script;
 pub mod scrub;
 pub mod state;
+pub mod suggest;
 pub mod timefmt;
 
 /// Exit codes of `opsh` for scripts and cron (documented in the README).

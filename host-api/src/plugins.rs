@@ -26,6 +26,10 @@ impl Registry {
         let mut registry = Self::default();
         for bytes in bundled {
             match sandbox.load(bytes, Origin::Bundled, caps, events).await {
+                // Bundled twice (a packaging mistake): once is enough, and costs one compile.
+                Ok(plugin) if registry.find(plugin.name()).is_some() => {
+                    registry.problems.push(format!("the bundled plugin {} is bundled twice; loaded once", plugin.name()))
+                }
                 Ok(plugin) => registry.add(plugin),
                 Err(e) => registry.problems.push(format!("{e:#}")),
             }

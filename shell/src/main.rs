@@ -15,7 +15,7 @@ use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, ValueEnum};
+use clap::{CommandFactory, FromArgMatches, Parser, ValueEnum};
 use opsh_host::Exit;
 
 mod bundled {
@@ -30,12 +30,7 @@ pub enum OutputFormat {
 }
 
 #[derive(Debug, Parser)]
-#[command(
-    name = "opsh",
-    version,
-    about = "An ops shell for database failover runbooks",
-    after_help = "Without a command, opsh opens its shell. `opsh run FILE` runs a script.\nExit codes: 0 ok, 1 failed (nothing changed), 2 usage, 3 failed after changing something, 4 outcome unknown, 5 refused, 6 --check found a problem."
-)]
+#[command(name = "opsh", version, about = "An ops shell for database failover runbooks")]
 struct Cli {
     /// The inventory (TOML); default: inventory.toml in the config directory.
     #[arg(long, env = "OPSH_INVENTORY", value_name = "PATH")]
@@ -68,14 +63,94 @@ struct Cli {
     words: Vec<String>,
 }
 
+/// The environment variables opsh reads, for `--help`.
+const ENVIRONMENT: &[(&str, &str)] = &[
+    ("OPSH_INVENTORY", "the inventory (as --inventory)"),
+    ("OPSH_CONFIG_DIR", "where inventory.toml is looked for (default ~/.config/opsh)"),
+    ("OPSH_DATA_DIR", "history, journal, locks, third-party plugins, ssh sockets (default ~/.local/share/opsh)"),
+    ("OPSH_CACHE_DIR", "compiled plugins (default ~/.cache/opsh)"),
+    ("OPSH_PLUGIN_CPU_MS", "CPU time a plugin call may use (default 5000)"),
+    ("OPSH_PLUGIN_MEMORY_MB", "memory a plugin may use (default 256)"),
+    ("OPSH_DEBUG", "print internal detail on errors"),
+];
+
+/// `--help`'s closing text: the shell's own commands, the environment, the exit codes.
+fn after_help() -> String {
+    let mut text = String::from("Without a command, opsh opens its shell. `opsh run FILE` runs a script (one command per line).\n\nBuilt-in commands:\n");
+    for (_, line) in session::BUILTINS {
+        text.push_str(&format!("  {line}\n"));
+    }
+    text.push_str("Plugin commands: `opsh help` lists them (`opsh help PLUGIN` for one).\n");
+    text.push_str("Shell integration: `opsh completions bash|zsh|fish` prints a completion script (commands, arguments, inventory names).\n\nEnvironment:\n");
+    for (name, what) in ENVIRONMENT {
+        text.push_str(&format!("  {name:<22} {what}\n"));
+    }
+    text.push_str(
+        "\nExit codes: 0 ok, 1 failed (nothing changed), 2 usage, 3 failed after changing something, 4 outcome unknown, 5 refused, 6 a check found a problem (--check, doctor).",
+    );
+    text
+}
+
+/// `opsh __man`: the man page (roff), from the same definitions as `--help` (scripts/package
+/// installs it as opsh(1)).
+fn man_page() -> std::io::Result<()> {
+    let command = Cli::command().after_help(after_help()).after_long_help(after_help());
+    clap_mangen::Man::new(command).render(&mut std::io::stdout())
+}
+
+/// Global options written after the command (`opsh pg status --inventory FILE`, `opsh run FILE
+/// --yes`) count as if written before it: taken out of the words into `cli`. Only `--inventory`
+/// needs this for a command (every line takes the others itself); a script takes them all.
+fn hoist_options(cli: &mut Cli) -> Result<(), String> {
+    let script = cli.words.first().map(String::as_str) == Some("run");
+    let mut words = Vec::with_capacity(cli.words.len());
+    let mut iter = std::mem::take(&mut cli.words).into_iter();
+    while let Some(word) = iter.next() {
+        let (flag, inline) = match word.split_once('=') {
+            Some((flag, value)) if flag.starts_with("--") => (flag.to_string(), Some(value.to_string())),
+            _ => (word.clone(), None),
+        };
+        let mut value = |name: &str| inline.clone().or_else(|| iter.next()).ok_or_else(|| format!("{name} needs a value"));
+        match flag.as_str() {
+            "--inventory" => cli.inventory = Some(PathBuf::from(value("--inventory")?)),
+            "--yes" | "-y" if script => cli.yes = true,
+            "--dry-run" if script => cli.dry_run = true,
+            "--check" if script => cli.check = true,
+            "--local-state" if script => cli.local_state = true,
+            "--output" if script => {
+                cli.output = match value("--output")?.as_str() {
+                    "json" => OutputFormat::Json,
+                    "text" => OutputFormat::Text,
+                    other => return Err(format!("--output takes text or json, not {other:?}")),
+                }
+            }
+            "--lang" if script => {
+                let lang = value("--lang")?;
+                if lang != "en" && lang != "ja" {
+                    return Err(format!("--lang takes en or ja, not {lang:?}"));
+                }
+                cli.lang = Some(lang);
+            }
+            _ => words.push(word),
+        }
+    }
+    cli.words = words;
+    Ok(())
+}
+
 fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
+    let parsed = Cli::command().after_help(after_help()).try_get_matches().and_then(|m| Cli::from_arg_matches(&m));
+    let mut cli = match parsed {
         Ok(cli) => cli,
         Err(e) => {
             let _ = e.print();
             return ExitCode::from(if e.use_stderr() { Exit::Usage.code() as u8 } else { 0 });
         }
     };
+    if let Err(e) = hoist_options(&mut cli) {
+        eprintln!("opsh: {e}");
+        return ExitCode::from(Exit::Usage.code() as u8);
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
         Ok(runtime) => runtime,
         Err(e) => {
@@ -104,8 +179,32 @@ async fn run(cli: Cli) -> Exit {
         match cli.words.get(1..) {
             Some([file]) => script::run_file(&session, &PathBuf::from(file)).await,
             _ => {
-                eprintln!("opsh: usage: opsh run FILE");
+                eprintln!("opsh: usage: opsh run FILE [--yes] [--dry-run] [--output json] (one script file)");
                 Exit::Usage
+            }
+        }
+    } else if cli.words.first().map(String::as_str) == Some("__complete") {
+        for candidate in repl::complete_words(&session, &cli.words[1..]) {
+            println!("{candidate}");
+        }
+        Exit::Success
+    } else if cli.words.first().map(String::as_str) == Some("completions") {
+        match cli.words.get(1..).and_then(|rest| if let [shell] = rest { repl::completion_script(shell) } else { None }) {
+            Some(script) => {
+                print!("{script}");
+                Exit::Success
+            }
+            None => {
+                eprintln!("opsh: usage: opsh completions bash|zsh|fish");
+                Exit::Usage
+            }
+        }
+    } else if cli.words.first().map(String::as_str) == Some("__man") {
+        match man_page() {
+            Ok(()) => Exit::Success,
+            Err(e) => {
+                eprintln!("opsh: writing the man page: {e}");
+                Exit::Failed
             }
         }
     } else if !cli.words.is_empty() {

@@ -66,10 +66,47 @@ impl Grid {
 
     /// The table as lines: every cell made visible first (plugin text may hold control
     /// characters), so that the widths are those the terminal shows.
+    ///
+    /// When a table would be wider than 120 columns, a long cell (an error message, mostly) in
+    /// any column but the last is shown as a note mark, `[1]`, and listed in full under the
+    /// table. The last column runs on at the end of its line and misaligns nothing.
     fn print(&self, console: &Console) {
         let shown = |text: &str| one_line(&text.replace('\n', " ⏎ "));
         let columns: Vec<String> = self.columns.iter().map(|c| shown(c)).collect();
-        let rows: Vec<Vec<(String, Option<Color>)>> = self.rows.iter().map(|row| row.iter().map(|(text, color)| (shown(text), *color)).collect()).collect();
+        let natural: usize = (0..columns.len())
+            .map(|i| self.rows.iter().filter_map(|r| r.get(i)).map(|(t, _)| shown(t).width()).chain([columns[i].width()]).max().unwrap_or(0) + 2)
+            .sum();
+        let squeeze = natural > MAX_TABLE_WIDTH;
+        let mut notes: Vec<String> = Vec::new();
+        let rows: Vec<Vec<(String, Option<Color>)>> = self
+            .rows
+            .iter()
+            .map(|row| {
+                let last = row.len().saturating_sub(1);
+                row.iter()
+                    .enumerate()
+                    .map(|(i, (text, color))| {
+                        let text = shown(text);
+                        if !squeeze || i == last || text.width() <= MAX_CELL_WIDTH {
+                            return (text, *color);
+                        }
+                        // The cell keeps its first words (`cannot tell: …` keeps `cannot tell`).
+                        let head: String = match text.split_once(": ") {
+                            Some((head, _)) if head.width() <= MAX_HEAD_WIDTH => head.to_string(),
+                            _ => format!("{}…", text.chars().take(MAX_HEAD_WIDTH).collect::<String>()),
+                        };
+                        let mark = match notes.iter().position(|n| *n == text) {
+                            Some(i) => i + 1,
+                            None => {
+                                notes.push(text);
+                                notes.len()
+                            }
+                        };
+                        (format!("{head} [{mark}]"), *color)
+                    })
+                    .collect()
+            })
+            .collect();
         let widths: Vec<usize> =
             (0..columns.len()).map(|i| rows.iter().filter_map(|r| r.get(i)).map(|(t, _)| t.width()).chain([columns[i].width()]).max().unwrap_or(0)).collect();
         if !self.title.is_empty() {
@@ -91,8 +128,17 @@ impl Grid {
                 .collect();
             console.out(cells.join("  ").trim_end());
         }
+        for (i, note) in notes.iter().enumerate() {
+            console.out(&format!("  [{}] {note}", i + 1));
+        }
     }
 }
+
+/// A table wider than this shows its long cells (wider than `MAX_CELL_WIDTH`) as notes.
+const MAX_TABLE_WIDTH: usize = 120;
+const MAX_CELL_WIDTH: usize = 48;
+/// What such a cell keeps in place: its words up to the first `: `, or this many characters.
+const MAX_HEAD_WIDTH: usize = 32;
 
 fn pad(text: &str, width: usize) -> String {
     format!("{text}{}", " ".repeat(width.saturating_sub(text.width())))
@@ -198,6 +244,45 @@ pub fn outcome(console: &Console, options: &LineOptions, outcome: &Outcome, exit
             console.note("outcome unknown: check the target before going on");
         }
     }
+}
+
+/// `doctor`: one table of every check, then each failure with what to do (never inside a cell,
+/// so the table stays narrow).
+pub fn doctor(console: &Console, options: &LineOptions, checks: &[opsh_host::doctor::Check], took: std::time::Duration, exit: Exit) {
+    use opsh_host::doctor::Verdict;
+    let verdict = |v: Verdict| match v {
+        Verdict::Ok => "ok",
+        Verdict::Failed => "failed",
+        Verdict::Skipped => "skipped",
+    };
+    let failed: Vec<&opsh_host::doctor::Check> = checks.iter().filter(|c| c.verdict == Verdict::Failed).collect();
+    if options.output == OutputFormat::Json {
+        let rows: Vec<Value> =
+            checks.iter().map(|c| json!({ "target": c.target, "check": c.check, "result": verdict(c.verdict), "detail": c.detail, "fix": c.fix })).collect();
+        console.out_json(
+            &json!({ "schema": JSON_SCHEMA, "exit": exit.code(), "checks": rows, "failed": failed.len(), "took_ms": took.as_millis() as u64 }).to_string(),
+        );
+        return;
+    }
+    let mut grid = Grid::new("Doctor", &["target", "check", "result", "detail"]);
+    for c in checks {
+        let color = match c.verdict {
+            Verdict::Ok => Color::Green,
+            Verdict::Failed => Color::Red,
+            Verdict::Skipped => Color::Yellow,
+        };
+        grid.rows.push(vec![(c.target.clone(), None), (c.check.clone(), None), (verdict(c.verdict).to_string(), Some(color)), (c.detail.clone(), None)]);
+    }
+    grid.print(console);
+    console.out("");
+    if failed.is_empty() {
+        console.note(&console.paint_err(Color::Green.bold(), &format!("doctor: all {} checks passed in {:.1} s", checks.len(), took.as_secs_f32())));
+        return;
+    }
+    for c in &failed {
+        console.error(&format!("{} {}: {}", c.target, c.check, c.fix));
+    }
+    console.note(&format!("doctor: {} of {} checks failed ({:.1} s)", failed.len(), checks.len(), took.as_secs_f32()));
 }
 
 /// What of a step reached its target: `1 of 2` effects sent by the host, `nothing` for a step

@@ -12,11 +12,11 @@ use rustyline::highlight::Highlighter;
 use rustyline::hint::{Hinter, HistoryHinter};
 use rustyline::history::{FileHistory, History};
 use rustyline::validate::Validator;
-use rustyline::{Config, Context, Editor, Helper};
+use rustyline::{CompletionType, Config, Context, Editor, Helper};
 
 use crate::session::{BUILTINS, Session};
 
-const LINE_FLAGS: &[&str] = &["--dry-run", "--yes", "--output", "--lang", "--local-state"];
+const LINE_FLAGS: &[&str] = &["--dry-run", "--yes", "--check", "--output", "--lang", "--local-state"];
 
 struct OpshHelper {
     plugins: Vec<PluginInfo>,
@@ -47,8 +47,12 @@ impl OpshHelper {
         let Some(first) = before.first() else {
             let mut names: Vec<String> = BUILTINS.iter().map(|(n, _)| n.to_string()).collect();
             names.extend(self.plugins.iter().map(|p| p.name.clone()));
+            names.sort();
             return names;
         };
+        if first == "doctor" {
+            return self.topologies.iter().chain(self.hosts.iter().filter(|h| *h != "local")).chain(&self.databases).cloned().collect();
+        }
         if matches!(first.as_str(), "journal" | "resume" | "retry") {
             return match before.len() {
                 1 => self.run_ids(),
@@ -122,6 +126,51 @@ impl OpshHelper {
     }
 }
 
+/// `opsh __complete WORD…`: the candidates for the last word (being typed; may be empty) after
+/// the others — the shell's own completion, for bash, zsh and fish (`opsh completions SHELL`).
+pub fn complete_words(session: &Session, words: &[String]) -> Vec<String> {
+    let helper = OpshHelper::new(session, false);
+    let (partial, before) = match words.split_last() {
+        Some((last, before)) => (last.as_str(), before),
+        None => ("", words),
+    };
+    let mut seen = std::collections::HashSet::new();
+    helper.candidates(before).into_iter().filter(|c| c.starts_with(partial) && seen.insert(c.clone())).collect()
+}
+
+/// The completion script for `shell`: each asks `opsh __complete` for the words typed so far.
+pub fn completion_script(shell: &str) -> Option<&'static str> {
+    match shell {
+        "bash" => Some(
+            r#"# opsh completion for bash: eval "$(opsh completions bash)" or put it in /etc/bash_completion.d/opsh
+_opsh() {
+    local IFS=$'
+'
+    COMPREPLY=($(opsh __complete "${COMP_WORDS[@]:1:COMP_CWORD}" 2>/dev/null))
+}
+complete -o default -F _opsh opsh
+"#,
+        ),
+        "zsh" => Some(
+            r#"#compdef opsh
+# opsh completion for zsh: put it as _opsh on your $fpath, or: source <(opsh completions zsh)
+_opsh() {
+    local -a candidates
+    candidates=("${(@f)$(opsh __complete "${(@)words[2,CURRENT]}" 2>/dev/null)}")
+    compadd -a candidates
+}
+if [ "$funcstack[1]" = "_opsh" ]; then _opsh "$@"; else compdef _opsh opsh; fi
+"#,
+        ),
+        "fish" => Some(
+            r#"# opsh completion for fish: opsh completions fish > ~/.config/fish/completions/opsh.fish
+complete -c opsh -f -a '(opsh __complete (commandline -opc)[2..-1] (commandline -ct) 2>/dev/null)'
+"#,
+        ),
+        _ => None,
+    }
+}
+
 impl Completer for OpshHelper {
     type Candidate = Pair;
 
@@ -130,14 +179,18 @@ impl Completer for OpshHelper {
         let start = head.rfind(char::is_whitespace).map_or(0, |i| i + 1);
         let before: Vec<String> = shell_words::split(&head[..start]).unwrap_or_default();
         let partial = &head[start..];
-        let mut matches: Vec<Pair> = self
-            .candidates(&before)
-            .into_iter()
-            .filter(|c| c.starts_with(partial))
-            .map(|c| Pair { display: c.clone(), replacement: format!("{c} ") })
-            .collect();
-        matches.sort_by(|a, b| a.display.cmp(&b.display));
-        matches.dedup_by(|a, b| a.display == b.display);
+        let candidates = self.candidates(&before);
+        // In the candidates' own order (newest run first), each once.
+        let mut seen = std::collections::HashSet::new();
+        let mut matching: Vec<String> = candidates.iter().filter(|c| c.starts_with(partial) && seen.insert(c.as_str())).cloned().collect();
+        if matching.is_empty() && !partial.is_empty() && before.len() == 1 && matches!(before[0].as_str(), "journal" | "resume" | "retry") {
+            // A run id by the end of it (its random suffix), when only one ends so.
+            let ending: Vec<&String> = candidates.iter().filter(|c| c.ends_with(partial)).collect();
+            if let [one] = ending.as_slice() {
+                matching.push(one.to_string());
+            }
+        }
+        let matches = matching.into_iter().map(|c| Pair { display: c.clone(), replacement: format!("{c} ") }).collect();
         Ok((start, matches))
     }
 }
@@ -160,7 +213,8 @@ impl Validator for OpshHelper {}
 impl Helper for OpshHelper {}
 
 pub async fn run(session: &Session) -> Exit {
-    let config = Config::builder().auto_add_history(true).max_history_size(5_000).map(|b| b.build()).unwrap_or_default();
+    // Tab completes the common prefix, a second Tab lists every candidate (as bash and psql do).
+    let config = Config::builder().auto_add_history(true).completion_type(CompletionType::List).max_history_size(5_000).map(|b| b.build()).unwrap_or_default();
     let mut editor: Editor<OpshHelper, FileHistory> = match Editor::with_config(config) {
         Ok(editor) => editor,
         Err(e) => {

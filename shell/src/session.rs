@@ -20,7 +20,7 @@ use crate::render;
 
 /// Words of opsh itself that are no `BUILTINS` line: the CLI's subcommands and aliases, and the
 /// built-in host.
-const RESERVED_WORDS: &[&str] = &["quit", "run", "status", "local", "opsh"];
+const RESERVED_WORDS: &[&str] = &["quit", "run", "status", "local", "opsh", "completions", "__complete", "__man"];
 
 pub const BUILTINS: &[(&str, &str)] = &[
     ("help", "help [PLUGIN [COMMAND]] — commands, their arguments and examples"),
@@ -30,8 +30,12 @@ pub const BUILTINS: &[(&str, &str)] = &[
     ("resume", "resume RUN — continue a run from the first step not known to be done"),
     ("retry", "retry RUN STEP — apply one failed step again"),
     ("state", "state init — create or migrate opsh's schema in the inventory's [state] database (team mode)"),
+    ("doctor", "doctor [TOPOLOGY|HOST|DATABASE…] — before a failover: ssh, sudo, logins, TLS, versions, and every tool and privilege the plugins need"),
     ("plugins", "plugins — the loaded plugins, their versions and capabilities"),
-    ("inventory", "inventory — hosts, databases, topologies and grants (never secrets)"),
+    (
+        "inventory",
+        "inventory [import pgxc_ctl|ansible|ssh-config FILE] — hosts, databases, topologies and grants (never secrets); import prints a TOML inventory from a cluster's own description",
+    ),
     ("exit", "exit — leave the shell"),
 ];
 
@@ -171,7 +175,23 @@ impl Session {
                 [_file] => Prepared::Builtin(first.clone(), words[1..].to_vec()),
                 _ => return Err("usage: apply FILE (a plan saved with `plan COMMAND… --out FILE`)".into()),
             },
-            "help" | "plugins" | "inventory" | "journal" => Prepared::Builtin(first.clone(), words[1..].to_vec()),
+            "inventory" => match &words[1..] {
+                [] => Prepared::Builtin(first.clone(), Vec::new()),
+                [import, format, _file] if import == "import" && opsh_host::import::FORMATS.contains(&format.as_str()) => {
+                    Prepared::Builtin(first.clone(), words[1..].to_vec())
+                }
+                _ => {
+                    return Err(format!(
+                        "usage: inventory (shows it), or inventory import FORMAT FILE (prints a TOML inventory; FORMAT: {})",
+                        opsh_host::import::FORMATS.join(", ")
+                    ));
+                }
+            },
+            "help" | "plugins" | "journal" => Prepared::Builtin(first.clone(), words[1..].to_vec()),
+            "doctor" => {
+                opsh_host::doctor::Scope::of(&self.caps.inventory, &words[1..])?;
+                Prepared::Builtin(first.clone(), words[1..].to_vec())
+            }
             "state" => match &words[1..] {
                 [init] if init == "init" => Prepared::Builtin(first.clone(), words[1..].to_vec()),
                 _ => return Err("usage: state init (creates or migrates opsh's schema in the [state] database)".into()),
@@ -188,7 +208,14 @@ impl Session {
                 let plugin = self.registry.find(name).ok_or_else(|| {
                     let mut known: Vec<&str> = BUILTINS.iter().map(|(n, _)| *n).collect();
                     known.extend(self.registry.plugins.iter().map(|p| p.name()));
-                    format!("unknown command {name:?}; known: {} (try `help`)", known.join(", "))
+                    if name.starts_with('-') {
+                        let hint = opsh_host::suggest::closest(name, runbook::GLOBAL_FLAGS.iter().copied())
+                            .map(|f| format!(" — did you mean {f}?"))
+                            .unwrap_or_default();
+                        return format!("unknown option {name}{hint} (`opsh --help` lists the options)");
+                    }
+                    let hint = opsh_host::suggest::closest(name, known.iter().copied()).map(|c| format!(" — did you mean {c}?")).unwrap_or_default();
+                    format!("unknown command {name:?}{hint}; known: {} (try `help`)", known.join(", "))
                 })?;
                 let (command, call) = runbook::parse_invocation(&plugin.info, &words[1..]).map_err(|e| e.0)?;
                 Prepared::Plugin { plugin: plugin.clone(), command: command.clone(), call, line: shell_words::join(&words), save_to: None }
@@ -207,12 +234,16 @@ impl Session {
                 "--dry-run" => options.dry_run = true,
                 "--check" => options.check = true,
                 "--local-state" => options.local_state = true,
+                "--inventory" => return Err("--inventory applies to the whole session: give it when starting opsh (`opsh --inventory PATH …`)".into()),
                 "--output" | "--lang" => {
                     let value = iter.next().ok_or_else(|| format!("{word} needs a value"))?;
                     set_option(&mut options, &word, &value)?;
                 }
                 _ => match word.split_once('=') {
                     Some((key @ ("--output" | "--lang"), value)) => set_option(&mut options, key, value)?,
+                    Some(("--inventory", _)) => {
+                        return Err("--inventory applies to the whole session: give it when starting opsh (`opsh --inventory PATH …`)".into());
+                    }
                     _ => rest.push(word),
                 },
             }
@@ -244,6 +275,7 @@ impl Session {
             Prepared::Exit => return Exit::Success,
             Prepared::Builtin(name, args) if name == "resume" => self.engine().resume(&self.registry, &args[0], &run_options).await,
             Prepared::Builtin(name, args) if name == "retry" => self.engine().retry(&self.registry, &args[0], &args[1], &run_options).await,
+            Prepared::Builtin(name, args) if name == "doctor" => return self.doctor(&args, options).await,
             Prepared::Builtin(name, args) if name == "apply" => self.engine().apply_saved(&self.registry, std::path::Path::new(&args[0]), &run_options).await,
             Prepared::Plugin { plugin, command, call, line, save_to: Some(file) } => {
                 self.engine().save_plan(&plugin, &command, &call, &line, &run_options, &file).await
@@ -284,6 +316,7 @@ impl Session {
                 render::plugins(&self.console, &self.registry, &self.caps.inventory, options);
                 Exit::Success
             }
+            "inventory" if !args.is_empty() => self.import(&args[1], &args[2], options),
             "inventory" => {
                 render::inventory(&self.console, &self.caps.inventory, options);
                 Exit::Success
@@ -294,6 +327,61 @@ impl Session {
 }
 
 impl Session {
+    /// `doctor`: ask the plugins what they need, then check it and every host and database in
+    /// scope at once.
+    async fn doctor(&self, args: &[String], options: &LineOptions) -> Exit {
+        use opsh_host::doctor;
+        let scope = match doctor::Scope::of(&self.caps.inventory, args) {
+            Ok(scope) => scope,
+            Err(e) => {
+                self.console.error(&e);
+                return Exit::Usage;
+            }
+        };
+        if scope.hosts.is_empty() && scope.databases.is_empty() {
+            self.console
+                .error(&format!("doctor: the inventory ({}) names no host or database; give one with --inventory PATH", self.caps.inventory.source.display()));
+            return Exit::Failed;
+        }
+        let started = std::time::Instant::now();
+        let run_options = RunOptions { yes: false, dry_run: true, lang: options.lang.clone(), local_state: options.local_state };
+        let engine = self.engine();
+        let (needs, mut checks) = doctor::requirements(&engine, &self.registry, &run_options).await;
+        checks.extend(doctor::examine(&self.caps, &scope, &needs).await);
+        let exit = if checks.iter().any(|c| c.verdict == doctor::Verdict::Failed) { Exit::CheckFailed } else { Exit::Success };
+        render::doctor(&self.console, options, &checks, started.elapsed(), exit);
+        exit
+    }
+
+    /// `inventory import FORMAT FILE`: a TOML inventory on stdout, what to check on stderr.
+    fn import(&self, format: &str, file: &str, options: &LineOptions) -> Exit {
+        let text = match std::fs::read_to_string(file) {
+            Ok(text) => text,
+            Err(e) => {
+                self.console.error(&format!("inventory import: cannot read {file}: {e}"));
+                return Exit::Failed;
+            }
+        };
+        match opsh_host::import::import(format, &text, file) {
+            Ok(imported) => {
+                if options.output == OutputFormat::Json {
+                    let doc = serde_json::json!({ "schema": render::JSON_SCHEMA, "exit": 0, "toml": imported.toml, "warnings": imported.warnings });
+                    self.console.out_json(&doc.to_string());
+                } else {
+                    print!("{}", imported.toml);
+                    for warning in &imported.warnings {
+                        self.console.warn(warning);
+                    }
+                }
+                Exit::Success
+            }
+            Err(e) => {
+                self.console.error(&format!("inventory import {format} {file}: {e}"));
+                Exit::Usage
+            }
+        }
+    }
+
     /// `journal`: this machine's runs, or in team mode every operator's from the state
     /// database (after pushing what this machine journaled while it could not reach it).
     fn journal(&self, args: &[String], options: &LineOptions) -> Exit {

@@ -4,6 +4,7 @@
 mod support;
 
 mod capabilities;
+mod doctor;
 mod engine;
 mod errors;
 mod examples;
@@ -11,10 +12,12 @@ mod faults;
 mod horizon;
 mod horizon_shapes;
 mod hostile;
+mod import;
 mod lab_drills;
 mod otb;
 mod otb_lab;
 mod otb_shapes;
+mod package;
 mod sandbox;
 mod shapes;
 mod shell;

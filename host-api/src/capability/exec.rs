@@ -278,9 +278,25 @@ fn never_started(stderr: &[u8]) -> bool {
 
 /// Put environment variables and privilege escalation around the argv. Secrets go first on
 /// standard input, one line each, and are read by the wrapper shell into their variables.
+/// Runs a command on its input only once all of it has arrived: an opsh killed while it sends
+/// (kill -9, a cut network) ends the input early, and a command that read half of its input —
+/// a slonik script, a file's new content — would do half of what was planned. A short input runs
+/// nothing (exit 125).
+const WHOLE_INPUT: &str = r#"n=$1; shift
+t=$(mktemp) || { echo "opsh: no temp file for the command's input; it was not run" >&2; exit 125; }
+trap 'rm -f -- "$t"' EXIT
+head -c "$n" > "$t"
+if [ "$(wc -c < "$t")" -ne "$n" ]; then echo "opsh: the command's input arrived incomplete; it was not run" >&2; exit 125; fi
+"$@" < "$t""#;
+
 fn wrap_command(request: &ExecRequest, escalation: Become) -> CapResult<(Vec<String>, Vec<u8>)> {
     let mut argv = request.argv.clone();
     let mut stdin = Vec::new();
+    if let Some(data) = request.stdin.as_ref().filter(|d| !d.is_empty()) {
+        let mut wrapped = vec!["sh".to_string(), "-c".to_string(), WHOLE_INPUT.to_string(), "opsh-input".to_string(), data.len().to_string()];
+        wrapped.append(&mut argv);
+        argv = wrapped;
+    }
     if !request.env.is_empty() {
         let mut script = String::new();
         for (name, value) in &request.env {
@@ -389,5 +405,31 @@ mod tests {
         assert_eq!(&argv[..4], ["sudo", "-n", "sh", "-c"]);
         assert!(argv.iter().all(|a| !a.contains("s3cr3t")), "{argv:?}");
         assert_eq!(stdin, b"s3cr3t\n");
+    }
+
+    /// The input-guard script, run here with a stand-in command: whole input runs it on exactly
+    /// that input; an input cut short (opsh killed while sending) runs nothing.
+    #[test]
+    fn a_command_runs_on_its_whole_input_or_not_at_all() {
+        let mut request = ExecRequest::new(vec!["sh".into(), "-c".into(), "cat > \"$0\"".into()]);
+        let dir = tempfile::tempdir().expect("temp dir");
+        let out = dir.path().join("got");
+        request.argv.push(out.display().to_string());
+        request.stdin = Some(b"line 1\nline 2\n".to_vec());
+        let (argv, stdin) = wrap_command(&request, Become::None).expect("wrap");
+        let run = |input: &[u8]| {
+            use std::io::Write;
+            let mut child = std::process::Command::new(&argv[0]).args(&argv[1..]).stdin(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("sh");
+            child.stdin.take().expect("stdin").write_all(input).expect("write");
+            child.wait_with_output().expect("wait")
+        };
+        let whole = run(&stdin);
+        assert!(whole.status.success(), "{whole:?}");
+        assert_eq!(std::fs::read(&out).expect("written"), b"line 1\nline 2\n");
+        std::fs::remove_file(&out).expect("remove");
+        let cut = run(&stdin[..5]);
+        assert_eq!(cut.status.code(), Some(125), "{cut:?}");
+        assert!(String::from_utf8_lossy(&cut.stderr).contains("arrived incomplete; it was not run"), "{cut:?}");
+        assert!(!out.exists(), "the command did not run on half its input");
     }
 }

@@ -176,8 +176,8 @@ impl SqlPool {
                 Err(elapsed) => settle(database, Err::<Result<Vec<Rows>, tokio_postgres::Error>, _>(elapsed), &mut guard, true, timeout),
             };
         }
-        let mut affected_instead = None;
-        let work = async {
+        let affected_instead = std::sync::Mutex::new(None);
+        let work = || async {
             let single = autocommit && statements.len() == 1 && expected.is_none();
             if !single {
                 client.batch_execute("BEGIN").await?;
@@ -197,7 +197,7 @@ impl SqlPool {
             let affected: u64 = results.iter().map(|r| r.affected).sum();
             if expected.is_some_and(|n| n != affected) {
                 client.batch_execute("ROLLBACK").await?;
-                affected_instead = Some(affected);
+                *affected_instead.lock().unwrap_or_else(|p| p.into_inner()) = Some(affected);
                 return Ok(results);
             }
             if !single {
@@ -205,8 +205,22 @@ impl SqlPool {
             }
             Ok::<_, tokio_postgres::Error>(results)
         };
-        let outcome = tokio::time::timeout(timeout, work).await;
+        // A deadlock or a serialization failure rolled the whole transaction back (PostgreSQL
+        // chose it as the victim): nothing of it happened, and trying again is what the server
+        // asks for. A few times, a little apart; any other error is the step's.
+        let mut attempt = 0;
+        let outcome = loop {
+            attempt += 1;
+            let outcome = tokio::time::timeout(timeout, work()).await;
+            match &outcome {
+                Ok(Err(e)) if attempt < MAX_ATTEMPTS && rolled_back_by_the_server(e) => {
+                    tokio::time::sleep(Duration::from_millis(200 * attempt)).await;
+                }
+                _ => break outcome,
+            }
+        };
         let results = settle(database, outcome, &mut guard, false, timeout)?;
+        let affected_instead = *affected_instead.lock().unwrap_or_else(|p| p.into_inner());
         match (affected_instead, expected) {
             (Some(affected), Some(n)) => Err(CapabilityError::Conflict(format!(
                 "database {database}: the statements affected {affected} row(s), the plan expected exactly {n}; rolled back, nothing was changed"
@@ -291,6 +305,15 @@ impl SqlPool {
 
 /// Turn a statement's outcome into the capability's result, dropping the connection when it can
 /// no longer be trusted (closed, or abandoned mid-statement by a timeout).
+/// Tries of one transaction that the server rolled back as a deadlock victim or for a
+/// serialization failure.
+const MAX_ATTEMPTS: u64 = 4;
+
+fn rolled_back_by_the_server(e: &tokio_postgres::Error) -> bool {
+    use tokio_postgres::error::SqlState;
+    e.code().is_some_and(|code| *code == SqlState::T_R_DEADLOCK_DETECTED || *code == SqlState::T_R_SERIALIZATION_FAILURE)
+}
+
 fn settle<T>(
     database: &str,
     outcome: Result<Result<T, tokio_postgres::Error>, tokio::time::error::Elapsed>,

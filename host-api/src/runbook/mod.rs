@@ -36,6 +36,9 @@ pub fn find_command<'a>(info: &'a PluginInfo, words: &[String]) -> Option<&'a Co
         .max_by_key(|c| c.name.split_whitespace().count())
 }
 
+/// The options every command line takes (the shell's; they never reach a plugin).
+pub const GLOBAL_FLAGS: &[&str] = &["--yes", "--dry-run", "--check", "--local-state", "--output", "--lang", "--inventory"];
+
 /// Find the command the words name and parse its arguments.
 pub fn parse_invocation<'a>(info: &'a PluginInfo, words: &[String]) -> Result<(&'a CommandInfo, Invocation), UsageError> {
     let command = find_command(info, words).ok_or_else(|| {
@@ -44,7 +47,10 @@ pub fn parse_invocation<'a>(info: &'a PluginInfo, words: &[String]) -> Result<(&
         UsageError(if typed.is_empty() {
             format!("{} needs a command: {}", info.name, known.join(", "))
         } else {
-            format!("{} has no command {typed:?}; it has: {} (try `help {}`)", info.name, known.join(", "), info.name)
+            let hint = crate::suggest::closest(typed, info.commands.iter().map(|c| c.name.split_whitespace().next().unwrap_or_default()))
+                .map(|c| format!(" — did you mean {} {c}?", info.name))
+                .unwrap_or_default();
+            format!("{} has no command {typed:?}{hint}; it has: {} (try `help {}`)", info.name, known.join(", "), info.name)
         })
     })?;
     let rest = &words[command.name.split_whitespace().count()..];
@@ -66,8 +72,12 @@ pub fn parse_invocation<'a>(info: &'a PluginInfo, words: &[String]) -> Result<(&
             };
             let arg = command.args.iter().find(|a| a.name == name && a.kind != ArgKind::Positional).ok_or_else(|| {
                 let options: Vec<String> = command.args.iter().filter(|a| a.kind != ArgKind::Positional).map(|a| format!("--{}", a.name)).collect();
+                let typed = format!("--{name}");
+                let hint = crate::suggest::closest(&typed, options.iter().map(String::as_str).chain(GLOBAL_FLAGS.iter().copied()))
+                    .map(|o| format!(" — did you mean {o}?"))
+                    .unwrap_or_default();
                 UsageError(format!(
-                    "{full}: unknown option --{name}{} (see `help {full}`)",
+                    "{full}: unknown option --{name}{}{hint} (see `help {full}`)",
                     if options.is_empty() { "; it takes none".to_string() } else { format!("; it takes {}", options.join(", ")) }
                 ))
             })?;

@@ -11,6 +11,7 @@
 mod system;
 
 use opsh_plugin_sdk::invariants::{Invariants, Seen};
+use opsh_plugin_sdk::requirements::{self, Privilege, Requirements};
 use opsh_plugin_sdk::{
     Args, CapabilityError, ChangePlan, CheckResult, CheckState, CommandError, CommandKind, CommandResult, Completion, Guest, Invocation, PluginInfo, RowsExt,
     Step, Table, Text, address_of, bad, command, file_edit, files, good, names, pg_hba, plain, properties, quote, service, sql, ssh, step, table, text, warn,
@@ -91,11 +92,15 @@ impl Guest for Xdb {
                 ))
                 .example("xdb swap-control-schema --topology xdb-trigger --dry-run", text("Preview the control-schema move", "制御スキーマの移動を確認"))
                 .build(),
+                requirements::declaration("xdb"),
             ],
         }
     }
 
     fn read(call: Invocation) -> CommandResult<Vec<Table>> {
+        if call.command == requirements::COMMAND {
+            return needs().map(|t| vec![t]);
+        }
         let system = System::load(Args(&call).get("topology"))?;
         match call.command.as_str() {
             "status" => status(&system),
@@ -1072,6 +1077,22 @@ opsh_plugin_sdk::export!(Xdb);
 
 /// Plans against a scripted replication system (see `opsh_plugin_sdk::fake`): n1-edb publishes
 /// to n2-edb (trigger-based, table public.emp), the xDB servers on n1.
+/// Of every replication system: pg_dump and pg_restore on the nodes' hosts, edb-repcli on the
+/// server host, and superuser logins (xDB's own users must be superusers, too).
+fn needs() -> CommandResult<Table> {
+    let mut needs = Requirements::default();
+    for topology in opsh_plugin_sdk::inventory::managed_topologies("xdb") {
+        let system = System::load(Some(&topology.name))?;
+        for node in &system.nodes {
+            needs.tool(&node.host, "pg_dump", "swap-control-schema (backup)");
+            needs.tool(&node.host, "pg_restore", "swap-control-schema (backup check, restore)");
+            needs.privilege(&node.db, Privilege::Superuser, "xDB's control schema, triggers, replication slots, pg_reload_conf()");
+        }
+        needs.tool(&system.server_host, &system.repcli, "switchover (edb-repcli)");
+    }
+    Ok(needs.table())
+}
+
 #[cfg(test)]
 mod plan_tests {
     use opsh_plugin_sdk::fake::{World, ids, invocation, rows, text};

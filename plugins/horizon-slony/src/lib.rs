@@ -7,6 +7,7 @@
 //! - `horizon promote service-provider NEW --old OLD` / `horizon promote tenant NEW --old OLD
 //!   --org ID` — the permanent promotions, Slony re-initialised with NEW as origin by slonik.
 //! - `horizon reinit-slony APPLIANCE [--db D]` — after the old primary is back.
+//! - `horizon requirements` — the programs and scripts on each appliance, the logins' privileges.
 //!
 //! Step titles carry the seed's step numbers (the Japanese edition's numbering, which the
 //! English bullets follow) so an operator can hold the paper runbook next to the plan.
@@ -18,6 +19,7 @@ mod slony;
 mod steps;
 
 use appliances::Horizon;
+use opsh_plugin_sdk::requirements::{self, Privilege, Requirements};
 use opsh_plugin_sdk::{
     Args, ChangePlan, CheckResult, CommandError, CommandKind, CommandResult, Completion, Guest, Invocation, PluginInfo, Step, Table, Text, command, text,
 };
@@ -139,6 +141,7 @@ impl Guest for HorizonPlugin {
                     text("Make the restarted ta1 a subscriber of edb again", "再起動した ta1 を edb のサブスクライバーに戻す"),
                 )
                 .build(),
+                requirements::declaration("horizon"),
             ],
         }
     }
@@ -146,6 +149,7 @@ impl Guest for HorizonPlugin {
     fn read(call: Invocation) -> CommandResult<Vec<Table>> {
         match call.command.as_str() {
             "status" => plans::status(&Horizon::load()?),
+            requirements::COMMAND => Ok(vec![needs(&Horizon::load()?)]),
             other => Err(CommandError::Usage(format!("horizon has no read command {other}"))),
         }
     }
@@ -177,6 +181,27 @@ impl Guest for HorizonPlugin {
 
 #[cfg(target_arch = "wasm32")]
 opsh_plugin_sdk::export!(HorizonPlugin);
+
+/// What the runbooks run on each appliance (the seed's tools from the remote PATH, Horizon's
+/// scripts from the topology's `scripts-dir`) and the privileges of each database's login.
+fn needs(horizon: &Horizon) -> Table {
+    let mut needs = Requirements::default();
+    for pair in &horizon.pairs {
+        for appliance in &pair.appliances {
+            for program in ["slonik", "pg_dump", "psql", "killall", "pgrep"] {
+                needs.tool(appliance, program, "enable-writes, promote, reinit-slony");
+            }
+            needs.tool(appliance, &horizon.layout.av_setup(), "promote (av-setup)");
+            for db in &pair.dbnames {
+                needs.tool(appliance, &horizon.layout.start_slon(db), "promote, reinit-slony (start slon)");
+            }
+        }
+    }
+    for db in &horizon.databases {
+        needs.privilege(&db.name, Privilege::Superuser, "Slony's schema, ALTER DATABASE, pg_terminate_backend()");
+    }
+    needs.table()
+}
 
 /// Plans against a scripted Horizon (see `opsh_plugin_sdk::fake`): service provider sp1/sp2 and
 /// tenant 1001 on ta1/ta2, one fdb each.

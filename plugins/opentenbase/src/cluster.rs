@@ -211,10 +211,23 @@ fn need<'a>(info: &'a host::TargetInfo, key: &str) -> Result<&'a str, CommandErr
 impl Cluster {
     /// The topology the inventory gives to this plugin (`plugin = "otb"`), with live state.
     pub fn load() -> Result<Self, CommandError> {
-        let topology = &inventory::managed_topology("otb")?;
-        let mut members = Vec::new();
+        let mut cluster = Self::described()?;
         // Hosts that did not answer ssh in this load: asked once, not once per member.
         let mut silent = std::collections::BTreeMap::new();
+        for member in &mut cluster.members {
+            member.live = probe_member(member, &mut silent)?;
+        }
+        for gtm in &mut cluster.gtms {
+            gtm.role = probe_gtm(gtm)?;
+        }
+        Ok(cluster)
+    }
+
+    /// The topology as the inventory describes it, nothing asked of a server (every member's
+    /// state unknown).
+    pub fn described() -> Result<Self, CommandError> {
+        let topology = &inventory::managed_topology("otb")?;
+        let mut members = Vec::new();
         for role in ["coordinator", "datanode"] {
             for db in inventory::members(topology, role) {
                 let info = host::lookup(&db)?;
@@ -223,7 +236,7 @@ impl Cluster {
                     "datanode" => Kind::Datanode,
                     other => return Err(CommandError::Failed(format!("database {db}: otb-type must be coordinator or datanode, not {other:?} (see {DOCS})"))),
                 };
-                let mut member = Member {
+                members.push(Member {
                     db: db.clone(),
                     node: need(&info, "otb-node")?.to_string(),
                     kind,
@@ -232,10 +245,8 @@ impl Cluster {
                     data_dir: need(&info, "data-dir")?.to_string(),
                     bin_dir: inventory::attr(&info, "bin-dir").map(str::to_string),
                     user: need(&info, "user")?.to_string(),
-                    live: Live::Unknown(String::new()),
-                };
-                member.live = probe_member(&member, &mut silent)?;
-                members.push(member);
+                    live: Live::Unknown("not asked".into()),
+                });
             }
         }
         let gtm_name = need(topology, "gtm.name")?.to_string();
@@ -251,15 +262,13 @@ impl Cluster {
                 .map_err(|_| CommandError::Failed(format!("topology {}: the GTM port of {host_name} is not a number", topology.name)))?;
             let data_dir = attr("data-dir")
                 .ok_or_else(|| CommandError::Failed(format!("topology {}: no gtm.{host_name}.data-dir or gtm.data-dir (see {DOCS})", topology.name)))?;
-            let mut gtm = GtmMember {
+            gtms.push(GtmMember {
                 host: host_name.to_string(),
                 port,
                 data_dir: data_dir.to_string(),
                 bin_dir: attr("bin-dir").map(str::to_string),
-                role: GtmRole::Stopped,
-            };
-            gtm.role = probe_gtm(&gtm)?;
-            gtms.push(gtm);
+                role: GtmRole::Unknown("not asked".into()),
+            });
         }
         Ok(Self { topology: topology.name.clone(), members, gtm_name, gtms })
     }

@@ -14,6 +14,7 @@
 //! - `otb rebuild NODE [--member DB]` — make fenced or broken members streaming standbys again,
 //!   with the recovery configuration of the server's major (recovery.conf up to 11).
 //! - `otb reconcile` — fix every route that does not point at its node's live master.
+//! - `otb requirements` — the tools on each host and the privileges of each login (`doctor`).
 //!
 //! Roles come from live state (`pg_is_in_recovery()`, `pg_stat_wal_receiver`, `gtm_ctl status`),
 //! never from names or the order of the inventory, which stop being true after the first failover.
@@ -26,6 +27,7 @@ use cluster::{Cluster, GtmMember, GtmRole, Live, Member};
 use decide::Refusal;
 use opsh_plugin_sdk::invariants::{Invariants, Seen, one_writable_master};
 use opsh_plugin_sdk::pg::{self, Conninfo, Lsn};
+use opsh_plugin_sdk::requirements::{self, Privilege, Requirements};
 use opsh_plugin_sdk::{
     Args, ChangePlan, CheckResult, CheckState, CommandError, CommandKind, CommandResult, Completion, Guest, Invocation, PluginInfo, RowsExt, Step, Table, Text,
     bad, command, good, names, plain, quote, sql, ssh, step, table, text, warn,
@@ -99,6 +101,7 @@ impl Guest for Otb {
                 command("reconcile", CommandKind::Change, text("Point every route at its node's live master", "全ルートを各ノードの現在のマスターに向ける"))
                     .example("otb reconcile --dry-run", text("Show the routes that are wrong", "誤ったルートを表示"))
                     .build(),
+                requirements::declaration("otb"),
             ],
         }
     }
@@ -106,6 +109,7 @@ impl Guest for Otb {
     fn read(call: Invocation) -> CommandResult<Vec<Table>> {
         match call.command.as_str() {
             "status" => status(&Cluster::load()?),
+            requirements::COMMAND => Ok(vec![needs(&Cluster::described()?)]),
             other => Err(CommandError::Usage(format!("otb has no read command {other}"))),
         }
     }
@@ -318,6 +322,27 @@ fn invariants(cluster: &Cluster, facts: &[RouteFact]) -> Invariants {
         report.all(text("every route points at the live master", "全ルートが稼働中のマスターを指す"), &node, &items);
     }
     report
+}
+
+// ----- requirements ---------------------------------------------------------------------------
+
+/// What the runbooks run on each member's and GTM server's host (from the member's `bin-dir`,
+/// the GTM's `gtm.[HOST.]bin-dir`), and the privileges of each member's login.
+fn needs(cluster: &Cluster) -> Table {
+    let mut needs = Requirements::default();
+    for m in &cluster.members {
+        needs.tool(&m.host, &m.tool("pg_ctl"), "status, fence, promote, rebuild");
+        needs.tool(&m.host, &m.tool("pg_controldata"), "promote (the old master's last WAL position)");
+        needs.tool(&m.host, &m.tool("pg_rewind"), "rebuild");
+        needs.tool(&m.host, &m.tool("pg_basebackup"), "rebuild");
+        needs.tool(&m.host, "flock", "rebuild (one copy at a time)");
+        needs.privilege(&m.db, Privilege::Superuser, "ALTER NODE, pgxc_pool_reload(), ALTER SYSTEM");
+        needs.privilege(&m.db, Privilege::Replication, "rebuild (pg_basebackup) and the standbys' primary_conninfo");
+    }
+    for g in &cluster.gtms {
+        needs.tool(&g.host, &g.tool("gtm_ctl"), "GTM status, fence, promote");
+    }
+    needs.table()
 }
 
 // ----- promote --------------------------------------------------------------------------------
@@ -570,13 +595,15 @@ fn plan_promote(cluster: &Cluster, node: &str, force: bool, to: Option<&str>) ->
         ),
         None => {}
     }
+    let promote = promote_argv(&pg_ctl, kind, &candidate.data_dir, &candidate.tool("pg_controldata"));
+    let promote: Vec<&str> = promote.iter().map(String::as_str).collect();
     steps.push(
         step(
             "promote-standby",
             text(&format!("Promote {} and wait until it takes writes", candidate.db), &format!("{} を昇格し書き込み可能になるまで待つ", candidate.db)),
             &candidate.db,
         )
-        .exec(&candidate.host, &[&pg_ctl, "-Z", kind, "-D", &candidate.data_dir, "promote"])
+        .exec(&candidate.host, &promote)
         .timeout_ms(120_000)
         .wait_until(text(&format!("{} takes writes", candidate.db), &format!("{} が書き込み可能", candidate.db)), 100, 30_000)
         .kind(&Kind::Promote { db: candidate.db.clone() })
@@ -766,6 +793,22 @@ echo "re-synchronised with $how"
 const START_STANDBY: &str = r#"pg_ctl=$1 kind=$2 dir=$3
 "$pg_ctl" -Z "$kind" -D "$dir" -l "$dir.log" -w -t 120 start || "$pg_ctl" -D "$dir" status
 "#;
+
+/// The promote step's remote command, written out with its values so that the plan reads as
+/// the runbook does (`pg_ctl -Z datanode -D DIR promote`). A promote that an earlier, killed
+/// opsh started may have finished on the host after that run's journal last spoke (its ssh
+/// command is not killed with it): `pg_ctl promote` then says "server is not in standby mode".
+/// A server that is in production by then counts as promoted; the step's "takes writes" wait
+/// decides (pure: unit-tested, the script run with stand-in tools).
+pub fn promote_argv(pg_ctl: &str, kind: &str, dir: &str, controldata: &str) -> Vec<String> {
+    let (pg_ctl, kind, dir, controldata) = (quote::shell(pg_ctl), quote::shell(kind), quote::shell(dir), quote::shell(controldata));
+    let script = format!(
+        "{pg_ctl} -Z {kind} -D {dir} promote && exit 0\n\
+         {controldata} {dir} | grep -q '^Database cluster state: *in production$' || exit 1\n\
+         echo 'the server was already promoted (an earlier promote finished)'\n"
+    );
+    vec!["sh".into(), "-c".into(), script]
+}
 
 /// The remote command of a rebuild's start step (pure: unit-tested).
 pub fn start_standby_argv(pg_ctl: &str, kind: &str, dir: &str) -> Vec<String> {
@@ -1332,7 +1375,9 @@ mod plan_tests {
             "the mark is written only once pg_ctl status says stopped: {}",
             fence[1]
         );
-        assert_eq!(argv(&plan.steps[1]), ["pg_ctl -Z datanode -D /data/dn01-b promote"]);
+        let promote = argv(&plan.steps[1]);
+        assert!(promote[0].starts_with("sh -c pg_ctl -Z datanode -D /data/dn01-b promote && exit 0\n"), "the plan shows the runbook's command: {promote:?}");
+        assert!(promote[0].contains("pg_controldata /data/dn01-b | grep -q"), "{promote:?}");
         assert!(matches!(plan.steps[1].effects.last(), Some(Effect::Wait(_))), "it waits until the new master takes writes");
         let Effect::Sql(route) = &plan.steps[2].effects[0] else { panic!("{:?}", plan.steps[2]) };
         let texts: Vec<&str> = route.statements.iter().map(|s| s.sql.as_str()).collect();
@@ -1386,6 +1431,34 @@ mod plan_tests {
             "a server already running (an earlier start goes on) counts as started"
         );
         assert!(matches!(plan.steps[2].effects.last(), Some(Effect::Wait(_))), "it waits until the standby streams");
+    }
+
+    /// Runs the promote script with stand-in `pg_ctl` and `pg_controldata` that exit with
+    /// `promote_status` and print the cluster state `state`; returns the script's exit status.
+    fn promote_script(promote_status: i32, state: &str) -> i32 {
+        let dir = std::env::temp_dir().join(format!("otb-promote-{}-{promote_status}-{}", std::process::id(), state.replace(' ', "-")));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let tool = |name: &str, body: &str| {
+            let path = dir.join(name);
+            std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).expect("write tool");
+            std::process::Command::new("chmod").arg("+x").arg(&path).status().expect("chmod");
+            path.display().to_string()
+        };
+        let pg_ctl = tool("pg_ctl", &format!("echo \"pg_ctl $*\" >&2; exit {promote_status}"));
+        let controldata =
+            tool("pg_controldata", &format!("echo 'pg_control version number:            1201'; echo 'Database cluster state:               {state}'"));
+        let argv = super::promote_argv(&pg_ctl, "datanode", "/data/dn01-b", &controldata);
+        let status = std::process::Command::new(&argv[0]).args(&argv[1..]).status().expect("sh");
+        let _ = std::fs::remove_dir_all(&dir);
+        status.code().unwrap_or(-1)
+    }
+
+    #[test]
+    fn promote_succeeds_when_pg_ctl_does_or_when_an_earlier_promote_already_finished() {
+        assert_eq!(promote_script(0, "in archive recovery"), 0, "pg_ctl promote worked");
+        assert_eq!(promote_script(1, "in production"), 0, "an earlier (killed) run's promote finished meanwhile");
+        assert_eq!(promote_script(1, "in archive recovery"), 1, "still a standby: the promote failed");
+        assert_eq!(promote_script(1, "shut down in recovery"), 1, "a stopped standby was not promoted");
     }
 
     #[test]

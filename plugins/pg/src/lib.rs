@@ -3,11 +3,13 @@
 //! - `pg status` — reachability, role (primary / standby), version, replication of each database.
 //! - `pg set-config DATABASE NAME VALUE` — `ALTER SYSTEM SET` then `pg_reload_conf()`, verified
 //!   by reading `pg_settings` back; warns when the setting needs a restart.
+//! - `pg requirements` — what `doctor` checks: a superuser login on every granted database.
 //!
 //! Built against opsh:plugin@0.2.0: each step declares its SQL and the host runs exactly that
 //! (and waits, asking `check`, until the reloaded value is in effect); the plugin applies nothing.
 #![cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
 
+use opsh_plugin_sdk::requirements::{self, Privilege, Requirements};
 use opsh_plugin_sdk::{
     Args, ChangePlan, CheckResult, CheckState, CommandError, CommandKind, CommandResult, Completion, Guest, Invocation, PluginInfo, RowsExt, Step, Table, bad,
     command, good, host, plain, quote, sql, step, table, text, warn,
@@ -43,6 +45,7 @@ impl Guest for Pg {
                 .positional("value", text("New value", "新しい値"), Completion::None)
                 .example("pg set-config alpha-app log_min_duration_statement 250ms --dry-run", text("Preview the change", "変更内容を確認"))
                 .build(),
+                requirements::declaration("pg"),
             ],
         }
     }
@@ -50,6 +53,7 @@ impl Guest for Pg {
     fn read(call: Invocation) -> CommandResult<Vec<Table>> {
         match call.command.as_str() {
             "status" => Ok(vec![status()?]),
+            requirements::COMMAND => Ok(vec![needs()]),
             other => Err(CommandError::Usage(format!("pg has no read command {other}"))),
         }
     }
@@ -145,6 +149,15 @@ const IN_EFFECT: &str = "SELECT current_setting($1) = $2 OR setting = $2 OR pend
 
 /// Every database granted to pg. A status that could read none of them is a failure (exit 1),
 /// not an empty or all-red table with exit 0; one that read some shows what it could.
+/// Every granted database: `set-config` runs ALTER SYSTEM and pg_reload_conf().
+fn needs() -> Table {
+    let mut needs = Requirements::default();
+    for database in host::list_targets("database") {
+        needs.privilege(&database, Privilege::Superuser, "ALTER SYSTEM and pg_reload_conf() (set-config)");
+    }
+    needs.table()
+}
+
 fn status() -> CommandResult<Table> {
     let mut out =
         table(text("PostgreSQL databases", "PostgreSQL データベース"), &["database", "host", "state", "role", "version", "replication", "connections"]);

@@ -63,6 +63,7 @@ pub mod pg;
 pub mod pg_hba;
 pub mod properties;
 pub mod quote;
+pub mod requirements;
 pub mod rows;
 pub mod wait;
 

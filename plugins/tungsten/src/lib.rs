@@ -12,6 +12,7 @@ mod cluster;
 
 use cluster::{Deployment, Install, field, overview, replicator_state, trepctl_status, tungsten_name};
 use opsh_plugin_sdk::invariants::{Invariants, Seen};
+use opsh_plugin_sdk::requirements::{self, Requirements};
 use opsh_plugin_sdk::{
     Args, ChangePlan, CheckResult, CheckState, CommandError, CommandKind, CommandResult, Completion, Guest, Invocation, PluginInfo, Step, Table, Text, bad,
     command, good, plain, refused, step, table, text, titled, warn,
@@ -64,6 +65,7 @@ impl Guest for Tungsten {
                     text("Preview re-provisioning east from west1", "west1 から east を再プロビジョニングする手順を確認"),
                 )
                 .build(),
+                requirements::declaration("tungsten"),
             ],
         }
     }
@@ -71,6 +73,7 @@ impl Guest for Tungsten {
     fn read(call: Invocation) -> CommandResult<Vec<Table>> {
         match call.command.as_str() {
             "status" => status(&Deployment::load()?),
+            requirements::COMMAND => needs(&Deployment::load()?).map(|t| vec![t]),
             other => Err(CommandError::Usage(format!("tungsten has no read command {other}"))),
         }
     }
@@ -594,6 +597,20 @@ fn back_before(service: &str, what: &str, strict: bool) -> CommandResult<Option<
 
 #[cfg(target_arch = "wasm32")]
 opsh_plugin_sdk::export!(Tungsten);
+
+/// The tools the runbooks run on each host, from both of its installations.
+fn needs(deployment: &Deployment) -> CommandResult<Table> {
+    let mut needs = Requirements::default();
+    for (service, hosts) in &deployment.services {
+        for host in hosts {
+            for tool in ["cctrl", "trepctl", "replicator", "tpm", "tungsten_provision_slave"] {
+                needs.tool(host, &deployment.tool(service, Install::Cluster, tool)?, "status, reprovision");
+            }
+            needs.tool(host, &deployment.tool(service, Install::CrossSite, "trepctl")?, "status, reprovision (the cross-site replicator)");
+        }
+    }
+    Ok(needs.table())
+}
 
 #[cfg(test)]
 mod tests {
