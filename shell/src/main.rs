@@ -98,40 +98,19 @@ fn man_page() -> std::io::Result<()> {
     clap_mangen::Man::new(command).render(&mut std::io::stdout())
 }
 
-/// Global options written after the command (`opsh pg status --inventory FILE`, `opsh run FILE
-/// --yes`) count as if written before it: taken out of the words into `cli`. Only `--inventory`
-/// needs this for a command (every line takes the others itself); a script takes them all.
-fn hoist_options(cli: &mut Cli) -> Result<(), String> {
-    let script = cli.words.first().map(String::as_str) == Some("run");
+/// `--inventory` written after the command (`opsh pg status --inventory FILE`) counts as if
+/// written before it: the session needs it before the first line is read. Every other option
+/// is a line's own (`Session::line_options`).
+fn hoist_inventory(cli: &mut Cli) -> Result<(), String> {
     let mut words = Vec::with_capacity(cli.words.len());
     let mut iter = std::mem::take(&mut cli.words).into_iter();
     while let Some(word) = iter.next() {
-        let (flag, inline) = match word.split_once('=') {
-            Some((flag, value)) if flag.starts_with("--") => (flag.to_string(), Some(value.to_string())),
-            _ => (word.clone(), None),
-        };
-        let mut value = |name: &str| inline.clone().or_else(|| iter.next()).ok_or_else(|| format!("{name} needs a value"));
-        match flag.as_str() {
-            "--inventory" => cli.inventory = Some(PathBuf::from(value("--inventory")?)),
-            "--yes" | "-y" if script => cli.yes = true,
-            "--dry-run" if script => cli.dry_run = true,
-            "--check" if script => cli.check = true,
-            "--local-state" if script => cli.local_state = true,
-            "--output" if script => {
-                cli.output = match value("--output")?.as_str() {
-                    "json" => OutputFormat::Json,
-                    "text" => OutputFormat::Text,
-                    other => return Err(format!("--output takes text or json, not {other:?}")),
-                }
-            }
-            "--lang" if script => {
-                let lang = value("--lang")?;
-                if lang != "en" && lang != "ja" {
-                    return Err(format!("--lang takes en or ja, not {lang:?}"));
-                }
-                cli.lang = Some(lang);
-            }
-            _ => words.push(word),
+        if word == "--inventory" {
+            cli.inventory = Some(PathBuf::from(iter.next().ok_or("--inventory needs a value")?));
+        } else if let Some(path) = word.strip_prefix("--inventory=") {
+            cli.inventory = Some(PathBuf::from(path));
+        } else {
+            words.push(word);
         }
     }
     cli.words = words;
@@ -147,7 +126,7 @@ fn main() -> ExitCode {
             return ExitCode::from(if e.use_stderr() { Exit::Usage.code() as u8 } else { 0 });
         }
     };
-    if let Err(e) = hoist_options(&mut cli) {
+    if let Err(e) = hoist_inventory(&mut cli) {
         eprintln!("opsh: {e}");
         return ExitCode::from(Exit::Usage.code() as u8);
     }
@@ -163,9 +142,34 @@ fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> Exit {
+    // What needs no inventory and no plugin is answered before any plugin is compiled.
+    match cli.words.first().map(String::as_str) {
+        Some("completions") => {
+            return match cli.words.get(1..).and_then(|rest| if let [shell] = rest { repl::completion_script(shell) } else { None }) {
+                Some(script) => {
+                    print!("{script}");
+                    Exit::Success
+                }
+                None => {
+                    eprintln!("opsh: usage: opsh completions bash|zsh|fish");
+                    Exit::Usage
+                }
+            };
+        }
+        Some("__man") => {
+            return match man_page() {
+                Ok(()) => Exit::Success,
+                Err(e) => {
+                    eprintln!("opsh: writing the man page: {e}");
+                    Exit::Failed
+                }
+            };
+        }
+        _ => {}
+    }
     let lang = cli.lang.clone().unwrap_or_else(locale_from_env);
     let defaults = session::LineOptions { yes: cli.yes, dry_run: cli.dry_run, check: cli.check, output: cli.output, lang, local_state: cli.local_state };
-    let session = match session::Session::start(cli.inventory.as_deref(), bundled::BUNDLED, defaults).await {
+    let mut session = match session::Session::start(cli.inventory.as_deref(), bundled::BUNDLED, defaults).await {
         Ok(session) => session,
         Err(e) => {
             eprintln!("opsh: {e:#}");
@@ -176,8 +180,18 @@ async fn run(cli: Cli) -> Exit {
     let exit = if let Some(line) = &cli.command {
         session.run_line(line).await
     } else if cli.words.first().map(String::as_str) == Some("run") {
-        match cli.words.get(1..) {
-            Some([file]) => script::run_file(&session, &PathBuf::from(file)).await,
+        // Options after the file (`opsh run FILE --yes`) are the script's defaults, read as
+        // every line's own options are.
+        let flags = cli.words.get(2..).map(<[String]>::to_vec).unwrap_or_default();
+        match (cli.words.get(1), session.line_options(flags)) {
+            (Some(file), Ok((rest, options))) if rest.is_empty() => {
+                session.defaults = options;
+                script::run_file(&session, &PathBuf::from(file)).await
+            }
+            (_, Err(e)) => {
+                eprintln!("opsh: {e}");
+                Exit::Usage
+            }
             _ => {
                 eprintln!("opsh: usage: opsh run FILE [--yes] [--dry-run] [--output json] (one script file)");
                 Exit::Usage
@@ -188,25 +202,6 @@ async fn run(cli: Cli) -> Exit {
             println!("{candidate}");
         }
         Exit::Success
-    } else if cli.words.first().map(String::as_str) == Some("completions") {
-        match cli.words.get(1..).and_then(|rest| if let [shell] = rest { repl::completion_script(shell) } else { None }) {
-            Some(script) => {
-                print!("{script}");
-                Exit::Success
-            }
-            None => {
-                eprintln!("opsh: usage: opsh completions bash|zsh|fish");
-                Exit::Usage
-            }
-        }
-    } else if cli.words.first().map(String::as_str) == Some("__man") {
-        match man_page() {
-            Ok(()) => Exit::Success,
-            Err(e) => {
-                eprintln!("opsh: writing the man page: {e}");
-                Exit::Failed
-            }
-        }
     } else if !cli.words.is_empty() {
         session.run_words(cli.words.clone()).await
     } else if std::io::stdin().is_terminal() {

@@ -224,7 +224,7 @@ impl Session {
         Ok((prepared, options))
     }
 
-    fn line_options(&self, words: Vec<String>) -> Result<(Vec<String>, LineOptions), String> {
+    pub fn line_options(&self, words: Vec<String>) -> Result<(Vec<String>, LineOptions), String> {
         let mut options = self.defaults.clone();
         let mut rest = Vec::with_capacity(words.len());
         let mut iter = words.into_iter();
