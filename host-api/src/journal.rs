@@ -112,6 +112,11 @@ pub enum Record {
         index: usize,
         step: String,
         effect: crate::plan::Performed,
+        /// The name its command runs under on its host, at most once (absent for other effects
+        /// and in journals of earlier opsh): a resume of an attempt whose outcome was never seen
+        /// sends it under the same name, so it waits for or replays that attempt.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        once: Option<String>,
     },
     /// The effect journaled just before as `performed` never reached its target: the
     /// connection could not be made, so its command did not start.
@@ -494,6 +499,30 @@ impl RunLog {
             }
         }
         details
+    }
+
+    /// How many times step `index` was started (intent records).
+    pub fn attempts(&self, index: usize) -> usize {
+        self.records.iter().filter(|r| matches!(r, Record::Intent { index: i, .. } if *i == index)).count()
+    }
+
+    /// The names of the commands step `index`'s last attempt sent when that attempt's outcome
+    /// was never seen (no result, or `unknown`: opsh was killed, the connection broke, it timed
+    /// out): they may still run, or have finished, on their hosts.
+    pub fn unfinished_commands(&self, index: usize) -> Vec<String> {
+        let Some(last) = self.records.iter().rposition(|r| matches!(r, Record::Intent { index: i, .. } if *i == index)) else { return Vec::new() };
+        let after = &self.records[last + 1..];
+        let seen = after.iter().any(|r| matches!(r, Record::Result { index: i, status, .. } if *i == index && *status != StepStatus::Unknown));
+        if seen {
+            return Vec::new();
+        }
+        after
+            .iter()
+            .filter_map(|r| match r {
+                Record::Performed { index: i, once: Some(name), .. } if *i == index => Some(name.clone()),
+                _ => None,
+            })
+            .collect()
     }
 
     /// For each step, what of it reached its target in its last attempt: `None` for a step the

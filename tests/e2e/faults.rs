@@ -8,8 +8,9 @@
 //! Every cell builds its own lab. CI runs a reduced sweep (for each command: a kill inside its
 //! middle step and a cut of the host a step from the middle on targets — or, with no such step,
 //! a kill after the step before the middle); `OPSH_FAULTS=full` runs every cell (about 400 for
-//! the 12 commands: hours on a 2-core machine), `OPSH_FAULTS=full:N` from cell N on. Each
-//! command prints the matrix's size and time.
+//! the 12 commands: hours on a 2-core machine), `OPSH_FAULTS=full:N` from cell N on,
+//! `OPSH_FAULTS=cell:N` cell N alone. Each command prints its cells as they run, and the
+//! matrix's size and time.
 
 use std::time::Instant;
 
@@ -131,10 +132,12 @@ fn by_name(world: &World, state: String) -> String {
 fn sweep(case: &Case) {
     let started = Instant::now();
     let (want, steps) = reference(case);
-    // `full`, or `full:N` to go on from cell N (after fixing what cell N found).
+    // `full`, `full:N` to go on from cell N (after fixing what cell N found), `cell:N` for cell N
+    // of the full sweep alone.
     let setting = std::env::var("OPSH_FAULTS").unwrap_or_default();
-    let full = setting == "full" || setting.starts_with("full:");
-    let skip: usize = setting.strip_prefix("full:").and_then(|n| n.parse().ok()).unwrap_or(0);
+    let only: Option<usize> = setting.strip_prefix("cell:").and_then(|n| n.parse().ok());
+    let full = setting == "full" || setting.starts_with("full:") || only.is_some();
+    let skip: usize = setting.strip_prefix("full:").and_then(|n| n.parse().ok()).or(only).unwrap_or(0);
     let mut faults = Vec::new();
     let hosts: Vec<String> = opsh_lab::Topology::find(case.topology).expect("topology").hosts.iter().map(|h| h.name.clone()).collect();
     let remote = |host: &str| hosts.iter().any(|h| h == host);
@@ -156,7 +159,13 @@ fn sweep(case: &Case) {
             None => faults.push(Fault::KillAfter(middle.saturating_sub(1))),
         }
     }
-    for fault in faults.iter().skip(skip) {
+    let take = if only.is_some() { 1 } else { faults.len() };
+    if full {
+        let listed: Vec<String> = faults.iter().enumerate().map(|(n, f)| format!("{n}: {f:?}")).collect();
+        eprintln!("fault matrix {}: cells {}", case.name, listed.join(", "));
+    }
+    for (n, fault) in faults.iter().enumerate().skip(skip).take(take) {
+        eprintln!("fault matrix {}: cell {n} of {}: {fault:?} ({:.0} s)", case.name, faults.len(), started.elapsed().as_secs_f32());
         let got = cell(case, fault);
         assert_eq!(got, want, "{}: the end state after {fault:?} and resume is not the uninterrupted run's", case.name);
     }
@@ -164,7 +173,7 @@ fn sweep(case: &Case) {
         "fault matrix {}: {} step(s), {} cell(s){} in {:.0} s",
         case.name,
         steps.len(),
-        faults.len().saturating_sub(skip),
+        faults.len().saturating_sub(skip).min(take),
         if full { "" } else { " (reduced; OPSH_FAULTS=full for all)" },
         started.elapsed().as_secs_f32()
     );

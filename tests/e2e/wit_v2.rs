@@ -3,7 +3,7 @@
 //! and holds a custom step to the effects it declared. Outcomes are checked with psql and on the
 //! host's disk.
 
-use crate::support::World;
+use crate::support::{World, finish, new_run, signal, wait_for};
 
 const GRANTS: &str = "\n[grants.vtwo]\nsql = [\"alpha-app\"]\nssh = [\"alpha\"]\nprobes = [\"grep -c v2 /usr/local/var/lib/v2.log\"]\n";
 
@@ -189,4 +189,36 @@ fn the_journal_says_a_failed_steps_command_never_started() {
     assert_eq!(resumed.code, 0, "{resumed:?}");
     assert_eq!(count(&world, "v2-declared"), "1", "step 1 was not run again");
     assert_eq!(std::fs::read_to_string(world.lab.host_file("alpha", "/usr/local/var/lib/v2.log")).unwrap_or_default(), "v2\n");
+}
+
+/// kill -9 while a step's remote command runs: the command goes on on its host (ssh without a
+/// pty sends it no hangup). An idempotent step whose check cannot tell is applied again on
+/// resume — and without the host's run-once marker, its command would start a second time
+/// beside the first. It runs once: the resume waits for the first to finish and takes its
+/// outcome, and says so.
+#[test]
+fn kill_9_while_a_remote_command_runs_then_resume_waits_for_it_instead_of_running_it_again() {
+    let world = v2_world();
+    let log = "/usr/local/var/lib/once.log";
+    let script = format!("echo start >> {log}; sleep 4; echo end >> {log}; echo finished");
+    let before = world.runs();
+    let child = world.spawn(&["--yes", "vtwo", "run", "alpha", &script]);
+    let id = new_run(&world, &before);
+    let host_log = world.lab.host_file("alpha", log);
+    wait_for(60, "the command's start on alpha", || std::fs::read_to_string(&host_log).ok().filter(|l| l.contains("start")).map(|_| ()));
+    signal(&child, libc::SIGKILL);
+    assert_eq!(finish(child).code, -1, "killed by a signal");
+    let resumed = world.opsh(&["--yes", "resume", &id]);
+    assert_eq!(resumed.code, 0, "{resumed:?}");
+    assert_eq!(std::fs::read_to_string(&host_log).expect("the log"), "start\nend\n", "the command ran once, to its end: {resumed:?}");
+    assert!(resumed.stderr.contains("not run again: an earlier, interrupted attempt of this step ran it to the end (exit 0)"), "{resumed:?}");
+    let records = world.records(&id);
+    let names: Vec<&str> = records.iter().filter(|r| r["record"] == "performed").filter_map(|r| r["once"].as_str()).collect();
+    assert_eq!(names.len(), 2, "both attempts journaled the command's name: {records:?}");
+    assert_eq!(names[0], names[1], "the resume sent it under the first attempt's name");
+
+    // A step whose attempt ended with a seen outcome runs anew under a new name.
+    let again = world.opsh(&["--yes", "vtwo", "run", "alpha", &script]);
+    assert_eq!(again.code, 0, "{again:?}");
+    assert_eq!(std::fs::read_to_string(&host_log).expect("the log"), "start\nend\nstart\nend\n", "a new run runs it");
 }

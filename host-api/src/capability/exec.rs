@@ -33,11 +33,14 @@ pub struct ExecRequest {
     pub privileged: bool,
     /// Output beyond this many bytes per stream is dropped (and `truncated` set).
     pub max_output: usize,
+    /// The name of this command in a journaled run (run, step, effect, attempt): it then runs
+    /// at most once on its host under that name, see [`ONCE`].
+    pub once: Option<String>,
 }
 
 impl ExecRequest {
     pub fn new(argv: Vec<String>) -> Self {
-        Self { argv, env: Vec::new(), stdin: None, timeout: None, privileged: false, max_output: 8 << 20 }
+        Self { argv, env: Vec::new(), stdin: None, timeout: None, privileged: false, max_output: 8 << 20, once: None }
     }
 }
 
@@ -289,6 +292,45 @@ head -c "$n" > "$t"
 if [ "$(wc -c < "$t")" -ne "$n" ]; then echo "opsh: the command's input arrived incomplete; it was not run" >&2; exit 125; fi
 "$@" < "$t""#;
 
+/// Runs a step's command at most once under its name. A killed opsh's remote command goes on
+/// (ssh without a pty sends it no hangup), and the resumed run would start it a second time
+/// beside it — av-setup twice at once, a promote sent to a server already promoted. The first
+/// attempt claims a marker directory on the host (`~/.cache/opsh/once/NAME`, or under /tmp when
+/// the home is not writable) and leaves its exit status there; a later attempt under the same
+/// name waits while the first still runs, then replays its exit status and output instead of
+/// running the command again. One whose first attempt died unfinished (no exit status) runs
+/// again. The command's output goes to the marker first, so an opsh that went away cannot
+/// kill it with SIGPIPE, and stays there only when it could not be delivered. Markers older
+/// than 30 days go.
+const ONCE: &str = r#"name=$1; shift
+umask 077
+d=${HOME:-/nonexistent}/.cache/opsh/once
+mkdir -p "$d" 2>/dev/null || { d=/tmp/opsh-once-$(id -u); mkdir -p "$d" 2>/dev/null; } || { echo "opsh: no directory for the command's marker (~/.cache/opsh/once or /tmp); it was not run" >&2; exit 125; }
+find "$d" -mindepth 1 -maxdepth 1 -mtime +30 -exec rm -rf {} + 2>/dev/null
+m=$d/$name
+if ! mkdir "$m" 2>/dev/null; then
+  [ -f "$m/pid" ] || sleep 1
+  while [ ! -f "$m/rc" ] && [ -f "$m/pid" ] && kill -0 "$(cat "$m/pid")" 2>/dev/null; do sleep 1; done
+  if [ -f "$m/rc" ]; then
+    rc=$(cat "$m/rc")
+    trap '' PIPE
+    cat "$m/out" 2>/dev/null; cat "$m/err" >&2 2>/dev/null
+    rm -f "$m/out" "$m/err"
+    echo "opsh: not run again: an earlier, interrupted attempt of this step ran it to the end (exit $rc)"
+    [ "$rc" = 0 ] || echo "opsh: not run again: an earlier, interrupted attempt of this step ran it to the end (exit $rc)" >&2
+    exit "$rc"
+  fi
+  rm -rf "$m"
+  mkdir "$m" || { echo "opsh: cannot claim the command's marker $m; it was not run" >&2; exit 125; }
+fi
+echo $$ > "$m/pid"
+"$@" > "$m/out" 2> "$m/err"
+rc=$?
+echo "$rc" > "$m/rc.new" && mv "$m/rc.new" "$m/rc"
+trap '' PIPE
+if cat "$m/out" && cat "$m/err" >&2; then rm -f "$m/out" "$m/err"; fi
+exit "$rc""#;
+
 fn wrap_command(request: &ExecRequest, escalation: Become) -> CapResult<(Vec<String>, Vec<u8>)> {
     let mut argv = request.argv.clone();
     let mut stdin = Vec::new();
@@ -323,6 +365,14 @@ fn wrap_command(request: &ExecRequest, escalation: Become) -> CapResult<(Vec<Str
     }
     if request.privileged && escalation == Become::Sudo {
         argv.splice(0..0, ["sudo".to_string(), "-n".to_string()]);
+    }
+    // Outside sudo: the marker belongs to the ssh login, which can see whether the first
+    // attempt's shell still runs.
+    if let Some(name) = &request.once {
+        if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_')) || name.starts_with('.') {
+            return Err(CapabilityError::Invalid(format!("command name {name:?}: letters, digits, '.', '-' and '_' only")));
+        }
+        argv.splice(0..0, ["sh".to_string(), "-c".to_string(), ONCE.to_string(), "opsh-once".to_string(), name.clone()]);
     }
     if let Some(data) = &request.stdin {
         stdin.extend_from_slice(data);
@@ -431,5 +481,57 @@ mod tests {
         assert_eq!(cut.status.code(), Some(125), "{cut:?}");
         assert!(String::from_utf8_lossy(&cut.stderr).contains("arrived incomplete; it was not run"), "{cut:?}");
         assert!(!out.exists(), "the command did not run on half its input");
+    }
+
+    /// The run-once wrapper, run here as the host would on a remote one, with a stand-in command
+    /// that counts its runs: under one name the command runs once and a second attempt replays
+    /// its exit status and output; a second attempt while the first still runs waits for it; a
+    /// first attempt that died unfinished lets the next run it; another name runs it anew.
+    #[test]
+    fn a_named_command_runs_once_and_a_second_attempt_replays_or_waits() {
+        let home = tempfile::tempdir().expect("home");
+        let count = home.path().join("runs");
+        let command = |name: &str, body: &str| {
+            let mut request = ExecRequest::new(vec!["sh".into(), "-c".into(), format!("echo x >> '{}'; {body}", count.display())]);
+            request.once = Some(name.to_string());
+            let (argv, _) = wrap_command(&request, Become::None).expect("wrap");
+            let mut command = std::process::Command::new(&argv[0]);
+            command.args(&argv[1..]).env("HOME", home.path()).stdin(Stdio::null());
+            command
+        };
+        let runs = || std::fs::read_to_string(&count).unwrap_or_default().lines().count();
+        let first = command("r1.s0.e0.a1", "echo done; exit 3").output().expect("sh");
+        assert_eq!((first.status.code(), String::from_utf8_lossy(&first.stdout).trim()), (Some(3), "done"));
+        let again = command("r1.s0.e0.a1", "echo done; exit 3").output().expect("sh");
+        assert_eq!(again.status.code(), Some(3), "{again:?}");
+        assert!(String::from_utf8_lossy(&again.stderr).contains("not run again: an earlier, interrupted attempt"), "{again:?}");
+        assert_eq!(runs(), 1, "the second attempt under the same name did not run the command");
+        let fresh = command("r1.s0.e0.a2", "exit 0").output().expect("sh");
+        assert!(fresh.status.success(), "{fresh:?}");
+        assert_eq!(runs(), 2, "a new attempt's name runs it");
+
+        // The first attempt still runs, its opsh gone (nobody reads its output): the second
+        // waits for it, then replays its output.
+        let mut slow = command("r1.s1.e0.a1", "sleep 2; echo slow").stdout(Stdio::piped()).spawn().expect("sh");
+        drop(slow.stdout.take());
+        std::thread::sleep(Duration::from_millis(300));
+        let waited = command("r1.s1.e0.a1", "echo slow").output().expect("sh");
+        assert!(waited.status.success(), "{waited:?}");
+        assert!(String::from_utf8_lossy(&waited.stdout).starts_with("slow\n"), "its output replayed: {waited:?}");
+        assert_eq!(runs(), 3, "the waiting attempt did not run the command beside the first");
+        let _ = { slow }.wait();
+
+        // A first attempt killed before it finished (host rebooted, its shell killed): run again.
+        let mut killed = command("r1.s2.e0.a1", "sleep 30").spawn().expect("sh");
+        std::thread::sleep(Duration::from_millis(300));
+        killed.kill().expect("kill");
+        let _ = killed.wait();
+        let rerun = command("r1.s2.e0.a1", "exit 0").output().expect("sh");
+        assert!(rerun.status.success(), "{rerun:?}");
+        assert_eq!(runs(), 5, "an attempt that died unfinished is run again");
+
+        let mut bad = ExecRequest::new(vec!["true".into()]);
+        bad.once = Some("../x".into());
+        assert!(wrap_command(&bad, Become::None).is_err(), "a name with a path in it is refused");
     }
 }

@@ -209,6 +209,9 @@ struct RunCtx<'r> {
     /// `run`, `resume` or `retry`: written with each intent.
     by: &'r str,
     who: String,
+    /// Per step: how many attempts earlier processes made, and the names of the commands of its
+    /// last attempt whose outcome was never seen (resume, retry; empty for a new run).
+    earlier: Vec<(usize, Vec<String>)>,
     /// Ask each step's check right before applying it (resume): a step found in effect is
     /// skipped, a stale one stops the run. Asked lazily, because a check only means something
     /// once every earlier step is in place.
@@ -475,7 +478,7 @@ impl Engine<'_> {
         };
         // A saved plan's steps are each checked first: one found in effect is skipped, one that no
         // longer fits the live state stops the run.
-        let ctx = RunCtx { plugin, call, plan: &plan, previews: &previews, journal: &journal, events, lang, by: "run", who, check_first };
+        let ctx = RunCtx { plugin, call, plan: &plan, previews: &previews, journal: &journal, events, lang, by: "run", who, earlier: Vec::new(), check_first };
         let mut states = vec![StepState::NotStarted; plan.steps.len()];
         self.execute(&ctx, &mut states).await
     }
@@ -519,8 +522,19 @@ impl Engine<'_> {
             return refusal;
         }
         let events = self.journaled_events(&journal);
-        let ctx =
-            RunCtx { plugin: &plugin, call: &call, plan: &plan, previews: &previews, journal: &journal, events, lang, by: "resume", who, check_first: true };
+        let ctx = RunCtx {
+            plugin: &plugin,
+            call: &call,
+            plan: &plan,
+            previews: &previews,
+            journal: &journal,
+            events,
+            lang,
+            by: "resume",
+            who,
+            earlier: earlier(&log, &plan),
+            check_first: true,
+        };
         self.execute(&ctx, &mut states).await
     }
 
@@ -566,8 +580,19 @@ impl Engine<'_> {
         if let Some(refusal) = self.confirm(options, 1, &who) {
             return refusal;
         }
-        let ctx =
-            RunCtx { plugin: &plugin, call: &call, plan: &plan, previews: &previews, journal: &journal, events, lang, by: "retry", who, check_first: false };
+        let ctx = RunCtx {
+            plugin: &plugin,
+            call: &call,
+            plan: &plan,
+            previews: &previews,
+            journal: &journal,
+            events,
+            lang,
+            by: "retry",
+            who,
+            earlier: earlier(&log, &plan),
+            check_first: false,
+        };
         let _applying = self.interrupt.begin();
         let mut reports = Vec::new();
         let changed = log.states().contains(&StepState::Done);
@@ -1013,15 +1038,22 @@ impl Engine<'_> {
         let on_behalf = effects::OnBehalf { plugin: ctx.plugin.name(), declared: &ctx.plugin.declared, caps: self.caps };
         let index = ctx.plan.steps.iter().position(|s| s.id == step.id).unwrap_or_default();
         let mut notes = Vec::new();
-        for effect in &step.effects {
+        for (position, effect) in step.effects.iter().enumerate() {
             if let Effect::Wait { until, interval_ms, timeout_ms } = effect {
                 notes.push(self.wait(ctx, step, &self.reveal(pick_text(until, ctx.lang)), *interval_ms, *timeout_ms).await?);
                 continue;
             }
             let performed = match on_behalf.prepare(effect) {
-                Ok(Some(prepared)) => {
+                Ok(Some(mut prepared)) => {
+                    let once = match &mut prepared {
+                        effects::Prepared::Exec { request, .. } => {
+                            request.once = Some(command_name(ctx, index, position));
+                            request.once.clone()
+                        }
+                        _ => None,
+                    };
                     // What is sent is journaled before it is sent: it cannot run unrecorded.
-                    let record = Record::Performed { at: timefmt::now(), index, step: step.id.clone(), effect: prepared.performed() };
+                    let record = Record::Performed { at: timefmt::now(), index, step: step.id.clone(), effect: prepared.performed(), once };
                     if let Err(e) = ctx.journal.append(&record) {
                         return Err(StepOutcome::Failed(format!("{e:#}; the effect was not performed")));
                     }
@@ -1342,4 +1374,19 @@ fn check_name(state: CheckState) -> &'static str {
 
 fn short(sha: &str) -> String {
     if sha.is_empty() { "no file".into() } else { sha.chars().take(12).collect() }
+}
+
+/// Each step's earlier attempts, from a reopened run's journal.
+fn earlier(log: &RunLog, plan: &Plan) -> Vec<(usize, Vec<String>)> {
+    (0..plan.steps.len()).map(|i| (log.attempts(i), log.unfinished_commands(i))).collect()
+}
+
+/// The name the command of effect `position` of step `index` runs under on its host: the one its
+/// last attempt used when that attempt's outcome was never seen (the command may still run
+/// there, or have finished: it is waited for or replayed, never started beside itself), else a
+/// new one for this attempt.
+fn command_name(ctx: &RunCtx<'_>, index: usize, position: usize) -> String {
+    let prefix = format!("{}.s{index}.e{position}.", ctx.journal.run);
+    let (attempts, unfinished) = ctx.earlier.get(index).map_or((0, &[][..]), |(n, names)| (*n, names.as_slice()));
+    unfinished.iter().find(|name| name.starts_with(&prefix)).cloned().unwrap_or_else(|| format!("{prefix}a{}", attempts + 1))
 }
