@@ -334,6 +334,27 @@ impl Inventory {
         self.hosts.get(name)
     }
 
+    /// What a plugin's completion word stands for in this inventory (`completion::choices`):
+    /// `@members` the member roles of the topologies `plugin` manages (Tungsten's dataservices),
+    /// `@ATTR` the values of attribute ATTR on those topologies' members, hosts and databases
+    /// (`@otb-node`: OpenTenBase's node names); any other word is itself. Sorted, each once.
+    pub fn completion_words(&self, plugin: &str, word: &str) -> Vec<String> {
+        let Some(token) = word.strip_prefix('@') else { return vec![word.to_string()] };
+        let topologies: Vec<&Topology> = self.topologies.values().filter(|t| t.plugin.as_deref() == Some(plugin)).collect();
+        let mut out = std::collections::BTreeSet::new();
+        for topology in &topologies {
+            if token == "members" {
+                out.extend(topology.members.keys().cloned());
+                continue;
+            }
+            for name in topology.members.values().flatten() {
+                let attributes = self.hosts.get(name).map(|h| &h.attributes).or_else(|| self.databases.get(name).map(|d| &d.attributes));
+                out.extend(attributes.and_then(|a| a.get(token)).cloned());
+            }
+        }
+        out.into_iter().collect()
+    }
+
     pub fn database(&self, name: &str) -> Option<&Database> {
         self.databases.get(name)
     }
@@ -441,6 +462,24 @@ fn split_pgpass_line(line: &str) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A plugin's `@…` completion words read the inventory: member roles, members' attributes,
+    /// only of the plugin's own topologies; a plain word is itself.
+    #[test]
+    fn completion_words_come_from_the_plugins_topologies() {
+        let text = "[hosts.a]\naddress='127.0.0.2'\n[hosts.b]\naddress='127.0.0.3'\n\
+                    [databases.d1]\nhost='a'\ndbname='x'\nuser='u'\nattributes={ otb-node = 'dn7' }\n\
+                    [databases.d2]\nhost='b'\ndbname='x'\nuser='u'\nattributes={ otb-node = 'cn3' }\n\
+                    [databases.d3]\nhost='b'\ndbname='y'\nuser='u'\nattributes={ otb-node = 'other' }\n\
+                    [topologies.t]\nplugin='otb'\nmembers={ datanode = ['d1'], coordinator = ['d2', 'd1'] }\n\
+                    [topologies.w]\nplugin='tungsten'\nmembers={ west = ['a'], north = ['b'] }\n";
+        let inventory = Inventory::parse(text).expect("inventory");
+        assert_eq!(inventory.completion_words("otb", "@otb-node"), ["cn3", "dn7"], "d3 is in no otb topology");
+        assert_eq!(inventory.completion_words("otb", "@members"), ["coordinator", "datanode"]);
+        assert_eq!(inventory.completion_words("tungsten", "@members"), ["north", "west"]);
+        assert_eq!(inventory.completion_words("tungsten", "@otb-node"), Vec::<String>::new());
+        assert_eq!(inventory.completion_words("otb", "gtm"), ["gtm"]);
+    }
 
     #[test]
     fn pgpass_escapes_and_wildcards() {

@@ -506,10 +506,10 @@ impl RunLog {
         self.records.iter().filter(|r| matches!(r, Record::Intent { index: i, .. } if *i == index)).count()
     }
 
-    /// The names of the commands step `index`'s last attempt sent when that attempt's outcome
+    /// The hosts and names of the commands step `index`'s last attempt sent when that attempt's outcome
     /// was never seen (no result, or `unknown`: opsh was killed, the connection broke, it timed
     /// out): they may still run, or have finished, on their hosts.
-    pub fn unfinished_commands(&self, index: usize) -> Vec<String> {
+    pub fn unfinished_commands(&self, index: usize) -> Vec<(String, String)> {
         let Some(last) = self.records.iter().rposition(|r| matches!(r, Record::Intent { index: i, .. } if *i == index)) else { return Vec::new() };
         let after = &self.records[last + 1..];
         let seen = after.iter().any(|r| matches!(r, Record::Result { index: i, status, .. } if *i == index && *status != StepStatus::Unknown));
@@ -519,7 +519,9 @@ impl RunLog {
         after
             .iter()
             .filter_map(|r| match r {
-                Record::Performed { index: i, once: Some(name), .. } if *i == index => Some(name.clone()),
+                Record::Performed { index: i, once: Some(name), effect: crate::plan::Performed::Exec(exec), .. } if *i == index => {
+                    Some((exec.host.clone(), name.clone()))
+                }
                 _ => None,
             })
             .collect()

@@ -167,12 +167,18 @@ async fn run(cli: Cli) -> Exit {
         }
         _ => {}
     }
-    let lang = cli.lang.clone().unwrap_or_else(locale_from_env);
+    // A JSON document reads the same whatever LANG the cron job has: English unless --lang.
+    let lang = cli.lang.clone().unwrap_or_else(|| if cli.output == OutputFormat::Json { "en".into() } else { locale_from_env() });
     let defaults = session::LineOptions { yes: cli.yes, dry_run: cli.dry_run, check: cli.check, output: cli.output, lang, local_state: cli.local_state };
     let mut session = match session::Session::start(cli.inventory.as_deref(), bundled::BUNDLED, defaults).await {
         Ok(session) => session,
         Err(e) => {
             eprintln!("opsh: {e:#}");
+            if cli.output == OutputFormat::Json {
+                let mut doc = render::error_document(Exit::Usage, &format!("{e:#}"));
+                doc["schema"] = render::JSON_SCHEMA.into();
+                println!("{doc}");
+            }
             return Exit::Usage;
         }
     };

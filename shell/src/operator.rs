@@ -6,6 +6,7 @@
 use std::collections::HashMap;
 use std::io::{IsTerminal, Write};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
@@ -15,6 +16,7 @@ use opsh_host::runbook::{Confirmation, Operator, Preview, ProbeRun, StepPreview}
 use opsh_host::sandbox::Events;
 use opsh_host::sandbox::bindings::host::LogLevel;
 use opsh_host::scrub::Scrubber;
+use serde_json::{Value, json};
 
 use crate::OutputFormat;
 use crate::term::{Ink, one_line};
@@ -31,6 +33,10 @@ pub struct Console {
     lang: Mutex<String>,
     /// Spinners of the steps running now (terminal only).
     bars: Mutex<Option<(MultiProgress, HashMap<usize, ProgressBar>)>>,
+    /// JSON documents printed so far, and the last error message: a command that failed
+    /// without a document of its own gets one made of its error (`Session::run_words`).
+    documents: AtomicUsize,
+    last_error: Mutex<String>,
 }
 
 impl Console {
@@ -45,6 +51,8 @@ impl Console {
             output: Mutex::new(output),
             lang: Mutex::new("en".into()),
             bars: Mutex::new(None),
+            documents: AtomicUsize::new(0),
+            last_error: Mutex::new(String::new()),
         }
     }
 
@@ -56,7 +64,7 @@ impl Console {
         *self.output.lock().unwrap_or_else(|p| p.into_inner()) = output;
     }
 
-    fn json(&self) -> bool {
+    pub fn json(&self) -> bool {
         *self.output.lock().unwrap_or_else(|p| p.into_inner()) == OutputFormat::Json
     }
 
@@ -71,9 +79,30 @@ impl Console {
     }
 
     /// A JSON document (stdout): the exact strings, escaped so that a terminal shows them inert.
-    pub fn out_json(&self, document: &str) {
+    /// Every document says its `schema`, and its `exit` (0 unless the caller said otherwise).
+    pub fn out_json(&self, mut document: Value) {
+        if let Value::Object(map) = &mut document {
+            map.entry("schema").or_insert(json!(crate::render::JSON_SCHEMA));
+            map.entry("exit").or_insert(json!(0));
+        }
+        self.documents.fetch_add(1, Ordering::SeqCst);
         let mut stdout = std::io::stdout().lock();
-        let _ = writeln!(stdout, "{}", self.ink.json(&self.redact(document)));
+        let _ = writeln!(stdout, "{}", self.ink.json(&self.redact(&document.to_string())));
+    }
+
+    /// How many JSON documents were printed so far.
+    pub fn documents(&self) -> usize {
+        self.documents.load(Ordering::SeqCst)
+    }
+
+    /// Forget the last error message (a new command line starts).
+    pub fn forget_error(&self) {
+        self.last_error.lock().unwrap_or_else(|p| p.into_inner()).clear();
+    }
+
+    /// The last error message printed (empty if none).
+    pub fn last_error(&self) -> String {
+        self.last_error.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// A message line (stderr), above the step spinners when there are any.
@@ -96,6 +125,7 @@ impl Console {
     }
 
     pub fn error(&self, text: &str) {
+        *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = self.redact(text);
         self.note(&format!("{} {text}", self.paint_err(Color::Red.bold(), "error:")));
     }
 

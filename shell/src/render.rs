@@ -53,14 +53,21 @@ impl Grid {
         }
     }
 
+    /// The table as JSON: each cell's text and style and its `value` as read by [`typed`]; and
+    /// each row as a record keyed by its columns' names (`snake_case`) holding those values.
     fn to_json(&self) -> Value {
+        let keys: Vec<String> = self.columns.iter().map(|c| key(c)).collect();
         json!({
             "title": self.title,
             "columns": self.columns,
             "rows": self.rows.iter().map(|row| row.iter().map(|(text, color)| json!({
                 "text": text,
                 "style": match color { Some(Color::Green) => "good", Some(Color::Yellow) => "warn", Some(Color::Red) => "bad", _ => "plain" },
+                "value": typed(text),
             })).collect::<Vec<_>>()).collect::<Vec<_>>(),
+            "records": self.rows.iter().map(|row| {
+                Value::Object(keys.iter().zip(row).map(|(k, (text, _))| (k.clone(), typed(text))).collect())
+            }).collect::<Vec<_>>(),
         })
     }
 
@@ -134,6 +141,58 @@ impl Grid {
     }
 }
 
+/// A column's name as a JSON key: `pending restart` → `pending_restart`.
+fn key(column: &str) -> String {
+    let mut out = String::new();
+    for c in column.trim().chars() {
+        if c.is_alphanumeric() {
+            out.extend(c.to_lowercase());
+        } else if !out.is_empty() && !out.ends_with('_') {
+            out.push('_');
+        }
+    }
+    out.trim_end_matches('_').to_string()
+}
+
+/// A cell's text as a value: a whole number as a number, a size as PostgreSQL's `pg_size_pretty`
+/// writes it (`8192 bytes`, `16 kB`) as bytes, `true`/`false` as a boolean, an empty cell, `?`
+/// or `-` (not known) as null; anything else — a decimal, a version — stays its text.
+pub fn typed(text: &str) -> Value {
+    let t = text.trim();
+    match t {
+        "" | "?" | "-" => return Value::Null,
+        "true" => return Value::Bool(true),
+        "false" => return Value::Bool(false),
+        _ => {}
+    }
+    // Whole numbers only, written as a number is (no leading zero, no plus): `15.10` is a
+    // version, not 15.1, and stays text.
+    let number = |n: &str| -> Option<Value> {
+        let digits = n.strip_prefix('-').unwrap_or(n);
+        if digits.is_empty() || !digits.chars().all(|c| c.is_ascii_digit()) || (digits.len() > 1 && digits.starts_with('0')) {
+            return None;
+        }
+        n.parse::<i64>().ok().map(|i| json!(i))
+    };
+    if let Some(n) = number(t) {
+        return n;
+    }
+    if let Some((n, unit)) = t.split_once(' ') {
+        let scale: Option<u64> = match unit {
+            "bytes" | "B" => Some(1),
+            "kB" => Some(1 << 10),
+            "MB" => Some(1 << 20),
+            "GB" => Some(1 << 30),
+            "TB" => Some(1 << 40),
+            _ => None,
+        };
+        if let (Some(scale), Some(n)) = (scale, number(n).and_then(|v| v.as_u64())) {
+            return json!(n.saturating_mul(scale));
+        }
+    }
+    Value::String(text.to_string())
+}
+
 /// A table wider than this shows its long cells (wider than `MAX_CELL_WIDTH`) as notes.
 const MAX_TABLE_WIDTH: usize = 120;
 const MAX_CELL_WIDTH: usize = 48;
@@ -150,7 +209,7 @@ pub fn grids(console: &Console, options: &LineOptions, grids: &[Grid], extra: Va
         if let (Value::Object(doc), Value::Object(extra)) = (&mut doc, extra) {
             doc.extend(extra);
         }
-        console.out_json(&doc.to_string());
+        console.out_json(doc);
     } else {
         for (i, grid) in grids.iter().enumerate() {
             if i > 0 {
@@ -161,8 +220,21 @@ pub fn grids(console: &Console, options: &LineOptions, grids: &[Grid], extra: Va
     }
 }
 
-/// Version of every JSON document opsh prints (see the README).
-pub const JSON_SCHEMA: u32 = 1;
+/// Version of every JSON document opsh prints (see the README and `docs/opsh-output.schema.json`).
+pub const JSON_SCHEMA: u32 = 2;
+
+/// The document of a command that failed before it could make one of its own (a usage error, an
+/// inventory that does not load): what `Outcome::Usage` and its kin print.
+pub fn error_document(exit: Exit, message: &str) -> Value {
+    let outcome = match exit {
+        Exit::Usage => "usage",
+        Exit::Refused => "refused",
+        Exit::Unknown => "unknown",
+        Exit::CheckFailed => "check-failed",
+        _ => "failed",
+    };
+    json!({ "outcome": outcome, "exit": exit.code(), "message": message })
+}
 
 /// `--check`: every cell a read command shows as a problem (style bad), with its row's first
 /// cell for context.
@@ -204,9 +276,8 @@ pub fn outcome(console: &Console, options: &LineOptions, outcome: &Outcome, exit
                 map.insert(key.into(), Value::Array(tables.iter().map(|t| Grid::from_table(t, lang).to_json()).collect()));
             }
             map.insert("exit".into(), json!(exit.code()));
-            map.insert("schema".into(), json!(JSON_SCHEMA));
         }
-        console.out_json(&doc.to_string());
+        console.out_json(doc);
         return;
     }
     match outcome {
@@ -259,9 +330,7 @@ pub fn doctor(console: &Console, options: &LineOptions, checks: &[opsh_host::doc
     if options.output == OutputFormat::Json {
         let rows: Vec<Value> =
             checks.iter().map(|c| json!({ "target": c.target, "check": c.check, "result": verdict(c.verdict), "detail": c.detail, "fix": c.fix })).collect();
-        console.out_json(
-            &json!({ "schema": JSON_SCHEMA, "exit": exit.code(), "checks": rows, "failed": failed.len(), "took_ms": took.as_millis() as u64 }).to_string(),
-        );
+        console.out_json(json!({ "exit": exit.code(), "checks": rows, "failed": failed.len(), "took_ms": took.as_millis() as u64 }));
         return;
     }
     let mut grid = Grid::new("Doctor", &["target", "check", "result", "detail"]);
@@ -380,7 +449,7 @@ pub fn journal(console: &Console, source: &JournalSource, args: &[String], optio
                         })
                     })
                     .collect();
-                console.out_json(&json!({ "schema": JSON_SCHEMA, "source": source.describe(), "runs": runs }).to_string());
+                console.out_json(json!({ "source": source.describe(), "runs": runs }));
                 return Exit::Success;
             }
             let mut grid = Grid::new("Runs", &["run", "started", "command", "status", "steps done", "by"]);
@@ -451,10 +520,7 @@ pub fn journal(console: &Console, source: &JournalSource, args: &[String], optio
                         value
                     })
                     .collect();
-                console.out_json(
-                    &json!({ "schema": JSON_SCHEMA, "source": source.describe(), "run": log.run, "plugin": plugin, "line": line, "status": log.status(), "started": log.started(), "operators": audited.operators(), "steps": steps, "records": records })
-                        .to_string(),
-                );
+                console.out_json(json!({ "source": source.describe(), "run": log.run, "plugin": plugin, "line": line, "status": log.status(), "started": log.started(), "operators": audited.operators(), "steps": steps, "records": records }));
                 return Exit::Success;
             }
             console.out(&console.paint_out(Style::new().bold(), &format!("run {} — {line}", log.run)));
@@ -578,7 +644,11 @@ pub fn help(console: &Console, session: &Session, args: &[String], options: &Lin
         [name, rest @ ..] => {
             let Some(plugin) = session.registry.find(name) else {
                 if let Some((_, text)) = BUILTINS.iter().find(|(n, _)| n == name) {
-                    console.out(text);
+                    if options.output == OutputFormat::Json {
+                        console.out_json(json!({ "builtin": name, "usage": text }));
+                    } else {
+                        console.out(text);
+                    }
                     return Exit::Success;
                 }
                 console.error(&format!("help: no plugin or command {name:?} (try `help`)"));
@@ -591,7 +661,7 @@ pub fn help(console: &Console, session: &Session, args: &[String], options: &Lin
                 return Exit::Usage;
             }
             if options.output == OutputFormat::Json {
-                console.out_json(&json!({ "plugin": plugin.name(), "commands": commands }).to_string());
+                console.out_json(json!({ "plugin": plugin.name(), "commands": commands }));
                 return Exit::Success;
             }
             console.out(&console.paint_out(Style::new().bold(), &format!("{} {} — {}", plugin.name(), plugin.info.version, pick(&plugin.info.summary, lang))));
@@ -728,4 +798,45 @@ pub fn inventory(console: &Console, inventory: &Inventory, options: &LineOptions
     }
     grids(console, options, &[hosts, databases, topologies, grants], json!({ "source": source }));
     warn_plan_users(console, inventory);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{key, typed};
+    use serde_json::json;
+
+    #[test]
+    fn cells_are_read_as_values_only_when_the_whole_text_is_one() {
+        for (text, want) in [
+            ("42", json!(42)),
+            ("-3", json!(-3)),
+            ("0.25", json!("0.25")),
+            ("15.10", json!("15.10")),
+            ("007", json!("007")),
+            ("16 kB", json!(16384)),
+            ("8192 bytes", json!(8192)),
+            ("2 GB", json!(2147483648u64)),
+            ("1.5 GB", json!("1.5 GB")),
+            ("0 B", json!(0)),
+            ("true", json!(true)),
+            ("?", json!(null)),
+            ("", json!(null)),
+            ("15.4", json!("15.4")),
+            ("15.4 (Debian)", json!("15.4 (Debian)")),
+            ("2 standby(s) streaming", json!("2 standby(s) streaming")),
+            ("10.0.0.1", json!("10.0.0.1")),
+            ("1-2", json!("1-2")),
+            ("-1 kB", json!("-1 kB")),
+            ("5.", json!("5.")),
+        ] {
+            assert_eq!(typed(text), want, "{text:?}");
+        }
+    }
+
+    #[test]
+    fn column_names_become_snake_case_keys() {
+        assert_eq!(key("pending restart"), "pending_restart");
+        assert_eq!(key("What it does"), "what_it_does");
+        assert_eq!(key(" lag (bytes) "), "lag_bytes");
+    }
 }

@@ -20,6 +20,7 @@ const LINE_FLAGS: &[&str] = &["--dry-run", "--yes", "--check", "--output", "--la
 
 struct OpshHelper {
     plugins: Vec<PluginInfo>,
+    inventory: std::sync::Arc<Inventory>,
     journal_dir: std::path::PathBuf,
     hosts: Vec<String>,
     databases: Vec<String>,
@@ -33,6 +34,7 @@ impl OpshHelper {
         let inventory: &Inventory = &session.caps.inventory;
         Self {
             plugins: session.registry.plugins.iter().map(|p| p.info.clone()).collect(),
+            inventory: session.caps.inventory.clone(),
             journal_dir: session.paths.journal_dir(),
             hosts: inventory.hosts.keys().cloned().chain(["local".to_string()]).collect(),
             databases: inventory.databases.keys().cloned().collect(),
@@ -89,7 +91,7 @@ impl OpshHelper {
         // After an option that takes a value: complete that value.
         if let Some(last) = args.last().and_then(|w| w.strip_prefix("--")) {
             if let Some(arg) = command.args.iter().find(|a| a.name == last && a.kind == ArgKind::Option) {
-                return self.complete_kind(&arg.completion);
+                return self.complete_kind(&plugin.name, &arg.completion);
             }
             if last == "output" {
                 return vec!["text".into(), "json".into()];
@@ -99,8 +101,13 @@ impl OpshHelper {
             }
         }
         let positionals_given = args.iter().filter(|w| !w.starts_with("--")).count();
-        let mut out: Vec<String> =
-            command.args.iter().filter(|a| a.kind == ArgKind::Positional).nth(positionals_given).map(|a| self.complete_kind(&a.completion)).unwrap_or_default();
+        let mut out: Vec<String> = command
+            .args
+            .iter()
+            .filter(|a| a.kind == ArgKind::Positional)
+            .nth(positionals_given)
+            .map(|a| self.complete_kind(&plugin.name, &a.completion))
+            .unwrap_or_default();
         out.extend(command.args.iter().filter(|a| a.kind != ArgKind::Positional).map(|a| format!("--{}", a.name)));
         out.extend(LINE_FLAGS.iter().map(|f| f.to_string()));
         out
@@ -115,13 +122,14 @@ impl OpshHelper {
         ids
     }
 
-    fn complete_kind(&self, completion: &Completion) -> Vec<String> {
+    /// The inventory's names for an argument; a plugin's `@…` choices read from the inventory.
+    fn complete_kind(&self, plugin: &str, completion: &Completion) -> Vec<String> {
         match completion {
             Completion::None => Vec::new(),
             Completion::Host => self.hosts.clone(),
             Completion::Database => self.databases.clone(),
             Completion::Topology => self.topologies.clone(),
-            Completion::Choices(choices) => choices.clone(),
+            Completion::Choices(choices) => choices.iter().flat_map(|c| self.inventory.completion_words(plugin, c)).collect(),
         }
     }
 }

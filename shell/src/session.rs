@@ -12,6 +12,7 @@ use opsh_host::journal::Redactor;
 use opsh_host::paths::Paths;
 use opsh_host::plugins::Registry;
 use opsh_host::runbook::{self, Engine, Interrupt, Outcome, RunOptions};
+use opsh_host::sandbox::bindings::runbook::{CommandInfo, Completion, Invocation};
 use opsh_host::sandbox::{Events, Limits, LoadedPlugin, Sandbox};
 
 use crate::OutputFormat;
@@ -131,19 +132,31 @@ impl Session {
             Ok(words) => self.run_words(words).await,
             Err(e) => {
                 self.console.error(&e);
+                if self.defaults.output == OutputFormat::Json {
+                    self.console.out_json(render::error_document(Exit::Usage, &e));
+                }
                 Exit::Usage
             }
         }
     }
 
+    /// Run one command line. With `--output json`, a command that failed without printing a
+    /// document (a usage error, a built-in's error) prints one made of its error message.
     pub async fn run_words(&self, words: Vec<String>) -> Exit {
-        match self.prepare(words) {
+        let json = self.line_options(words.clone()).map_or(self.defaults.output, |(_, o)| o.output) == OutputFormat::Json;
+        let printed = self.console.documents();
+        self.console.forget_error();
+        let exit = match self.prepare(words) {
             Ok((prepared, options)) => self.execute(prepared, &options).await,
             Err(e) => {
                 self.console.error(&e);
                 Exit::Usage
             }
+        };
+        if json && exit != Exit::Success && self.console.documents() == printed {
+            self.console.out_json(render::error_document(exit, &self.console.last_error()));
         }
+        exit
     }
 
     /// Check a command line without running anything: built-in or plugin command, arguments.
@@ -218,10 +231,41 @@ impl Session {
                     format!("unknown command {name:?}{hint}; known: {} (try `help`)", known.join(", "))
                 })?;
                 let (command, call) = runbook::parse_invocation(&plugin.info, &words[1..]).map_err(|e| e.0)?;
+                for warning in self.misspelt(plugin.name(), command, &call) {
+                    self.console.warn(&warning);
+                }
                 Prepared::Plugin { plugin: plugin.clone(), command: command.clone(), call, line: shell_words::join(&words), save_to: None }
             }
         };
         Ok((prepared, options))
+    }
+
+    /// An argument naming an inventory host, database or topology (or one of a plugin's
+    /// inventory-read choices, `@otb-node`) with a name the inventory does not have but has one
+    /// close to: "did you mean". The plugin still decides (it refuses what it cannot find).
+    fn misspelt(&self, plugin: &str, command: &CommandInfo, call: &Invocation) -> Vec<String> {
+        let inventory = &self.caps.inventory;
+        let mut out = Vec::new();
+        for arg in &command.args {
+            let (what, names): (&str, Vec<String>) = match &arg.completion {
+                Completion::Host => ("host", inventory.hosts.keys().cloned().chain([opsh_host::inventory::LOCAL_HOST.to_string()]).collect()),
+                Completion::Database => ("database", inventory.databases.keys().cloned().collect()),
+                Completion::Topology => ("topology", inventory.topologies.keys().cloned().collect()),
+                Completion::Choices(choices) if choices.iter().any(|c| c.starts_with('@')) => {
+                    (arg.name.as_str(), choices.iter().flat_map(|c| inventory.completion_words(plugin, c)).collect())
+                }
+                _ => continue,
+            };
+            for value in call.args.iter().filter(|(n, _)| *n == arg.name).flat_map(|(_, v)| v) {
+                if names.iter().any(|n| n == value) {
+                    continue;
+                }
+                if let Some(close) = opsh_host::suggest::closest(value, names.iter().map(String::as_str)) {
+                    out.push(format!("{what} {value:?} is not in the inventory ({}) — did you mean {close}?", inventory.source.display()));
+                }
+            }
+        }
+        out
     }
 
     pub fn line_options(&self, words: Vec<String>) -> Result<(Vec<String>, LineOptions), String> {
@@ -366,7 +410,7 @@ impl Session {
             Ok(imported) => {
                 if options.output == OutputFormat::Json {
                     let doc = serde_json::json!({ "schema": render::JSON_SCHEMA, "exit": 0, "toml": imported.toml, "warnings": imported.warnings });
-                    self.console.out_json(&doc.to_string());
+                    self.console.out_json(doc);
                 } else {
                     print!("{}", imported.toml);
                     for warning in &imported.warnings {
@@ -433,7 +477,7 @@ impl Session {
                     b => format!("state database {}: opsh schema migrated from version {b} to {now}", db.name),
                 };
                 if options.output == OutputFormat::Json {
-                    self.console.out_json(&serde_json::json!({ "schema": 1, "exit": 0, "database": db.name, "version": now, "was": before }).to_string());
+                    self.console.out_json(serde_json::json!({ "database": db.name, "version": now, "was": before }));
                 } else {
                     self.console.out(&said);
                 }

@@ -375,7 +375,7 @@ fn plans_results_and_the_journal_follow_the_documented_json_schema() {
     let world = World::new();
     prepare(&world);
     let plan: serde_json::Value = serde_json::from_str(runbook(&world, &["--dry-run", "--output", "json"]).stdout.trim()).expect("plan JSON");
-    assert_eq!((plan["schema"].as_u64(), plan["outcome"].as_str(), plan["exit"].as_i64()), (Some(1), Some("planned"), Some(0)));
+    assert_eq!((plan["schema"].as_u64(), plan["outcome"].as_str(), plan["exit"].as_i64()), (Some(2), Some("planned"), Some(0)));
     let kinds: Vec<&str> = plan["steps"].as_array().expect("steps").iter().map(|s| s["effects"][0]["kind"].as_str().unwrap_or("")).collect();
     assert_eq!(kinds, ["sql", "service", "file", "exec", "sql", "service"]);
     assert!(plan["steps"][2]["effects"][0]["diff"].as_str().unwrap_or("").contains("+runbook=1"));

@@ -105,6 +105,21 @@ fn cell(case: &Case, fault: &Fault) -> String {
     if !finished {
         assert_ne!(stopped.code, 0, "{what}: a run that did not finish does not exit 0: {stopped:?}");
         let resumed = world.opsh(&["--yes", "resume", &id]);
+        // OPSH_FAULTS_DEBUG=1: a resume that fails shows every server's sessions and every
+        // host's processes (what holds a lock, what a killed opsh left running).
+        if resumed.code != 0 && std::env::var_os("OPSH_FAULTS_DEBUG").is_some() {
+            for cluster in world.lab.state.clusters.iter().map(|c| c.name.clone()).collect::<Vec<_>>() {
+                let c = world.lab.cluster(&cluster).expect("cluster").clone();
+                let q = "SELECT string_agg(pid || ' ' || coalesce(application_name,'') || ' ' || coalesce(state,'') || ' ' || coalesce(wait_event_type,'') || ' ' || left(coalesce(query,''), 60), E'\n') FROM pg_stat_activity WHERE backend_type = 'client backend'";
+                eprintln!("DEBUG {cluster}: {:?}", world.lab.psql_as_admin(&c, "postgres", q));
+            }
+            for host in world.lab.state.hosts.iter().map(|h| h.name.clone()).collect::<Vec<_>>() {
+                eprintln!(
+                    "DEBUG {host} ps: {:?}",
+                    world.lab.host_exec(&host, &["ps", "-eo", "pid,pgid,user,args"]).map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+                );
+            }
+        }
         assert_eq!(resumed.code, 0, "{what}: resume: {resumed:?}\n--- the interrupted run\n{stopped:?}");
     }
     // A step its check found in effect is never performed again.

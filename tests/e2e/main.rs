@@ -13,6 +13,7 @@ mod horizon;
 mod horizon_shapes;
 mod hostile;
 mod import;
+mod json;
 mod lab_drills;
 mod otb;
 mod otb_lab;

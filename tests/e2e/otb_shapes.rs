@@ -162,3 +162,21 @@ fn a_member_that_cannot_be_asked_is_refused_until_the_operator_forces() {
     assert!(refused.stderr.contains("dn1-b on pgxb") && refused.stderr.contains("--force"), "{refused:?}");
     assert_eq!(writable(&world, &DN1), vec!["dn1-c"], "nothing was changed");
 }
+
+/// The node names the shell completes and checks are the inventory's (cn1, dn2 here, not the
+/// lab's cn01/dn01), and a misspelt one gets a "did you mean" before the plugin refuses it.
+#[test]
+fn node_names_are_completed_from_the_inventory_and_a_misspelt_one_gets_a_did_you_mean() {
+    let world = World::with_topology("otb-trio");
+    let completed = world.opsh(&["__complete", "otb", "promote", ""]);
+    assert_eq!(completed.code, 0, "{completed:?}");
+    let words: Vec<&str> = completed.stdout.lines().collect();
+    assert_eq!(words[..5], ["cn1", "cn2", "dn1", "dn2", "gtm"], "{completed:?}");
+    let rebuild = world.opsh(&["__complete", "otb", "rebuild", "d"]);
+    assert_eq!(rebuild.stdout.lines().collect::<Vec<_>>(), ["dn1", "dn2"], "{rebuild:?}");
+
+    let typo = world.opsh(&["--dry-run", "otb", "promote", "dn3"]);
+    assert_ne!(typo.code, 0, "the plugin refuses a node it does not know: {typo:?}");
+    assert!(typo.stderr.contains("node \"dn3\" is not in the inventory") && typo.stderr.contains("did you mean dn1?"), "{typo:?}");
+    assert_eq!(writable(&world, &["dn1-a", "dn1-b", "dn1-c"]).len(), 1, "nothing was promoted");
+}

@@ -324,12 +324,38 @@ if ! mkdir "$m" 2>/dev/null; then
   mkdir "$m" || { echo "opsh: cannot claim the command's marker $m; it was not run" >&2; exit 125; }
 fi
 echo $$ > "$m/pid"
-"$@" > "$m/out" 2> "$m/err"
+# Its own process group (setsid, util-linux), so that a later attempt can stop all of it.
+exec 3<&0
+if command -v setsid >/dev/null 2>&1; then setsid "$@" <&3 3<&- > "$m/out" 2> "$m/err" & else "$@" <&3 3<&- > "$m/out" 2> "$m/err" & fi
+echo $! > "$m/group"
+wait $!
 rc=$?
 echo "$rc" > "$m/rc.new" && mv "$m/rc.new" "$m/rc"
 trap '' PIPE
 if cat "$m/out" && cat "$m/err" >&2; then rm -f "$m/out" "$m/err"; fi
 exit "$rc""#;
+
+/// Stops what still runs of the command named `$1` (its process group: TERM, then KILL after a
+/// second): for a step whose check found it done although its earlier attempt's command never
+/// finished — a slonik still waiting for an event would hold its locks against every later
+/// step. Says `stopped` when there was something to stop.
+const ONCE_STOP: &str = r#"name=$1
+for d in "${HOME:-/nonexistent}/.cache/opsh/once" "/tmp/opsh-once-$(id -u)"; do
+  m=$d/$name
+  [ -d "$m" ] && [ ! -f "$m/rc" ] && [ -f "$m/group" ] || continue
+  g=$(cat "$m/group")
+  kill -0 "$g" 2>/dev/null || continue
+  kill -TERM "-$g" 2>/dev/null || kill -TERM "$g" 2>/dev/null
+  sleep 1
+  kill -KILL "-$g" 2>/dev/null || kill -KILL "$g" 2>/dev/null
+  echo stopped
+done
+exit 0"#;
+
+/// The request that stops the unfinished command named `name` on its host ([`ONCE_STOP`]).
+pub fn stop_request(name: &str) -> ExecRequest {
+    ExecRequest::new(vec!["sh".into(), "-c".into(), ONCE_STOP.into(), "opsh-once-stop".into(), name.into()])
+}
 
 fn wrap_command(request: &ExecRequest, escalation: Become) -> CapResult<(Vec<String>, Vec<u8>)> {
     let mut argv = request.argv.clone();
@@ -529,6 +555,24 @@ mod tests {
         let rerun = command("r1.s2.e0.a1", "exit 0").output().expect("sh");
         assert!(rerun.status.success(), "{rerun:?}");
         assert_eq!(runs(), 5, "an attempt that died unfinished is run again");
+
+        // A step found done while its earlier attempt's command still waits: stopped, all of it.
+        let inner = home.path().join("inner-pid");
+        let script = format!("sh -c 'sleep 60 & echo $! > {}; wait'; echo never", inner.display());
+        let waiting = command("r1.s3.e0.a1", &script).stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("sh");
+        std::thread::sleep(Duration::from_millis(500));
+        let inner = std::fs::read_to_string(&inner).expect("the inner sleep's pid").trim().to_string();
+        let stop = stop_request("r1.s3.e0.a1");
+        let stopped = std::process::Command::new(&stop.argv[0]).args(&stop.argv[1..]).env("HOME", home.path()).output().expect("sh");
+        assert_eq!(String::from_utf8_lossy(&stopped.stdout).trim(), "stopped", "{stopped:?}");
+        let waited = { waiting }.wait_with_output().expect("the wrapper ends");
+        assert_ne!(waited.status.code(), Some(0), "the command was stopped, not finished: {waited:?}");
+        let group = std::fs::read_to_string(home.path().join(".cache/opsh/once/r1.s3.e0.a1/group")).expect("its group");
+        assert!(!std::path::Path::new(&format!("/proc/{}", group.trim())).exists(), "its group's leader is gone");
+        let zombie_or_gone = std::fs::read_to_string(format!("/proc/{inner}/stat")).map_or(true, |stat| stat.contains(") Z "));
+        assert!(zombie_or_gone, "the command's own child (the sleep {inner}) was stopped too");
+        let again = std::process::Command::new(&stop.argv[0]).args(&stop.argv[1..]).env("HOME", home.path()).output().expect("sh");
+        assert_eq!(String::from_utf8_lossy(&again.stdout).trim(), "", "nothing left to stop");
 
         let mut bad = ExecRequest::new(vec!["true".into()]);
         bad.once = Some("../x".into());

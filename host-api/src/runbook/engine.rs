@@ -211,7 +211,7 @@ struct RunCtx<'r> {
     who: String,
     /// Per step: how many attempts earlier processes made, and the names of the commands of its
     /// last attempt whose outcome was never seen (resume, retry; empty for a new run).
-    earlier: Vec<(usize, Vec<String>)>,
+    earlier: Vec<(usize, Vec<(String, String)>)>,
     /// Ask each step's check right before applying it (resume): a step found in effect is
     /// skipped, a stale one stops the run. Asked lazily, because a check only means something
     /// once every earlier step is in place.
@@ -295,7 +295,8 @@ impl Engine<'_> {
         };
         let probes = trace.pending();
         if options.dry_run {
-            return Outcome::Planned { steps: previews, probes };
+            let (summary, warnings) = (self.reveal(pick_text(&plan.summary, lang)), self.warnings(&plan, lang));
+            return Outcome::Planned { summary, warnings, steps: previews, probes };
         }
         self.start(Start { plugin, call, line, lang, plan, previews, trace, who, saved: None }, options).await
     }
@@ -333,7 +334,13 @@ impl Engine<'_> {
         };
         let redact = self.redact.clone();
         match saved.write(out, &|text| redact(text)) {
-            Ok(()) => Outcome::Saved { file: out.display().to_string(), steps: previews, probes: saved.probes },
+            Ok(()) => Outcome::Saved {
+                file: out.display().to_string(),
+                summary: self.reveal(pick_text(&saved.plan.summary, lang)),
+                warnings: self.warnings(&saved.plan, lang),
+                steps: previews,
+                probes: saved.probes,
+            },
             Err(e) => Outcome::Failed { message: format!("{who}: {e:#}; nothing was changed"), changed: false, step: None, run: None, results: Vec::new() },
         }
     }
@@ -387,7 +394,7 @@ impl Engine<'_> {
         let previews = self.previews(plugin.name(), &saved.plan, lang).await;
         self.operator.plan(plugin.name(), &summary, &warnings, &previews, &saved.probes);
         if options.dry_run {
-            return Outcome::Planned { steps: previews, probes: saved.probes };
+            return Outcome::Planned { summary, warnings, steps: previews, probes: saved.probes };
         }
         let call = Invocation::from(&saved.invocation);
         let from = SavedFrom { file: file.display().to_string(), planned_by: saved.planned_by.clone(), planned_at: saved.created.clone() };
@@ -506,15 +513,10 @@ impl Engine<'_> {
         }
         let done = states.iter().filter(|s| **s == StepState::Done).count();
         let remaining: Vec<StepPreview> = previews.iter().zip(&states).filter(|(_, s)| **s != StepState::Done).map(|(p, _)| p.clone()).collect();
-        self.operator.plan(
-            plugin.name(),
-            &format!("resume {run}: {line} — {done} of {} steps done, {} to go", plan.steps.len(), remaining.len()),
-            &warnings,
-            &remaining,
-            &[],
-        );
+        let summary = format!("resume {run}: {line} — {done} of {} steps done, {} to go", plan.steps.len(), remaining.len());
+        self.operator.plan(plugin.name(), &summary, &warnings, &remaining, &[]);
         if options.dry_run {
-            return Outcome::Planned { steps: remaining, probes: Vec::new() };
+            return Outcome::Planned { summary, warnings, steps: remaining, probes: Vec::new() };
         }
         if !remaining.is_empty()
             && let Some(refusal) = self.confirm(options, remaining.len(), &who)
@@ -573,9 +575,10 @@ impl Engine<'_> {
             CheckState::Stale => return Outcome::Refused { message: format!("{who}: the step no longer fits the live state: {detail}"), run: Some(run) },
             CheckState::NotDone | CheckState::Unknown => {}
         }
-        self.operator.plan(plugin.name(), &format!("retry step {step_id} of {run}: {line}"), &warnings, std::slice::from_ref(&previews[index]), &[]);
+        let summary = format!("retry step {step_id} of {run}: {line}");
+        self.operator.plan(plugin.name(), &summary, &warnings, std::slice::from_ref(&previews[index]), &[]);
         if options.dry_run {
-            return Outcome::Planned { steps: vec![previews[index].clone()], probes: Vec::new() };
+            return Outcome::Planned { summary, warnings, steps: vec![previews[index].clone()], probes: Vec::new() };
         }
         if let Some(refusal) = self.confirm(options, 1, &who) {
             return refusal;
@@ -834,6 +837,24 @@ impl Engine<'_> {
         }
     }
 
+    /// A step found in effect needs nothing its interrupted attempt still runs on its hosts (a
+    /// killed opsh's command goes on there, and one that waits — a slonik waiting for an event
+    /// — holds locks against every later step): stopped. The hosts where something was.
+    async fn stop_unfinished(&self, ctx: &RunCtx<'_>, index: usize) -> Vec<String> {
+        let Some((_, unfinished)) = ctx.earlier.get(index) else { return Vec::new() };
+        let mut stopped = Vec::new();
+        for (host, name) in unfinished {
+            let mut request = crate::capability::exec::stop_request(name);
+            request.timeout = Some(std::time::Duration::from_millis(self.caps.inventory.defaults.connect_timeout_ms.max(5_000)));
+            if let Ok(out) = self.caps.remote.exec(host, request).await
+                && String::from_utf8_lossy(&out.stdout).contains("stopped")
+            {
+                stopped.push(host.clone());
+            }
+        }
+        stopped
+    }
+
     /// Resume: is this step's effect already in place? `Ok(true)` skips it. A step that was
     /// started before the run stopped and whose check cannot tell is not applied again unless it
     /// is idempotent.
@@ -850,6 +871,10 @@ impl Engine<'_> {
         }
         match check {
             CheckState::Done => {
+                let detail = match self.stop_unfinished(ctx, index).await {
+                    stopped if stopped.is_empty() => detail,
+                    stopped => format!("{detail}; what its interrupted attempt still ran was stopped on {}", stopped.join(", ")),
+                };
                 let _ = ctx.journal.result(index, &step.id, StepStatus::Skipped, &format!("already in effect: {detail}"), 0);
                 reports.push(StepReport {
                     index,
@@ -1377,7 +1402,7 @@ fn short(sha: &str) -> String {
 }
 
 /// Each step's earlier attempts, from a reopened run's journal.
-fn earlier(log: &RunLog, plan: &Plan) -> Vec<(usize, Vec<String>)> {
+fn earlier(log: &RunLog, plan: &Plan) -> Vec<(usize, Vec<(String, String)>)> {
     (0..plan.steps.len()).map(|i| (log.attempts(i), log.unfinished_commands(i))).collect()
 }
 
@@ -1388,5 +1413,5 @@ fn earlier(log: &RunLog, plan: &Plan) -> Vec<(usize, Vec<String>)> {
 fn command_name(ctx: &RunCtx<'_>, index: usize, position: usize) -> String {
     let prefix = format!("{}.s{index}.e{position}.", ctx.journal.run);
     let (attempts, unfinished) = ctx.earlier.get(index).map_or((0, &[][..]), |(n, names)| (*n, names.as_slice()));
-    unfinished.iter().find(|name| name.starts_with(&prefix)).cloned().unwrap_or_else(|| format!("{prefix}a{}", attempts + 1))
+    unfinished.iter().map(|(_, name)| name).find(|name| name.starts_with(&prefix)).cloned().unwrap_or_else(|| format!("{prefix}a{}", attempts + 1))
 }

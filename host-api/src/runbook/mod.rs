@@ -225,6 +225,9 @@ pub enum Outcome {
     },
     /// `--dry-run`: the plan, nothing changed.
     Planned {
+        /// The plan's one line, and its warnings (with what stays if the run stops after a change).
+        summary: String,
+        warnings: Vec<String>,
         steps: Vec<StepPreview>,
         /// The probes run while planning.
         probes: Vec<ProbeRun>,
@@ -232,6 +235,8 @@ pub enum Outcome {
     /// `plan … --out FILE`: the plan, written to FILE; nothing changed.
     Saved {
         file: String,
+        summary: String,
+        warnings: Vec<String>,
         steps: Vec<StepPreview>,
         probes: Vec<ProbeRun>,
     },

@@ -66,7 +66,12 @@ impl Guest for Otb {
                         "ノード (または GTM) を最も進んだスタンバイへフェイルオーバーし全ルートを変更",
                     ),
                 )
-                .positional("node", text("a node (cn01, dn01, …) or gtm", "ノード (cn01, dn01, …) または gtm"), Completion::None)
+                .positional(
+                    "node",
+                    text("a node (cn01, dn01, …) or gtm", "ノード (cn01, dn01, …) または gtm"),
+                    // The node names the inventory's members carry, and the GTM.
+                    Completion::Choices(vec!["@otb-node".into(), "gtm".into()]),
+                )
                 .option(
                     "to",
                     false,
@@ -94,7 +99,7 @@ impl Guest for Otb {
                         "隔離・故障したメンバーをマスターのスタンバイとして再構築 (pg_rewind、失敗時はベースバックアップ)",
                     ),
                 )
-                .positional("node", text("cn01, dn01, …", "cn01, dn01, …"), Completion::None)
+                .positional("node", text("cn01, dn01, …", "cn01, dn01, …"), Completion::Choices(vec!["@otb-node".into()]))
                 .option("member", false, text("only this member (a database of the node)", "このメンバーのみ"), Completion::Database)
                 .example("otb rebuild dn01", text("Give dn01 its standbys back after a failover", "フェイルオーバー後に dn01 のスタンバイを再作成"))
                 .build(),

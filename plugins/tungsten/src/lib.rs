@@ -53,7 +53,12 @@ impl Guest for Tungsten {
                         "障害データサービスの全ホストを正とするデータサービスのホストから再プロビジョニング",
                     ),
                 )
-                .positional("failed", text("the dataservice whose data is replaced", "データを置き換えるデータサービス"), Completion::None)
+                .positional(
+                    "failed",
+                    text("the dataservice whose data is replaced", "データを置き換えるデータサービス"),
+                    // Its dataservices are the member roles of the inventory's topology.
+                    Completion::Choices(vec!["@members".into()]),
+                )
                 .option(
                     "from",
                     true,
