@@ -64,7 +64,7 @@ impl Console {
         *self.output.lock().unwrap_or_else(|p| p.into_inner()) = output;
     }
 
-    pub fn json(&self) -> bool {
+    fn json(&self) -> bool {
         *self.output.lock().unwrap_or_else(|p| p.into_inner()) == OutputFormat::Json
     }
 

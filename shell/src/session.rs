@@ -147,7 +147,15 @@ impl Session {
         let printed = self.console.documents();
         self.console.forget_error();
         let exit = match self.prepare(words) {
-            Ok((prepared, options)) => self.execute(prepared, &options).await,
+            Ok((prepared, options)) => {
+                // Said when the line runs (a script's lines are all prepared first, to check them).
+                if let Prepared::Plugin { plugin, command, call, .. } = &prepared {
+                    for warning in self.misspelt(plugin.name(), command, call) {
+                        self.console.warn(&warning);
+                    }
+                }
+                self.execute(prepared, &options).await
+            }
             Err(e) => {
                 self.console.error(&e);
                 Exit::Usage
@@ -231,9 +239,6 @@ impl Session {
                     format!("unknown command {name:?}{hint}; known: {} (try `help`)", known.join(", "))
                 })?;
                 let (command, call) = runbook::parse_invocation(&plugin.info, &words[1..]).map_err(|e| e.0)?;
-                for warning in self.misspelt(plugin.name(), command, &call) {
-                    self.console.warn(&warning);
-                }
                 Prepared::Plugin { plugin: plugin.clone(), command: command.clone(), call, line: shell_words::join(&words), save_to: None }
             }
         };
@@ -409,7 +414,7 @@ impl Session {
         match opsh_host::import::import(format, &text, file) {
             Ok(imported) => {
                 if options.output == OutputFormat::Json {
-                    let doc = serde_json::json!({ "schema": render::JSON_SCHEMA, "exit": 0, "toml": imported.toml, "warnings": imported.warnings });
+                    let doc = serde_json::json!({ "toml": imported.toml, "warnings": imported.warnings });
                     self.console.out_json(doc);
                 } else {
                     print!("{}", imported.toml);
