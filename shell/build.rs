@@ -6,8 +6,17 @@
 use std::path::PathBuf;
 use std::process::Command;
 
-/// Crates embedded in the binary, by package name.
-const BUNDLED: &[&str] = &["opsh-plugin-pg", "opsh-plugin-opentenbase", "opsh-plugin-horizon-slony", "opsh-plugin-tungsten", "opsh-plugin-edb-xdb"];
+/// Crates embedded in the binary, by package name, with the name each plugin's describe() gives
+/// itself: a one-shot `opsh otb status` compiles only the component named `otb` (the host
+/// refuses a bundled plugin whose describe() says otherwise, so a wrong name here cannot route a
+/// command to another plugin).
+const BUNDLED: &[(&str, &str)] = &[
+    ("opsh-plugin-pg", "pg"),
+    ("opsh-plugin-opentenbase", "otb"),
+    ("opsh-plugin-horizon-slony", "horizon"),
+    ("opsh-plugin-tungsten", "tungsten"),
+    ("opsh-plugin-edb-xdb", "xdb"),
+];
 /// Built for the tests only.
 const FIXTURES: &[&str] = &["opsh-probe-plugin", "opsh-hostile-plugin", "opsh-v2-plugin"];
 /// Those built against opsh:plugin@0.1.0 (the SDK without its `wit-0-2` feature): the fixtures
@@ -23,17 +32,19 @@ fn main() {
         println!("cargo:rerun-if-changed={}", root.join(path).display());
     }
 
-    let all: Vec<&str> = BUNDLED.iter().chain(FIXTURES).copied().collect();
+    let all: Vec<&str> = BUNDLED.iter().map(|(package, _)| *package).chain(FIXTURES.iter().copied()).collect();
     let (older, newer): (Vec<&str>, Vec<&str>) = all.into_iter().partition(|p| ON_WIT_0_1.contains(p));
     for packages in [older, newer] {
         build_plugins(&root, &target_dir, &packages);
     }
 
     let wasm_dir = target_dir.join("wasm32-wasip2").join("plugin");
-    let mut generated = String::from("/// Plugin components embedded in this binary.\npub static BUNDLED: &[&[u8]] = &[\n");
-    for package in BUNDLED {
+    let mut generated = String::from(
+        "/// Plugin components embedded in this binary, each with the name it describes itself by.\npub static BUNDLED: &[opsh_host::plugins::Bundled] = &[\n",
+    );
+    for (package, name) in BUNDLED {
         let file = wasm_dir.join(format!("{}.wasm", package.replace('-', "_")));
-        generated.push_str(&format!("    include_bytes!({:?}),\n", file.display().to_string()));
+        generated.push_str(&format!("    opsh_host::plugins::Bundled {{ name: {name:?}, component: include_bytes!({:?}) }},\n", file.display().to_string()));
     }
     generated.push_str("];\n");
     let out = PathBuf::from(std::env::var("OUT_DIR").expect("cargo sets OUT_DIR")).join("bundled.rs");

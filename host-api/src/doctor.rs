@@ -3,15 +3,19 @@
 //! where the host escalates, and the programs the plugins' steps run; for each database: the
 //! login (and the plan login), TLS as configured, the server version, and the privileges the
 //! plugins' SQL needs. Every host and database is asked at once, each within the connect
-//! timeout, so one frozen server costs the whole doctor one timeout.
+//! timeout, so one frozen server costs the whole doctor one timeout (the plugins are asked what
+//! they need meanwhile).
 //!
 //! What is needed comes from the plugins (their `requirements` read command, see
 //! `opsh_plugin_sdk::requirements`); whether it is there is asked by the host alone: a plugin
 //! states needs, it never reports them met, and it can only name targets it is granted.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::FutureExt;
 use futures_util::future::join_all;
 
 use crate::capability::Capabilities;
@@ -210,19 +214,24 @@ pub async fn requirements(engine: &Engine<'_>, registry: &Registry, options: &Ru
     (needs, checks)
 }
 
-/// Check everything in `scope`, and each need whose target is in it. A need naming a target the
-/// plugin is not granted is a failed check (and is not asked).
-pub async fn examine(caps: &Capabilities, scope: &Scope, needs: &[Need]) -> Vec<Check> {
+/// The needs sorted by where they are checked: tools per host, privileges per database, and
+/// the failed checks of needs naming a target their plugin is not granted.
+#[derive(Default)]
+struct Sorted {
+    stray: Vec<Check>,
+    tools: BTreeMap<String, BTreeMap<String, Vec<Need>>>,
+    privileges: BTreeMap<String, Vec<Need>>,
+}
+
+fn sort(caps: &Capabilities, scope: &Scope, needs: &[Need]) -> Sorted {
     let inventory = &caps.inventory;
-    let mut tools: BTreeMap<&str, BTreeMap<&str, Vec<&Need>>> = BTreeMap::new();
-    let mut privileges: BTreeMap<&str, Vec<&Need>> = BTreeMap::new();
-    let mut checks = Vec::new();
+    let mut sorted = Sorted::default();
     for need in needs {
         let is_host = matches!(need.what, What::Tool(_));
         let in_scope = if is_host { scope.hosts.contains(&need.target) } else { scope.databases.contains(&need.target) };
         let known = if is_host { inventory.hosts.contains_key(&need.target) } else { inventory.databases.contains_key(&need.target) };
         if !known || !caps.grants.may_see(&need.plugin, &need.target) {
-            checks.push(Check::failed(
+            sorted.stray.push(Check::failed(
                 &need.target,
                 &need.what.label(),
                 "not the plugin's",
@@ -239,13 +248,23 @@ pub async fn examine(caps: &Capabilities, scope: &Scope, needs: &[Need]) -> Vec<
             continue;
         }
         match &need.what {
-            What::Tool(program) => tools.entry(need.target.as_str()).or_default().entry(program.as_str()).or_default().push(need),
-            _ => privileges.entry(need.target.as_str()).or_default().push(need),
+            What::Tool(program) => sorted.tools.entry(need.target.clone()).or_default().entry(program.clone()).or_default().push(need.clone()),
+            _ => sorted.privileges.entry(need.target.clone()).or_default().push(need.clone()),
         }
     }
-    let hosts = scope.hosts.iter().map(|host| examine_host(caps, host, tools.get(host.as_str())));
-    let databases = scope.databases.iter().map(|db| examine_database(caps, db, privileges.get(db.as_str()).map(Vec::as_slice).unwrap_or_default()));
+    sorted
+}
+
+/// Check everything in `scope`, and each need whose target is in it. A need naming a target the
+/// plugin is not granted is a failed check (and is not asked). `needs` may still be coming (the
+/// plugins are asked while the hosts and databases are reached): only the tool and privilege
+/// checks wait for it, so a host that does not answer costs the doctor one connect timeout.
+pub async fn examine(caps: &Capabilities, scope: &Scope, needs: impl Future<Output = Vec<Need>>) -> Vec<Check> {
+    let sorted = async { Arc::new(sort(caps, scope, &needs.await)) }.shared();
+    let hosts = scope.hosts.iter().map(|host| examine_host(caps, host, sorted.clone()));
+    let databases = scope.databases.iter().map(|db| examine_database(caps, db, sorted.clone()));
     let (hosts, databases) = tokio::join!(join_all(hosts), join_all(databases));
+    let mut checks = sorted.await.stray.clone();
     checks.extend(hosts.into_iter().flatten());
     checks.extend(databases.into_iter().flatten());
     checks
@@ -255,13 +274,16 @@ pub async fn examine(caps: &Capabilities, scope: &Scope, needs: &[Need]) -> Vec<
 /// by the remote non-interactive shell's PATH (the one opsh's steps get).
 const FIND_TOOLS: &str = r#"for t; do case $t in */*) [ -f "$t" ] && [ -x "$t" ] ;; *) command -v "$t" >/dev/null 2>&1 ;; esac || printf '%s\n' "$t"; done"#;
 
-async fn examine_host(caps: &Capabilities, host: &str, tools: Option<&BTreeMap<&str, Vec<&Need>>>) -> Vec<Check> {
+async fn examine_host(caps: &Capabilities, host: &str, sorted: impl Future<Output = Arc<Sorted>>) -> Vec<Check> {
     let mut checks = Vec::new();
     let Some(entry) = caps.inventory.host(host) else { return checks };
     let login = entry.ssh.clone().unwrap_or_else(|| entry.address.clone());
+    let reached = caps.remote.reach(host).await;
+    let sorted = sorted.await;
+    let tools = sorted.tools.get(host);
     let tool_checks =
-        |why: &str| tools.into_iter().flatten().map(|(program, _)| Check::skipped(host, &What::Tool(program.to_string()).label(), why)).collect::<Vec<_>>();
-    if let Err(e) = caps.remote.reach(host).await {
+        |why: &str| tools.into_iter().flatten().map(|(program, _)| Check::skipped(host, &What::Tool(program.clone()).label(), why)).collect::<Vec<_>>();
+    if let Err(e) = reached {
         let (detail, fix) = match &e {
             CapabilityError::Auth(m) => ("login refused", m.clone()),
             CapabilityError::Unreachable(m) => ("unreachable", m.clone()),
@@ -304,7 +326,7 @@ async fn examine_host(caps: &Capabilities, host: &str, tools: Option<&BTreeMap<&
             for (program, needs) in tools {
                 let label = What::Tool(program.to_string()).label();
                 let users: Vec<String> = needs.iter().map(|n| format!("{} {}", n.plugin, n.used_for)).collect();
-                if missing.contains(*program) {
+                if missing.contains(program) {
                     let fix = if program.contains('/') {
                         format!(
                             "host {host}: {program} is not an executable file; it is needed by {} — install it there, or set the bin-dir / installation attribute in the inventory to where it is",
@@ -335,12 +357,11 @@ const LOGIN_FACTS: &str = "SELECT current_setting('server_version') AS version, 
      COALESCE((SELECT s.ssl FROM pg_stat_ssl s WHERE s.pid = pg_backend_pid()), false) AS ssl \
      FROM pg_roles r WHERE r.rolname = current_user";
 
-async fn examine_database(caps: &Capabilities, name: &str, needs: &[&Need]) -> Vec<Check> {
+async fn examine_database(caps: &Capabilities, name: &str, sorted: impl Future<Output = Arc<Sorted>>) -> Vec<Check> {
     let inventory = &caps.inventory;
     let mut checks = Vec::new();
     let Some(db) = inventory.database(name) else { return checks };
     let login = format!("login {}", db.user);
-    let privilege_checks = |why: &str| needs.iter().map(|n| Check::skipped(name, &n.what.label(), why)).collect::<Vec<_>>();
     let plan_login = async {
         let user = db.plan_user.as_ref()?;
         let check = format!("plan login {user}");
@@ -358,6 +379,9 @@ async fn examine_database(caps: &Capabilities, name: &str, needs: &[&Need]) -> V
         }
     };
     let (plan, change) = tokio::join!(plan_login, change_login);
+    let sorted = sorted.await;
+    let needs = sorted.privileges.get(name).map(Vec::as_slice).unwrap_or_default();
+    let privilege_checks = |why: &str| needs.iter().map(|n| Check::skipped(name, &n.what.label(), why)).collect::<Vec<_>>();
     let (client, row) = match change {
         Ok((client, Some(row))) => (client, row),
         Ok((_, None)) => {

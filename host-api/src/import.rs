@@ -1,5 +1,5 @@
 //! `opsh inventory import FORMAT FILE`: a first inventory from a description the cluster already
-//! has — OpenTenBase's `pgxc_ctl.conf`, an Ansible INI inventory, `~/.ssh/config` — printed as
+//! has — OpenTenBase's `pgxc_ctl.conf`, an Ansible inventory (INI or YAML), `~/.ssh/config` — printed as
 //! TOML for the operator to review. Never a secret: every database's password is a placeholder
 //! `{ env = … }` source. What could not be carried over is said as a warning (and as a comment
 //! in the TOML), never guessed.
@@ -20,7 +20,7 @@ pub const FORMATS: &[&str] = &["pgxc_ctl", "ansible", "ssh-config"];
 pub fn import(format: &str, text: &str, source: &str) -> Result<Imported, String> {
     let (inventory, warnings) = match format {
         "pgxc_ctl" => pgxc_ctl(text)?,
-        "ansible" => ansible_ini(text)?,
+        "ansible" => ansible(text)?,
         "ssh-config" => ssh_config(text)?,
         other => return Err(format!("inventory import: no format {other:?}; the formats are {}", FORMATS.join(", "))),
     };
@@ -249,16 +249,117 @@ fn pgxc_ctl(text: &str) -> Result<(Table, Vec<String>), String> {
     Ok((inventory, warnings))
 }
 
-// ----- Ansible INI ------------------------------------------------------------------------------
+// ----- Ansible (INI or YAML) ----------------------------------------------------------------------
 
-/// Hosts of an Ansible INI inventory (`[group]` lines `NAME key=value…`; `:vars` give the
-/// group's defaults; `:children` and ranges are not expanded). Groups become the hosts'
-/// `ansible-groups` attribute.
-fn ansible_ini(text: &str) -> Result<(Table, Vec<String>), String> {
-    let mut warnings = Vec::new();
+/// An Ansible inventory read from either of its formats: hosts with their own variables, and
+/// groups with their variables, member hosts and child groups.
+#[derive(Default)]
+struct Ansible {
+    hosts: BTreeMap<String, BTreeMap<String, String>>,
+    groups: BTreeMap<String, Group>,
+    warnings: Vec<String>,
+}
+
+#[derive(Default)]
+struct Group {
+    vars: BTreeMap<String, String>,
+    hosts: Vec<String>,
+    children: Vec<String>,
+}
+
+impl Ansible {
+    fn add_host(&mut self, group: &str, name: &str, vars: impl IntoIterator<Item = (String, String)>, place: &str) {
+        if name.contains('[') {
+            self.warnings.push(format!("{place}: the host range {name} is not expanded; list its hosts one by one"));
+            return;
+        }
+        self.hosts.entry(name.to_string()).or_default().extend(vars);
+        let members = &mut self.groups.entry(group.to_string()).or_default().hosts;
+        if !members.iter().any(|h| h == name) {
+            members.push(name.to_string());
+        }
+    }
+
+    fn add_child(&mut self, parent: &str, child: &str) {
+        let children = &mut self.groups.entry(parent.to_string()).or_default().children;
+        if !children.iter().any(|c| c == child) {
+            children.push(child.to_string());
+        }
+        self.groups.entry(child.to_string()).or_default();
+    }
+
+    /// The groups whose variables apply to a host, nearest first, as Ansible ranks them: the
+    /// groups that list it, then their parent groups outward, and `all` last.
+    fn groups_of(&self, host: &str) -> (Vec<&str>, Vec<&str>) {
+        let direct: Vec<&str> = self.groups.iter().filter(|(_, g)| g.hosts.iter().any(|h| h == host)).map(|(n, _)| n.as_str()).collect();
+        let mut chain = direct.clone();
+        let mut next = 0;
+        while next < chain.len() {
+            let child = chain[next];
+            for (parent, group) in &self.groups {
+                if group.children.iter().any(|c| c == child) && !chain.contains(&parent.as_str()) && parent != "all" {
+                    chain.push(parent);
+                }
+            }
+            next += 1;
+        }
+        if !chain.contains(&"all") {
+            chain.push("all");
+        }
+        (direct, chain)
+    }
+
+    fn into_inventory(self) -> Result<(Table, Vec<String>), String> {
+        let mut warnings = self.warnings.clone();
+        if self.hosts.is_empty() {
+            return Err("the Ansible inventory lists no host".into());
+        }
+        let mut table = Table::new();
+        for (name, own) in &self.hosts {
+            let (direct, chain) = self.groups_of(name);
+            let get = |key: &str| own.get(key).cloned().or_else(|| chain.iter().find_map(|g| self.groups.get(*g).and_then(|g| g.vars.get(key)).cloned()));
+            let address = get("ansible_host").unwrap_or_else(|| name.clone());
+            let mut entry = Table::new();
+            entry.insert("address".into(), address.clone().into());
+            if let Some(user) = get("ansible_user") {
+                entry.insert("ssh".into(), format!("{user}@{address}").into());
+            }
+            if let Some(port) = get("ansible_port") {
+                entry.insert("ssh-port".into(), port.parse::<i64>().map_err(|_| format!("host {name}: ansible_port {port:?} is not a number"))?.into());
+            }
+            if let Some(key) = get("ansible_ssh_private_key_file") {
+                entry.insert("identity-file".into(), key.into());
+            }
+            if get("ansible_become").is_some_and(|b| matches!(b.as_str(), "true" | "yes" | "True" | "1")) {
+                entry.insert("become".into(), "sudo".into());
+            }
+            if get("ansible_password").is_some() || get("ansible_become_password").is_some() {
+                warnings.push(format!("host {name}: its ssh/become password is not imported (opsh uses keys and sudo -n)"));
+            }
+            let groups: Vec<&str> = direct.into_iter().filter(|g| *g != "all").collect();
+            if !groups.is_empty() {
+                entry.insert("attributes".into(), Value::Table(Table::from_iter([("ansible-groups".to_string(), Value::from(groups.join(",")))])));
+            }
+            table.insert(name.clone(), entry.into());
+        }
+        Ok((Table::from_iter([("hosts".to_string(), Value::Table(table))]), warnings))
+    }
+}
+
+/// Ansible's two inventory formats, told apart as Ansible's own plugins do: an INI inventory
+/// starts with a `[group]` header or a host line, a YAML one with a mapping (`all:`) or `---`.
+fn ansible(text: &str) -> Result<(Table, Vec<String>), String> {
+    let first = text.lines().map(str::trim).find(|l| !l.is_empty() && !l.starts_with('#') && !l.starts_with(';'));
+    let yaml = first.is_some_and(|l| l == "---" || l.ends_with(':') || (l.contains(": ") && !l.starts_with('[')));
+    let parsed = if yaml { ansible_yaml(text)? } else { ansible_ini(text)? };
+    parsed.into_inventory()
+}
+
+/// An Ansible INI inventory: `[group]` lines `NAME key=value…`, `[group:vars]` the group's
+/// variables, `[group:children]` its child groups. Hosts before any header are `ungrouped`.
+fn ansible_ini(text: &str) -> Result<Ansible, String> {
+    let mut inventory = Ansible::default();
     let mut section = String::from("ungrouped");
-    let mut hosts: BTreeMap<String, (BTreeMap<String, String>, Vec<String>)> = BTreeMap::new();
-    let mut group_vars: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
     for (n, raw) in text.lines().enumerate() {
         let line = raw.split(['#', ';']).next().unwrap_or_default().trim();
         if line.is_empty() {
@@ -268,59 +369,91 @@ fn ansible_ini(text: &str) -> Result<(Table, Vec<String>), String> {
             section = name.trim().to_string();
             continue;
         }
-        let words = shell_words::split(line).map_err(|e| format!("line {}: {e}", n + 1))?;
+        let place = format!("line {}", n + 1);
         if let Some(group) = section.strip_suffix(":vars") {
-            if let Some((k, v)) = line.split_once('=') {
-                group_vars.entry(group.to_string()).or_default().insert(k.trim().to_string(), v.trim().to_string());
-            }
+            let (k, v) = line.split_once('=').ok_or_else(|| format!("{place}: [{section}] holds `name=value` lines, not {line:?}"))?;
+            inventory.groups.entry(group.to_string()).or_default().vars.insert(k.trim().to_string(), unquote(v.trim()));
             continue;
         }
-        if section.ends_with(":children") {
+        if let Some(parent) = section.strip_suffix(":children") {
+            inventory.add_child(parent, line);
             continue;
         }
+        let words = shell_words::split(line).map_err(|e| format!("{place}: {e}"))?;
         let Some((name, rest)) = words.split_first() else { continue };
-        if name.contains('[') {
-            warnings.push(format!("line {}: the host range {name} is not expanded; list its hosts one by one", n + 1));
-            continue;
+        let vars = rest.iter().filter_map(|w| w.split_once('=')).map(|(k, v)| (k.to_string(), v.to_string()));
+        inventory.add_host(&section, name, vars.collect::<Vec<_>>(), &place);
+    }
+    Ok(inventory)
+}
+
+fn unquote(value: &str) -> String {
+    let quoted = value.len() >= 2 && ((value.starts_with('"') && value.ends_with('"')) || (value.starts_with('\'') && value.ends_with('\'')));
+    if quoted { value[1..value.len() - 1].to_string() } else { value.to_string() }
+}
+
+/// An Ansible YAML inventory: top-level groups (usually `all`), each a mapping of `hosts`
+/// (name → variables), `vars` and `children` (name → group, nested to any depth).
+fn ansible_yaml(text: &str) -> Result<Ansible, String> {
+    use yaml_rust2::{Yaml, YamlLoader};
+    let documents = YamlLoader::load_from_str(text).map_err(|e| format!("the Ansible YAML inventory is not YAML: {e}"))?;
+    let Some(Yaml::Hash(top)) = documents.into_iter().next() else {
+        return Err("the Ansible YAML inventory is not a mapping of groups (such as `all:` with `hosts:` and `children:`)".into());
+    };
+    fn scalar(value: &Yaml) -> Option<String> {
+        match value {
+            Yaml::String(s) | Yaml::Real(s) => Some(s.clone()),
+            Yaml::Integer(i) => Some(i.to_string()),
+            Yaml::Boolean(b) => Some(b.to_string()),
+            _ => None,
         }
-        let entry = hosts.entry(name.clone()).or_default();
-        for word in rest {
-            if let Some((k, v)) = word.split_once('=') {
-                entry.0.insert(k.to_string(), v.to_string());
+    }
+    fn vars(value: &Yaml) -> BTreeMap<String, String> {
+        match value {
+            Yaml::Hash(map) => map.iter().filter_map(|(k, v)| Some((k.as_str()?.to_string(), scalar(v)?))).collect(),
+            _ => BTreeMap::new(),
+        }
+    }
+    fn group(inventory: &mut Ansible, name: &str, spec: &Yaml, path: &str, depth: usize) -> Result<(), String> {
+        if depth > 64 {
+            return Err(format!("{path}: groups nested more than 64 deep"));
+        }
+        inventory.groups.entry(name.to_string()).or_default();
+        let spec = match spec {
+            Yaml::Hash(spec) => spec,
+            Yaml::Null => return Ok(()),
+            _ => return Err(format!("{path}: a group is a mapping of hosts, vars and children")),
+        };
+        for (key, value) in spec {
+            match (key.as_str(), value) {
+                (_, Yaml::Null) => {}
+                (Some("hosts"), Yaml::Hash(hosts)) => {
+                    for (host, host_vars) in hosts {
+                        let host = scalar(host).ok_or_else(|| format!("{path}.hosts: a host name that is not text"))?;
+                        inventory.add_host(name, &host, vars(host_vars), &format!("{path}.hosts"));
+                    }
+                }
+                (Some("vars"), Yaml::Hash(_)) => inventory.groups.entry(name.to_string()).or_default().vars.extend(vars(value)),
+                (Some("children"), Yaml::Hash(children)) => {
+                    for (child, child_spec) in children {
+                        let child = scalar(child).ok_or_else(|| format!("{path}.children: a group name that is not text"))?;
+                        inventory.add_child(name, &child);
+                        group(inventory, &child, child_spec, &format!("{path}.children.{child}"), depth + 1)?;
+                    }
+                }
+                (Some(key @ ("hosts" | "vars" | "children")), _) => return Err(format!("{path}.{key}: a mapping, not a list or a value")),
+                (Some(other), _) => inventory.warnings.push(format!("{path}: {other:?} is not hosts, vars or children: skipped")),
+                (None, _) => return Err(format!("{path}: a key that is not text")),
             }
         }
-        if !entry.1.contains(&section) {
-            entry.1.push(section.clone());
-        }
+        Ok(())
     }
-    if hosts.is_empty() {
-        return Err("the Ansible inventory lists no host".into());
+    let mut inventory = Ansible::default();
+    for (name, spec) in &top {
+        let name = scalar(name).ok_or("the Ansible YAML inventory: a top-level group name that is not text")?;
+        group(&mut inventory, &name, spec, &name, 0)?;
     }
-    let mut table = Table::new();
-    for (name, (vars, groups)) in hosts {
-        let get = |key: &str| vars.get(key).cloned().or_else(|| groups.iter().find_map(|g| group_vars.get(g).and_then(|v| v.get(key)).cloned()));
-        let address = get("ansible_host").unwrap_or_else(|| name.clone());
-        let mut entry = Table::new();
-        entry.insert("address".into(), address.clone().into());
-        if let Some(user) = get("ansible_user") {
-            entry.insert("ssh".into(), format!("{user}@{address}").into());
-        }
-        if let Some(port) = get("ansible_port") {
-            entry.insert("ssh-port".into(), port.parse::<i64>().map_err(|_| format!("host {name}: ansible_port {port:?} is not a number"))?.into());
-        }
-        if let Some(key) = get("ansible_ssh_private_key_file") {
-            entry.insert("identity-file".into(), key.into());
-        }
-        if get("ansible_become").is_some_and(|b| matches!(b.as_str(), "true" | "yes" | "True" | "1")) {
-            entry.insert("become".into(), "sudo".into());
-        }
-        if get("ansible_password").is_some() || get("ansible_become_password").is_some() {
-            warnings.push(format!("host {name}: its ssh/become password is not imported (opsh uses keys and sudo -n)"));
-        }
-        entry.insert("attributes".into(), Value::Table(Table::from_iter([("ansible-groups".to_string(), Value::from(groups.join(",")))])));
-        table.insert(name, entry.into());
-    }
-    Ok((Table::from_iter([("hosts".to_string(), Value::Table(table))]), warnings))
+    Ok(inventory)
 }
 
 // ----- ~/.ssh/config ----------------------------------------------------------------------------
@@ -400,5 +533,26 @@ mod tests {
         assert!(!vars.contains_key("not"), "a heredoc's lines are not assignments");
         assert_eq!(vars["home"], ["$HOME/pgxc"]);
         assert_eq!(unresolved, ["HOME"]);
+    }
+
+    fn host<'a>(table: &'a Table, name: &str) -> &'a Table {
+        table["hosts"][name].as_table().expect("the host")
+    }
+
+    #[test]
+    fn ansible_ini_children_inherit_their_parents_vars_and_their_own_win() {
+        let (table, _) = ansible("[primaries]\ndb1 ansible_host=10.0.0.1\n[replicas]\ndb2\n[replicas:vars]\nansible_user='replicator'\n[db:children]\nprimaries\nreplicas\n[db:vars]\nansible_user=postgres\nansible_port=2222\n").expect("imports");
+        assert_eq!(host(&table, "db1")["ssh"].as_str(), Some("postgres@10.0.0.1"), "the parent group's user");
+        assert_eq!(host(&table, "db2")["ssh"].as_str(), Some("replicator@db2"), "the child group's own user wins, unquoted");
+        assert_eq!(host(&table, "db2")["ssh-port"].as_integer(), Some(2222));
+        assert_eq!(host(&table, "db2")["attributes"]["ansible-groups"].as_str(), Some("replicas"));
+    }
+
+    #[test]
+    fn ansible_yaml_that_is_not_an_inventory_is_an_error_naming_where() {
+        assert!(ansible("all:\n  hosts: [db1, db2]\n").expect_err("a list of hosts").contains("all.hosts: a mapping"));
+        assert!(ansible("all:\n  hosts:\n    db1:\n   bad: [\n").expect_err("not YAML").contains("is not YAML"));
+        assert!(ansible("all:\n  children:\n    empty:\n").expect_err("no host").contains("lists no host"));
+        assert!(ansible("[db:vars]\nuser\n").expect_err("a bare word in vars").contains("line 2: [db:vars] holds `name=value` lines"));
     }
 }

@@ -13,6 +13,24 @@ use std::sync::Arc;
 use crate::capability::Capabilities;
 use crate::sandbox::{Events, LoadedPlugin, Origin, Sandbox};
 
+/// A plugin embedded in the binary, and the name its describe() gives it (checked when loaded).
+#[derive(Debug, Clone, Copy)]
+pub struct Bundled {
+    pub name: &'static str,
+    pub component: &'static [u8],
+}
+
+/// Which plugins a start needs: all of them (a shell, a script, `help`), or — for one command
+/// given on the command line — only the bundled plugin of that name, so that a cold start
+/// compiles one component, not every one. Third-party files are always loaded: their names are
+/// known only from their describe() (cached by component hash), and two files claiming one
+/// name must both be refused whichever command runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wanted<'a> {
+    All,
+    Only(&'a str),
+}
+
 #[derive(Default)]
 pub struct Registry {
     pub plugins: Vec<Arc<LoadedPlugin>>,
@@ -22,10 +40,27 @@ pub struct Registry {
 
 impl Registry {
     /// `reserved`: the shell's own command words, which no plugin may take.
-    pub async fn load(sandbox: &Sandbox, bundled: &[&[u8]], plugin_dir: &Path, reserved: &[&str], caps: &Arc<Capabilities>, events: &Arc<dyn Events>) -> Self {
+    pub async fn load(
+        sandbox: &Sandbox,
+        bundled: &[Bundled],
+        wanted: Wanted<'_>,
+        plugin_dir: &Path,
+        reserved: &[&str],
+        caps: &Arc<Capabilities>,
+        events: &Arc<dyn Events>,
+    ) -> Self {
         let mut registry = Self::default();
-        for bytes in bundled {
-            match sandbox.load(bytes, Origin::Bundled, caps, events).await {
+        let only = match wanted {
+            Wanted::Only(word) if bundled.iter().any(|b| b.name == word) => Some(word),
+            _ => None,
+        };
+        for entry in bundled.iter().filter(|b| only.is_none_or(|word| b.name == word)) {
+            match sandbox.load(entry.component, Origin::Bundled, caps, events).await {
+                Ok(plugin) if plugin.name() != entry.name => registry.problems.push(format!(
+                    "the bundled plugin packaged as {:?} describes itself as {:?}; it is not loaded (a packaging mistake: the build's list of bundled plugins names it wrongly)",
+                    entry.name,
+                    plugin.name()
+                )),
                 // Bundled twice (a packaging mistake): once is enough, and costs one compile.
                 Ok(plugin) if registry.find(plugin.name()).is_some() => {
                     registry.problems.push(format!("the bundled plugin {} is bundled twice; loaded once", plugin.name()))
@@ -34,6 +69,8 @@ impl Registry {
                 Err(e) => registry.problems.push(format!("{e:#}")),
             }
         }
+        // A third-party file may not take a bundled plugin's name, loaded this time or not.
+        let bundled_names: Vec<&str> = bundled.iter().map(|b| b.name).collect();
         let mut files: Vec<_> = match std::fs::read_dir(plugin_dir) {
             Ok(entries) => entries.filter_map(|e| e.ok()).map(|e| e.path()).filter(|p| p.extension().is_some_and(|x| x == "wasm")).collect(),
             Err(_) => Vec::new(),
@@ -62,7 +99,7 @@ impl Registry {
             let Some((path, plugin)) = claimants.pop() else { continue };
             if reserved.contains(&name.as_str()) {
                 registry.problems.push(format!("plugin file {} calls itself {name:?}, which is an opsh command; it is not loaded", path.display()));
-            } else if registry.find(&name).is_some() {
+            } else if registry.find(&name).is_some() || bundled_names.contains(&name.as_str()) {
                 registry.problems.push(format!("plugin file {} calls itself {name:?}, which a bundled plugin is; it is not loaded", path.display()));
             } else if let Some(problem) = pin_mismatch(caps, &plugin) {
                 registry.problems.push(format!("plugin file {}: {problem}", path.display()));

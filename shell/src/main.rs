@@ -170,7 +170,13 @@ async fn run(cli: Cli) -> Exit {
     // A JSON document reads the same whatever LANG the cron job has: English unless --lang.
     let lang = cli.lang.clone().unwrap_or_else(|| if cli.output == OutputFormat::Json { "en".into() } else { locale_from_env() });
     let defaults = session::LineOptions { yes: cli.yes, dry_run: cli.dry_run, check: cli.check, output: cli.output, lang, local_state: cli.local_state };
-    let mut session = match session::Session::start(cli.inventory.as_deref(), bundled::BUNDLED, defaults).await {
+    // One command on the command line needs its own plugin only; a shell, a script, `-c` and
+    // the built-ins (help, plugins, resume, doctor …) need them all.
+    let wanted = match (&cli.command, cli.words.first()) {
+        (None, Some(word)) if !word.starts_with('_') => opsh_host::plugins::Wanted::Only(word),
+        _ => opsh_host::plugins::Wanted::All,
+    };
+    let mut session = match session::Session::start(cli.inventory.as_deref(), bundled::BUNDLED, wanted, defaults).await {
         Ok(session) => session,
         Err(e) => {
             eprintln!("opsh: {e:#}");

@@ -10,7 +10,7 @@ use opsh_host::capability::Capabilities;
 use opsh_host::inventory::Inventory;
 use opsh_host::journal::Redactor;
 use opsh_host::paths::Paths;
-use opsh_host::plugins::Registry;
+use opsh_host::plugins::{Bundled, Registry, Wanted};
 use opsh_host::runbook::{self, Engine, Interrupt, Outcome, RunOptions};
 use opsh_host::sandbox::bindings::runbook::{CommandInfo, Completion, Invocation};
 use opsh_host::sandbox::{Events, Limits, LoadedPlugin, Sandbox};
@@ -83,7 +83,7 @@ pub enum Prepared {
 }
 
 impl Session {
-    pub async fn start(inventory_path: Option<&Path>, bundled: &[&[u8]], defaults: LineOptions) -> Result<Self> {
+    pub async fn start(inventory_path: Option<&Path>, bundled: &[Bundled], wanted: Wanted<'_>, defaults: LineOptions) -> Result<Self> {
         let paths = Paths::from_env()?;
         let inventory = match inventory_path {
             Some(path) => Inventory::load(path)?,
@@ -100,7 +100,7 @@ impl Session {
         let events: Arc<dyn Events> = console.clone();
         let sandbox = Sandbox::new(paths.component_cache_dir(), Limits::from_env())?;
         let reserved: Vec<&str> = BUILTINS.iter().map(|(name, _)| *name).chain(RESERVED_WORDS.iter().copied()).collect();
-        let registry = Registry::load(&sandbox, bundled, &paths.plugin_dir(), &reserved, &caps, &events).await;
+        let registry = Registry::load(&sandbox, bundled, wanted, &paths.plugin_dir(), &reserved, &caps, &events).await;
         for problem in &registry.problems {
             console.warn(&format!("plugin not loaded: {problem}"));
         }
@@ -379,6 +379,7 @@ impl Session {
     /// `doctor`: ask the plugins what they need, then check it and every host and database in
     /// scope at once.
     async fn doctor(&self, args: &[String], options: &LineOptions) -> Exit {
+        use futures_util::FutureExt;
         use opsh_host::doctor;
         let scope = match doctor::Scope::of(&self.caps.inventory, args) {
             Ok(scope) => scope,
@@ -395,8 +396,11 @@ impl Session {
         let started = std::time::Instant::now();
         let run_options = RunOptions { yes: false, dry_run: true, lang: options.lang.clone(), local_state: options.local_state };
         let engine = self.engine();
-        let (needs, mut checks) = doctor::requirements(&engine, &self.registry, &run_options).await;
-        checks.extend(doctor::examine(&self.caps, &scope, &needs).await);
+        // The plugins are asked what they need while every host and database is reached.
+        let asked = doctor::requirements(&engine, &self.registry, &run_options).shared();
+        let needs = asked.clone().map(|(needs, _)| needs);
+        let (examined, (_, mut checks)) = tokio::join!(doctor::examine(&self.caps, &scope, needs), asked);
+        checks.extend(examined);
         let exit = if checks.iter().any(|c| c.verdict == doctor::Verdict::Failed) { Exit::CheckFailed } else { Exit::Success };
         render::doctor(&self.console, options, &checks, started.elapsed(), exit);
         exit

@@ -1,28 +1,14 @@
 //! `opsh inventory import`: a first inventory from a cluster's own description, in the real
 //! formats (tests/fixtures/import: a pgxc_ctl.conf in the shape of OpenTenBase's
-//! contrib/pgxc_ctl/pgxc_ctl_conf_part_full, an Ansible INI inventory, an ssh_config). The TOML
+//! contrib/pgxc_ctl/pgxc_ctl_conf_part_full, an Ansible inventory in INI and in YAML, an ssh_config). The TOML
 //! it prints is then read back by `opsh inventory`, which validates it.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
-use crate::support::{Run, opsh_bin, run_of};
+use crate::support::{Run, opsh_at as opsh};
 
 fn fixture(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures/import").join(name)
-}
-
-fn opsh(home: &Path, args: &[&str]) -> Run {
-    Command::new(opsh_bin())
-        .env("OPSH_CONFIG_DIR", home.join("config"))
-        .env("OPSH_DATA_DIR", home.join("data"))
-        .env("OPSH_CACHE_DIR", home.join("cache"))
-        .env("NO_COLOR", "1")
-        .env_remove("OPSH_INVENTORY")
-        .args(args)
-        .output()
-        .map(run_of)
-        .expect("run opsh")
 }
 
 /// Import, write the TOML, and have `opsh inventory` validate it; the parsed TOML.
@@ -86,6 +72,19 @@ fn an_ansible_inventory_and_an_ssh_config_become_hosts() {
     assert_eq!(db1["become"].as_str(), Some("sudo"));
     assert_eq!(get(&doc, "hosts/db2.example.internal/attributes/ansible-groups").as_str(), Some("dbservers,replicas"));
     assert!(run.stderr.contains("web[01:04].example.internal is not expanded"), "{run:?}");
+
+    let (run, doc) = import(home.path(), "ansible", "hosts.yml");
+    let db1 = get(&doc, "hosts/db1.example.internal");
+    assert_eq!(db1["ssh"].as_str(), Some("postgres@10.20.0.11"), "ansible_user from all's vars");
+    assert_eq!(db1["ssh-port"].as_integer(), Some(2222));
+    assert_eq!(db1["become"].as_str(), Some("sudo"), "ansible_become from the parent group dbservers");
+    assert_eq!(db1["identity-file"].as_str(), Some("~/.ssh/id_db"));
+    let db2 = get(&doc, "hosts/db2.example.internal");
+    assert_eq!(db2["ssh"].as_str(), Some("replicator@10.20.0.12"), "the nearer group's user wins over all's");
+    assert_eq!(get(&doc, "hosts/db2.example.internal/attributes/ansible-groups").as_str(), Some("monitoring,replicas"));
+    assert_eq!(get(&doc, "hosts/backup.example.internal/address").as_str(), Some("10.20.0.30"));
+    assert_eq!(get(&doc, "hosts/backup.example.internal").get("become"), None, "dbservers' vars are not all's");
+    assert!(run.stderr.contains("all.children.dbservers.children.replicas.hosts: the host range db[03:04].example.internal is not expanded"), "{run:?}");
 
     let (run, doc) = import(home.path(), "ssh-config", "ssh_config");
     let hosts: Vec<&String> = get(&doc, "hosts").as_table().expect("hosts").keys().collect();

@@ -20,6 +20,7 @@ mod otb_lab;
 mod otb_shapes;
 mod package;
 mod sandbox;
+mod scale;
 mod shapes;
 mod shell;
 mod team;

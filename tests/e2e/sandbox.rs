@@ -2,7 +2,7 @@
 //! message; the shell and other plugins go on. Third-party plugins load from the data dir, and
 //! compiled components are cached.
 
-use crate::support::World;
+use crate::support::{World, opsh_at};
 
 #[test]
 fn a_panicking_plugin_fails_its_command_with_its_message() {
@@ -48,6 +48,43 @@ fn third_party_plugins_load_from_the_data_dir_and_broken_ones_are_reported() {
     assert!(run.all().contains("broken.wasm is not a valid opsh plugin component"), "{run:?}");
     let cached: Vec<_> = std::fs::read_dir(world.home.path().join("cache/components")).expect("cache dir").flatten().collect();
     assert!(cached.len() >= 2, "compiled components are cached: {cached:?}");
+}
+
+/// The compiled components in a cache directory.
+fn compiled(cache: &std::path::Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(cache.join("components"))
+        .map(|dir| dir.flatten().map(|e| e.file_name().to_string_lossy().to_string()).filter(|n| n.ends_with(".cwasm")).collect())
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
+#[test]
+fn one_command_on_the_command_line_compiles_only_its_own_plugin() {
+    let home = tempfile::tempdir().expect("home");
+    let cache = home.path().join("cache");
+    let run = opsh_at(home.path(), &["help", "pg"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert_eq!(compiled(&cache).len(), 5, "help is a built-in: every bundled plugin is loaded for it: {run:?}");
+    std::fs::remove_dir_all(&cache).expect("a cold cache again");
+
+    // A plugin command with no inventory: it fails (nothing to read), but only pg was compiled.
+    let run = opsh_at(home.path(), &["pg", "status"]);
+    assert!(run.stderr.contains("inventory"), "{run:?}");
+    assert!(!run.stderr.contains("plugin not loaded"), "{run:?}");
+    let after_pg = compiled(&cache);
+    assert_eq!(after_pg.len(), 1, "pg's component only: {after_pg:?}");
+    let run = opsh_at(home.path(), &["otb", "status"]);
+    assert!(!run.stderr.contains("unknown command"), "{run:?}");
+    let after_otb = compiled(&cache);
+    assert_eq!(after_otb.len(), 2, "and now otb's beside it: {after_otb:?}");
+    assert!(after_otb.contains(&after_pg[0]));
+
+    // A misspelt plugin name is no bundled plugin: everything is loaded to say what it could be.
+    let run = opsh_at(home.path(), &["tungstn", "status"]);
+    assert_eq!(run.code, 2, "{run:?}");
+    assert!(run.stderr.contains("did you mean tungsten"), "{run:?}");
+    assert_eq!(compiled(&cache).len(), 5);
 }
 
 #[test]

@@ -79,6 +79,21 @@ pub fn target_dir() -> PathBuf {
     exe.parent().and_then(Path::parent).expect("target/debug").to_path_buf()
 }
 
+/// `opsh ARGS…` with no lab and no inventory, its directories under `home`.
+pub fn opsh_at(home: &Path, args: &[&str]) -> Run {
+    Command::new(opsh_bin())
+        .env("OPSH_CONFIG_DIR", home.join("config"))
+        .env("OPSH_DATA_DIR", home.join("data"))
+        .env("OPSH_CACHE_DIR", home.join("cache"))
+        .env("NO_COLOR", "1")
+        .env_remove("OPSH_INVENTORY")
+        .stdin(Stdio::null())
+        .args(args)
+        .output()
+        .map(run_of)
+        .expect("run opsh")
+}
+
 pub fn opsh_bin() -> PathBuf {
     target_dir().join("opsh")
 }

@@ -210,6 +210,7 @@ const BUILTIN: &[(&str, &str)] = &[
     ("xdb", include_str!("../topologies/xdb.toml")),
     ("xdb-wide", include_str!("../topologies/xdb-wide.toml")),
     ("team", include_str!("../topologies/team.toml")),
+    ("pg32", include_str!("../topologies/pg32.toml")),
 ];
 
 impl Topology {

@@ -176,7 +176,12 @@ fn status() -> CommandResult<Table> {
                      (SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend') AS connections";
         match sql::query(&database, query, &[]) {
             Ok(rows) => {
-                let standby = rows.first_bool("standby").unwrap_or(false);
+                // A role that cannot be read is shown as such, never as "primary".
+                let Some(standby) = rows.first_bool("standby") else {
+                    failures.push(format!("{database}: it answered, but whether it is a standby could not be read"));
+                    out.push(vec![plain(&database), plain(&server), good("up"), bad("cannot tell"), plain("?"), plain("?"), plain("?")]);
+                    continue;
+                };
                 let replication = if standby {
                     match rows.first_text("receiver").filter(|r| r != "NULL") {
                         Some(status) => good(format!("receiving ({status})")),
@@ -287,6 +292,11 @@ mod tests {
         assert_eq!(tables[0].rows[1][2], opsh_plugin_sdk::Cell::Bad("auth failed".into()), "{:?}", tables[0].rows[1]);
         let (none, _) = World::new().target("database", "b", &[]).sql_fails("b", "server_version", refused).run(|| super::Pg::read(invocation("status", &[])));
         assert!(matches!(&none, Err(CommandError::Failed(m)) if m.starts_with("no database answered: b: auth failed")), "{none:?}");
+        let (unread, _) = World::new()
+            .target("database", "c", &[])
+            .sql("c", "server_version", rows(&["version", "standby"], vec![vec![text("15.4"), opsh_plugin_sdk::sql::Value::Null]]))
+            .run(|| super::Pg::read(invocation("status", &[])));
+        assert!(matches!(&unread, Err(CommandError::Failed(m)) if m.contains("c: it answered, but whether it is a standby could not be read")), "{unread:?}");
         let (empty, _) = World::new().run(|| super::Pg::read(invocation("status", &[])));
         assert!(matches!(&empty, Err(CommandError::Failed(m)) if m.starts_with("no database is granted to pg")), "{empty:?}");
     }
