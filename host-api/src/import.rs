@@ -4,7 +4,7 @@
 //! `{ env = … }` source. What could not be carried over is said as a warning (and as a comment
 //! in the TOML), never guessed.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use toml::{Table, Value};
 
@@ -17,7 +17,13 @@ pub struct Imported {
 
 pub const FORMATS: &[&str] = &["pgxc_ctl", "ansible", "ssh-config"];
 
+/// Larger than any cluster's description: a bigger file is refused before it is parsed.
+const LARGEST: usize = 4 << 20;
+
 pub fn import(format: &str, text: &str, source: &str) -> Result<Imported, String> {
+    if text.len() > LARGEST {
+        return Err(format!("the file is {} bytes; opsh imports descriptions of up to {} MiB", text.len(), LARGEST >> 20));
+    }
     let (inventory, warnings) = match format {
         "pgxc_ctl" => pgxc_ctl(text)?,
         "ansible" => ansible(text)?,
@@ -263,8 +269,8 @@ struct Ansible {
 #[derive(Default)]
 struct Group {
     vars: BTreeMap<String, String>,
-    hosts: Vec<String>,
-    children: Vec<String>,
+    hosts: BTreeSet<String>,
+    children: BTreeSet<String>,
 }
 
 impl Ansible {
@@ -274,39 +280,53 @@ impl Ansible {
             return;
         }
         self.hosts.entry(name.to_string()).or_default().extend(vars);
-        let members = &mut self.groups.entry(group.to_string()).or_default().hosts;
-        if !members.iter().any(|h| h == name) {
-            members.push(name.to_string());
-        }
+        self.groups.entry(group.to_string()).or_default().hosts.insert(name.to_string());
     }
 
     fn add_child(&mut self, parent: &str, child: &str) {
-        let children = &mut self.groups.entry(parent.to_string()).or_default().children;
-        if !children.iter().any(|c| c == child) {
-            children.push(child.to_string());
-        }
+        self.groups.entry(parent.to_string()).or_default().children.insert(child.to_string());
         self.groups.entry(child.to_string()).or_default();
     }
 
-    /// The groups whose variables apply to a host, nearest first, as Ansible ranks them: the
-    /// groups that list it, then their parent groups outward, and `all` last.
-    fn groups_of(&self, host: &str) -> (Vec<&str>, Vec<&str>) {
-        let direct: Vec<&str> = self.groups.iter().filter(|(_, g)| g.hosts.iter().any(|h| h == host)).map(|(n, _)| n.as_str()).collect();
-        let mut chain = direct.clone();
-        let mut next = 0;
-        while next < chain.len() {
-            let child = chain[next];
-            for (parent, group) in &self.groups {
-                if group.children.iter().any(|c| c == child) && !chain.contains(&parent.as_str()) && parent != "all" {
-                    chain.push(parent);
-                }
+    /// Each group's depth as Ansible ranks group variables: `all` is 0, a group 1 more than its
+    /// deepest parent (a group no other names is a child of `all`). A cycle is an error.
+    fn depths(&self) -> Result<BTreeMap<&str, usize>, String> {
+        let mut parents: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+        for (name, group) in &self.groups {
+            for child in &group.children {
+                parents.entry(child.as_str()).or_default().push(name.as_str());
             }
-            next += 1;
         }
-        if !chain.contains(&"all") {
-            chain.push("all");
+        fn depth<'a>(
+            group: &'a str,
+            parents: &BTreeMap<&'a str, Vec<&'a str>>,
+            known: &mut BTreeMap<&'a str, usize>,
+            path: &mut Vec<&'a str>,
+        ) -> Result<usize, String> {
+            if group == "all" {
+                return Ok(0);
+            }
+            if let Some(d) = known.get(group) {
+                return Ok(*d);
+            }
+            if path.contains(&group) {
+                return Err(format!("the groups {} are each other's children", path.join(", ")));
+            }
+            path.push(group);
+            let mut deepest = 0;
+            for parent in parents.get(group).into_iter().flatten() {
+                deepest = deepest.max(depth(parent, parents, known, path)?);
+            }
+            path.pop();
+            known.insert(group, deepest + 1);
+            Ok(deepest + 1)
         }
-        (direct, chain)
+        let mut known = BTreeMap::new();
+        for name in self.groups.keys() {
+            depth(name, &parents, &mut known, &mut Vec::new())?;
+        }
+        known.insert("all", 0);
+        Ok(known)
     }
 
     fn into_inventory(self) -> Result<(Table, Vec<String>), String> {
@@ -314,10 +334,42 @@ impl Ansible {
         if self.hosts.is_empty() {
             return Err("the Ansible inventory lists no host".into());
         }
+        let depths = self.depths()?;
+        let mut direct: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
+        let mut parents: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
+        for (name, group) in &self.groups {
+            for host in &group.hosts {
+                direct.entry(host.as_str()).or_default().insert(name.as_str());
+            }
+            for child in &group.children {
+                parents.entry(child.as_str()).or_default().insert(name.as_str());
+            }
+        }
         let mut table = Table::new();
         for (name, own) in &self.hosts {
-            let (direct, chain) = self.groups_of(name);
-            let get = |key: &str| own.get(key).cloned().or_else(|| chain.iter().find_map(|g| self.groups.get(*g).and_then(|g| g.vars.get(key)).cloned()));
+            let listed = direct.get(name.as_str()).cloned().unwrap_or_default();
+            // Every group the host is in: those that list it and their ancestors, `all` too.
+            let mut member: BTreeSet<&str> = BTreeSet::from(["all"]);
+            let mut todo: Vec<&str> = listed.iter().copied().collect();
+            while let Some(group) = todo.pop() {
+                if member.insert(group) {
+                    todo.extend(parents.get(group).into_iter().flatten().copied());
+                }
+            }
+            // Ansible applies group variables shallow to deep, by name within a depth, the
+            // later overriding; the host's own variables last.
+            let mut ranked: Vec<&str> = member.into_iter().collect();
+            ranked.sort_by_key(|g| (depths.get(g).copied().unwrap_or(1), *g));
+            let mut vars: BTreeMap<&str, &str> = BTreeMap::new();
+            for group in &ranked {
+                for (k, v) in self.groups.get(*group).map(|g| &g.vars).into_iter().flatten() {
+                    vars.insert(k, v);
+                }
+            }
+            for (k, v) in own {
+                vars.insert(k, v);
+            }
+            let get = |key: &str| vars.get(key).map(|v| v.to_string());
             let address = get("ansible_host").unwrap_or_else(|| name.clone());
             let mut entry = Table::new();
             entry.insert("address".into(), address.clone().into());
@@ -333,10 +385,14 @@ impl Ansible {
             if get("ansible_become").is_some_and(|b| matches!(b.as_str(), "true" | "yes" | "True" | "1")) {
                 entry.insert("become".into(), "sudo".into());
             }
-            if get("ansible_password").is_some() || get("ansible_become_password").is_some() {
+            if ["ansible_password", "ansible_ssh_pass", "ansible_become_password", "ansible_become_pass"].iter().any(|k| vars.contains_key(k)) {
                 warnings.push(format!("host {name}: its ssh/become password is not imported (opsh uses keys and sudo -n)"));
             }
-            let groups: Vec<&str> = direct.into_iter().filter(|g| *g != "all").collect();
+            // The groups that list it (`ungrouped` only when no other does).
+            let mut groups: Vec<&str> = listed.iter().copied().filter(|g| *g != "all").collect();
+            if groups.len() > 1 {
+                groups.retain(|g| *g != "ungrouped");
+            }
             if !groups.is_empty() {
                 entry.insert("attributes".into(), Value::Table(Table::from_iter([("ansible-groups".to_string(), Value::from(groups.join(",")))])));
             }
@@ -350,7 +406,9 @@ impl Ansible {
 /// starts with a `[group]` header or a host line, a YAML one with a mapping (`all:`) or `---`.
 fn ansible(text: &str) -> Result<(Table, Vec<String>), String> {
     let first = text.lines().map(str::trim).find(|l| !l.is_empty() && !l.starts_with('#') && !l.starts_with(';'));
-    let yaml = first.is_some_and(|l| l == "---" || l.ends_with(':') || (l.contains(": ") && !l.starts_with('[')));
+    // A JSON inventory (`ansible-inventory --list` prints one) is YAML too.
+    let yaml =
+        first.is_some_and(|l| l == "---" || l.starts_with("%YAML") || l.starts_with('{') || l.ends_with(':') || (l.contains(": ") && !l.starts_with('[')));
     let parsed = if yaml { ansible_yaml(text)? } else { ansible_ini(text)? };
     parsed.into_inventory()
 }
@@ -371,7 +429,8 @@ fn ansible_ini(text: &str) -> Result<Ansible, String> {
         }
         let place = format!("line {}", n + 1);
         if let Some(group) = section.strip_suffix(":vars") {
-            let (k, v) = line.split_once('=').ok_or_else(|| format!("{place}: [{section}] holds `name=value` lines, not {line:?}"))?;
+            // Not the line itself in the message: a `:vars` line may hold a password.
+            let (k, v) = line.split_once('=').ok_or_else(|| format!("{place}: [{section}] holds `name=value` lines only"))?;
             inventory.groups.entry(group.to_string()).or_default().vars.insert(k.trim().to_string(), unquote(v.trim()));
             continue;
         }
@@ -387,6 +446,37 @@ fn ansible_ini(text: &str) -> Result<Ansible, String> {
     Ok(inventory)
 }
 
+/// Refuse, before anything is built from it, YAML that would cost more than its size: nesting
+/// deeper than an inventory needs (the loader and the drop of its tree recurse), and aliases
+/// (the loader copies an anchor at each alias: a few hundred bytes of aliases of aliases expand
+/// to billions of nodes).
+fn shallow_and_without_aliases(text: &str) -> Result<(), String> {
+    use yaml_rust2::parser::{Event, Parser};
+    const DEEPEST: usize = 64;
+    let mut parser = Parser::new_from_str(text);
+    let mut depth = 0usize;
+    loop {
+        let (event, at) = parser.next_token().map_err(|e| format!("the Ansible YAML inventory is not YAML: {e}"))?;
+        match event {
+            Event::StreamEnd => return Ok(()),
+            Event::SequenceStart(..) | Event::MappingStart(..) => {
+                depth += 1;
+                if depth > DEEPEST {
+                    return Err(format!("the Ansible YAML inventory nests deeper than {DEEPEST} levels (line {}): not read", at.line()));
+                }
+            }
+            Event::SequenceEnd | Event::MappingEnd => depth = depth.saturating_sub(1),
+            Event::Alias(_) => {
+                return Err(format!(
+                    "the Ansible YAML inventory uses an alias (*name, line {}): opsh does not expand aliases; write the values out",
+                    at.line()
+                ));
+            }
+            _ => {}
+        }
+    }
+}
+
 fn unquote(value: &str) -> String {
     let quoted = value.len() >= 2 && ((value.starts_with('"') && value.ends_with('"')) || (value.starts_with('\'') && value.ends_with('\'')));
     if quoted { value[1..value.len() - 1].to_string() } else { value.to_string() }
@@ -396,6 +486,7 @@ fn unquote(value: &str) -> String {
 /// (name → variables), `vars` and `children` (name → group, nested to any depth).
 fn ansible_yaml(text: &str) -> Result<Ansible, String> {
     use yaml_rust2::{Yaml, YamlLoader};
+    shallow_and_without_aliases(text)?;
     let documents = YamlLoader::load_from_str(text).map_err(|e| format!("the Ansible YAML inventory is not YAML: {e}"))?;
     let Some(Yaml::Hash(top)) = documents.into_iter().next() else {
         return Err("the Ansible YAML inventory is not a mapping of groups (such as `all:` with `hosts:` and `children:`)".into());
@@ -549,10 +640,38 @@ mod tests {
     }
 
     #[test]
+    fn ansible_group_vars_go_shallow_to_deep_then_by_name_and_the_hosts_own_last() {
+        // Ansible's order: all < depth 1 < depth 2 …; within a depth by name, the later winning.
+        let yaml = "all:\n  vars: {ansible_user: root, ansible_port: 22}\n  hosts:\n    db1: {ansible_port: 2200}\n  children:\n    b_side:\n      vars: {ansible_user: from_b}\n      hosts: {db1: }\n    a_side:\n      vars: {ansible_user: from_a}\n      hosts: {db1: }\n    parent:\n      vars: {ansible_user: from_parent}\n      hosts: {db2: }\n      children:\n        child:\n          vars: {ansible_user: from_child}\n          hosts: {db2: }\n";
+        let (table, _) = ansible(yaml).expect("imports");
+        assert_eq!(
+            host(&table, "db1")["ssh"].as_str(),
+            Some("from_b@db1"),
+            "siblings: the later name wins, and all's vars lose although db1 is under all.hosts"
+        );
+        assert_eq!(host(&table, "db1")["ssh-port"].as_integer(), Some(2200), "the host's own var wins over all's");
+        assert_eq!(host(&table, "db1")["attributes"]["ansible-groups"].as_str(), Some("a_side,b_side"));
+        assert_eq!(host(&table, "db2")["ssh"].as_str(), Some("from_child@db2"), "listed in a parent and its child: the deeper group wins");
+        assert_eq!(host(&table, "db2")["ssh-port"].as_integer(), Some(22));
+        let (ini, _) = ansible("db9\n[web]\ndb9\n").expect("imports");
+        assert_eq!(host(&ini, "db9")["attributes"]["ansible-groups"].as_str(), Some("web"), "ungrouped only when no other group lists it");
+        let json = ansible("{\"all\": {\"hosts\": {\"db1\": {\"ansible_host\": \"10.0.0.9\"}}}}").expect("JSON is YAML");
+        assert_eq!(host(&json.0, "db1")["address"].as_str(), Some("10.0.0.9"));
+        assert!(ansible("[a:children]\nb\n[b:children]\na\n[a]\nh\n").expect_err("a cycle").contains("each other's children"));
+    }
+
+    #[test]
     fn ansible_yaml_that_is_not_an_inventory_is_an_error_naming_where() {
         assert!(ansible("all:\n  hosts: [db1, db2]\n").expect_err("a list of hosts").contains("all.hosts: a mapping"));
         assert!(ansible("all:\n  hosts:\n    db1:\n   bad: [\n").expect_err("not YAML").contains("is not YAML"));
         assert!(ansible("all:\n  children:\n    empty:\n").expect_err("no host").contains("lists no host"));
-        assert!(ansible("[db:vars]\nuser\n").expect_err("a bare word in vars").contains("line 2: [db:vars] holds `name=value` lines"));
+        let bare = ansible("[db:vars]\nansible_become_pass hunter2\n").expect_err("a bare word in vars");
+        assert!(bare.contains("line 2: [db:vars] holds `name=value` lines only") && !bare.contains("hunter2"), "{bare}");
+        let laughs = "a: &a [x, x, x, x, x, x, x, x, x, x]\nb: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a, *a]\nall:\n  hosts:\n    db1:\n";
+        assert!(ansible(laughs).expect_err("aliases").contains("uses an alias (*name, line 2)"));
+        let deep = format!("all:\n  vars:\n    x: {}1{}\n", "[".repeat(100), "]".repeat(100));
+        assert!(ansible(&deep).expect_err("deep").contains("nests deeper than 64 levels"));
+        let block = format!("all:\n  vars:\n    x:\n{}", (0..200).map(|i| format!("{}- \n", " ".repeat(6 + 2 * i))).collect::<String>());
+        assert!(ansible(&block).expect_err("deep block nesting").contains("nests deeper than 64 levels"));
     }
 }

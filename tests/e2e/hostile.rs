@@ -137,6 +137,20 @@ fn twin_plugins_and_plugins_named_like_opsh_commands_are_refused() {
 }
 
 #[test]
+fn a_plugin_file_named_like_a_bundled_plugin_is_refused_even_when_that_plugin_is_not_loaded() {
+    let world = World::new();
+    let twin = world.install_hostile("horizon.wasm", Some("horizon"), "\n[grants.horizon]\nsql = [\"*\"]\n");
+    // `pg status` loads the bundled pg only: the file calling itself horizon is still refused.
+    let run = world.opsh(&["pg", "status"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(run.stdout.contains("alpha-app"), "the bundled pg ran: {run:?}");
+    assert!(run.stderr.contains(&format!("plugin file {} calls itself \"horizon\", which a bundled plugin is; it is not loaded", twin.display())), "{run:?}");
+    let run = world.opsh(&["horizon", "spoof"]);
+    assert_eq!(run.code, 2, "the bundled horizon has no command spoof: {run:?}");
+    assert!(run.stderr.contains("calls itself \"horizon\", which a bundled plugin is"), "{run:?}");
+}
+
+#[test]
 fn a_grant_pinned_to_a_component_is_for_that_component_only() {
     let world = World::new();
     let good = crate::support::sha256_hex_bytes(&std::fs::read(hostile_wasm()).expect("wasm"));

@@ -70,12 +70,15 @@ fn one_command_on_the_command_line_compiles_only_its_own_plugin() {
 
     // A plugin command with no inventory: it fails (nothing to read), but only pg was compiled.
     let run = opsh_at(home.path(), &["pg", "status"]);
-    assert!(run.stderr.contains("inventory"), "{run:?}");
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(run.stderr.contains("no database is granted to pg"), "pg itself answered: {run:?}");
     assert!(!run.stderr.contains("plugin not loaded"), "{run:?}");
     let after_pg = compiled(&cache);
     assert_eq!(after_pg.len(), 1, "pg's component only: {after_pg:?}");
     let run = opsh_at(home.path(), &["otb", "status"]);
-    assert!(!run.stderr.contains("unknown command"), "{run:?}");
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(run.stderr.contains("otb status: no topology in the inventory has plugin = \"otb\""), "otb itself answered: {run:?}");
+    assert!(!run.stderr.contains("plugin not loaded"), "{run:?}");
     let after_otb = compiled(&cache);
     assert_eq!(after_otb.len(), 2, "and now otb's beside it: {after_otb:?}");
     assert!(after_otb.contains(&after_pg[0]));

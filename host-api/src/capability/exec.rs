@@ -68,11 +68,14 @@ pub struct Remote {
     inventory: Arc<Inventory>,
     control_dir: PathBuf,
     sessions: std::sync::Mutex<HashMap<String, SessionSlot>>,
+    /// Each host's last failed connect, and when it ended: a caller that waited for the slot
+    /// while that attempt ran takes its outcome instead of spending another connect timeout.
+    failed: std::sync::Mutex<HashMap<String, (std::time::Instant, CapabilityError)>>,
 }
 
 impl Remote {
     pub fn new(inventory: Arc<Inventory>, control_dir: PathBuf) -> Self {
-        Self { inventory, control_dir, sessions: std::sync::Mutex::new(HashMap::new()) }
+        Self { inventory, control_dir, sessions: std::sync::Mutex::new(HashMap::new()), failed: std::sync::Mutex::new(HashMap::new()) }
     }
 
     /// Run `request` on `host` and wait for it (bounded by its timeout or the inventory default).
@@ -162,11 +165,34 @@ impl Remote {
     /// start on it (see `run_remote`), which replaces it: no check costs every command a round
     /// trip.
     async fn session(&self, host: &str) -> CapResult<Arc<Session>> {
+        self.session_asked_at(host, std::time::Instant::now()).await
+    }
+
+    /// [`Remote::session`] for a caller that began waiting for the host at `asked`.
+    async fn session_asked_at(&self, host: &str, asked: std::time::Instant) -> CapResult<Arc<Session>> {
         let slot = self.slot(host).await;
         let mut guard = slot.lock().await;
         if let Some(session) = guard.as_ref() {
             return Ok(session.clone());
         }
+        // Another caller's connect that ended while this one waited for the slot: its answer is
+        // this one's too (never an older failure: a host may have come back since).
+        if let Some((ended, error)) = self.failed.lock().unwrap_or_else(|p| p.into_inner()).get(host)
+            && *ended >= asked
+        {
+            return Err(error.clone());
+        }
+        let result = self.connect(host).await;
+        match &result {
+            Ok(session) => *guard = Some(session.clone()),
+            Err(e) => {
+                self.failed.lock().unwrap_or_else(|p| p.into_inner()).insert(host.to_string(), (std::time::Instant::now(), e.clone()));
+            }
+        }
+        result
+    }
+
+    async fn connect(&self, host: &str) -> CapResult<Arc<Session>> {
         let entry = self
             .inventory
             .host(host)
@@ -205,7 +231,6 @@ impl Remote {
                 )));
             }
         };
-        *guard = Some(session.clone());
         Ok(session)
     }
 
@@ -214,6 +239,7 @@ impl Remote {
     /// otherwise a master is connected. Nothing but `true` runs on the host.
     pub async fn reach(&self, host: &str) -> CapResult<()> {
         let connect_timeout = Duration::from_millis(self.inventory.defaults.connect_timeout_ms);
+        let asked = std::time::Instant::now();
         let cached = self.slot(host).await.lock().await.clone();
         if let Some(session) = cached {
             let mut child = mux_client(&session, &["true".to_string()])
@@ -232,7 +258,7 @@ impl Remote {
                 }
             }
         }
-        self.session(host).await.map(|_| ())
+        self.session_asked_at(host, asked).await.map(|_| ())
     }
 
     pub async fn close_all(&self) {

@@ -168,6 +168,7 @@ fn status() -> CommandResult<Table> {
         ));
     }
     let mut failures = Vec::new();
+    let mut unread = Vec::new();
     for database in databases {
         let server = host::lookup(&database).ok().and_then(|info| info.attributes.into_iter().find(|(k, _)| k == "host").map(|(_, v)| v)).unwrap_or_default();
         let query = "SELECT current_setting('server_version') AS version, pg_is_in_recovery() AS standby, \
@@ -178,8 +179,16 @@ fn status() -> CommandResult<Table> {
             Ok(rows) => {
                 // A role that cannot be read is shown as such, never as "primary".
                 let Some(standby) = rows.first_bool("standby") else {
-                    failures.push(format!("{database}: it answered, but whether it is a standby could not be read"));
-                    out.push(vec![plain(&database), plain(&server), good("up"), bad("cannot tell"), plain("?"), plain("?"), plain("?")]);
+                    unread.push(format!("{database}: it answered, but whether it is a standby could not be read"));
+                    out.push(vec![
+                        plain(&database),
+                        plain(&server),
+                        good("up"),
+                        bad("cannot tell"),
+                        plain(rows.first_text("version").unwrap_or_default()),
+                        plain("?"),
+                        plain(rows.first_int("connections").map_or("?".to_string(), |n| n.to_string())),
+                    ]);
                     continue;
                 };
                 let replication = if standby {
@@ -218,6 +227,10 @@ fn status() -> CommandResult<Table> {
     let table = out.build();
     if failures.len() == table.rows.len() {
         return Err(CommandError::Failed(format!("no database answered: {}", failures.join("; "))));
+    }
+    if failures.len() + unread.len() == table.rows.len() {
+        failures.extend(unread);
+        return Err(CommandError::Failed(format!("no database's role could be read: {}", failures.join("; "))));
     }
     Ok(table)
 }
@@ -266,37 +279,50 @@ mod tests {
         assert_eq!(warnings[0].en, "max_connections takes effect only after a restart of alpha-app");
     }
 
+    /// What the status query returns from a primary without standbys.
+    fn a_primary() -> opsh_plugin_sdk::sql::Rows {
+        rows(
+            &["version", "standby", "senders", "receiver", "connections"],
+            vec![vec![
+                text("15.4"),
+                opsh_plugin_sdk::sql::Value::Boolean(false),
+                opsh_plugin_sdk::sql::Value::Int(0),
+                opsh_plugin_sdk::sql::Value::Null,
+                opsh_plugin_sdk::sql::Value::Int(3),
+            ]],
+        )
+    }
+
     #[test]
     fn status_says_auth_failed_for_a_login_refused_and_fails_when_no_database_answers() {
         let refused = opsh_plugin_sdk::CapabilityError::Auth("database b: password authentication failed for user \"opsh\"".into());
         let world = World::new()
             .target("database", "a", &[("host", "h1")])
             .target("database", "b", &[("host", "h2")])
-            .sql(
-                "a",
-                "server_version",
-                rows(
-                    &["version", "standby", "senders", "receiver", "connections"],
-                    vec![vec![
-                        text("15.4"),
-                        opsh_plugin_sdk::sql::Value::Boolean(false),
-                        opsh_plugin_sdk::sql::Value::Int(0),
-                        opsh_plugin_sdk::sql::Value::Null,
-                        opsh_plugin_sdk::sql::Value::Int(3),
-                    ]],
-                ),
-            )
+            .sql("a", "server_version", a_primary())
             .sql_fails("b", "server_version", refused.clone());
         let (tables, _) = world.run(|| super::Pg::read(invocation("status", &[])));
         let tables = tables.expect("tables");
         assert_eq!(tables[0].rows[1][2], opsh_plugin_sdk::Cell::Bad("auth failed".into()), "{:?}", tables[0].rows[1]);
         let (none, _) = World::new().target("database", "b", &[]).sql_fails("b", "server_version", refused).run(|| super::Pg::read(invocation("status", &[])));
         assert!(matches!(&none, Err(CommandError::Failed(m)) if m.starts_with("no database answered: b: auth failed")), "{none:?}");
-        let (unread, _) = World::new()
+        let unreadable = rows(&["version", "standby"], vec![vec![text("15.4"), opsh_plugin_sdk::sql::Value::Null]]);
+        let (unread, _) =
+            World::new().target("database", "c", &[]).sql("c", "server_version", unreadable.clone()).run(|| super::Pg::read(invocation("status", &[])));
+        assert!(
+            matches!(&unread, Err(CommandError::Failed(m)) if m == "no database's role could be read: c: it answered, but whether it is a standby could not be read"),
+            "{unread:?}"
+        );
+        let (beside, _) = World::new()
+            .target("database", "a", &[])
             .target("database", "c", &[])
-            .sql("c", "server_version", rows(&["version", "standby"], vec![vec![text("15.4"), opsh_plugin_sdk::sql::Value::Null]]))
+            .sql("a", "server_version", a_primary())
+            .sql("c", "server_version", unreadable)
             .run(|| super::Pg::read(invocation("status", &[])));
-        assert!(matches!(&unread, Err(CommandError::Failed(m)) if m.contains("c: it answered, but whether it is a standby could not be read")), "{unread:?}");
+        let beside = beside.expect("one database read in full");
+        let c = beside[0].rows.iter().find(|r| r[0] == opsh_plugin_sdk::Cell::Plain("c".into())).expect("c's row");
+        assert_eq!(c[3], opsh_plugin_sdk::Cell::Bad("cannot tell".into()), "never shown as primary: {c:?}");
+        assert_eq!(c[4], opsh_plugin_sdk::Cell::Plain("15.4".into()), "what was read is kept: {c:?}");
         let (empty, _) = World::new().run(|| super::Pg::read(invocation("status", &[])));
         assert!(matches!(&empty, Err(CommandError::Failed(m)) if m.starts_with("no database is granted to pg")), "{empty:?}");
     }
