@@ -32,7 +32,10 @@ pub fn import(format: &str, text: &str, source: &str) -> Result<Imported, String
     };
     let mut toml = format!("# opsh inventory imported from {source} ({format}): review it before use.\n");
     for warning in &warnings {
-        toml.push_str(&format!("# CHECK: {warning}\n"));
+        // A warning quotes the file, which may hold any character: a TOML comment holds no
+        // control character (a newline would end it), so those are shown escaped.
+        let shown: String = warning.chars().map(|c| if c.is_control() && c != '\t' { c.escape_default().collect() } else { c.to_string() }).collect();
+        toml.push_str(&format!("# CHECK: {shown}\n"));
     }
     toml.push('\n');
     toml.push_str(&toml::to_string_pretty(&inventory).map_err(|e| format!("inventory import: {e}"))?);
@@ -658,6 +661,14 @@ mod tests {
         let json = ansible("{\"all\": {\"hosts\": {\"db1\": {\"ansible_host\": \"10.0.0.9\"}}}}").expect("JSON is YAML");
         assert_eq!(host(&json.0, "db1")["address"].as_str(), Some("10.0.0.9"));
         assert!(ansible("[a:children]\nb\n[b:children]\na\n[a]\nh\n").expect_err("a cycle").contains("each other's children"));
+    }
+
+    #[test]
+    fn a_warning_quoting_control_characters_keeps_the_output_toml() {
+        // Found by the import fuzz target: a host range holding a newline broke out of its comment.
+        let imported = import("ansible", "[g]\nweb[\u{0}\r1]\ndb1\n", "f").expect("imports");
+        assert!(imported.toml.contains("# CHECK: line 2: the host range web[\\u{0}\\r1] is not expanded"), "{}", imported.toml);
+        imported.toml.parse::<toml::Table>().expect("the output reads back as TOML");
     }
 
     #[test]
