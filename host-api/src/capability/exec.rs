@@ -497,6 +497,38 @@ fn classify_ssh_error(host: &str, e: openssh::Error) -> CapabilityError {
 mod tests {
     use super::*;
 
+    /// Two callers that reach a host which accepts TCP but never speaks ssh (a frozen sshd) at
+    /// once cost it one connect between them; a later caller asks afresh (the host may be back).
+    /// Counted by the connections the stand-in host accepts, not by time.
+    #[test]
+    fn callers_waiting_on_one_failed_connect_share_its_failure_and_a_later_one_asks_again() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("listen on loopback");
+        let port = listener.local_addr().expect("port").port();
+        let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = accepted.clone();
+        std::thread::spawn(move || {
+            let mut held = Vec::new();
+            for stream in listener.incoming().flatten() {
+                counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                held.push(stream);
+            }
+        });
+        let dir = tempfile::tempdir().expect("temp dir");
+        let text = format!("[defaults]\nconnect-timeout-ms = 500\n[hosts.frozen]\naddress = \"127.0.0.1\"\nssh-port = {port}\n");
+        let inventory = Arc::new(Inventory::parse(&text).expect("inventory"));
+        let remote = Remote::new(inventory, dir.path().join("ssh"));
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+        runtime.block_on(async {
+            let (a, b) = tokio::join!(remote.reach("frozen"), remote.reach("frozen"));
+            assert!(matches!(a, Err(CapabilityError::Unreachable(_))), "{a:?}");
+            assert_eq!(a, b, "the waiting caller took the first one's failure");
+            assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 1, "one connect for both");
+            let later = remote.reach("frozen").await;
+            assert!(matches!(later, Err(CapabilityError::Unreachable(_))), "{later:?}");
+            assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 2, "a caller after the failure connects again");
+        });
+    }
+
     #[test]
     fn secrets_travel_on_stdin_not_argv() {
         let mut request = ExecRequest::new(vec!["av-setup".into()]);
