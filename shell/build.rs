@@ -18,7 +18,7 @@ const BUNDLED: &[(&str, &str)] = &[
     ("opsh-plugin-edb-xdb", "xdb"),
 ];
 /// Built for the tests only.
-const FIXTURES: &[&str] = &["opsh-probe-plugin", "opsh-hostile-plugin", "opsh-v2-plugin"];
+const FIXTURES: &[&str] = &["opsh-probe-plugin", "opsh-hostile-plugin", "opsh-v2-plugin", "opsh-gather-plugin"];
 /// Those built against opsh:plugin@0.1.0 (the SDK without its `wit-0-2` feature): the fixtures
 /// that keep proving a 0.1 plugin loads and runs. Every other plugin is on 0.2. A cargo run of
 /// their own: features unify across the packages of one run.

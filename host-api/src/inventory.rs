@@ -60,11 +60,22 @@ pub struct Defaults {
     pub call_timeout_ms: u64,
     /// One `apply` call of a step, wall clock.
     pub apply_timeout_ms: u64,
+    /// At most this many targets asked at once: the reads a plugin gathers, the targets reached
+    /// before a read, the steps of one group. (One host runs at most `exec::PER_HOST` commands at
+    /// once over its connection, whatever this says.)
+    pub parallel: usize,
 }
 
 impl Default for Defaults {
     fn default() -> Self {
-        Self { connect_timeout_ms: 10_000, statement_timeout_ms: 60_000, command_timeout_ms: 3_600_000, call_timeout_ms: 600_000, apply_timeout_ms: 3_600_000 }
+        Self {
+            connect_timeout_ms: 10_000,
+            statement_timeout_ms: 60_000,
+            command_timeout_ms: 3_600_000,
+            call_timeout_ms: 600_000,
+            apply_timeout_ms: 3_600_000,
+            parallel: 16,
+        }
     }
 }
 

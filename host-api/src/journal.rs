@@ -71,6 +71,10 @@ pub enum Record {
         /// names one. Absent without `[state]`.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         state: Option<StateMark>,
+        /// How long planning took: the plugin's plan call (its pre-checks) and the previews
+        /// (absent for a saved plan applied later, and in journals of earlier opsh).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        plan_ms: Option<u64>,
     },
     Intent {
         at: String,
@@ -105,6 +109,9 @@ pub enum Record {
         status: String,
         exit: i32,
         message: String,
+        /// How long verifying the goal took (absent when the run did not get that far).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        verify_ms: Option<u64>,
     },
     /// An effect of a declared step as the host sent it, written right before it is sent.
     Performed {
@@ -270,7 +277,12 @@ impl Journal {
     }
 
     pub fn end(&self, status: &str, exit: i32, message: &str) -> Result<()> {
-        self.append(&Record::End { at: timefmt::now(), status: status.to_string(), exit, message: message.to_string() })
+        self.append(&Record::End { at: timefmt::now(), status: status.to_string(), exit, message: message.to_string(), verify_ms: None })
+    }
+
+    /// The end of a run that verified its goal, and how long that took.
+    pub fn end_verified(&self, status: &str, exit: i32, message: &str, verify_ms: u64) -> Result<()> {
+        self.append(&Record::End { at: timefmt::now(), status: status.to_string(), exit, message: message.to_string(), verify_ms: Some(verify_ms) })
     }
 }
 
@@ -463,6 +475,19 @@ impl RunLog {
         })
     }
 
+    /// How long planning and verifying took, where the journal says: (plan, verify) in ms.
+    pub fn timings(&self) -> (Option<u64>, Option<u64>) {
+        let plan = match self.records.first() {
+            Some(Record::Run { plan_ms, .. }) => *plan_ms,
+            _ => None,
+        };
+        let verify = self.records.iter().rev().find_map(|r| match r {
+            Record::End { verify_ms, .. } => Some(*verify_ms),
+            _ => None,
+        });
+        (plan, verify.flatten())
+    }
+
     /// Each step's state, by the last record about it (a later `resume` overrides an earlier end).
     pub fn states(&self) -> Vec<StepState> {
         let steps = self.header().map_or(0, |h| h.2.steps.len());
@@ -647,6 +672,7 @@ mod tests {
                 component: String::new(),
                 saved: None,
                 state: None,
+                plan_ms: Some(12),
             })
             .expect("run");
         journal.intent(0, "s0", "run").expect("intent");

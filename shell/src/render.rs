@@ -520,7 +520,11 @@ pub fn journal(console: &Console, source: &JournalSource, args: &[String], optio
                         value
                     })
                     .collect();
-                console.out_json(json!({ "source": source.describe(), "run": log.run, "plugin": plugin, "line": line, "status": log.status(), "started": log.started(), "operators": audited.operators(), "steps": steps, "records": records }));
+                let (plan_ms, verify_ms) = log.timings();
+                console.out_json(json!({
+                    "source": source.describe(), "run": log.run, "plugin": plugin, "line": line, "status": log.status(), "started": log.started(),
+                    "operators": audited.operators(), "plan_ms": plan_ms, "verify_ms": verify_ms, "steps": steps, "records": records,
+                }));
                 return Exit::Success;
             }
             console.out(&console.paint_out(Style::new().bold(), &format!("run {} — {line}", log.run)));
@@ -530,6 +534,17 @@ pub fn journal(console: &Console, source: &JournalSource, args: &[String], optio
             {
                 console.out(&format!("last message: {message}"));
             }
+            let duration = |ms: u64| if ms < 1000 { format!("{ms} ms") } else { format!("{:.1} s", ms as f64 / 1000.0) };
+            let (plan_ms, verify_ms) = log.timings();
+            let steps_ms: u64 = details.iter().map(|(_, ms)| *ms).sum();
+            let mut timings = vec![format!("steps {} (each below; a group's steps overlap)", duration(steps_ms))];
+            if let Some(ms) = plan_ms {
+                timings.insert(0, format!("plan {}", duration(ms)));
+            }
+            if let Some(ms) = verify_ms {
+                timings.push(format!("verify {}", duration(ms)));
+            }
+            console.out(&format!("time: {}", timings.join(" · ")));
             console.out("");
             let mut grid = Grid::new("Steps", &["#", "step", "title", "target", "state", "sent", "time", "message"]);
             for (i, step) in plan.steps.iter().enumerate() {
@@ -550,8 +565,7 @@ pub fn journal(console: &Console, source: &JournalSource, args: &[String], optio
                     (
                         match details[i].1 {
                             0 => String::new(),
-                            ms if ms < 1000 => format!("{ms} ms"),
-                            ms => format!("{:.1} s", ms as f64 / 1000.0),
+                            ms => duration(ms),
                         },
                         None,
                     ),

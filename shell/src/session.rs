@@ -312,7 +312,7 @@ impl Session {
             lock_dir: self.paths.lock_dir(),
             redact,
             interrupt: self.interrupt.clone(),
-            parallel: 8,
+            parallel: self.caps.inventory.defaults.parallel,
         }
     }
 

@@ -120,6 +120,31 @@ fn kill_9_in_every_step_after_its_effect_then_resume_never_applies_it_twice() {
     kill_everywhere_then_resume(KillPoint::AfterEffect);
 }
 
+/// The journal says where a run's time went: planning, each step (with `--pause-ms 200` the
+/// fixture sleeps 100 ms before and 100 ms after each effect, so each took at least 200 ms),
+/// verifying the goal.
+#[test]
+fn the_journal_shows_how_long_planning_each_step_and_verifying_took() {
+    let world = World::new();
+    prepare(&world);
+    let before = world.runs();
+    let run = runbook(&world, &["--pause-ms", "200"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    let id = new_run(&world, &before);
+    let shown = world.opsh(&["--output", "json", "journal", &id]);
+    assert_eq!(shown.code, 0, "{shown:?}");
+    let doc: serde_json::Value = serde_json::from_str(shown.stdout.trim()).expect("json");
+    assert!(doc["plan_ms"].as_u64().is_some_and(|ms| ms > 0), "planning took time: {doc}");
+    assert!(doc["verify_ms"].as_u64().is_some(), "verifying is timed: {doc}");
+    let steps = doc["steps"].as_array().expect("steps");
+    assert_eq!(steps.len(), 6, "{doc}");
+    for step in steps {
+        assert!(step["duration_ms"].as_u64().is_some_and(|ms| ms >= 200), "each step's two pauses are in its time: {step}");
+    }
+    let text = world.opsh(&["journal", &id]);
+    assert!(text.stdout.contains("time: plan ") && text.stdout.contains(" · verify "), "{text:?}");
+}
+
 #[test]
 fn a_dry_run_changes_nothing_and_writes_no_journal() {
     let world = World::new();

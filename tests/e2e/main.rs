@@ -9,6 +9,7 @@ mod engine;
 mod errors;
 mod examples;
 mod faults;
+mod gather;
 mod horizon;
 mod horizon_shapes;
 mod hostile;

@@ -71,11 +71,19 @@ pub struct Remote {
     /// Each host's last failed connect, and when it ended: a caller that waited for the slot
     /// while that attempt ran takes its outcome instead of spending another connect timeout.
     failed: std::sync::Mutex<HashMap<String, (std::time::Instant, CapabilityError)>>,
+    /// Each host's commands in flight: at most `PER_HOST` at once over its one connection.
+    running: std::sync::Mutex<HashMap<String, Arc<tokio::sync::Semaphore>>>,
 }
+
+/// Commands one host runs at once over its multiplexed connection. sshd refuses a connection's
+/// session past its `MaxSessions` (10 by default), and ssh then exits 255 as if the connection
+/// had gone: staying below it keeps a burst of reads (`gather`, a group of steps) from looking
+/// like an outage.
+pub const PER_HOST: usize = 8;
 
 impl Remote {
     pub fn new(inventory: Arc<Inventory>, control_dir: PathBuf) -> Self {
-        Self { inventory, control_dir, sessions: std::sync::Mutex::new(HashMap::new()), failed: std::sync::Mutex::new(HashMap::new()) }
+        Self { inventory, control_dir, sessions: Default::default(), failed: Default::default(), running: Default::default() }
     }
 
     /// Run `request` on `host` and wait for it (bounded by its timeout or the inventory default).
@@ -95,6 +103,19 @@ impl Remote {
         let timeout = request.timeout.unwrap_or(Duration::from_millis(self.inventory.defaults.command_timeout_ms));
         let (argv, stdin) = wrap_command(&request, escalation)?;
         let max = request.max_output;
+        // Waiting for a turn is not running: the command's timeout starts when it does.
+        let _turn = if host == LOCAL_HOST {
+            None
+        } else {
+            let turns = self
+                .running
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .entry(host.to_string())
+                .or_insert_with(|| Arc::new(tokio::sync::Semaphore::new(PER_HOST)))
+                .clone();
+            Some(turns.acquire_owned().await.map_err(|_| CapabilityError::Failed(format!("host {host}: opsh is shutting down")))?)
+        };
         let run = async { if host == LOCAL_HOST { run_local(&argv, stdin, max).await } else { self.run_remote(host, &argv, stdin, max).await } };
         match tokio::time::timeout(timeout, run).await {
             Ok(result) => result,

@@ -16,9 +16,6 @@ use futures_util::stream::{self, StreamExt};
 use super::{CapResult, Capabilities, CapabilityError};
 use crate::grants::Capability;
 
-/// How many targets are reached at once.
-pub const AT_ONCE: usize = 16;
-
 /// Targets that did not answer in this call, when, and how they failed first. Only a target
 /// that kept the caller waiting is remembered (a refused connection costs nothing to ask
 /// again), and only for a while: a verify that polls a host coming back asks it again.
@@ -125,7 +122,7 @@ impl Capabilities {
                 };
                 (key, result, started.elapsed())
             })
-            .buffer_unordered(AT_ONCE)
+            .buffer_unordered(self.inventory.defaults.parallel.max(1))
             .collect()
             .await;
         for (target, result, took) in &reached {

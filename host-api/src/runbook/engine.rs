@@ -194,6 +194,8 @@ struct Start<'a> {
     trace: Arc<Trace>,
     who: String,
     saved: Option<SavedFrom>,
+    /// How long planning took (none for a saved plan: it was made earlier).
+    plan_ms: Option<u64>,
 }
 
 /// One run being applied.
@@ -289,16 +291,18 @@ impl Engine<'_> {
                 Err(e) => self.call_failure(&who, e, false, None, None, lang, Vec::new()),
             };
         }
+        let planning = Instant::now();
         let (plan, previews, trace) = match self.make_plan(plugin, call, lang, &who).await {
             Ok(made) => made,
             Err(outcome) => return outcome,
         };
+        let plan_ms = Some(u64::try_from(planning.elapsed().as_millis()).unwrap_or(u64::MAX));
         let probes = trace.pending();
         if options.dry_run {
             let (summary, warnings) = (self.reveal(pick_text(&plan.summary, lang)), self.warnings(&plan, lang));
             return Outcome::Planned { summary, warnings, steps: previews, probes };
         }
-        self.start(Start { plugin, call, line, lang, plan, previews, trace, who, saved: None }, options).await
+        self.start(Start { plugin, call, line, lang, plan, previews, trace, who, saved: None, plan_ms }, options).await
     }
 
     /// `plan COMMAND… --out FILE`: the plan, shown and written to FILE for `apply FILE`.
@@ -399,7 +403,7 @@ impl Engine<'_> {
         let call = Invocation::from(&saved.invocation);
         let from = SavedFrom { file: file.display().to_string(), planned_by: saved.planned_by.clone(), planned_at: saved.created.clone() };
         let trace = Trace::new(self.events);
-        let start = Start { plugin, call: &call, line: &saved.line, lang, plan: saved.plan, previews, trace, who, saved: Some(from) };
+        let start = Start { plugin, call: &call, line: &saved.line, lang, plan: saved.plan, previews, trace, who, saved: Some(from), plan_ms: None };
         self.start(start, options).await
     }
 
@@ -425,7 +429,7 @@ impl Engine<'_> {
 
     /// From confirmation on: journal, lock, every step, verification.
     async fn start(&self, start: Start<'_>, options: &RunOptions) -> Outcome {
-        let Start { plugin, call, line, lang, plan, previews, trace, who, saved } = start;
+        let Start { plugin, call, line, lang, plan, previews, trace, who, saved, plan_ms } = start;
         let events: Arc<dyn Events> = trace.clone();
         if plan.steps.is_empty() {
             return Outcome::Done { run: None, steps: previews, results: Vec::new(), verification: Vec::new(), message: "nothing to do".into() };
@@ -464,6 +468,7 @@ impl Engine<'_> {
             component: format!("sha256:{}", plugin.sha256),
             saved,
             state: state.mark.clone(),
+            plan_ms,
         };
         if let Err(e) = journal.append(&record) {
             return Outcome::Failed {
@@ -818,10 +823,11 @@ impl Engine<'_> {
             }
             index = end;
         }
+        let verifying = Instant::now();
         match self.sandbox.verify(ctx.plugin, ctx.call, self.caps, &ctx.events, ctx.lang).await {
             Ok(tables) => {
                 let message = "every step applied and verified".to_string();
-                let _ = ctx.journal.end("done", 0, &message);
+                let _ = ctx.journal.end_verified("done", 0, &message, u64::try_from(verifying.elapsed().as_millis()).unwrap_or(u64::MAX));
                 Outcome::Done {
                     run: Some(ctx.journal.run.clone()),
                     steps: ctx.previews.to_vec(),

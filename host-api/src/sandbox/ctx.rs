@@ -10,6 +10,7 @@ use wasmtime::StoreLimits;
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
+use super::bindings::v2::gather;
 use super::bindings::{file_edit, host, service, sql, ssh, types};
 use crate::capability::exec::{EnvValue, ExecRequest};
 use crate::capability::reach::{self, Outages};
@@ -157,19 +158,21 @@ impl CallCtx {
 
     /// A capability call, bounded by what is left of the plugin call's deadline (the future
     /// holds no borrow of the context: a store's data is not `Sync`).
-    fn bounded<T>(&self, work: impl Future<Output = CapResult<T>>) -> impl Future<Output = CapResult<T>> {
-        let (left, late) = (self.remaining(), self.deadline_error());
+    /// The deadline is an instant, not a length of time: a call that starts later (one of many
+    /// gathered asks, waiting for its turn) gets only what is left when it starts.
+    fn bounded<T, F: Future<Output = CapResult<T>>>(&self, work: F) -> impl Future<Output = CapResult<T>> + use<T, F> {
+        let (deadline, late) = (tokio::time::Instant::from_std(self.deadline), self.deadline_error());
         async move {
-            if left.is_zero() {
+            if tokio::time::Instant::now() >= deadline {
                 return Err(late);
             }
-            tokio::time::timeout(left, work).await.unwrap_or(Err(late))
+            tokio::time::timeout_at(deadline, work).await.unwrap_or(Err(late))
         }
     }
 
     /// `bounded`, and in a reading call a target that did not answer earlier in it fails at once
     /// (one that cannot be connected to now is not waited for again).
-    fn reaching<T>(&self, target: String, work: impl Future<Output = CapResult<T>>) -> impl Future<Output = CapResult<T>> {
+    fn reaching<T, F: Future<Output = CapResult<T>>>(&self, target: String, work: F) -> impl Future<Output = CapResult<T>> + use<T, F> {
         let outages = (!self.phase.may_change()).then(|| self.outages.clone());
         let bounded = self.bounded(work);
         async move {
@@ -346,6 +349,67 @@ impl CallCtx {
     }
 }
 
+/// A read ready to go: it borrows nothing of the call, so that several run at once (`gather`).
+type Pending<T> = std::pin::Pin<Box<dyn Future<Output = CapResult<T>> + Send>>;
+
+/// The reads a plugin may gather, each prepared as its own capability call prepares it (grant,
+/// phase, tokens revealed) and its answer made fit for the sandbox as that call's is.
+impl CallCtx {
+    /// A statement in the reading session, whatever the phase.
+    fn query_read(&self, database: String, sql: String, params: Vec<sql::Value>) -> CapResult<Pending<capability::sql::Rows>> {
+        self.grant(Capability::Sql, &database, None)?;
+        let statement = self.sql_statement(&sql, params)?;
+        let (caps, plugin) = (self.caps.clone(), self.plugin.clone());
+        let target = reach::database(&database);
+        Ok(Box::pin(self.reaching(target, async move {
+            caps.sql.query(&database, capability::sql::Session { plugin: &plugin, read_only: true }, &statement, &caps.bounds).await
+        })))
+    }
+
+    fn exec_pending(&self, host_name: String, exec: ExecRequest) -> Pending<capability::exec::ExecOutput> {
+        let caps = self.caps.clone();
+        let target = reach::host(&host_name);
+        Box::pin(self.reaching(target, async move { caps.remote.exec(&host_name, exec).await }))
+    }
+
+    fn file_read(&self, host_name: String, path: String) -> CapResult<Pending<capability::file_edit::FileSnapshot>> {
+        self.grant(Capability::FileEdit, &host_name, Some(&path))?;
+        let caps = self.caps.clone();
+        let target = reach::host(&host_name);
+        Ok(Box::pin(self.reaching(target, async move { capability::file_edit::read(&caps.remote, &host_name, &path, true, &caps.bounds).await })))
+    }
+
+    fn service_status(&self, host_name: String, name: String) -> CapResult<Pending<capability::service::State>> {
+        self.grant(Capability::Service, &host_name, Some(&name))?;
+        let caps = self.caps.clone();
+        let target = reach::host(&host_name);
+        Ok(Box::pin(self.reaching(target, async move { capability::service::status(&caps.remote, &caps.inventory, &host_name, &name).await })))
+    }
+
+    fn wit_output(&self, out: capability::exec::ExecOutput) -> ssh::ExecOutput {
+        ssh::ExecOutput { status: out.status, stdout: self.conceal_bytes(out.stdout), stderr: self.conceal_bytes(out.stderr), truncated: out.truncated }
+    }
+
+    fn wit_snapshot(&self, snapshot: capability::file_edit::FileSnapshot) -> file_edit::FileSnapshot {
+        // The hash of a file that holds a password would let a plugin test guesses offline: it
+        // gets the hash of what it was shown (writing such a file is refused anyway).
+        let sha256 = if self.caps.scrubber.holds_secret(&snapshot.content) {
+            hex::encode(sha2::Sha256::digest(self.conceal(&snapshot.content).as_bytes()))
+        } else {
+            snapshot.sha256
+        };
+        file_edit::FileSnapshot { exists: snapshot.exists, content: self.conceal(&snapshot.content), sha256, mode: snapshot.mode }
+    }
+}
+
+fn wit_state(state: capability::service::State) -> service::ServiceState {
+    match state {
+        capability::service::State::Running => service::ServiceState::Running,
+        capability::service::State::Stopped => service::ServiceState::Stopped,
+        capability::service::State::Unknown => service::ServiceState::Unknown,
+    }
+}
+
 impl types::Host for CallCtx {}
 
 impl sql::Host for CallCtx {
@@ -411,7 +475,8 @@ impl sql::Host for CallCtx {
 }
 
 impl CallCtx {
-    fn exec_request(&self, host_name: &str, mut request: ssh::ExecRequest) -> CapResult<ExecRequest> {
+    /// `probe_only`: the command runs only as an approved probe, whatever the phase (`gather`).
+    fn exec_request(&self, host_name: &str, mut request: ssh::ExecRequest, probe_only: bool) -> CapResult<ExecRequest> {
         self.grant(Capability::Ssh, host_name, None)?;
         let argv = request.argv.iter().map(|a| self.reveal(a)).collect::<CapResult<Vec<_>>>()?;
         let raw_stdin = request.stdin.clone();
@@ -422,7 +487,7 @@ impl CallCtx {
             }),
             None => None,
         };
-        if !self.phase.may_change() || (self.approved.is_some() && request.read_only) {
+        if probe_only || !self.phase.may_change() || (self.approved.is_some() && request.read_only) {
             self.probe_allowed(host_name, &request, &argv, stdin.as_deref())?;
         } else {
             let env: Vec<(String, crate::plan::EnvSpec)> = request.env.iter().map(|(name, value)| (name.clone(), value.into())).collect();
@@ -499,18 +564,11 @@ impl CallCtx {
 impl ssh::Host for CallCtx {
     async fn exec(&mut self, host_name: String, request: ssh::ExecRequest) -> Result<ssh::ExecOutput, types::CapabilityError> {
         let started = Instant::now();
-        let prepared = self.exec_request(&host_name, request);
-        let caps = self.caps.clone();
-        let result = match prepared {
-            Ok(exec) => self.reaching(reach::host(&host_name), caps.remote.exec(&host_name, exec)).await,
+        let result = match self.exec_request(&host_name, request, false) {
+            Ok(exec) => self.exec_pending(host_name, exec).await,
             Err(e) => Err(e),
         };
-        let result = result.map(|out| ssh::ExecOutput {
-            status: out.status,
-            stdout: self.conceal_bytes(out.stdout),
-            stderr: self.conceal_bytes(out.stderr),
-            truncated: out.truncated,
-        });
+        let result = result.map(|out| self.wit_output(out));
         self.finish(started, result)
     }
 }
@@ -518,22 +576,11 @@ impl ssh::Host for CallCtx {
 impl file_edit::Host for CallCtx {
     async fn read(&mut self, host_name: String, path: String) -> Result<file_edit::FileSnapshot, types::CapabilityError> {
         let started = Instant::now();
-        let granted = self.grant(Capability::FileEdit, &host_name, Some(&path));
-        let caps = self.caps.clone();
-        let result = match granted {
-            Ok(()) => self.reaching(reach::host(&host_name), capability::file_edit::read(&caps.remote, &host_name, &path, true, &caps.bounds)).await,
+        let result = match self.file_read(host_name, path) {
+            Ok(pending) => pending.await,
             Err(e) => Err(e),
         };
-        let result = result.map(|snapshot| {
-            // The hash of a file that holds a password would let a plugin test guesses offline:
-            // it gets the hash of what it was shown (writing such a file is refused anyway).
-            let sha256 = if caps.scrubber.holds_secret(&snapshot.content) {
-                hex::encode(sha2::Sha256::digest(self.conceal(&snapshot.content).as_bytes()))
-            } else {
-                snapshot.sha256
-            };
-            file_edit::FileSnapshot { exists: snapshot.exists, content: self.conceal(&snapshot.content), sha256, mode: snapshot.mode }
-        });
+        let result = result.map(|snapshot| self.wit_snapshot(snapshot));
         self.finish(started, result)
     }
 
@@ -569,17 +616,11 @@ impl file_edit::Host for CallCtx {
 impl service::Host for CallCtx {
     async fn status(&mut self, host_name: String, name: String) -> Result<service::ServiceState, types::CapabilityError> {
         let started = Instant::now();
-        let granted = self.grant(Capability::Service, &host_name, Some(&name));
-        let caps = self.caps.clone();
-        let result = match granted {
-            Ok(()) => self.reaching(reach::host(&host_name), capability::service::status(&caps.remote, &caps.inventory, &host_name, &name)).await,
+        let result = match self.service_status(host_name, name) {
+            Ok(pending) => pending.await,
             Err(e) => Err(e),
         };
-        let result = result.map(|state| match state {
-            capability::service::State::Running => service::ServiceState::Running,
-            capability::service::State::Stopped => service::ServiceState::Stopped,
-            capability::service::State::Unknown => service::ServiceState::Unknown,
-        });
+        let result = result.map(wit_state);
         self.finish(started, result)
     }
 
@@ -733,5 +774,143 @@ impl CallCtx {
             return Err(unknown());
         }
         Ok(host::TargetInfo { name: name.to_string(), kind: kind.to_string(), attributes })
+    }
+}
+
+/// At most this many asks in one `gather.all`.
+const MAX_GATHERED: usize = 1024;
+
+/// What a gathered ask brought back, before it is made fit for the sandbox.
+enum Gathered {
+    Rows(capability::sql::Rows),
+    Output(capability::exec::ExecOutput),
+    File(capability::file_edit::FileSnapshot),
+    Service(capability::service::State),
+}
+
+impl Gathered {
+    /// Roughly what it costs the host to hold.
+    fn bytes(&self) -> usize {
+        match self {
+            Self::Rows(rows) => rows
+                .rows
+                .iter()
+                .flatten()
+                .map(|v| match v {
+                    capability::sql::Value::Text(t) => t.len() + 8,
+                    _ => 16,
+                })
+                .sum(),
+            Self::Output(out) => out.stdout.len() + out.stderr.len(),
+            Self::File(snapshot) => snapshot.content.len(),
+            Self::Service(_) => 1,
+        }
+    }
+}
+
+impl CallCtx {
+    /// One ask, prepared as its own call would be; the rest of its work is the future.
+    fn gathered(&self, ask: gather::Ask) -> CapResult<Pending<Gathered>> {
+        if self.phase == Phase::Describe {
+            return Err(CapabilityError::Denied(format!("plugin {}: describe() may not use capabilities", self.plugin)));
+        }
+        Ok(match ask {
+            gather::Ask::Query(q) => {
+                let pending = self.query_read(q.database, q.sql, q.params)?;
+                Box::pin(async move { pending.await.map(Gathered::Rows) })
+            }
+            gather::Ask::Exec(e) => {
+                if !e.request.read_only {
+                    let shown = crate::probe::shown(&e.request.argv, None);
+                    return Err(CapabilityError::ReadOnly(format!(
+                        "plugin {}: `{shown}` on host {} was gathered but is not declared read-only; gather runs probes only (run a change as a step's effect)",
+                        self.plugin, e.host
+                    )));
+                }
+                let exec = self.exec_request(&e.host, e.request, true)?;
+                let pending = self.exec_pending(e.host, exec);
+                Box::pin(async move { pending.await.map(Gathered::Output) })
+            }
+            gather::Ask::ReadFile(f) => {
+                let pending = self.file_read(f.host, f.path)?;
+                Box::pin(async move { pending.await.map(Gathered::File) })
+            }
+            gather::Ask::ServiceStatus(s) => {
+                let pending = self.service_status(s.host, s.service)?;
+                Box::pin(async move { pending.await.map(Gathered::Service) })
+            }
+        })
+    }
+
+    fn wit_answer(&self, gathered: Gathered) -> gather::Answer {
+        match gathered {
+            Gathered::Rows(rows) => gather::Answer::Rows(self.wit_rows(rows)),
+            Gathered::Output(out) => gather::Answer::Output(self.wit_output(out)),
+            Gathered::File(snapshot) => gather::Answer::File(self.wit_snapshot(snapshot)),
+            Gathered::Service(state) => gather::Answer::Service(wit_state(state)),
+        }
+    }
+}
+
+/// One gathered ask, run unless the answers so far already passed `budget`; its answer counts
+/// against the budget and is dropped (as `over`) when it takes the total past it.
+async fn held_within(
+    index: usize,
+    pending: CapResult<Pending<Gathered>>,
+    held: Arc<std::sync::atomic::AtomicUsize>,
+    budget: usize,
+    over: CapabilityError,
+) -> (usize, CapResult<Gathered>) {
+    use std::sync::atomic::Ordering::Relaxed;
+    if held.load(Relaxed) > budget {
+        return (index, Err(over));
+    }
+    let result = match pending {
+        Ok(pending) => pending.await,
+        Err(e) => Err(e),
+    };
+    let result = result.and_then(|g| {
+        let bytes = g.bytes();
+        if held.fetch_add(bytes, Relaxed) + bytes > budget { Err(over) } else { Ok(g) }
+    });
+    (index, result)
+}
+
+impl gather::Host for CallCtx {
+    /// Every ask is prepared in order (a refused one fails alone and runs nothing), then the
+    /// prepared ones run at most `parallel` at a time; the time is the host's, not the guest's.
+    async fn all(&mut self, asks: Vec<gather::Ask>) -> Vec<Result<gather::Answer, types::CapabilityError>> {
+        use futures_util::StreamExt;
+        let started = Instant::now();
+        if asks.len() > MAX_GATHERED {
+            let e = CapabilityError::Invalid(format!(
+                "plugin {}: gathered {} asks at once, more than {MAX_GATHERED}; nothing was asked (gather fewer at a time)",
+                self.plugin,
+                asks.len()
+            ));
+            let e = self.to_wit_error(e);
+            return vec![Err(e); asks.len()];
+        }
+        let pending: Vec<CapResult<Pending<Gathered>>> = asks.into_iter().map(|ask| self.gathered(ask)).collect();
+        let at_once = self.caps.inventory.defaults.parallel.max(1);
+        // What the answers hold so far: past the bound an answer is dropped as it arrives, and an
+        // ask not started yet is not started (host memory: the bound, plus what is in flight).
+        let budget = self.caps.bounds.max_result_bytes;
+        let held = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let over = CapabilityError::Failed(format!(
+            "plugin {}: the answers of one gather passed {} MiB; this one was dropped (ask for less at once)",
+            self.plugin,
+            budget >> 20
+        ));
+        let mut runs = Vec::with_capacity(pending.len());
+        for (index, p) in pending.into_iter().enumerate() {
+            runs.push(held_within(index, p, held.clone(), budget, over.clone()));
+        }
+        // Unordered: a slow ask does not keep later ones from starting; sorted back below.
+        let mut done: Vec<(usize, CapResult<Gathered>)> = futures_util::stream::iter(runs).buffer_unordered(at_once).collect().await;
+        done.sort_by_key(|(index, _)| *index);
+        let answers = done.into_iter().map(|(_, result)| result.map(|g| self.wit_answer(g)).map_err(|e| self.to_wit_error(e))).collect();
+        self.host_time += started.elapsed();
+        answers
     }
 }

@@ -185,6 +185,7 @@ impl Sandbox {
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(|e| anyhow::anyhow!("linking WASI: {e}"))?;
         Plugin::add_to_linker::<_, HasSelf<_>>(&mut linker, |ctx| ctx).map_err(|e| anyhow::anyhow!("linking the opsh API: {e}"))?;
+        bindings::v2::gather::add_to_linker::<_, HasSelf<_>>(&mut linker, |ctx| ctx).map_err(|e| anyhow::anyhow!("linking opsh:plugin/gather: {e}"))?;
         let weak = engine.weak();
         std::thread::Builder::new()
             .name("opsh-epoch".into())
@@ -216,7 +217,7 @@ impl Sandbox {
             Ok(v2) => Pre::V2(v2),
             Err(e2) => Pre::V1(
                 PluginPre::new(pre)
-                    .map_err(|e1| anyhow::anyhow!("{where_} exports neither opsh:plugin/runbook@0.2.0 ({e2}) nor opsh:plugin/runbook@0.1.0 ({e1})"))?,
+                    .map_err(|e1| anyhow::anyhow!("{where_} exports neither opsh:plugin/runbook@0.2 ({e2}) nor opsh:plugin/runbook@0.1.0 ({e1})"))?,
             ),
         };
         let cached = self.cache_dir.join(format!("{sha256}-{}.describe.json", env!("CARGO_PKG_VERSION")));
@@ -385,7 +386,7 @@ impl Sandbox {
         let mut call = self.instance(plugin, Phase::Describe, caps, events, "en").await?;
         let result = match &call.instance {
             Instance::V1(i) => i.opsh_plugin0_1_0_runbook().call_describe(&mut call.store).await,
-            Instance::V2(i) => i.opsh_plugin0_2_0_runbook().call_describe(&mut call.store).await.and_then(|info| same_shape(&info)),
+            Instance::V2(i) => i.opsh_plugin0_2_1_runbook().call_describe(&mut call.store).await.and_then(|info| same_shape(&info)),
         };
         result.map_err(|e| self.crash(&call, e))
     }
@@ -402,7 +403,7 @@ impl Sandbox {
         reach_ahead(&mut call, plugin, caps).await;
         let result = match &call.instance {
             Instance::V1(i) => i.opsh_plugin0_1_0_runbook().call_read(&mut call.store, invocation).await,
-            Instance::V2(i) => from_v2(i.opsh_plugin0_2_0_runbook().call_read(&mut call.store, &v2_call(invocation)).await),
+            Instance::V2(i) => from_v2(i.opsh_plugin0_2_1_runbook().call_read(&mut call.store, &v2_call(invocation)).await),
         };
         let tables = within(&call, flatten(result.map_err(|e| self.crash(&call, e))), |t| size::tables(t))?;
         Ok(Reading { tables, none_answered: call.store.data().outages.none_answered() })
@@ -422,7 +423,7 @@ impl Sandbox {
         reach_ahead(&mut call, plugin, caps).await;
         let result = match &call.instance {
             Instance::V1(i) => i.opsh_plugin0_1_0_runbook().call_plan(&mut call.store, invocation).await.map(|r| r.map(|p| Plan::from(&p))),
-            Instance::V2(i) => from_v2(i.opsh_plugin0_2_0_runbook().call_plan(&mut call.store, &v2_call(invocation)).await.map(|r| r.map(|p| Plan::from(&p)))),
+            Instance::V2(i) => from_v2(i.opsh_plugin0_2_1_runbook().call_plan(&mut call.store, &v2_call(invocation)).await.map(|r| r.map(|p| Plan::from(&p)))),
         };
         within(&call, flatten(result.map_err(|e| self.crash(&call, e))), size::plan)
     }
@@ -442,7 +443,7 @@ impl Sandbox {
         }
         let result = match &call.instance {
             Instance::V1(i) => i.opsh_plugin0_1_0_runbook().call_apply(&mut call.store, invocation, &step.into()).await,
-            Instance::V2(i) => from_v2(i.opsh_plugin0_2_0_runbook().call_apply(&mut call.store, &v2_call(invocation), &step.into()).await),
+            Instance::V2(i) => from_v2(i.opsh_plugin0_2_1_runbook().call_apply(&mut call.store, &v2_call(invocation), &step.into()).await),
         };
         within(&call, flatten(result.map_err(|e| self.crash(&call, e))), size::note)
     }
@@ -459,7 +460,7 @@ impl Sandbox {
         let mut call = self.instance(plugin, Phase::Verify, caps, events, locale).await.map_err(CallError::Crash)?;
         let result = match &call.instance {
             Instance::V1(i) => i.opsh_plugin0_1_0_runbook().call_check(&mut call.store, invocation, &step.into()).await,
-            Instance::V2(i) => from_v2(i.opsh_plugin0_2_0_runbook().call_check(&mut call.store, &v2_call(invocation), &step.into()).await),
+            Instance::V2(i) => from_v2(i.opsh_plugin0_2_1_runbook().call_check(&mut call.store, &v2_call(invocation), &step.into()).await),
         };
         within(&call, flatten(result.map_err(|e| self.crash(&call, e))), |c| size::note(&c.detail))
     }
@@ -476,7 +477,7 @@ impl Sandbox {
         reach_ahead(&mut call, plugin, caps).await;
         let result = match &call.instance {
             Instance::V1(i) => i.opsh_plugin0_1_0_runbook().call_verify(&mut call.store, invocation).await,
-            Instance::V2(i) => from_v2(i.opsh_plugin0_2_0_runbook().call_verify(&mut call.store, &v2_call(invocation)).await),
+            Instance::V2(i) => from_v2(i.opsh_plugin0_2_1_runbook().call_verify(&mut call.store, &v2_call(invocation)).await),
         };
         within(&call, flatten(result.map_err(|e| self.crash(&call, e))), |t| size::tables(t))
     }

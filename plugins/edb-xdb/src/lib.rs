@@ -10,6 +10,7 @@
 
 mod system;
 
+use opsh_plugin_sdk::ahead;
 use opsh_plugin_sdk::invariants::{Invariants, Seen};
 use opsh_plugin_sdk::requirements::{self, Privilege, Requirements};
 use opsh_plugin_sdk::{
@@ -103,7 +104,7 @@ impl Guest for Xdb {
         }
         let system = System::load(Args(&call).get("topology"))?;
         match call.command.as_str() {
-            "status" => status(&system),
+            "status" => ahead::settled(|| status(&system)),
             other => Err(CommandError::Usage(format!("xdb has no read command {other}"))),
         }
     }

@@ -104,20 +104,23 @@ impl System {
     }
 }
 
+/// (Each read is asked before any failure is looked at: in `ahead` rounds they are gathered
+/// together.)
 pub fn live(node: &Node) -> Result<Live, CommandError> {
     let schemas = sql::query(
         &node.db,
         "SELECT coalesce(string_agg(nspname, ',' ORDER BY nspname), '') AS s FROM pg_namespace WHERE nspname IN ('_edb_replicator_pub', '_edb_replicator_sub', '_edb_scheduler')",
         &[],
-    )?;
-    let triggers = triggers(&node.db)?;
+    );
+    let triggers = triggers(&node.db);
     let facts = sql::query(
         &node.db,
         "SELECT current_setting('wal_level') AS wal_level, \
          (current_setting('max_replication_slots')::int - (SELECT count(*) FROM pg_replication_slots))::bigint AS free_slots, \
          (SELECT coalesce(string_agg(slot_name || '=' || coalesce(plugin, ''), ',' ORDER BY slot_name), '') FROM pg_replication_slots WHERE slot_type = 'logical') AS slots",
         &[],
-    )?;
+    );
+    let (schemas, triggers, facts) = (schemas?, triggers?, facts?);
     Ok(Live {
         schemas: schemas.first_text("s").unwrap_or_default().split(',').filter(|s| !s.is_empty()).map(str::to_string).collect(),
         triggers,
@@ -184,31 +187,38 @@ pub fn shadow_rows(db: &str) -> Result<i64, CommandError> {
         "SELECT format('%I.%I', n.nspname, c.relname) AS t FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = '_edb_replicator_pub' AND c.relname LIKE 'rrst\\_%' AND c.relkind = 'r' ORDER BY 1",
         &[],
     )?;
+    let counts: Vec<(String, _)> = tables
+        .rows
+        .iter()
+        .map(|row| {
+            let table = row.first().map(opsh_plugin_sdk::display).unwrap_or_default();
+            let count = sql::query(db, &format!("SELECT count(*)::bigint AS n FROM {table}"), &[]);
+            (table, count)
+        })
+        .collect();
     let mut total = 0;
-    for row in &tables.rows {
-        let table = row.first().map(opsh_plugin_sdk::display).unwrap_or_default();
-        let count = sql::query(db, &format!("SELECT count(*)::bigint AS n FROM {table}"), &[])?;
-        total += count.first_int("n").ok_or_else(|| CommandError::Failed(format!("{db}: the rows of {table} cannot be counted")))?;
+    for (table, count) in counts {
+        total += count?.first_int("n").ok_or_else(|| CommandError::Failed(format!("{db}: the rows of {table} cannot be counted")))?;
     }
     Ok(total)
 }
 
 /// One line per table that changes whenever any of its rows does (an md5 of the rows in order).
 fn digests(db: &str, tables: &[String]) -> Result<Vec<(String, String)>, opsh_plugin_sdk::CapabilityError> {
-    let mut out = Vec::new();
-    for table in tables {
-        let rows =
-            sql::query(db, &format!("SELECT coalesce(md5(string_agg(t::text, ',' ORDER BY t::text)), '-') || ' ' || count(*) AS d FROM {table} t"), &[])?;
-        out.push((table.clone(), rows.first_text("d").unwrap_or_default()));
-    }
-    Ok(out)
+    let asked: Vec<_> = tables
+        .iter()
+        .map(|table| {
+            sql::query(db, &format!("SELECT coalesce(md5(string_agg(t::text, ',' ORDER BY t::text)), '-') || ' ' || count(*) AS d FROM {table} t"), &[])
+        })
+        .collect();
+    tables.iter().zip(asked).map(|(table, rows)| Ok((table.clone(), rows?.first_text("d").unwrap_or_default()))).collect()
 }
 
 /// The published tables whose rows differ between the publication and the subscription
 /// database (what xDB's switchover procedure asks to confirm before the first snapshot).
 pub fn differing_tables(publication: &str, subscription: &str, tables: &[String]) -> Result<Vec<String>, opsh_plugin_sdk::CapabilityError> {
-    let a = digests(publication, tables)?;
-    let b = digests(subscription, tables)?;
+    let (a, b) = (digests(publication, tables), digests(subscription, tables));
+    let (a, b) = (a?, b?);
     Ok(a.iter().zip(&b).filter(|(x, y)| x.1 != y.1).map(|(x, _)| x.0.clone()).collect())
 }
 

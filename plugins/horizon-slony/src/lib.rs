@@ -19,6 +19,7 @@ mod slony;
 mod steps;
 
 use appliances::Horizon;
+use opsh_plugin_sdk::ahead;
 use opsh_plugin_sdk::requirements::{self, Privilege, Requirements};
 use opsh_plugin_sdk::{
     Args, ChangePlan, CheckResult, CommandError, CommandKind, CommandResult, Completion, Guest, Invocation, PluginInfo, Step, Table, Text, command, text,
@@ -148,7 +149,7 @@ impl Guest for HorizonPlugin {
 
     fn read(call: Invocation) -> CommandResult<Vec<Table>> {
         match call.command.as_str() {
-            "status" => plans::status(&Horizon::load()?),
+            "status" => ahead::settled(|| plans::status(&Horizon::load()?)),
             requirements::COMMAND => Ok(vec![needs(&Horizon::load()?)]),
             other => Err(CommandError::Usage(format!("horizon has no read command {other}"))),
         }

@@ -25,6 +25,7 @@ mod decide;
 
 use cluster::{Cluster, GtmMember, GtmRole, Live, Member};
 use decide::Refusal;
+use opsh_plugin_sdk::ahead;
 use opsh_plugin_sdk::invariants::{Invariants, Seen, one_writable_master};
 use opsh_plugin_sdk::pg::{self, Conninfo, Lsn};
 use opsh_plugin_sdk::requirements::{self, Privilege, Requirements};
@@ -113,22 +114,25 @@ impl Guest for Otb {
 
     fn read(call: Invocation) -> CommandResult<Vec<Table>> {
         match call.command.as_str() {
-            "status" => status(&Cluster::load()?),
+            "status" => ahead::settled(|| status(&Cluster::load()?)),
             requirements::COMMAND => Ok(vec![needs(&Cluster::described()?)]),
             other => Err(CommandError::Usage(format!("otb has no read command {other}"))),
         }
     }
 
+    /// The pre-checks of a failover read every member: gathered level by level (`ahead`).
     fn plan(call: Invocation) -> CommandResult<ChangePlan> {
         let args = Args(&call);
-        let cluster = Cluster::load()?;
-        match call.command.as_str() {
-            "promote" if args.required("node")? == "gtm" => plan_promote_gtm(&cluster, args.flag("force"), args.get("to")),
-            "promote" => plan_promote(&cluster, args.required("node")?, args.flag("force"), args.get("to")),
-            "rebuild" => plan_rebuild(&cluster, args.required("node")?, args.get("member")),
-            "reconcile" => plan_reconcile(&cluster),
-            other => Err(CommandError::Usage(format!("otb has no command {other}"))),
-        }
+        ahead::settled(|| {
+            let cluster = Cluster::load()?;
+            match call.command.as_str() {
+                "promote" if args.required("node")? == "gtm" => plan_promote_gtm(&cluster, args.flag("force"), args.get("to")),
+                "promote" => plan_promote(&cluster, args.required("node")?, args.flag("force"), args.get("to")),
+                "rebuild" => plan_rebuild(&cluster, args.required("node")?, args.get("member")),
+                "reconcile" => plan_reconcile(&cluster),
+                other => Err(CommandError::Usage(format!("otb has no command {other}"))),
+            }
+        })
     }
 
     /// Every step is declared: the host performs it.

@@ -9,6 +9,7 @@
 //! (and waits, asking `check`, until the reloaded value is in effect); the plugin applies nothing.
 #![cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
 
+use opsh_plugin_sdk::ahead;
 use opsh_plugin_sdk::requirements::{self, Privilege, Requirements};
 use opsh_plugin_sdk::{
     Args, ChangePlan, CheckResult, CheckState, CommandError, CommandKind, CommandResult, Completion, Guest, Invocation, PluginInfo, RowsExt, Step, Table, bad,
@@ -52,7 +53,7 @@ impl Guest for Pg {
 
     fn read(call: Invocation) -> CommandResult<Vec<Table>> {
         match call.command.as_str() {
-            "status" => Ok(vec![status()?]),
+            "status" => ahead::settled(|| Ok(vec![status()?])),
             requirements::COMMAND => Ok(vec![needs()]),
             other => Err(CommandError::Usage(format!("pg has no read command {other}"))),
         }

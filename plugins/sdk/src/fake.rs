@@ -33,6 +33,36 @@ pub struct World {
 
 thread_local! {
     static WORLD: RefCell<Option<Rc<World>>> = const { RefCell::new(None) };
+    static GATHERING: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+thread_local! {
+    static LOGGED: RefCell<Vec<String>> = const { RefCell::new(Vec::new()) };
+}
+
+pub(crate) fn record_log(_level: crate::wit::host::LogLevel, message: &str) {
+    LOGGED.with(|l| l.borrow_mut().push(message.to_string()));
+}
+
+/// The log lines the plugin showed on this thread so far.
+pub fn logged() -> Vec<String> {
+    LOGGED.with(|l| l.borrow().clone())
+}
+
+/// While it lives, what the plugin asks is recorded as `gather …` (asked ahead, see `ahead`).
+pub(crate) struct Gathering(());
+
+impl Gathering {
+    pub(crate) fn start() -> Self {
+        GATHERING.with(|g| g.set(true));
+        Self(())
+    }
+}
+
+impl Drop for Gathering {
+    fn drop(&mut self) {
+        GATHERING.with(|g| g.set(false));
+    }
 }
 
 impl World {
@@ -87,6 +117,7 @@ impl World {
     pub fn run<T>(self, f: impl FnOnce() -> T) -> (T, Vec<String>) {
         let world = Rc::new(self);
         WORLD.with(|w| *w.borrow_mut() = Some(world.clone()));
+        LOGGED.with(|l| l.borrow_mut().clear());
         let out = f();
         WORLD.with(|w| *w.borrow_mut() = None);
         let asked = world.asked.borrow().clone();
@@ -102,7 +133,8 @@ impl World {
 fn with<T>(request: String, answer: impl FnOnce(&World) -> Result<T, CapabilityError>) -> Result<T, CapabilityError> {
     WORLD.with(|w| match w.borrow().as_ref() {
         Some(world) => {
-            world.asked.borrow_mut().push(request.clone());
+            let shown = if GATHERING.with(|g| g.get()) { format!("gather {request}") } else { request.clone() };
+            world.asked.borrow_mut().push(shown);
             answer(world)
         }
         None => Err(CapabilityError::Failed(format!("{request}: no fake World is installed (call it inside World::run)"))),
@@ -129,7 +161,10 @@ pub mod sql {
     use super::{unanswered, with};
     use crate::CapabilityError;
 
-    pub fn query(database: &str, sql: &str, _params: &[Value]) -> Result<Rows, CapabilityError> {
+    pub fn query(database: &str, sql: &str, params: &[Value]) -> Result<Rows, CapabilityError> {
+        if let Some(answer) = crate::ahead::rows(database, sql, params) {
+            return answer;
+        }
         let request = format!("sql {database}: {sql}");
         with(request.clone(), |w| {
             w.sql
@@ -156,6 +191,9 @@ pub mod ssh {
     use crate::CapabilityError;
 
     pub fn exec(host: &str, request: &ExecRequest) -> Result<ExecOutput, CapabilityError> {
+        if let Some(answer) = crate::ahead::output(host, request) {
+            return answer;
+        }
         let line = request.argv.join(" ");
         let shown = format!("exec {host}: {line}");
         with(shown.clone(), |w| {
@@ -172,6 +210,9 @@ pub mod file_edit {
 
     /// A file the World does not hold does not exist.
     pub fn read(host: &str, path: &str) -> Result<FileSnapshot, CapabilityError> {
+        if let Some(answer) = crate::ahead::file(host, path) {
+            return answer;
+        }
         with(format!("read {host}:{path}"), |w| {
             let content = w.files.iter().find(|(h, p, _)| h == host && p == path).map(|(_, _, c)| c.clone());
             Ok(FileSnapshot {
@@ -201,6 +242,9 @@ pub mod service {
     use crate::CapabilityError;
 
     pub fn status(host: &str, service: &str) -> Result<ServiceState, CapabilityError> {
+        if let Some(answer) = crate::ahead::service_state(host, service) {
+            return answer;
+        }
         let request = format!("service {host}: status {service}");
         with(request.clone(), |w| w.services.iter().find(|(h, s, _)| h == host && s == service).map(|(_, _, st)| *st).ok_or_else(|| unanswered(&request)))
     }
@@ -216,7 +260,14 @@ pub mod host {
     use super::with;
     use crate::CapabilityError;
 
-    pub fn log(_level: LogLevel, _message: &str) {}
+    /// Recorded for [`super::logged`]; held while the plugin runs in rounds (`ahead`).
+    pub fn log(level: LogLevel, message: &str) {
+        if crate::ahead::holding() {
+            crate::ahead::hold(level, message);
+        } else {
+            super::record_log(level, message);
+        }
+    }
 
     pub fn progress(_message: &str, _fraction: Option<f32>) {}
 
@@ -224,7 +275,10 @@ pub mod host {
         "en".into()
     }
 
-    pub fn sleep(_ms: u32) {}
+    /// No time passes in a test; a sleep inside rounds still counts as waiting (`ahead`).
+    pub fn sleep(_ms: u32) {
+        let _ = crate::ahead::waits();
+    }
 
     pub fn lookup(name: &str) -> Result<TargetInfo, CapabilityError> {
         with(format!("lookup {name}"), |w| {

@@ -1,5 +1,5 @@
-//! The guest-side SDK every opsh plugin uses: the `opsh:plugin` bindings (0.2.0 with the `wit-0-2`
-//! feature, else 0.1.0), builders for commands, steps and their effects, tables, argument access,
+//! The guest-side SDK every opsh plugin uses: the `opsh:plugin` bindings (0.2.1 with the `wit-0-2`
+//! feature, else 0.1.0), reads asked at once ([`ahead`]), builders for commands, steps and their effects, tables, argument access,
 //! and conversions so a runbook reads like the procedure it automates. Natively (`cargo test`)
 //! the capabilities answer from a scripted [`fake::World`], so plans are unit-tested:
 //!
@@ -25,7 +25,7 @@ wit_bindgen::generate!({
 #[cfg(feature = "wit-0-2")]
 wit_bindgen::generate!({
     path: "../../wit",
-    world: "opsh:plugin/plugin@0.2.0",
+    world: "opsh:plugin/plugin@0.2.1",
     generate_all,
     pub_export_macro: true,
     export_macro_name: "export",
@@ -47,9 +47,69 @@ mod wit {
     #[cfg(not(feature = "wit-0-2"))]
     pub use crate::{exports::opsh::plugin::runbook, opsh::plugin::*};
     #[cfg(feature = "wit-0-2")]
-    pub use crate::{exports::opsh::plugin0_2_0::runbook, opsh::plugin0_1_0::*};
+    pub use crate::{exports::opsh::plugin0_2_1::runbook, opsh::plugin0_1_0::*, opsh::plugin0_2_1::gather};
 }
 
+/// In wasm the capabilities are the host's imports, except that a read asked ahead
+/// ([`ahead::settled`]) takes its answer from the gather.
+#[cfg(target_arch = "wasm32")]
+mod imports {
+    pub mod sql {
+        pub use crate::wit::sql::*;
+
+        pub fn query(database: &str, sql: &str, params: &[Value]) -> Result<Rows, crate::CapabilityError> {
+            crate::ahead::rows(database, sql, params).unwrap_or_else(|| crate::wit::sql::query(database, sql, params))
+        }
+    }
+
+    pub mod ssh {
+        pub use crate::wit::ssh::*;
+
+        pub fn exec(host: &str, request: &ExecRequest) -> Result<ExecOutput, crate::CapabilityError> {
+            crate::ahead::output(host, request).unwrap_or_else(|| crate::wit::ssh::exec(host, request))
+        }
+    }
+
+    pub mod file_edit {
+        pub use crate::wit::file_edit::*;
+
+        pub fn read(host: &str, path: &str) -> Result<FileSnapshot, crate::CapabilityError> {
+            crate::ahead::file(host, path).unwrap_or_else(|| crate::wit::file_edit::read(host, path))
+        }
+    }
+
+    pub mod service {
+        pub use crate::wit::service::*;
+
+        pub fn status(host: &str, service: &str) -> Result<ServiceState, crate::CapabilityError> {
+            crate::ahead::service_state(host, service).unwrap_or_else(|| crate::wit::service::status(host, service))
+        }
+    }
+
+    /// While a plugin runs in rounds, a round's log lines wait to be known as the last one's,
+    /// progress is not shown, and a sleep does not wait.
+    pub mod host {
+        pub use crate::wit::host::*;
+
+        pub fn log(level: LogLevel, message: &str) {
+            if crate::ahead::holding() { crate::ahead::hold(level, message) } else { crate::wit::host::log(level, message) }
+        }
+
+        pub fn progress(message: &str, fraction: Option<f32>) {
+            if !crate::ahead::holding() {
+                crate::wit::host::progress(message, fraction);
+            }
+        }
+
+        pub fn sleep(ms: u32) {
+            if !crate::ahead::waits() {
+                crate::wit::host::sleep(ms);
+            }
+        }
+    }
+}
+
+pub mod ahead;
 pub mod args;
 pub mod build;
 pub mod data;
@@ -71,6 +131,8 @@ pub mod wait;
 /// [`fake::World`].
 #[cfg(not(target_arch = "wasm32"))]
 pub use fake::{file_edit, host, service, sql, ssh};
+#[cfg(target_arch = "wasm32")]
+pub use imports::{file_edit, host, service, sql, ssh};
 #[cfg(feature = "wit-0-2")]
 pub use wit::runbook::WaitEffect;
 pub use wit::runbook::{
@@ -78,8 +140,6 @@ pub use wit::runbook::{
     FileEffect, Guest, Invocation, PluginInfo, ServiceEffect, SqlEffect, Step, Table,
 };
 pub use wit::types::{CapabilityError, Text};
-#[cfg(target_arch = "wasm32")]
-pub use wit::{file_edit, host, service, sql, ssh};
 
 pub use args::Args;
 pub use build::{bad, capabilities, command, good, plain, refused, step, table, text, titled, warn};

@@ -11,6 +11,7 @@
 mod cluster;
 
 use cluster::{Deployment, Install, field, overview, replicator_state, trepctl_status, tungsten_name};
+use opsh_plugin_sdk::ahead;
 use opsh_plugin_sdk::invariants::{Invariants, Seen};
 use opsh_plugin_sdk::requirements::{self, Requirements};
 use opsh_plugin_sdk::{
@@ -77,7 +78,7 @@ impl Guest for Tungsten {
 
     fn read(call: Invocation) -> CommandResult<Vec<Table>> {
         match call.command.as_str() {
-            "status" => status(&Deployment::load()?),
+            "status" => ahead::settled(|| status(&Deployment::load()?)),
             requirements::COMMAND => needs(&Deployment::load()?).map(|t| vec![t]),
             other => Err(CommandError::Usage(format!("tungsten has no read command {other}"))),
         }
