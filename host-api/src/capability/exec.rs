@@ -346,7 +346,8 @@ if [ "$(wc -c < "$t")" -ne "$n" ]; then echo "opsh: the command's input arrived 
 /// the home is not writable) and leaves its exit status there; a later attempt under the same
 /// name waits while the first still runs, then replays its exit status and output instead of
 /// running the command again. One whose first attempt died unfinished (no exit status) runs
-/// again. The command's output goes to the marker first, so an opsh that went away cannot
+/// again, and so does one whose input arrived incomplete (the input guard ran nothing: exit 125
+/// with its `…; it was not run` line). The command's output goes to the marker first, so an opsh that went away cannot
 /// kill it with SIGPIPE, and stays there only when it could not be delivered. Markers older
 /// than 30 days go.
 const ONCE: &str = r#"name=$1; shift
@@ -377,6 +378,13 @@ if command -v setsid >/dev/null 2>&1; then setsid "$@" <&3 3<&- > "$m/out" 2> "$
 echo $! > "$m/group"
 wait $!
 rc=$?
+# The input guard (or a marker it could not make) ran nothing: not an attempt, the next one runs it.
+if [ "$rc" = 125 ] && tail -n 1 "$m/err" 2>/dev/null | grep -q '^opsh: .*; it was not run$'; then
+  trap '' PIPE
+  cat "$m/err" >&2
+  rm -rf "$m"
+  exit 125
+fi
 echo "$rc" > "$m/rc.new" && mv "$m/rc.new" "$m/rc"
 trap '' PIPE
 if cat "$m/out" && cat "$m/err" >&2; then rm -f "$m/out" "$m/err"; fi
@@ -586,6 +594,39 @@ mod tests {
         assert_eq!(cut.status.code(), Some(125), "{cut:?}");
         assert!(String::from_utf8_lossy(&cut.stderr).contains("arrived incomplete; it was not run"), "{cut:?}");
         assert!(!out.exists(), "the command did not run on half its input");
+    }
+
+    /// A named command whose input was cut short (the lab's `cut` during a slonik step) ran
+    /// nothing, so the next attempt under the same name runs it instead of replaying exit 125.
+    #[test]
+    fn a_named_command_whose_input_arrived_incomplete_runs_on_the_next_attempt() {
+        let home = tempfile::tempdir().expect("home");
+        let out = home.path().join("got");
+        let mut request = ExecRequest::new(vec!["sh".into(), "-c".into(), "cat > \"$0\"".into(), out.display().to_string()]);
+        request.once = Some("r1.s9.e0.a1".into());
+        request.stdin = Some(b"script line 1\nscript line 2\n".to_vec());
+        let (argv, stdin) = wrap_command(&request, Become::None).expect("wrap");
+        let run = |input: &[u8]| {
+            use std::io::Write;
+            let mut child = std::process::Command::new(&argv[0])
+                .args(&argv[1..])
+                .env("HOME", home.path())
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("sh");
+            child.stdin.take().expect("stdin").write_all(input).expect("write");
+            child.wait_with_output().expect("wait")
+        };
+        let cut = run(&stdin[..7]);
+        assert_eq!(cut.status.code(), Some(125), "{cut:?}");
+        assert!(String::from_utf8_lossy(&cut.stderr).contains("arrived incomplete; it was not run"), "{cut:?}");
+        assert!(!out.exists(), "nothing ran on half the input");
+        let again = run(&stdin);
+        assert!(again.status.success(), "the next attempt ran it: {again:?}");
+        assert!(!String::from_utf8_lossy(&again.stderr).contains("not run again"), "{again:?}");
+        assert_eq!(std::fs::read(&out).expect("written"), b"script line 1\nscript line 2\n");
     }
 
     /// The run-once wrapper, run here as the host would on a remote one, with a stand-in command
