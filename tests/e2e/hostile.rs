@@ -210,7 +210,16 @@ fn planning_cannot_change_the_database_whatever_sql_the_plugin_sends() {
 fn side_effect_functions_are_refused_however_they_are_spelt() {
     let world = World::new();
     world.install_hostile("hostile.wasm", None, GRANTS);
-    for attack in ["quoted-terminate", "comment-terminate", "values-terminate"] {
+    // The attack, and the call it is refused for: the side-effect function itself, or the
+    // function that would run SQL text given to it (whatever that text holds, or builds).
+    for (attack, refused) in [
+        ("quoted-terminate", "pg_terminate_backend"),
+        ("comment-terminate", "pg_terminate_backend"),
+        ("values-terminate", "pg_terminate_backend"),
+        ("xml-terminate", "query_to_xml"),
+        ("ts-stat-terminate", "ts_stat"),
+        ("built-terminate", "query_to_xml_and_xmlschema"),
+    ] {
         let victim = format!("opsh-victim-{attack}");
         std::thread::scope(|scope| {
             let session = scope.spawn(|| {
@@ -221,7 +230,7 @@ fn side_effect_functions_are_refused_however_they_are_spelt() {
             });
             let run = world.opsh(&["hostile", "plan-sql", "alpha-app", attack, &victim, "--dry-run"]);
             assert_eq!(run.code, 1, "{attack}: {run:?}");
-            assert!(run.stderr.contains("pg_terminate_backend() changes the server"), "{attack}: {run:?}");
+            assert!(run.stderr.contains(&format!("{refused}() changes the server")), "{attack}: {run:?}");
             // The victim still runs after the plan (it is then ended by the test, not by time).
             let alive = world.sql("alpha", "app", &format!("SELECT count(*) FROM pg_stat_activity WHERE application_name = '{victim}'")).trim() == "1";
             world.sql("alpha", "app", &format!("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = '{victim}'"));
@@ -229,6 +238,37 @@ fn side_effect_functions_are_refused_however_they_are_spelt() {
             assert!(alive, "{attack}: the victim session survived the plan");
         });
     }
+}
+
+/// A reading session keeps the statements it prepared; a view the apply redefines in between
+/// is read afresh by the verification: with a new column type its new rows come back (nothing
+/// stale), and a side effect put into it is refused before it runs.
+#[test]
+fn a_view_redefined_by_the_apply_is_screened_again_when_verifying() {
+    let world = World::new();
+    world.install_hostile("hostile.wasm", None, GRANTS);
+    world.sql("alpha", "app", "CREATE VIEW public.opsh_swapped AS SELECT 1::int AS x");
+    let run = world.opsh(&["--output", "json", "hostile", "swap-view", "alpha-app", "retyped", "-", "--yes"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(run.stdout.contains(r#""x":"two""#), "the verification read the view as it is now: {run:?}");
+
+    let victim = "opsh-victim-swapped";
+    std::thread::scope(|scope| {
+        let session = scope.spawn(|| {
+            world.lab.psql_as_admin(world.lab.cluster("alpha").expect("alpha"), "app", &format!("SET application_name = '{victim}'; SELECT pg_sleep(120)"))
+        });
+        crate::support::wait_for(10, "the victim session", || {
+            (world.sql("alpha", "app", &format!("SELECT count(*) FROM pg_stat_activity WHERE application_name = '{victim}'")).trim() == "1").then_some(())
+        });
+        world.sql("alpha", "app", "DROP VIEW public.opsh_swapped; CREATE VIEW public.opsh_swapped AS SELECT 1::int AS x");
+        let run = world.opsh(&["hostile", "swap-view", "alpha-app", "terminate", victim, "--yes"]);
+        let alive = world.sql("alpha", "app", &format!("SELECT count(*) FROM pg_stat_activity WHERE application_name = '{victim}'")).trim() == "1";
+        world.sql("alpha", "app", &format!("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = '{victim}'"));
+        let _ = session.join();
+        assert!(alive, "the victim session survived the verification: {run:?}");
+        assert!(run.stderr.contains("pg_terminate_backend() changes the server"), "{run:?}");
+        assert_eq!(run.code, 3, "the view was changed, then verifying failed: {run:?}");
+    });
 }
 
 /// One plugin's session is not another's: a temp view left by one cannot change what the

@@ -25,7 +25,17 @@
 //!    otherwise the connection is dropped and the call refused.
 //!
 //! What remains: a function that wraps a side effect in its own body (PL/pgSQL, C) is not seen
-//! by step 4 — a superuser login can run it. Give such databases a `plan-user`.
+//! by step 4 — a superuser login can run it. Give such databases a `plan-user`. Functions that
+//! run SQL text handed to them (`query_to_xml`, `ts_stat`, …) are refused outright: what the
+//! text holds, or builds at run time, no check of the statement can see.
+//!
+//! **Round trips** of a reading call: the session keeps what it prepared (the guard, each
+//! statement and its `EXPLAIN`; up to 256 texts), and sends what does not depend on an answer
+//! together — `BEGIN READ ONLY`, the guard and the `EXPLAIN`; then the statement, the guard and
+//! `ROLLBACK`. A query asked before costs two round trips, as a client asking by text does; one
+//! new to the session first has its texts parsed inside the transaction, begun in the same round.
+//! Only the answers decide: the statement is sent after its `EXPLAIN` was read and screened. A
+//! kept statement whose table another session changed is prepared again, once (nothing ran).
 
 use std::collections::HashMap;
 use std::error::Error as StdError;
@@ -104,12 +114,45 @@ const SIDE_EFFECT_FUNCTIONS: &[&str] = &[
     "pgxc_pool_reload",
     "lo_import",
     "lo_export",
+    "pg_logical_emit_message",
+    "pg_logical_slot_get_changes",
+    "pg_logical_slot_get_binary_changes",
+    "pg_log_standby_snapshot",
+    "pg_sync_replication_slots",
+    "pg_stat_statements_reset",
+    "pg_truncate_visibility_map",
+    "brin_summarize_new_values",
+    "brin_summarize_range",
+    "brin_desummarize_range",
+    "gin_clean_pending_list",
+    "pg_restore_relation_stats",
+    "pg_restore_attribute_stats",
+    "pg_clear_relation_stats",
+    "pg_clear_attribute_stats",
+    // They run SQL text given to them (through SPI, when the call runs): what that text holds,
+    // or builds, is seen neither in the statement nor in its plan. `table_to_xml` and its
+    // kin read a table or view by name — a view's own calls, hidden the same way.
+    "ts_stat",
+    "ts_rewrite",
 ];
 
 /// Families of such functions, by prefix: `dblink` runs SQL on another connection, adminpack's
 /// `pg_file_*` writes server files, `lo_*` writes large objects, `pg_stat_reset*` clears
-/// statistics, replication origins move.
-const SIDE_EFFECT_PREFIXES: &[&str] = &["dblink", "pg_file_", "lo_", "pg_stat_reset", "pg_replication_origin_"];
+/// statistics, replication origins move, pg_prewarm starts a worker; `query_to_xml*` and its
+/// kin run SQL text (or read a view) when called, out of sight of any check.
+const SIDE_EFFECT_PREFIXES: &[&str] = &[
+    "dblink",
+    "pg_file_",
+    "lo_",
+    "pg_stat_reset",
+    "pg_replication_origin_",
+    "autoprewarm_",
+    "query_to_xml",
+    "cursor_to_xml",
+    "table_to_xml",
+    "schema_to_xml",
+    "database_to_xml",
+];
 
 /// Which plugin's session, and whether it is a reading phase's (read-only) one.
 #[derive(Debug, Clone, Copy)]
@@ -118,7 +161,83 @@ pub struct Session<'a> {
     pub read_only: bool,
 }
 
-type Slot = Arc<Mutex<Option<Client>>>;
+/// A session's connection, and (reading sessions only) the statements it has prepared: a
+/// runbook asks the same few queries again and again, and a prepared one is one round trip.
+struct Conn {
+    client: Client,
+    prepared: HashMap<String, tokio_postgres::Statement>,
+}
+
+/// Statements one reading session keeps prepared; past it, the oldest set is forgotten.
+const PREPARED_PER_SESSION: usize = 256;
+
+impl Conn {
+    fn new(client: Client) -> Self {
+        Self { client, prepared: HashMap::new() }
+    }
+
+    /// Whether every one of `texts` is prepared in this session already.
+    fn has_prepared(&self, texts: &[&str]) -> bool {
+        texts.iter().all(|t| self.prepared.contains_key(*t))
+    }
+
+    /// Prepare, in one round trip, those of `texts` this session has not prepared yet (after
+    /// `BEGIN TRANSACTION READ ONLY`, sent first in the same round, when `begin`: the server
+    /// parses them inside the reading transaction), in the order given. The statements in
+    /// order, or the first text the server would not parse (its index in `texts`, and why; a
+    /// failed BEGIN is index 0's).
+    async fn prepare_all(&mut self, texts: &[&str], begin: bool) -> Result<Vec<tokio_postgres::Statement>, (usize, tokio_postgres::Error)> {
+        let unprepared = |prepared: &HashMap<String, tokio_postgres::Statement>| {
+            let mut missing: Vec<&str> = Vec::new();
+            for text in texts {
+                if !prepared.contains_key(*text) && !missing.contains(text) {
+                    missing.push(text);
+                }
+            }
+            missing
+        };
+        let mut missing = unprepared(&self.prepared);
+        if !missing.is_empty() && self.prepared.len() + missing.len() > PREPARED_PER_SESSION {
+            self.prepared.clear();
+            missing = unprepared(&self.prepared);
+        }
+        let client = &self.client;
+        let mut requests = Vec::with_capacity(missing.len() + 1);
+        if begin {
+            requests.push(request(async { client.batch_execute("BEGIN TRANSACTION READ ONLY").await.map(|()| None) }));
+        }
+        requests.extend(missing.iter().map(|text| request(async { client.prepare(text).await.map(Some) })));
+        let mut answers = pipelined(requests).await.into_iter();
+        if begin && let Some(Err(e)) = answers.next() {
+            return Err((0, e));
+        }
+        let mut failed = Vec::new();
+        for (text, answer) in missing.iter().zip(answers) {
+            match answer {
+                Ok(Some(statement)) => {
+                    self.prepared.insert(text.to_string(), statement);
+                }
+                Ok(None) => {}
+                Err(e) => failed.push((texts.iter().position(|t| t == text).unwrap_or_default(), e)),
+            }
+        }
+        // The first refusal in the order sent: after it, the transaction is aborted and every
+        // later text fails for that reason alone.
+        if let Some(first) = failed.into_iter().next() {
+            return Err(first);
+        }
+        Ok(texts.iter().filter_map(|t| self.prepared.get(*t).cloned()).collect())
+    }
+}
+
+impl std::ops::Deref for Conn {
+    type Target = Client;
+    fn deref(&self) -> &Client {
+        &self.client
+    }
+}
+
+type Slot = Arc<Mutex<Option<Conn>>>;
 
 pub struct SqlPool {
     inventory: Arc<Inventory>,
@@ -164,7 +283,14 @@ impl SqlPool {
         let timeout = Duration::from_millis(self.inventory.defaults.statement_timeout_ms);
         let client = self.connected(database, session, &mut guard).await?;
         if read_only {
-            let outcome = tokio::time::timeout(timeout, read_only_work(client, database, statements, bounds)).await;
+            let deadline = tokio::time::Instant::now() + timeout;
+            let mut outcome = tokio::time::timeout_at(deadline, read_only_work(client, database, statements, bounds)).await;
+            if matches!(&outcome, Ok(Err(Guarded::Postgres(e))) if stale(e)) {
+                // Another session changed a table under a statement this one keeps prepared;
+                // nothing ran (reads only): prepare afresh and ask once more.
+                client.prepared.clear();
+                outcome = tokio::time::timeout_at(deadline, read_only_work(client, database, statements, bounds)).await;
+            }
             return match outcome {
                 Ok(Err(Guarded::Refused(e))) => {
                     // The session may be in any state now: never reuse it.
@@ -260,14 +386,14 @@ impl SqlPool {
         clients.entry((database.to_string(), session.plugin.to_string(), session.read_only)).or_default().clone()
     }
 
-    async fn connected<'a>(&self, database: &str, session: Session<'_>, guard: &'a mut Option<Client>) -> CapResult<&'a Client> {
+    async fn connected<'a>(&self, database: &str, session: Session<'_>, guard: &'a mut Option<Conn>) -> CapResult<&'a mut Conn> {
         if guard.as_ref().is_some_and(|c| c.is_closed()) {
             *guard = None;
         }
         if guard.is_none() {
-            *guard = Some(self.connect(database, session.read_only).await?);
+            *guard = Some(Conn::new(self.connect(database, session.read_only).await?));
         }
-        guard.as_ref().ok_or_else(|| CapabilityError::Failed(format!("database {database}: no connection")))
+        guard.as_mut().ok_or_else(|| CapabilityError::Failed(format!("database {database}: no connection")))
     }
 
     async fn connect(&self, name: &str, read_only: bool) -> CapResult<Client> {
@@ -309,6 +435,14 @@ impl SqlPool {
 /// serialization failure.
 const MAX_ATTEMPTS: u64 = 4;
 
+/// A kept prepared statement whose result type a change of its tables made out of date (the
+/// server plans it again itself when it can; this it refuses).
+fn stale(e: &tokio_postgres::Error) -> bool {
+    e.as_db_error().is_some_and(|db| {
+        *db.code() == tokio_postgres::error::SqlState::FEATURE_NOT_SUPPORTED && db.message().contains("cached plan must not change result type")
+    })
+}
+
 fn rolled_back_by_the_server(e: &tokio_postgres::Error) -> bool {
     use tokio_postgres::error::SqlState;
     e.code().is_some_and(|code| *code == SqlState::T_R_DEADLOCK_DETECTED || *code == SqlState::T_R_SERIALIZATION_FAILURE)
@@ -317,7 +451,7 @@ fn rolled_back_by_the_server(e: &tokio_postgres::Error) -> bool {
 fn settle<T>(
     database: &str,
     outcome: Result<Result<T, tokio_postgres::Error>, tokio::time::error::Elapsed>,
-    guard: &mut Option<Client>,
+    guard: &mut Option<Conn>,
     read_only: bool,
     timeout: Duration,
 ) -> CapResult<T> {
@@ -524,60 +658,60 @@ impl From<tokio_postgres::Error> for Guarded {
 const GUARD: &str = "SELECT (SELECT virtualtransaction FROM pg_locks WHERE pid = pg_backend_pid() AND locktype = 'virtualxid') AS vxid, \
                      current_setting('transaction_read_only') AS read_only";
 
-async fn guard(client: &Client) -> Result<(Option<String>, String), tokio_postgres::Error> {
-    let row = client.query_one(GUARD, &[]).await?;
-    Ok((row.try_get(0)?, row.try_get(1)?))
+/// What one request of a pipelined round answers.
+enum Answer {
+    Done,
+    Guard(Option<String>, String),
+    Plan(String),
+    Rows(Rows),
 }
 
-/// A reading call: one read-only transaction, every statement screened by the server's planner
-/// and the side-effect list first, and the transaction's identity checked after each.
-async fn read_only_work(client: &Client, database: &str, statements: &[Statement], bounds: &Bounds) -> Result<Vec<Rows>, Guarded> {
-    client.batch_execute("BEGIN TRANSACTION READ ONLY").await?;
-    let (started, _) = guard(client).await?;
-    let mut results = Vec::with_capacity(statements.len());
-    for (n, statement) in statements.iter().enumerate() {
-        if let Err(e) = screen(client, database, statement).await {
-            let _ = client.batch_execute("ROLLBACK").await;
-            return Err(e);
-        }
-        match run_statement(client, statement, bounds).await {
-            Ok(rows) => results.push(rows),
-            Err(e) => {
-                let _ = client.batch_execute("ROLLBACK").await;
-                return Err(Guarded::Postgres(e));
+/// One request of a round, boxed so that a round can mix kinds.
+type Request<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
+
+fn request<'a, T>(future: impl std::future::Future<Output = T> + Send + 'a) -> Request<'a, T> {
+    Box::pin(future)
+}
+
+/// Requests sent together and answered in one round trip. tokio-postgres sends a request when
+/// its future is first polled; every poll here goes through the list in order, so the server
+/// receives (and runs) them in the list's order.
+async fn pipelined<T>(requests: Vec<Request<'_, T>>) -> Vec<T> {
+    use std::task::Poll;
+    let mut pending: Vec<Option<Request<'_, T>>> = requests.into_iter().map(Some).collect();
+    let mut answers: Vec<Option<T>> = pending.iter().map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        for (request, answer) in pending.iter_mut().zip(answers.iter_mut()) {
+            if let Some(future) = request
+                && let Poll::Ready(value) = future.as_mut().poll(cx)
+            {
+                *answer = Some(value);
+                *request = None;
             }
         }
-        let (now, read_only) = guard(client).await?;
-        if now != started || started.is_none() || read_only != "on" {
-            return Err(Guarded::Refused(CapabilityError::ReadOnly(format!(
-                "database {database}: statement {} of the call ended or changed its read-only transaction; refused, and its session closed (nothing may change while planning or reading)",
-                n + 1
-            ))));
-        }
-    }
-    client.batch_execute("ROLLBACK").await?;
-    Ok(results)
+        if pending.iter().all(Option::is_none) { Poll::Ready(()) } else { Poll::Pending }
+    })
+    .await;
+    answers.into_iter().flatten().collect()
 }
 
-/// Is the statement a query the server can plan, calling nothing that changes the server?
-/// `EXPLAIN (VERBOSE)` of it, through the extended protocol: one statement only; a utility
-/// statement (transaction control, SET, COPY, DO, CALL …) is no query and fails here.
-async fn screen(client: &Client, database: &str, statement: &Statement) -> Result<(), Guarded> {
-    let explain = format!("EXPLAIN (VERBOSE, COSTS OFF) {}", statement.sql);
-    let prepared = match client.prepare(&explain).await {
-        Ok(prepared) => prepared,
-        Err(e) => {
-            // One round trip: the server's own words say whether the query is malformed or is
-            // no query at all (a utility statement is a syntax error after EXPLAIN).
-            let first = statement.sql.split_whitespace().next().unwrap_or_default().to_uppercase();
-            let said = e.as_db_error().map(|db| db.message().to_string()).unwrap_or_else(|| e.to_string());
-            return Err(Guarded::Refused(CapabilityError::ReadOnly(format!(
-                "database {database}: only queries (SELECT, VALUES, TABLE, WITH …) run while planning or reading; `{first} …` is refused (the server cannot plan it: {said})"
-            ))));
-        }
-    };
+async fn begin_read_only(client: &Client) -> Result<Answer, tokio_postgres::Error> {
+    client.batch_execute("BEGIN TRANSACTION READ ONLY").await.map(|()| Answer::Done)
+}
+
+async fn rollback(client: &Client) -> Result<Answer, tokio_postgres::Error> {
+    client.batch_execute("ROLLBACK").await.map(|()| Answer::Done)
+}
+
+async fn guard(client: &Client, prepared: &tokio_postgres::Statement) -> Result<Answer, tokio_postgres::Error> {
+    let row = client.query_one(prepared, &[]).await?;
+    Ok(Answer::Guard(row.try_get(0)?, row.try_get(1)?))
+}
+
+/// The server's verbose plan of a statement (`EXPLAIN (VERBOSE)` of it, prepared).
+async fn plan_of(client: &Client, explain: &tokio_postgres::Statement, statement: &Statement) -> Result<Answer, tokio_postgres::Error> {
     let params: Vec<TextParam> = statement.params.iter().map(TextParam::from).collect();
-    let stream = client.query_raw(&prepared, params.iter()).await?;
+    let stream = client.query_raw(explain, params.iter()).await?;
     let mut stream = std::pin::pin!(stream);
     let mut plan = String::new();
     use futures_lite::StreamExt;
@@ -586,14 +720,128 @@ async fn screen(client: &Client, database: &str, statement: &Statement) -> Resul
         plan.push_str(&line);
         plan.push('\n');
     }
-    refuse_side_effects(database, &plan).map_err(Guarded::Refused)
+    Ok(Answer::Plan(plan))
+}
+
+async fn rows(client: &Client, prepared: &tokio_postgres::Statement, statement: &Statement, bounds: &Bounds) -> Result<Answer, tokio_postgres::Error> {
+    rows_of(client, prepared, statement, bounds).await.map(Answer::Rows)
+}
+
+/// The `EXPLAIN (VERBOSE)` a statement is screened with: through the extended protocol, one
+/// statement only; a utility statement (transaction control, SET, COPY, DO, CALL …) is no query
+/// and fails to parse.
+fn explain_text(statement: &Statement) -> String {
+    format!("EXPLAIN (VERBOSE, COSTS OFF) {}", statement.sql)
+}
+
+/// A reading call: one read-only transaction, every statement screened by the server's planner
+/// and the side-effect list first, and the transaction's identity checked after each. In round
+/// trips: what the session has not prepared yet (the guard, each statement and its EXPLAIN —
+/// parsed, nothing run); then `BEGIN READ ONLY`, the guard and the first EXPLAIN; then each
+/// statement with the guard after it (and its successor's EXPLAIN, or the ROLLBACK).
+async fn read_only_work(conn: &mut Conn, database: &str, statements: &[Statement], bounds: &Bounds) -> Result<Vec<Rows>, Guarded> {
+    if statements.is_empty() {
+        return Ok(Vec::new());
+    }
+    let explains: Vec<String> = statements.iter().map(explain_text).collect();
+    let mut texts = vec![GUARD];
+    for (statement, explain) in statements.iter().zip(&explains) {
+        texts.push(explain);
+        texts.push(&statement.sql);
+    }
+    // Statements new to the session are parsed inside the reading transaction, begun with them.
+    let begun = !conn.has_prepared(&texts);
+    let prepared = match conn.prepare_all(&texts, begun).await {
+        Ok(prepared) => prepared,
+        Err((index, e)) => {
+            let Some(statement) = (index > 0).then(|| &statements[(index - 1) / 2]) else {
+                let _ = conn.client.batch_execute("ROLLBACK").await;
+                return Err(Guarded::Postgres(e));
+            };
+            // The server's own words say whether the query is malformed or is no query at all
+            // (a utility statement is a syntax error after EXPLAIN).
+            let first = statement.sql.split_whitespace().next().unwrap_or_default().to_uppercase();
+            let said = e.as_db_error().map(|db| db.message().to_string()).unwrap_or_else(|| e.to_string());
+            return Err(Guarded::Refused(CapabilityError::ReadOnly(format!(
+                "database {database}: only queries (SELECT, VALUES, TABLE, WITH …) run while planning or reading; `{first} …` is refused (the server cannot plan it: {said})"
+            ))));
+        }
+    };
+    let client = &conn.client;
+    let check = &prepared[0];
+    let (explain, run) = (|n: usize| &prepared[1 + 2 * n], |n: usize| &prepared[2 + 2 * n]);
+    let first = &statements[0];
+    let mut opening = Vec::with_capacity(3);
+    if !begun {
+        opening.push(request(begin_read_only(client)));
+    }
+    opening.push(request(guard(client, check)));
+    opening.push(request(plan_of(client, explain(0), first)));
+    let mut round = request(pipelined(opening));
+    let mut started = None;
+    let mut results = Vec::with_capacity(statements.len());
+    for (n, statement) in statements.iter().enumerate() {
+        let answers = round.await;
+        let mut plan = String::new();
+        for answer in answers {
+            match answer {
+                Ok(Answer::Guard(vxid, _)) => started = vxid,
+                Ok(Answer::Plan(text)) => plan = text,
+                Ok(_) => {}
+                Err(e) => {
+                    let _ = client.batch_execute("ROLLBACK").await;
+                    return Err(Guarded::Postgres(e));
+                }
+            }
+        }
+        if let Err(e) = refuse_side_effects(database, &plan) {
+            let _ = client.batch_execute("ROLLBACK").await;
+            return Err(Guarded::Refused(e));
+        }
+        let next = match statements.get(n + 1) {
+            Some(following) => request(plan_of(client, explain(n + 1), following)),
+            None => request(rollback(client)),
+        };
+        let answers = pipelined(vec![request(rows(client, run(n), statement, bounds)), request(guard(client, check)), next]).await;
+        let mut answers = answers.into_iter();
+        match answers.next() {
+            Some(Ok(Answer::Rows(rows))) => results.push(rows),
+            Some(Err(e)) => {
+                let _ = client.batch_execute("ROLLBACK").await;
+                return Err(Guarded::Postgres(e));
+            }
+            _ => {}
+        }
+        let (now, read_only) = match answers.next() {
+            Some(Ok(Answer::Guard(now, read_only))) => (now, read_only),
+            Some(Err(e)) => return Err(Guarded::Postgres(e)),
+            _ => (None, String::new()),
+        };
+        if now != started || started.is_none() || read_only != "on" {
+            return Err(Guarded::Refused(CapabilityError::ReadOnly(format!(
+                "database {database}: statement {} of the call ended or changed its read-only transaction; refused, and its session closed (nothing may change while planning or reading)",
+                n + 1
+            ))));
+        }
+        // The following statement's plan (or the ROLLBACK) already answered in this round.
+        round = request(std::future::ready(answers.collect::<Vec<_>>()));
+    }
+    for answer in round.await {
+        answer?;
+    }
+    Ok(results)
 }
 
 async fn run_statement(client: &Client, statement: &Statement, bounds: &Bounds) -> Result<Rows, tokio_postgres::Error> {
     let prepared = client.prepare(&statement.sql).await?;
+    rows_of(client, &prepared, statement, bounds).await
+}
+
+/// A prepared statement's rows, bounded (rows and bytes) as they arrive.
+async fn rows_of(client: &Client, prepared: &tokio_postgres::Statement, statement: &Statement, bounds: &Bounds) -> Result<Rows, tokio_postgres::Error> {
     let params: Vec<TextParam> = statement.params.iter().map(TextParam::from).collect();
     let columns: Vec<Column> = prepared.columns().iter().map(|c| Column { name: c.name().to_string(), type_name: c.type_().name().to_string() }).collect();
-    let stream = client.query_raw(&prepared, params.iter()).await?;
+    let stream = client.query_raw(prepared, params.iter()).await?;
     let mut stream = std::pin::pin!(stream);
     let mut rows = Vec::new();
     let mut bytes = 0usize;
@@ -923,6 +1171,33 @@ pub async fn open(inventory: &Inventory, name: &str, read_only: bool, applicatio
 mod tests {
     use super::*;
 
+    /// The pipeline tokio-postgres is given: every request sent (first polled) in the list's
+    /// order before any answer is awaited, and the answers back in the list's order however
+    /// they arrive.
+    #[test]
+    fn a_pipelined_round_sends_in_order_and_answers_in_order() {
+        let log = std::sync::Mutex::new(Vec::new());
+        let requests = (0..4u32)
+            .map(|i| {
+                let log = &log;
+                request(async move {
+                    log.lock().expect("log").push(format!("sent {i}"));
+                    // The later a request, the sooner its answer.
+                    for _ in 0..(4 - i) {
+                        futures_lite::future::yield_now().await;
+                    }
+                    log.lock().expect("log").push(format!("answered {i}"));
+                    i * 10
+                })
+            })
+            .collect();
+        let answers = futures_lite::future::block_on(pipelined(requests));
+        assert_eq!(answers, [0, 10, 20, 30]);
+        let log = log.into_inner().expect("log");
+        assert_eq!(log[..4], ["sent 0", "sent 1", "sent 2", "sent 3"], "{log:?}");
+        assert_eq!(log[4..], ["answered 3", "answered 2", "answered 1", "answered 0"], "{log:?}");
+    }
+
     #[test]
     fn numeric_decodes() {
         // 12345.678 : ndigits 3, weight 1, sign 0, dscale 3, digits [1, 2345, 6780]
@@ -954,6 +1229,11 @@ mod tests {
             "SELECT /* a /* nested */ comment */ dblink('x', 'DELETE FROM t')",
             "SELECT lo_unlink(1)",
             "SELECT * FROM (VALUES (1), (pg_reload_conf()::int)) v",
+            // SQL text run by the function that is handed it.
+            "SELECT query_to_xml('SELECT 1', true, false, '')",
+            "SELECT pg_catalog.table_to_xml('some_view'::regclass, true, false, '')",
+            "SELECT * FROM ts_stat($$SELECT to_tsvector('x')$$)",
+            "SELECT ts_rewrite('a'::tsquery, 'SELECT a, b FROM aliases')",
         ] {
             assert!(refuse_side_effects("d", hidden).is_err(), "{hidden}");
         }

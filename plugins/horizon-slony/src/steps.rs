@@ -533,11 +533,26 @@ fn caught_up(nodes: &[String]) -> Result<bool, String> {
 
 /// The same number of rows in every table of the two databases.
 fn same_rows(from: &str, to: &str) -> Result<bool, opsh_plugin_sdk::CapabilityError> {
-    const COUNTS: &str = "SELECT coalesce(string_agg(format('%s=%s', t.name, (xpath('/row/n/text()', query_to_xml(format('SELECT count(*) AS n FROM %s', t.name), false, true, '')))[1]::text), ' ' ORDER BY t.name), '') AS counts \
-        FROM (SELECT format('%I.%I', schemaname, tablename) AS name FROM pg_tables WHERE schemaname NOT IN ('pg_catalog', 'information_schema', '_slony')) t";
-    let a = opsh_plugin_sdk::sql::query(from, COUNTS, &[])?;
-    let b = opsh_plugin_sdk::sql::query(to, COUNTS, &[])?;
-    Ok(opsh_plugin_sdk::RowsExt::first_text(&a, "counts") == opsh_plugin_sdk::RowsExt::first_text(&b, "counts"))
+    Ok(row_counts(from)? == row_counts(to)?)
+}
+
+/// Each user table of a database (outside Slony's schema) and its exact row count, by name.
+fn row_counts(database: &str) -> Result<Vec<(String, String)>, opsh_plugin_sdk::CapabilityError> {
+    // Names quoted by the server (`%I`), so that they can be read from in the count query.
+    const TABLES: &str = "SELECT format('%I.%I', schemaname, tablename) AS name FROM pg_tables \
+        WHERE schemaname NOT IN ('pg_catalog', 'information_schema', '_slony') ORDER BY 1";
+    let tables = opsh_plugin_sdk::sql::query(database, TABLES, &[])?;
+    let names = opsh_plugin_sdk::rows::texts(&tables, "name");
+    if names.is_empty() {
+        return Ok(Vec::new());
+    }
+    let counts = names
+        .iter()
+        .map(|name| format!("SELECT {} AS name, count(*)::text AS n FROM {name}", opsh_plugin_sdk::quote::literal(name)))
+        .collect::<Vec<_>>()
+        .join(" UNION ALL ");
+    let rows = opsh_plugin_sdk::sql::query(database, &format!("SELECT name, n FROM ({counts}) c ORDER BY name"), &[])?;
+    Ok(opsh_plugin_sdk::rows::texts(&rows, "name").into_iter().zip(opsh_plugin_sdk::rows::texts(&rows, "n")).collect())
 }
 
 #[cfg(test)]
