@@ -138,6 +138,21 @@ fn gathered_probes_waiting_for_their_turn_end_at_the_call_deadline_too() {
     assert!(took < std::time::Duration::from_secs(12), "the call ended at its deadline, not after {took:?}: {run:?}");
 }
 
+/// One budget (16 MiB) holds for all the answers of a gather: forty answers of 1 MiB each
+/// bring the plugin exactly sixteen, and each of the others is dropped with a reason, in place;
+/// nothing the plugin can ask in one call makes the host hold more.
+#[test]
+fn the_answers_of_one_gather_stop_at_its_budget() {
+    let world = gather_world();
+    let run = world.opsh(&["--output", "json", "gather", "hoard", "alpha", "alpha-app"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    let row = &cells(&run)[0];
+    let mib = 1usize << 20;
+    let received = (16 * mib - 16 * 8).to_string();
+    assert_eq!(row[..4], ["40", "16", received.as_str(), "24"], "sixteen answers of 1 MiB, the 24 others dropped: {row:?}");
+    assert_eq!(row[4], "plugin gather: the answers of one gather passed 16 MiB; this one was dropped (ask for less at once)", "{row:?}");
+}
+
 /// A gathered answer holds the address token, never the address, and a password in a file a
 /// probe prints comes back as the marker (the plugin shows it reversed, so the shell's own
 /// redaction of its output could not hide a leak).

@@ -327,7 +327,8 @@ fn never_started(stderr: &[u8]) -> bool {
 }
 
 /// Put environment variables and privilege escalation around the argv. Secrets go first on
-/// standard input, one line each, and are read by the wrapper shell into their variables.
+/// standard input, one line each, and are read by the wrapper shell into their variables; a
+/// secret's line that arrived without its line break runs nothing (exit 125, as below).
 /// Runs a command on its input only once all of it has arrived: an opsh killed while it sends
 /// (kill -9, a cut network) ends the input early, and a command that read half of its input —
 /// a slonik script, a file's new content — would do half of what was planned. A short input runs
@@ -433,7 +434,11 @@ fn wrap_command(request: &ExecRequest, escalation: Become) -> CapResult<(Vec<Str
                     if secret.expose().contains('\n') {
                         return Err(CapabilityError::Invalid(format!("the secret for {name} contains a line break and cannot be passed safely")));
                     }
-                    script.push_str(&format!("IFS= read -r {name}; export {name}; "));
+                    // A line cut short (no line break: opsh went away while sending it) would
+                    // give the command part of a secret: run nothing, as the input guard does.
+                    script.push_str(&format!(
+                        "IFS= read -r {name} || {{ echo \"opsh: the command's input arrived incomplete; it was not run\" >&2; exit 125; }}; export {name}; "
+                    ));
                     stdin.extend_from_slice(secret.expose().as_bytes());
                     stdin.push(b'\n');
                 }
@@ -570,6 +575,27 @@ mod tests {
         assert_eq!(stdin, b"s3cr3t\n");
     }
 
+    /// Run a wrapped command locally as ssh would run it remotely, on `input` (perhaps cut
+    /// short), with `home` as its HOME when given.
+    fn feed(argv: &[String], input: &[u8], home: Option<&std::path::Path>) -> std::process::Output {
+        use std::io::Write;
+        let mut command = std::process::Command::new(&argv[0]);
+        command.args(&argv[1..]).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        if let Some(home) = home {
+            command.env("HOME", home);
+        }
+        let mut child = command.spawn().expect("sh");
+        child.stdin.take().expect("stdin").write_all(input).expect("write");
+        child.wait_with_output().expect("wait")
+    }
+
+    /// An input cut short ran nothing: exit 125, the guard's own words, and no `out` written.
+    fn ran_nothing(cut: &std::process::Output, out: &std::path::Path, why: &str) {
+        assert_eq!(cut.status.code(), Some(125), "{cut:?}");
+        assert!(String::from_utf8_lossy(&cut.stderr).contains("arrived incomplete; it was not run"), "{cut:?}");
+        assert!(!out.exists(), "{why}");
+    }
+
     /// The input-guard script, run here with a stand-in command: whole input runs it on exactly
     /// that input; an input cut short (opsh killed while sending) runs nothing.
     #[test]
@@ -580,20 +606,30 @@ mod tests {
         request.argv.push(out.display().to_string());
         request.stdin = Some(b"line 1\nline 2\n".to_vec());
         let (argv, stdin) = wrap_command(&request, Become::None).expect("wrap");
-        let run = |input: &[u8]| {
-            use std::io::Write;
-            let mut child = std::process::Command::new(&argv[0]).args(&argv[1..]).stdin(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("sh");
-            child.stdin.take().expect("stdin").write_all(input).expect("write");
-            child.wait_with_output().expect("wait")
-        };
+        let run = |input: &[u8]| feed(&argv, input, None);
         let whole = run(&stdin);
         assert!(whole.status.success(), "{whole:?}");
         assert_eq!(std::fs::read(&out).expect("written"), b"line 1\nline 2\n");
         std::fs::remove_file(&out).expect("remove");
         let cut = run(&stdin[..5]);
-        assert_eq!(cut.status.code(), Some(125), "{cut:?}");
-        assert!(String::from_utf8_lossy(&cut.stderr).contains("arrived incomplete; it was not run"), "{cut:?}");
-        assert!(!out.exists(), "the command did not run on half its input");
+        ran_nothing(&cut, &out, "the command did not run on half its input");
+    }
+
+    /// A secret passed on standard input whose line was cut short runs nothing (the command
+    /// would log in with part of a password, or act on part of a token); whole, it arrives.
+    #[test]
+    fn a_command_whose_secret_arrived_cut_short_runs_nothing() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let out = dir.path().join("got");
+        let mut request = ExecRequest::new(vec!["sh".into(), "-c".into(), "printf %s \"$TOKEN\" > \"$0\"".into(), out.display().to_string()]);
+        request.env.push(("TOKEN".into(), EnvValue::Secret(crate::inventory::tests_support::secret("s3cret-token-value"))));
+        let (argv, stdin) = wrap_command(&request, Become::None).expect("wrap");
+        let run = |input: &[u8]| feed(&argv, input, None);
+        let cut = run(&stdin[..6]);
+        ran_nothing(&cut, &out, "the command did not run with part of its secret");
+        let whole = run(&stdin);
+        assert!(whole.status.success(), "{whole:?}");
+        assert_eq!(std::fs::read_to_string(&out).expect("written"), "s3cret-token-value");
     }
 
     /// A named command whose input was cut short (the lab's `cut` during a slonik step) ran
@@ -606,23 +642,9 @@ mod tests {
         request.once = Some("r1.s9.e0.a1".into());
         request.stdin = Some(b"script line 1\nscript line 2\n".to_vec());
         let (argv, stdin) = wrap_command(&request, Become::None).expect("wrap");
-        let run = |input: &[u8]| {
-            use std::io::Write;
-            let mut child = std::process::Command::new(&argv[0])
-                .args(&argv[1..])
-                .env("HOME", home.path())
-                .stdin(Stdio::piped())
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .spawn()
-                .expect("sh");
-            child.stdin.take().expect("stdin").write_all(input).expect("write");
-            child.wait_with_output().expect("wait")
-        };
+        let run = |input: &[u8]| feed(&argv, input, Some(home.path()));
         let cut = run(&stdin[..7]);
-        assert_eq!(cut.status.code(), Some(125), "{cut:?}");
-        assert!(String::from_utf8_lossy(&cut.stderr).contains("arrived incomplete; it was not run"), "{cut:?}");
-        assert!(!out.exists(), "nothing ran on half the input");
+        ran_nothing(&cut, &out, "nothing ran on half the input");
         let again = run(&stdin);
         assert!(again.status.success(), "the next attempt ran it: {again:?}");
         assert!(!String::from_utf8_lossy(&again.stderr).contains("not run again"), "{again:?}");
