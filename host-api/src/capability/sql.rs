@@ -814,7 +814,11 @@ async fn read_only_work(conn: &mut Conn, database: &str, statements: &[Statement
         }
         let (now, read_only) = match answers.next() {
             Some(Ok(Answer::Guard(now, read_only))) => (now, read_only),
-            Some(Err(e)) => return Err(Guarded::Postgres(e)),
+            Some(Err(e)) => {
+                // The session is kept for the next call: never inside this transaction.
+                let _ = client.batch_execute("ROLLBACK").await;
+                return Err(Guarded::Postgres(e));
+            }
             _ => (None, String::new()),
         };
         if now != started || started.is_none() || read_only != "on" {
