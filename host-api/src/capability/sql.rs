@@ -130,16 +130,16 @@ const SIDE_EFFECT_FUNCTIONS: &[&str] = &[
     "pg_clear_relation_stats",
     "pg_clear_attribute_stats",
     // They run SQL text given to them (through SPI, when the call runs): what that text holds,
-    // or builds, is seen neither in the statement nor in its plan. `table_to_xml` and its
-    // kin read a table or view by name — a view's own calls, hidden the same way.
+    // or builds, is seen neither in the statement nor in its plan.
     "ts_stat",
     "ts_rewrite",
 ];
 
 /// Families of such functions, by prefix: `dblink` runs SQL on another connection, adminpack's
 /// `pg_file_*` writes server files, `lo_*` writes large objects, `pg_stat_reset*` clears
-/// statistics, replication origins move, pg_prewarm starts a worker; `query_to_xml*` and its
-/// kin run SQL text (or read a view) when called, out of sight of any check.
+/// statistics, replication origins move, pg_prewarm starts a worker; `query_to_xml*` and
+/// `cursor_to_xml*` run SQL text when called, and `table_to_xml*` and its kin read a table or
+/// view named by a string — a view's own calls, hidden the same way — out of sight of any check.
 const SIDE_EFFECT_PREFIXES: &[&str] = &[
     "dblink",
     "pg_file_",
@@ -168,7 +168,7 @@ struct Conn {
     prepared: HashMap<String, tokio_postgres::Statement>,
 }
 
-/// Statements one reading session keeps prepared; past it, the oldest set is forgotten.
+/// Statements one reading session keeps prepared; past it, all are forgotten and it starts over.
 const PREPARED_PER_SESSION: usize = 256;
 
 impl Conn {
@@ -435,12 +435,12 @@ impl SqlPool {
 /// serialization failure.
 const MAX_ATTEMPTS: u64 = 4;
 
-/// A kept prepared statement whose result type a change of its tables made out of date (the
-/// server plans it again itself when it can; this it refuses).
+/// Perhaps a kept prepared statement whose result type a change of its tables made out of date
+/// ("cached plan must not change result type"; the server plans it again itself when it can).
+/// By its code alone, as the message may be in the server's language: a read that fails so for
+/// another reason fails the same way once more, and nothing ran either time.
 fn stale(e: &tokio_postgres::Error) -> bool {
-    e.as_db_error().is_some_and(|db| {
-        *db.code() == tokio_postgres::error::SqlState::FEATURE_NOT_SUPPORTED && db.message().contains("cached plan must not change result type")
-    })
+    e.code() == Some(&tokio_postgres::error::SqlState::FEATURE_NOT_SUPPORTED)
 }
 
 fn rolled_back_by_the_server(e: &tokio_postgres::Error) -> bool {
@@ -810,7 +810,10 @@ async fn read_only_work(conn: &mut Conn, database: &str, statements: &[Statement
                 let _ = client.batch_execute("ROLLBACK").await;
                 return Err(Guarded::Postgres(e));
             }
-            _ => {}
+            // Never so: a call answered with fewer results than statements is refused.
+            _ => {
+                return Err(Guarded::Refused(CapabilityError::Failed(format!("database {database}: statement {} of the call gave no result", n + 1))));
+            }
         }
         let (now, read_only) = match answers.next() {
             Some(Ok(Answer::Guard(now, read_only))) => (now, read_only),
