@@ -113,7 +113,11 @@ fn expand(value: &str, vars: &BTreeMap<String, Vec<String>>, unresolved: &mut Ve
         out.push_str(&rest[..at]);
         let after = &rest[at + 1..];
         let (name, len) = if let Some(braced) = after.strip_prefix('{') {
-            let end = braced.find('}').unwrap_or(braced.len());
+            // An unclosed `${name` (bash: "bad substitution") is kept as written.
+            let Some(end) = braced.find('}') else {
+                rest = &rest[at..];
+                break;
+            };
             (&braced[..end], end + 2)
         } else {
             let end = after.find(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).unwrap_or(after.len());
@@ -627,6 +631,14 @@ mod tests {
         assert!(!vars.contains_key("not"), "a heredoc's lines are not assignments");
         assert_eq!(vars["home"], ["$HOME/pgxc"]);
         assert_eq!(unresolved, ["HOME"]);
+    }
+
+    #[test]
+    fn an_unclosed_brace_is_kept_as_written() {
+        // Found by the import fuzz target: `${name` without its `}` ran past the end of the value.
+        let (vars, _) = bash_variables("base=/srv\ndir=${base\nother=$base/x${\n");
+        assert_eq!(vars["dir"], ["${base"]);
+        assert_eq!(vars["other"], ["/srv/x${"]);
     }
 
     fn host<'a>(table: &'a Table, name: &str) -> &'a Table {

@@ -211,6 +211,8 @@ const BUILTIN: &[(&str, &str)] = &[
     ("xdb-wide", include_str!("../topologies/xdb-wide.toml")),
     ("team", include_str!("../topologies/team.toml")),
     ("pg32", include_str!("../topologies/pg32.toml")),
+    ("tungsten32", include_str!("../topologies/tungsten32.toml")),
+    ("otb-large", include_str!("../topologies/otb-large.toml")),
 ];
 
 impl Topology {

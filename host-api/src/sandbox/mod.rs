@@ -178,10 +178,15 @@ pub struct Sandbox {
 }
 
 impl Sandbox {
-    pub fn new(cache_dir: PathBuf, limits: Limits) -> Result<Self> {
+    /// The engine every plugin runs on (benches compile with the same one).
+    pub fn engine_config() -> Config {
         let mut config = Config::new();
         config.wasm_component_model(true).epoch_interruption(true);
-        let engine = Engine::new(&config).map_err(|e| anyhow::anyhow!("starting the wasm engine: {e}"))?;
+        config
+    }
+
+    pub fn new(cache_dir: PathBuf, limits: Limits) -> Result<Self> {
+        let engine = Engine::new(&Self::engine_config()).map_err(|e| anyhow::anyhow!("starting the wasm engine: {e}"))?;
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(|e| anyhow::anyhow!("linking WASI: {e}"))?;
         Plugin::add_to_linker::<_, HasSelf<_>>(&mut linker, |ctx| ctx).map_err(|e| anyhow::anyhow!("linking the opsh API: {e}"))?;
