@@ -32,19 +32,12 @@ fn pg_status_answers_for_each_of_32_servers_while_one_is_frozen() {
     }
 }
 
-/// `field` of a replication service as its trepctl on the host prints it.
-fn trepctl_field(world: &World, host: &str, trepctl: &str, service: &str, field: &str) -> Option<String> {
-    let output = world.lab.host_exec(host, &[trepctl, "-service", service, "status"]).expect("trepctl");
-    let text = String::from_utf8_lossy(&output.stdout).to_string();
-    text.lines().find_map(|l| l.strip_prefix(field).filter(|v| v.starts_with([' ', ':'])).map(|v| v.trim_start_matches([' ', ':']).to_string()))
-}
-
 /// The `tungsten32` lab (two dataservices of 16 hosts each, 64 replicators, hosts listed shuffled):
 /// one `tungsten status` reports every replicator as its own trepctl on that host does, flags the
 /// two that are not ONLINE, and with a host frozen still answers for the 31 others.
 #[test]
 fn tungsten_status_answers_for_each_of_32_hosts() {
-    use crate::tungsten::{CLUSTER_TREPCTL, CROSS_TREPCTL};
+    use crate::tungsten::{CLUSTER_TREPCTL, CROSS_TREPCTL, trepctl_field};
     let mut world = World::with_topology("tungsten32");
     assert_eq!(world.lab.state.hosts.len(), 32);
     let stop = world.lab.host_exec("tyo-05", &["/opt/continuent/tungsten/tungsten-replicator/bin/replicator", "stop"]).expect("stop");
@@ -70,14 +63,14 @@ fn tungsten_status_answers_for_each_of_32_hosts() {
                 .unwrap_or_else(|| panic!("no {installation} row for {}: {run:?}", host.name));
             assert_eq!(row["service"], service, "{row}");
             match trepctl_field(&world, &host.name, trepctl, service, "state") {
-                Some(state) => {
+                Ok(state) => {
                     assert_eq!(row["state"], state.as_str(), "{} {installation}: {row}", host.name);
                     let role = trepctl_field(&world, &host.name, trepctl, service, "role").expect("role");
                     assert_eq!(row["role"], role.as_str(), "{} {installation}: {row}", host.name);
                 }
                 // A stopped replicator: trepctl cannot connect, and status must not call it ONLINE.
-                None => {
-                    assert_eq!((host.name.as_str(), installation), ("tyo-05", "cluster"), "only tyo-05's replicator was stopped");
+                Err(said) => {
+                    assert_eq!((host.name.as_str(), installation), ("tyo-05", "cluster"), "only tyo-05's replicator was stopped: {said}");
                     assert!(row["state"].as_str().is_some_and(|s| s != "ONLINE"), "{row}");
                 }
             }

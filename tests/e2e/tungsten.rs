@@ -24,8 +24,16 @@ pub(crate) fn cctrl_ls(world: &World, host: &str) -> String {
 
 /// `state` of a replication service as trepctl reports it (or its "Connection failed").
 pub(crate) fn trepctl_state(world: &World, host: &str, trepctl: &str, service: &str) -> String {
+    trepctl_field(world, host, trepctl, service, "state").unwrap_or_else(|stdout| stdout)
+}
+
+/// `field` of a replication service as its trepctl prints it, or trepctl's whole output when it
+/// has no such line (a stopped replicator: "Connection failed").
+pub(crate) fn trepctl_field(world: &World, host: &str, trepctl: &str, service: &str, field: &str) -> Result<String, String> {
     let run = on(world, host, &format!("{trepctl} -service {service} status"));
-    run.stdout.lines().find_map(|l| l.strip_prefix("state").map(|v| v.trim_start_matches([' ', ':']).to_string())).unwrap_or(run.stdout)
+    let value =
+        run.stdout.lines().find_map(|l| l.strip_prefix(field).filter(|v| v.starts_with([' ', ':'])).map(|v| v.trim_start_matches([' ', ':']).to_string()));
+    value.ok_or(run.stdout)
 }
 
 /// Everything the procedure must restore: policy, connectors, every replicator.

@@ -15,8 +15,7 @@ fn data(world: &World, host: &str) -> String {
 
 /// `state` of `service` in the installation at `home` on `host`, as its trepctl prints it.
 pub fn state(world: &World, host: &str, home: &str, service: &str) -> String {
-    let run = on(world, host, &format!("{home}/tungsten-replicator/bin/trepctl -service {service} status"));
-    run.stdout.lines().find_map(|l| l.strip_prefix("state").map(|v| v.trim_start_matches([' ', ':']).to_string())).unwrap_or(run.stdout)
+    crate::tungsten::trepctl_state(world, host, &format!("{home}/tungsten-replicator/bin/trepctl"), service)
 }
 
 const EAST: [&str; 4] = ["e1", "e2", "e3", "e4"];
